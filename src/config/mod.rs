@@ -1,0 +1,388 @@
+//! The configuration model: what an unchanged `pgbouncer.ini` + `userlist.txt` mean to the pooler.
+//!
+//! Owns the typed settings, their PgBouncer 1.2x defaults (one `impl Default` per struct is the single
+//! source of defaults) and `load()`. Parsing of the ini syntax lives in `ini.rs`, the auth file in
+//! `userlist.rs`. Running code holds an `Arc<Config>` snapshot; a reload builds a new one.
+//! Must not do I/O beyond reading the files it is pointed at.
+
+mod ini;
+mod keys;
+mod userlist;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use ini::parse_ini_str;
+pub use keys::{KeyInfo, GENERAL_KEYS};
+pub use userlist::{parse_userlist, Secret, UserList};
+
+/// A configuration problem, with enough context to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}: {key}: {message}")]
+pub struct ConfigIssue {
+    /// File the problem is in.
+    pub file: String,
+    /// 1-based line number (0 when the problem is not tied to a line).
+    pub line: usize,
+    /// The key (or section) concerned.
+    pub key: String,
+    /// What was wrong / what was expected.
+    pub message: String,
+}
+
+/// Every problem found in one load; the config is rejected when this is non-empty.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration:\n{}", .0.iter().map(|i| i.to_string()).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigErrors(pub Vec<ConfigIssue>);
+
+/// How long a server stays with a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PoolMode {
+    /// Server is released when the client disconnects.
+    Session,
+    /// Server is released after each transaction.
+    Transaction,
+    /// Server is released after each statement; transactions are refused.
+    Statement,
+}
+
+impl PoolMode {
+    /// The ini spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PoolMode::Session => "session",
+            PoolMode::Transaction => "transaction",
+            PoolMode::Statement => "statement",
+        }
+    }
+}
+
+/// Client authentication method (`auth_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthType {
+    /// No password, user name ignored; databases need a forced user.
+    Any,
+    /// No password; the user must be known.
+    Trust,
+    /// Cleartext password.
+    Plain,
+    /// MD5 challenge (SCRAM for users whose stored secret is SCRAM).
+    Md5,
+    /// SCRAM-SHA-256.
+    ScramSha256,
+}
+
+impl AuthType {
+    /// The ini spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthType::Any => "any",
+            AuthType::Trust => "trust",
+            AuthType::Plain => "plain",
+            AuthType::Md5 => "md5",
+            AuthType::ScramSha256 => "scram-sha-256",
+        }
+    }
+}
+
+/// Where a server lives.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ServerHost {
+    /// Host name or IP address.
+    Tcp(String),
+    /// Directory holding `.s.PGSQL.<port>`.
+    Unix(PathBuf),
+}
+
+/// One `[databases]` entry (or the `*` fallback).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatabaseConfig {
+    /// The name clients connect to (the ini key).
+    pub name: String,
+    /// `host=`; `None` means the default Unix socket directory of libpq (`/var/run/postgresql`) as PgBouncer does.
+    pub host: Option<ServerHost>,
+    /// `port=` (5432).
+    pub port: u16,
+    /// `dbname=`; `None` = the client's database name.
+    pub dbname: Option<String>,
+    /// `user=`: forced server user (single pool for the database).
+    pub user: Option<String>,
+    /// `password=` for the forced user or for logging in.
+    pub password: Option<String>,
+    /// `pool_size=`; `None` = `default_pool_size`.
+    pub pool_size: Option<u32>,
+    /// `min_pool_size=`.
+    pub min_pool_size: Option<u32>,
+    /// `reserve_pool_size=` (alias `reserve_pool`).
+    pub reserve_pool_size: Option<u32>,
+    /// `pool_mode=`.
+    pub pool_mode: Option<PoolMode>,
+    /// `max_db_connections=`; `None` = global.
+    pub max_db_connections: Option<u32>,
+    /// `server_lifetime=`.
+    pub server_lifetime: Option<Duration>,
+    /// `connect_query=`: run once after each server login.
+    pub connect_query: Option<String>,
+    /// `client_encoding=` sent in the server startup packet.
+    pub client_encoding: Option<String>,
+    /// `datestyle=` sent in the server startup packet.
+    pub datestyle: Option<String>,
+    /// `timezone=` sent in the server startup packet.
+    pub timezone: Option<String>,
+    /// `application_name=` sent in the server startup packet.
+    pub application_name: Option<String>,
+}
+
+impl DatabaseConfig {
+    /// An entry with only a name and PgBouncer's defaults.
+    pub fn new(name: &str) -> Self {
+        DatabaseConfig {
+            name: name.to_string(),
+            host: None,
+            port: 5432,
+            dbname: None,
+            user: None,
+            password: None,
+            pool_size: None,
+            min_pool_size: None,
+            reserve_pool_size: None,
+            pool_mode: None,
+            max_db_connections: None,
+            server_lifetime: None,
+            connect_query: None,
+            client_encoding: None,
+            datestyle: None,
+            timezone: None,
+            application_name: None,
+        }
+    }
+}
+
+/// One `[users]` entry.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UserConfig {
+    /// User name (the ini key).
+    pub name: String,
+    /// `pool_mode=`.
+    pub pool_mode: Option<PoolMode>,
+    /// `pool_size=`.
+    pub pool_size: Option<u32>,
+    /// `reserve_pool_size=`.
+    pub reserve_pool_size: Option<u32>,
+    /// `max_user_connections=`.
+    pub max_user_connections: Option<u32>,
+    /// `query_timeout=`.
+    pub query_timeout: Option<Duration>,
+    /// `idle_transaction_timeout=`.
+    pub idle_transaction_timeout: Option<Duration>,
+    /// `client_idle_timeout=`.
+    pub client_idle_timeout: Option<Duration>,
+}
+
+/// The `[pgbouncer]` section. A zero `Duration` means "disabled" where PgBouncer uses 0 that way.
+#[derive(Debug, Clone, PartialEq)]
+pub struct General {
+    pub listen_addr: Vec<String>,
+    pub listen_port: u16,
+    pub unix_socket_dir: String,
+    pub unix_socket_mode: u32,
+    pub auth_type: AuthType,
+    pub auth_file: Option<PathBuf>,
+    pub pool_mode: PoolMode,
+    pub max_client_conn: u32,
+    pub default_pool_size: u32,
+    pub min_pool_size: u32,
+    pub reserve_pool_size: u32,
+    pub reserve_pool_timeout: Duration,
+    pub max_db_connections: u32,
+    pub max_user_connections: u32,
+    pub server_round_robin: bool,
+    /// Lower-cased names.
+    pub ignore_startup_parameters: Vec<String>,
+    /// As written (case preserved for display; compared case-insensitively).
+    pub track_extra_parameters: Vec<String>,
+    pub server_reset_query: String,
+    pub server_reset_query_always: bool,
+    pub server_check_query: String,
+    pub server_check_delay: Duration,
+    pub server_lifetime: Duration,
+    pub server_idle_timeout: Duration,
+    pub server_connect_timeout: Duration,
+    pub server_login_retry: Duration,
+    pub client_login_timeout: Duration,
+    pub query_timeout: Duration,
+    pub query_wait_timeout: Duration,
+    pub client_idle_timeout: Duration,
+    pub idle_transaction_timeout: Duration,
+    pub max_packet_size: u32,
+    pub listen_backlog: u32,
+    pub tcp_keepalive: bool,
+    pub tcp_keepcnt: u32,
+    pub tcp_keepidle: u32,
+    pub tcp_keepintvl: u32,
+    pub tcp_user_timeout: u32,
+    pub admin_users: Vec<String>,
+    pub stats_users: Vec<String>,
+    pub application_name_add_host: bool,
+    pub logfile: Option<PathBuf>,
+    pub pidfile: Option<PathBuf>,
+    pub log_connections: bool,
+    pub log_disconnections: bool,
+    pub log_pooler_errors: bool,
+    pub log_stats: bool,
+    pub stats_period: Duration,
+    pub verbose: u32,
+    pub user: Option<String>,
+    /// `shutdown_timeout` (ours): how long SIGTERM waits for clients to finish their transaction.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for General {
+    fn default() -> Self {
+        General {
+            listen_addr: Vec::new(),
+            listen_port: 6432,
+            unix_socket_dir: "/tmp".to_string(),
+            unix_socket_mode: 0o777,
+            auth_type: AuthType::Md5,
+            auth_file: None,
+            pool_mode: PoolMode::Session,
+            max_client_conn: 100,
+            default_pool_size: 20,
+            min_pool_size: 0,
+            reserve_pool_size: 0,
+            reserve_pool_timeout: Duration::from_secs(5),
+            max_db_connections: 0,
+            max_user_connections: 0,
+            server_round_robin: false,
+            ignore_startup_parameters: Vec::new(),
+            track_extra_parameters: vec!["IntervalStyle".to_string()],
+            server_reset_query: "DISCARD ALL".to_string(),
+            server_reset_query_always: false,
+            server_check_query: String::new(),
+            server_check_delay: Duration::from_secs(30),
+            server_lifetime: Duration::from_secs(3600),
+            server_idle_timeout: Duration::from_secs(600),
+            server_connect_timeout: Duration::from_secs(15),
+            server_login_retry: Duration::from_secs(15),
+            client_login_timeout: Duration::from_secs(60),
+            query_timeout: Duration::ZERO,
+            query_wait_timeout: Duration::from_secs(120),
+            client_idle_timeout: Duration::ZERO,
+            idle_transaction_timeout: Duration::ZERO,
+            max_packet_size: 2147483647,
+            listen_backlog: 128,
+            tcp_keepalive: true,
+            tcp_keepcnt: 0,
+            tcp_keepidle: 0,
+            tcp_keepintvl: 0,
+            tcp_user_timeout: 0,
+            admin_users: Vec::new(),
+            stats_users: Vec::new(),
+            application_name_add_host: false,
+            logfile: None,
+            pidfile: None,
+            log_connections: true,
+            log_disconnections: true,
+            log_pooler_errors: true,
+            log_stats: true,
+            stats_period: Duration::from_secs(60),
+            verbose: 0,
+            user: None,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A whole loaded configuration.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Config {
+    /// The ini file this came from (for RELOAD and messages).
+    pub path: PathBuf,
+    /// `[pgbouncer]`.
+    pub general: General,
+    /// `[databases]` without `*`, by name.
+    pub databases: HashMap<String, DatabaseConfig>,
+    /// The `*` fallback entry.
+    pub fallback_database: Option<DatabaseConfig>,
+    /// `[users]`, by name.
+    pub users: HashMap<String, UserConfig>,
+    /// The parsed `auth_file`.
+    pub userlist: UserList,
+    /// Keys that were accepted but are not implemented: reported at start-up as warnings.
+    pub unimplemented_keys: Vec<String>,
+    /// Raw `[pgbouncer]` values as written, for SHOW CONFIG.
+    pub raw_general: Vec<(String, String)>,
+}
+
+impl Config {
+    /// Reads and validates `path` (and its `%include`s and `auth_file`).
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigIssue {
+                file: path.display().to_string(),
+                line: 0,
+                key: String::new(),
+                message: format!("cannot read file: {e}"),
+            }])
+        })?;
+        let mut cfg = parse_ini_str(&text, path)?;
+        cfg.path = path.to_path_buf();
+        if let Some(auth_file) = cfg.general.auth_file.clone() {
+            let text = std::fs::read_to_string(&auth_file).map_err(|e| {
+                ConfigErrors(vec![ConfigIssue {
+                    file: auth_file.display().to_string(),
+                    line: 0,
+                    key: "auth_file".into(),
+                    message: format!("cannot read file: {e}"),
+                }])
+            })?;
+            cfg.userlist = parse_userlist(&text, &auth_file)?;
+        }
+        Ok(cfg)
+    }
+
+    /// The database entry for a client's database name: an exact entry, else the `*` fallback
+    /// with `name` filled in. `None` = `no such database`.
+    pub fn database(&self, name: &str) -> Option<DatabaseConfig> {
+        if let Some(db) = self.databases.get(name) {
+            return Some(db.clone());
+        }
+        self.fallback_database.as_ref().map(|fb| {
+            let mut db = fb.clone();
+            db.name = name.to_string();
+            db
+        })
+    }
+
+    /// Pool mode for (db, user): user over database over global.
+    pub fn pool_mode(&self, db: &DatabaseConfig, user: &str) -> PoolMode {
+        self.users
+            .get(user)
+            .and_then(|u| u.pool_mode)
+            .or(db.pool_mode)
+            .unwrap_or(self.general.pool_mode)
+    }
+
+    /// Pool size for (db, user): user over database over global.
+    pub fn pool_size(&self, db: &DatabaseConfig, user: &str) -> u32 {
+        self.users
+            .get(user)
+            .and_then(|u| u.pool_size)
+            .or(db.pool_size)
+            .unwrap_or(self.general.default_pool_size)
+    }
+
+    /// Reserve pool size for (db, user).
+    pub fn reserve_pool_size(&self, db: &DatabaseConfig, user: &str) -> u32 {
+        self.users
+            .get(user)
+            .and_then(|u| u.reserve_pool_size)
+            .or(db.reserve_pool_size)
+            .unwrap_or(self.general.reserve_pool_size)
+    }
+}
