@@ -1,1 +1,179 @@
-fn main() {}
+//! `ollyscale-pooler [-d] [-q] [-v] [-u user] [-V] [-h] pgbouncer.ini`: argument parsing, logging
+//! set-up, the runtime, and a call into `app`. No pooling logic lives here.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use ollyscale_pooler::app;
+
+const USAGE: &str = "ollyscale-pooler: a PgBouncer-compatible PostgreSQL connection pooler
+
+Usage:
+  ollyscale-pooler [OPTION]... CONFIG_FILE
+
+Options:
+  -d, --daemon     run in the background (needs logfile in the config)
+  -q, --quiet      run quietly (no logging to stderr)
+  -v, --verbose    increase verbosity (repeatable)
+  -u, --user=USER  run as USER (needs root)
+  -V, --version    show version, then exit
+  -h, --help       show this help, then exit
+";
+
+struct Args {
+    daemon: bool,
+    quiet: bool,
+    verbose: u32,
+    user: Option<String>,
+    config: PathBuf,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut daemon = false;
+    let mut quiet = false;
+    let mut verbose = 0;
+    let mut user = None;
+    let mut config = None;
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-d" | "--daemon" => daemon = true,
+            "-q" | "--quiet" => quiet = true,
+            "-v" | "--verbose" => verbose += 1,
+            "-vv" => verbose += 2,
+            "-u" | "--user" => user = Some(it.next().ok_or("option -u needs a user name")?),
+            "-V" | "--version" => {
+                println!("ollyscale-pooler {}", env!("CARGO_PKG_VERSION"));
+                std::process::exit(0);
+            }
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                std::process::exit(0);
+            }
+            s if s.starts_with("--user=") => user = Some(s["--user=".len()..].to_string()),
+            s if s.starts_with('-') && s.len() > 1 => return Err(format!("unknown option: {s}")),
+            s => {
+                if config.replace(PathBuf::from(s)).is_some() {
+                    return Err("only one config file may be given".into());
+                }
+            }
+        }
+    }
+    let config = config.ok_or("a config file is required")?;
+    Ok(Args {
+        daemon,
+        quiet,
+        verbose,
+        user,
+        config,
+    })
+}
+
+fn init_logging(args: &Args, cfg: &ollyscale_pooler::config::Config) -> Result<(), String> {
+    let level = match args.verbose.max(cfg.general.verbose) {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OLLYSCALE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("ollyscale_pooler={level},warn")));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    if let Some(path) = &cfg.general.logfile {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| format!("cannot open logfile {}: {e}", path.display()))?;
+        builder
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(file))
+            .init();
+    } else if args.quiet || args.daemon {
+        builder.with_writer(std::io::sink).init();
+    } else {
+        builder.with_writer(std::io::stderr).init();
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("ollyscale-pooler: {e}\n\n{USAGE}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Some(user) = &args.user {
+        if let Err(e) = ollyscale_pooler::privileges::switch_user(user) {
+            eprintln!("ollyscale-pooler: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    let cfg = match ollyscale_pooler::config::Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ollyscale-pooler: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if args.daemon {
+        if cfg.general.logfile.is_none() {
+            eprintln!("ollyscale-pooler: -d needs logfile set in the config");
+            return ExitCode::from(1);
+        }
+        return match ollyscale_pooler::privileges::daemonize() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ollyscale-pooler: cannot go to the background: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    if let Err(e) = init_logging(&args, &cfg) {
+        eprintln!("ollyscale-pooler: {e}");
+        return ExitCode::from(1);
+    }
+    for key in &cfg.unimplemented_keys {
+        tracing::warn!("setting {key} is not supported by ollyscale-pooler and is ignored");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(ollyscale_pooler::worker_threads())
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ollyscale-pooler: cannot start runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let pidfile = cfg.general.pidfile.clone();
+    let pidfile2 = pidfile.clone();
+    let code = runtime.block_on(async move {
+        let pidfile = pidfile2;
+        let running = match app::start(cfg).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("{e}");
+                return ExitCode::from(1);
+            }
+        };
+        if let Some(p) = &pidfile {
+            if let Err(e) = std::fs::write(p, format!("{}\n", std::process::id())) {
+                tracing::error!("cannot write pidfile {}: {e}", p.display());
+                return ExitCode::from(1);
+            }
+        }
+        if let Some(a) = running.addr {
+            tracing::info!("listening on {a}");
+        }
+        running.run_until_stopped().await;
+        ExitCode::SUCCESS
+    });
+    if let Some(p) = &pidfile {
+        let _ = std::fs::remove_file(p);
+    }
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    code
+}

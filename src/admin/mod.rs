@@ -1,0 +1,170 @@
+//! The admin console on the virtual database `pgbouncer`: welcome, the simple-query loop, and the
+//! dispatch of one command per statement. Commands only read snapshots of the registries and call
+//! explicit control methods; they never touch a client's or a server's socket.
+
+mod command;
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::context::Context;
+use crate::error::{sqlstate, Error, Result};
+use crate::net::Stream;
+use crate::proto::{self, build};
+use crate::session::registry::{ClientInfo, ClientState};
+
+/// The version string the console reports (server_version and SHOW VERSION).
+pub const PGBOUNCER_VERSION: &str = "1.25.2";
+
+/// An authenticated console session.
+pub struct AdminSession {
+    /// Shared state of the pooler.
+    pub ctx: Arc<Context>,
+    /// This client's registry entry.
+    pub info: Arc<ClientInfo>,
+    /// The client socket.
+    pub stream: Stream,
+    /// Who logged in.
+    pub user: String,
+    /// `admin_users` member (may run control commands); otherwise stats-only.
+    pub admin: bool,
+}
+
+/// What a command produced.
+pub enum Reply {
+    /// Rows, tag `SHOW`: column (name, type oid) + text values.
+    Rows {
+        columns: Vec<(&'static str, u32)>,
+        rows: Vec<Vec<Option<String>>>,
+    },
+    /// Just a command tag (with optional notice before it).
+    Tag {
+        tag: String,
+        notice: Option<(String, Option<String>)>,
+    },
+    /// Close the connection without answering (SHUTDOWN).
+    Close,
+}
+
+/// Type OIDs used by console columns.
+pub mod oid {
+    pub const TEXT: u32 = 25;
+    pub const INT4: u32 = 23;
+    pub const INT8: u32 = 20;
+    pub const NUMERIC: u32 = 1700;
+}
+
+/// A command failed: ERROR (not FATAL), the session goes on.
+#[derive(Debug)]
+pub struct CommandError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl CommandError {
+    /// An 08P01 error with `message`.
+    pub fn new(message: impl Into<String>) -> Self {
+        CommandError {
+            code: sqlstate::PROTOCOL_VIOLATION,
+            message: message.into(),
+        }
+    }
+}
+
+/// Serves the console until the client leaves.
+pub async fn serve(mut s: AdminSession) -> Result<()> {
+    let mut out = BytesMut::with_capacity(512);
+    build::auth_ok(&mut out);
+    for (k, v) in [
+        ("server_version", format!("{PGBOUNCER_VERSION}/bouncer")),
+        ("client_encoding", "UTF8".into()),
+        ("server_encoding", "UTF8".into()),
+        ("DateStyle", "ISO".into()),
+        ("TimeZone", "GMT".into()),
+        ("standard_conforming_strings", "on".into()),
+        ("is_superuser", "on".into()),
+    ] {
+        build::parameter_status(&mut out, k, &v);
+    }
+    build::backend_key_data(&mut out, s.info.cancel_key.0, s.info.cancel_key.1);
+    build::ready_for_query(&mut out, b'I');
+    s.stream.write_all(&out).await.map_err(Error::ClientIo)?;
+    s.info.set_state(ClientState::Active);
+
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        let frame = loop {
+            match proto::read_frame(&mut buf, 1024 * 1024) {
+                Ok(Some(f)) => break f,
+                Ok(None) => {}
+                Err(e) => return Err(Error::ClientProtocol(e.to_string())),
+            }
+            let n = tokio::select! {
+                r = s.stream.read_buf(&mut buf) => r.map_err(Error::ClientIo)?,
+                _ = s.ctx.shutdown.cancelled() => return Ok(()),
+                _ = s.info.kill.cancelled() => return Ok(()),
+            };
+            if n == 0 {
+                return Ok(());
+            }
+        };
+        out.clear();
+        match frame.tag {
+            b'Q' => {
+                let text = String::from_utf8_lossy(&frame.body);
+                let text = text.trim_end_matches('\0').to_string();
+                match command::run(&s, &text).await {
+                    Ok(Reply::Close) => return Ok(()),
+                    Ok(reply) => write_reply(&mut out, reply),
+                    Err(e) => build::error_response(&mut out, build::Severity::Error, e.code, &e.message),
+                }
+                build::ready_for_query(&mut out, b'I');
+            }
+            b'X' => return Ok(()),
+            b'P' | b'B' | b'E' | b'D' | b'S' | b'C' | b'H' => {
+                build::error_response(
+                    &mut out,
+                    build::Severity::Error,
+                    sqlstate::PROTOCOL_VIOLATION,
+                    "extended query protocol not supported by admin console",
+                );
+                let _ = s.stream.write_all(&out).await;
+                return Ok(());
+            }
+            other => {
+                build::error_response(
+                    &mut out,
+                    build::Severity::Error,
+                    sqlstate::PROTOCOL_VIOLATION,
+                    &format!("unsupported packet type for admin console: {other}"),
+                );
+                let _ = s.stream.write_all(&out).await;
+                return Ok(());
+            }
+        }
+        s.stream.write_all(&out).await.map_err(Error::ClientIo)?;
+    }
+}
+
+fn write_reply(out: &mut BytesMut, reply: Reply) {
+    match reply {
+        Reply::Rows { columns, rows } => {
+            build::row_description(out, &columns);
+            for row in &rows {
+                let vals: Vec<Option<&[u8]>> =
+                    row.iter().map(|v| v.as_deref().map(str::as_bytes)).collect();
+                build::data_row(out, &vals);
+            }
+            build::command_complete(out, "SHOW");
+        }
+        Reply::Tag { tag, notice } => {
+            if let Some((msg, detail)) = notice {
+                build::notice_response(out, sqlstate::SUCCESSFUL_COMPLETION, &msg, detail.as_deref());
+            }
+            build::command_complete(out, &tag);
+        }
+        Reply::Close => {}
+    }
+}

@@ -1,0 +1,246 @@
+//! `[databases]` connection strings and `[users]` settings: `key=value key='quoted value' ...`.
+//!
+//! Owns the libpq-style tokenizer and the meaning of each per-database and per-user key. It must
+//! not look at `[pgbouncer]` settings (precedence is `Config`'s job) and must never repeat a
+//! `password=` value, or any text of a broken connection string, in a message.
+
+use super::value::{self, dec_u32, pool_mode, seconds};
+use crate::config::{DatabaseConfig, ServerHost, UserConfig};
+
+/// The result of one entry: the value when it had no errors, every error, and the keys that were
+/// accepted but are not implemented.
+pub(super) struct Outcome<T> {
+    pub(super) value: Option<T>,
+    pub(super) errors: Vec<String>,
+    pub(super) unimplemented: Vec<String>,
+}
+
+impl<T> Outcome<T> {
+    fn new() -> Self {
+        Outcome {
+            value: None,
+            errors: Vec::new(),
+            unimplemented: Vec::new(),
+        }
+    }
+
+    fn finish(mut self, value: T) -> Self {
+        if self.errors.is_empty() {
+            self.value = Some(value);
+        }
+        self
+    }
+}
+
+/// Connection-string keys PgBouncer accepts that we do not implement yet.
+const DB_UNIMPLEMENTED: &[&str] = &[
+    "auth_user",
+    "auth_query",
+    "auth_dbname",
+    "max_db_client_connections",
+    "load_balance_hosts",
+    "query_wait_timeout",
+];
+
+/// `[users]` keys PgBouncer accepts that we do not implement yet.
+const USER_UNIMPLEMENTED: &[&str] = &[
+    "max_user_client_connections",
+    "transaction_timeout",
+    "query_wait_timeout",
+];
+
+/// Parses the connection string of `[databases] name = ...`. `name` may be `*`.
+pub(super) fn parse_database(name: &str, connstr: &str) -> Outcome<DatabaseConfig> {
+    let mut out = Outcome::new();
+    let mut db = DatabaseConfig::new(name);
+    let pairs = match split_pairs(connstr) {
+        Ok(pairs) => pairs,
+        Err(message) => {
+            out.errors.push(message);
+            return out;
+        }
+    };
+    for (key, val) in pairs {
+        if let Err(message) = set_database_key(&mut db, &key, val) {
+            out.errors.push(message);
+        } else if DB_UNIMPLEMENTED.contains(&key.as_str()) {
+            out.unimplemented.push(key);
+        }
+    }
+    out.finish(db)
+}
+
+fn set_database_key(db: &mut DatabaseConfig, key: &str, val: String) -> Result<(), String> {
+    let with_key = |message: String| format!("{key}: {message}");
+    match key {
+        "dbname" => db.dbname = Some(val),
+        "host" => db.host = Some(host(&val).map_err(with_key)?),
+        "port" => db.port = port(&val).map_err(with_key)?,
+        "user" => db.user = Some(val),
+        "password" => db.password = Some(val),
+        "pool_size" => db.pool_size = Some(dec_u32(&val).map_err(with_key)?),
+        "min_pool_size" => db.min_pool_size = Some(dec_u32(&val).map_err(with_key)?),
+        "reserve_pool_size" | "reserve_pool" => {
+            db.reserve_pool_size = Some(dec_u32(&val).map_err(with_key)?)
+        }
+        "pool_mode" => db.pool_mode = Some(pool_mode(&val).map_err(with_key)?),
+        "max_db_connections" => db.max_db_connections = Some(dec_u32(&val).map_err(with_key)?),
+        "server_lifetime" => db.server_lifetime = Some(seconds(&val).map_err(with_key)?),
+        "connect_query" => db.connect_query = Some(val),
+        "client_encoding" => db.client_encoding = Some(val),
+        "datestyle" => db.datestyle = Some(val),
+        "timezone" => db.timezone = Some(val),
+        "application_name" => db.application_name = Some(val),
+        k if DB_UNIMPLEMENTED.contains(&k) => {}
+        _ => {
+            return Err(format!(
+                "unrecognized connection parameter: {}",
+                value::shown(key)
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// Parses the settings of `[users] name = ...`.
+pub(super) fn parse_user(name: &str, settings: &str) -> Outcome<UserConfig> {
+    let mut out = Outcome::new();
+    let mut user = UserConfig {
+        name: name.to_string(),
+        ..UserConfig::default()
+    };
+    let pairs = match split_pairs(settings) {
+        Ok(pairs) => pairs,
+        Err(message) => {
+            out.errors.push(message);
+            return out;
+        }
+    };
+    for (key, val) in pairs {
+        if let Err(message) = set_user_key(&mut user, &key, &val) {
+            out.errors.push(message);
+        } else if USER_UNIMPLEMENTED.contains(&key.as_str()) {
+            out.unimplemented.push(key);
+        }
+    }
+    out.finish(user)
+}
+
+fn set_user_key(user: &mut UserConfig, key: &str, val: &str) -> Result<(), String> {
+    let with_key = |message: String| format!("{key}: {message}");
+    match key {
+        "pool_mode" => user.pool_mode = Some(pool_mode(val).map_err(with_key)?),
+        "pool_size" => user.pool_size = Some(dec_u32(val).map_err(with_key)?),
+        "reserve_pool_size" => user.reserve_pool_size = Some(dec_u32(val).map_err(with_key)?),
+        "max_user_connections" => user.max_user_connections = Some(dec_u32(val).map_err(with_key)?),
+        "query_timeout" => user.query_timeout = Some(seconds(val).map_err(with_key)?),
+        "idle_transaction_timeout" => {
+            user.idle_transaction_timeout = Some(seconds(val).map_err(with_key)?)
+        }
+        "client_idle_timeout" => user.client_idle_timeout = Some(seconds(val).map_err(with_key)?),
+        k if USER_UNIMPLEMENTED.contains(&k) => {}
+        _ => {
+            return Err(format!(
+                "unrecognized user parameter: {}",
+                value::shown(key)
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// `host=`: a directory (starts with `/`) is a Unix socket; anything else a host name or address.
+fn host(val: &str) -> Result<ServerHost, String> {
+    if val.contains(',') {
+        return Err("multiple hosts (host=a,b) are not supported yet".to_string());
+    }
+    if val.is_empty() {
+        return Err("expected a host name, address or socket directory, got \"\"".to_string());
+    }
+    if val.starts_with('@') {
+        return Err("abstract Unix sockets (host=@name) are not supported".to_string());
+    }
+    if val.starts_with('/') {
+        Ok(ServerHost::Unix(val.into()))
+    } else {
+        Ok(ServerHost::Tcp(val.to_string()))
+    }
+}
+
+fn port(val: &str) -> Result<u16, String> {
+    match val.parse::<u16>() {
+        Ok(p) if p != 0 && val.bytes().all(|b| b.is_ascii_digit()) => Ok(p),
+        _ => Err(format!(
+            "expected a port number from 1 to 65535, got \"{}\"",
+            value::shown(val)
+        )),
+    }
+}
+
+/// Splits a libpq-style `key=value ...` string. Keys are lower-cased. A value is either a run of
+/// non-blank characters or single-quoted, where `''` and `\'` are a quote and `\\` a backslash.
+/// Messages never contain values: the string may hold a password.
+fn split_pairs(s: &str) -> Result<Vec<(String, String)>, String> {
+    let mut pairs = Vec::new();
+    let mut rest = s.trim_start_matches(is_blank);
+    while !rest.is_empty() {
+        let key_end = rest
+            .find(|c: char| c == '=' || is_blank(c))
+            .unwrap_or(rest.len());
+        let (key, after_key) = rest.split_at(key_end);
+        let Some(after_eq) = after_key.trim_start_matches(is_blank).strip_prefix('=') else {
+            // Do not echo the token: it may be the tail of an unquoted password with a space.
+            let place = match pairs.last() {
+                Some((prev, _)) => format!("after the value of {prev}"),
+                None => "at the start".to_string(),
+            };
+            return Err(format!(
+                "syntax error in connection string: expected key=value {place} \
+                 (quote values containing spaces: key='a b')"
+            ));
+        };
+        if key.is_empty() {
+            return Err("syntax error in connection string: '=' without a key".to_string());
+        }
+        let after_eq = after_eq.trim_start_matches(is_blank);
+        let (val, after_val) = if let Some(quoted) = after_eq.strip_prefix('\'') {
+            unquote_single(quoted).ok_or_else(|| {
+                format!("syntax error in connection string: unterminated quoted value of {key}")
+            })?
+        } else {
+            let end = after_eq.find(is_blank).unwrap_or(after_eq.len());
+            if end == 0 {
+                return Err(format!(
+                    "syntax error in connection string: empty value for {key}"
+                ));
+            }
+            (after_eq[..end].to_string(), &after_eq[end..])
+        };
+        pairs.push((key.to_ascii_lowercase(), val));
+        rest = after_val.trim_start_matches(is_blank);
+    }
+    Ok(pairs)
+}
+
+fn is_blank(c: char) -> bool {
+    c == ' ' || c == '\t'
+}
+
+/// Reads a single-quoted value whose opening quote is consumed. Returns the value and the text
+/// after the closing quote, or `None` when the quote is never closed.
+fn unquote_single(s: &str) -> Option<(String, &str)> {
+    let mut out = String::new();
+    let mut chars = s.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => out.push(chars.next()?.1),
+            '\'' if matches!(chars.peek(), Some((_, '\''))) => {
+                out.push('\'');
+                chars.next();
+            }
+            '\'' => return Some((out, &s[i + 1..])),
+            _ => out.push(c),
+        }
+    }
+    None
+}

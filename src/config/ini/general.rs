@@ -1,0 +1,155 @@
+//! `[pgbouncer]`: turns one implemented key's text into the matching `General` field.
+//!
+//! Owns the per-key value rules (types, ranges, accepted spellings). It must not decide which keys
+//! exist or are implemented (that is `keys.rs`) and does no I/O: file paths are kept as written.
+
+use std::path::PathBuf;
+
+use super::value::{self, boolean, c_uint, list, seconds};
+use crate::config::{AuthType, General};
+
+/// Smallest `max_packet_size` accepted: below this, ordinary startup packets and queries would be
+/// refused. (PgBouncer's own floor is higher still; this only catches typos.)
+const MIN_MAX_PACKET_SIZE: u64 = 1024;
+
+/// Sets `key` (a lower-case name from `GENERAL_KEYS` marked implemented) from `value`.
+/// The error is what was expected; the caller adds file, line and key.
+pub(super) fn apply(g: &mut General, key: &str, value: &str) -> Result<(), String> {
+    match key {
+        "listen_addr" => g.listen_addr = list(value),
+        "listen_port" => g.listen_port = listen_port(value)?,
+        "unix_socket_dir" => g.unix_socket_dir = value.to_string(),
+        "unix_socket_mode" => g.unix_socket_mode = socket_mode(value)?,
+        "auth_type" => g.auth_type = auth_type(value)?,
+        "auth_file" => g.auth_file = path(value),
+        "pool_mode" => g.pool_mode = value::pool_mode(value)?,
+        "max_client_conn" => g.max_client_conn = u32_value(value)?,
+        "default_pool_size" => g.default_pool_size = u32_value(value)?,
+        "min_pool_size" => g.min_pool_size = u32_value(value)?,
+        "reserve_pool_size" => g.reserve_pool_size = u32_value(value)?,
+        "reserve_pool_timeout" => g.reserve_pool_timeout = seconds(value)?,
+        "max_db_connections" => g.max_db_connections = u32_value(value)?,
+        "max_user_connections" => g.max_user_connections = u32_value(value)?,
+        "server_round_robin" => g.server_round_robin = boolean(value)?,
+        "ignore_startup_parameters" => {
+            g.ignore_startup_parameters = list(&value.to_ascii_lowercase())
+        }
+        "track_extra_parameters" => g.track_extra_parameters = list(value),
+        "server_reset_query" => g.server_reset_query = value.to_string(),
+        "server_reset_query_always" => g.server_reset_query_always = boolean(value)?,
+        "server_check_query" => g.server_check_query = check_query(value),
+        "server_check_delay" => g.server_check_delay = seconds(value)?,
+        "server_lifetime" => g.server_lifetime = seconds(value)?,
+        "server_idle_timeout" => g.server_idle_timeout = seconds(value)?,
+        "server_connect_timeout" => g.server_connect_timeout = seconds(value)?,
+        "server_login_retry" => g.server_login_retry = seconds(value)?,
+        "client_login_timeout" => g.client_login_timeout = seconds(value)?,
+        "query_timeout" => g.query_timeout = seconds(value)?,
+        "query_wait_timeout" => g.query_wait_timeout = seconds(value)?,
+        "client_idle_timeout" => g.client_idle_timeout = seconds(value)?,
+        "idle_transaction_timeout" => g.idle_transaction_timeout = seconds(value)?,
+        "max_packet_size" => g.max_packet_size = max_packet_size(value)?,
+        "listen_backlog" => g.listen_backlog = u32_value(value)?,
+        "tcp_keepalive" => g.tcp_keepalive = boolean(value)?,
+        "tcp_keepcnt" => g.tcp_keepcnt = u32_value(value)?,
+        "tcp_keepidle" => g.tcp_keepidle = u32_value(value)?,
+        "tcp_keepintvl" => g.tcp_keepintvl = u32_value(value)?,
+        "tcp_user_timeout" => g.tcp_user_timeout = u32_value(value)?,
+        "admin_users" => g.admin_users = list(value),
+        "stats_users" => g.stats_users = list(value),
+        "application_name_add_host" => g.application_name_add_host = boolean(value)?,
+        "logfile" => g.logfile = path(value),
+        "pidfile" => g.pidfile = path(value),
+        "log_connections" => g.log_connections = boolean(value)?,
+        "log_disconnections" => g.log_disconnections = boolean(value)?,
+        "log_pooler_errors" => g.log_pooler_errors = boolean(value)?,
+        "log_stats" => g.log_stats = boolean(value)?,
+        "stats_period" => g.stats_period = seconds(value)?,
+        "verbose" => g.verbose = u32_value(value)?,
+        "user" => g.user = non_empty(value),
+        "shutdown_timeout" => g.shutdown_timeout = seconds(value)?,
+        _ => {
+            return Err(format!(
+                "internal error: {key} is marked implemented but has no parser"
+            ))
+        }
+    }
+    Ok(())
+}
+
+fn u32_value(value: &str) -> Result<u32, String> {
+    c_uint(value, u64::from(u32::MAX)).map(|n| n as u32)
+}
+
+fn listen_port(value: &str) -> Result<u16, String> {
+    match c_uint(value, u64::from(u16::MAX))? {
+        0 => Err("expected a port number from 1 to 65535, got \"0\"".to_string()),
+        n => Ok(n as u16),
+    }
+}
+
+/// Always octal, with or without the leading `0` (PgBouncer would read `777` as decimal, which
+/// nobody means).
+fn socket_mode(value: &str) -> Result<u32, String> {
+    let digits = value.strip_prefix("0o").unwrap_or(value);
+    if digits.is_empty() || !digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+        return Err(format!(
+            "expected an octal file mode such as 0777, got \"{}\"",
+            value::shown(value)
+        ));
+    }
+    match u32::from_str_radix(digits, 8) {
+        Ok(mode) if mode <= 0o7777 => Ok(mode),
+        _ => Err(format!(
+            "file mode \"{}\" is larger than 07777",
+            value::shown(value)
+        )),
+    }
+}
+
+fn auth_type(value: &str) -> Result<AuthType, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "any" => Ok(AuthType::Any),
+        "trust" => Ok(AuthType::Trust),
+        "plain" => Ok(AuthType::Plain),
+        "md5" => Ok(AuthType::Md5),
+        "scram-sha-256" => Ok(AuthType::ScramSha256),
+        other @ ("cert" | "hba" | "pam" | "ldap" | "peer") => Err(format!(
+            "auth_type {other} is not supported (use any, trust, plain, md5 or scram-sha-256)"
+        )),
+        _ => Err(format!(
+            "expected one of any, trust, plain, md5, scram-sha-256, got \"{}\"",
+            value::shown(value)
+        )),
+    }
+}
+
+fn max_packet_size(value: &str) -> Result<u32, String> {
+    let n = c_uint(value, u64::from(u32::MAX))?;
+    if n < MIN_MAX_PACKET_SIZE {
+        return Err(format!(
+            "must be at least {MIN_MAX_PACKET_SIZE} bytes, got \"{}\"",
+            value::shown(value)
+        ));
+    }
+    Ok(n as u32)
+}
+
+/// PgBouncer's default spelling `<empty>` means "send an empty query"; `General` spells that as
+/// the empty string (its default), so both map to "".
+fn check_query(value: &str) -> String {
+    if value == "<empty>" {
+        String::new()
+    } else {
+        value.to_string()
+    }
+}
+
+/// An unset path is written as an empty value.
+fn path(value: &str) -> Option<PathBuf> {
+    non_empty(value).map(PathBuf::from)
+}
+
+fn non_empty(value: &str) -> Option<String> {
+    (!value.is_empty()).then(|| value.to_string())
+}

@@ -1,0 +1,843 @@
+//! Unit tests of the config model and its parsers (`ini.rs`, `keys.rs`, `userlist.rs`).
+//!
+//! Pure: the only I/O is the `%include` tests, which write into a fresh directory under the
+//! system temp dir and remove it afterwards.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+
+fn parse(text: &str) -> Config {
+    match parse_ini_str(text, Path::new("test.ini")) {
+        Ok(cfg) => cfg,
+        Err(e) => panic!("expected a valid config, got {e}"),
+    }
+}
+
+fn errors(text: &str) -> Vec<ConfigIssue> {
+    match parse_ini_str(text, Path::new("test.ini")) {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(e) => e.0,
+    }
+}
+
+/// The single error of `text`.
+fn one_error(text: &str) -> ConfigIssue {
+    let mut errs = errors(text);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    errs.remove(0)
+}
+
+fn general(lines: &str) -> General {
+    parse(&format!("[pgbouncer]\n{lines}\n")).general
+}
+
+fn general_error(line: &str) -> String {
+    one_error(&format!("[pgbouncer]\n{line}\n")).message
+}
+
+// ---------------------------------------------------------------- defaults and the key table
+
+#[test]
+fn empty_file_gives_defaults() {
+    for text in ["", "\n\n", "; only a comment\n# another\n", "[pgbouncer]\n"] {
+        let cfg = parse(text);
+        assert_eq!(cfg.general, General::default());
+        assert!(cfg.databases.is_empty() && cfg.users.is_empty());
+        assert!(cfg.fallback_database.is_none());
+        assert!(cfg.unimplemented_keys.is_empty() && cfg.raw_general.is_empty());
+        assert_eq!(cfg.path, PathBuf::from("test.ini"));
+    }
+}
+
+#[test]
+fn key_table_is_sorted_and_unique() {
+    for pair in GENERAL_KEYS.windows(2) {
+        assert!(
+            pair[0].name < pair[1].name,
+            "{} / {}",
+            pair[0].name,
+            pair[1].name
+        );
+    }
+    for k in GENERAL_KEYS {
+        assert_eq!(keys::find_key(k.name), Some(k));
+        assert_eq!(k.name, k.name.to_ascii_lowercase());
+    }
+    assert_eq!(keys::find_key("no_such_key"), None);
+}
+
+#[test]
+fn key_table_reload_flags_match_pgbouncer() {
+    let mut no_reload: Vec<&str> = GENERAL_KEYS
+        .iter()
+        .filter(|k| !k.reloadable)
+        .map(|k| k.name)
+        .collect();
+    no_reload.sort_unstable();
+    let expected = [
+        "disable_pqexec",
+        "job_name",
+        "listen_addr",
+        "listen_backlog",
+        "listen_port",
+        "pidfile",
+        "pkt_buf",
+        "resolv_conf",
+        "service_name",
+        "so_reuseport",
+        "track_extra_parameters",
+        "unix_socket_dir",
+        "unix_socket_group",
+        "unix_socket_mode",
+        "user",
+    ];
+    assert_eq!(no_reload, expected);
+}
+
+#[test]
+fn key_table_defaults_as_show_config_prints_them() {
+    let default_of = |name: &str| keys::find_key(name).map(|k| k.default);
+    assert_eq!(default_of("server_idle_timeout"), Some("600"));
+    assert_eq!(default_of("server_reset_query"), Some("DISCARD ALL"));
+    assert_eq!(default_of("auth_type"), Some("md5"));
+    assert_eq!(default_of("pool_mode"), Some("session"));
+    assert_eq!(default_of("server_tls_sslmode"), Some("prefer"));
+    assert_eq!(default_of("max_prepared_statements"), Some("200"));
+    assert_eq!(default_of("auth_file"), Some(""));
+    assert_eq!(default_of("unix_socket_mode"), Some("0777"));
+}
+
+/// Each key written with its table default parses, and gives `General::default()` (implemented)
+/// or an unimplemented warning naming it (not implemented).
+#[test]
+fn every_key_accepts_its_default() {
+    for k in GENERAL_KEYS {
+        let cfg = parse(&format!("[pgbouncer]\n{} = {}\n", k.name, k.default));
+        assert_eq!(
+            cfg.raw_general,
+            vec![(k.name.to_string(), k.default.to_string())]
+        );
+        if k.implemented {
+            assert_eq!(cfg.general, General::default(), "key {}", k.name);
+            assert!(cfg.unimplemented_keys.is_empty(), "key {}", k.name);
+        } else {
+            assert_eq!(cfg.unimplemented_keys, vec![k.name.to_string()]);
+        }
+    }
+}
+
+/// A non-default value for each implemented key changes `General`: every key is wired to a field.
+#[test]
+fn every_implemented_key_sets_its_field() {
+    let sample = |name: &str| match name {
+        "listen_addr" | "admin_users" | "stats_users" | "ignore_startup_parameters" => "a,b",
+        "track_extra_parameters" => "search_path",
+        "unix_socket_dir" | "auth_file" | "logfile" | "pidfile" => "/x",
+        "unix_socket_mode" => "0700",
+        "auth_type" => "scram-sha-256",
+        "pool_mode" => "transaction",
+        "server_reset_query" | "server_check_query" => "SELECT 1",
+        "user" => "postgres",
+        "max_packet_size" => "4096",
+        "server_round_robin" | "server_reset_query_always" | "application_name_add_host" => "1",
+        "tcp_keepalive" | "log_connections" | "log_disconnections" | "log_pooler_errors"
+        | "log_stats" => "0",
+        _ => "7",
+    };
+    let implemented: Vec<_> = GENERAL_KEYS.iter().filter(|k| k.implemented).collect();
+    assert_eq!(
+        implemented.len(),
+        50,
+        "one implemented key per General field"
+    );
+    for k in implemented {
+        let g = general(&format!("{} = {}", k.name, sample(k.name)));
+        assert_ne!(
+            g,
+            General::default(),
+            "key {} did not change General",
+            k.name
+        );
+    }
+}
+
+// ---------------------------------------------------------------- value types
+
+#[test]
+fn durations_are_seconds_with_fractions() {
+    let g = general("query_timeout = 0.5\nserver_lifetime = 1800\nreserve_pool_timeout = 0");
+    assert_eq!(g.query_timeout, Duration::from_millis(500));
+    assert_eq!(g.server_lifetime, Duration::from_secs(1800));
+    assert_eq!(g.reserve_pool_timeout, Duration::ZERO);
+    assert_eq!(
+        general_error("query_timeout = abc"),
+        "expected a number of seconds, got \"abc\""
+    );
+    for bad in ["-1", "5s", "NaN", "inf", "1e400", ""] {
+        let line = format!("server_idle_timeout = {bad}");
+        assert!(errors(&format!("[pgbouncer]\n{line}")).len() == 1, "{bad}");
+    }
+}
+
+#[test]
+fn booleans() {
+    for (text, want) in [
+        ("1", true),
+        ("yes", true),
+        ("ON", true),
+        ("true", true),
+        ("2", true),
+        ("0", false),
+        ("no", false),
+        ("off", false),
+        ("False", false),
+    ] {
+        assert_eq!(
+            general(&format!("server_round_robin = {text}")).server_round_robin,
+            want
+        );
+    }
+    assert!(general_error("tcp_keepalive = maybe").starts_with("expected a boolean"));
+}
+
+#[test]
+fn integers_follow_c_strtol() {
+    let g = general("max_client_conn = 1000\ndefault_pool_size = 0x10\nmin_pool_size = 010");
+    assert_eq!(
+        (g.max_client_conn, g.default_pool_size, g.min_pool_size),
+        (1000, 16, 8)
+    );
+    assert_eq!(general("tcp_user_timeout = 30000").tcp_user_timeout, 30000);
+    for bad in ["-1", "ten", "12abc", "08", "4294967296", "1.5"] {
+        assert_eq!(
+            errors(&format!("[pgbouncer]\nmax_client_conn = {bad}")).len(),
+            1,
+            "{bad}"
+        );
+    }
+    assert_eq!(
+        general_error("default_pool_size = -5"),
+        "expected a non-negative integer, got \"-5\""
+    );
+}
+
+#[test]
+fn ports_and_packet_size_are_range_checked() {
+    assert_eq!(general("listen_port = 5432").listen_port, 5432);
+    assert!(general_error("listen_port = 0").contains("port number"));
+    assert!(general_error("listen_port = 70000").contains("too large"));
+    assert_eq!(
+        general("max_packet_size = 1048576").max_packet_size,
+        1048576
+    );
+    assert!(general_error("max_packet_size = 15").contains("at least"));
+}
+
+#[test]
+fn lists_are_trimmed_and_split() {
+    assert_eq!(general("listen_addr = *").listen_addr, vec!["*"]);
+    let g = general("listen_addr = 127.0.0.1, ::1 ,,\nadmin_users = admin , ops,");
+    assert_eq!(g.listen_addr, vec!["127.0.0.1", "::1"]);
+    assert_eq!(g.admin_users, vec!["admin", "ops"]);
+    let g = general("ignore_startup_parameters = Extra_Float_Digits, OPTIONS");
+    assert_eq!(
+        g.ignore_startup_parameters,
+        vec!["extra_float_digits", "options"]
+    );
+    let g = general("track_extra_parameters = IntervalStyle, search_path");
+    assert_eq!(
+        g.track_extra_parameters,
+        vec!["IntervalStyle", "search_path"]
+    );
+    assert!(general("stats_users =").stats_users.is_empty());
+}
+
+#[test]
+fn unix_socket_mode_is_octal() {
+    for (text, want) in [("0777", 0o777), ("700", 0o700), ("0o600", 0o600), ("0", 0)] {
+        assert_eq!(
+            general(&format!("unix_socket_mode = {text}")).unix_socket_mode,
+            want
+        );
+    }
+    assert!(general_error("unix_socket_mode = 0999").contains("octal"));
+    assert!(general_error("unix_socket_mode = 77777").contains("larger"));
+}
+
+#[test]
+fn auth_types() {
+    for (text, want) in [
+        ("any", AuthType::Any),
+        ("trust", AuthType::Trust),
+        ("plain", AuthType::Plain),
+        ("md5", AuthType::Md5),
+        ("SCRAM-SHA-256", AuthType::ScramSha256),
+    ] {
+        assert_eq!(general(&format!("auth_type = {text}")).auth_type, want);
+    }
+    for unsupported in ["cert", "hba", "pam", "ldap", "peer"] {
+        let msg = general_error(&format!("auth_type = {unsupported}"));
+        assert!(
+            msg.starts_with(&format!("auth_type {unsupported} is not supported")),
+            "{msg}"
+        );
+    }
+    assert!(general_error("auth_type = password").starts_with("expected one of"));
+}
+
+#[test]
+fn pool_modes_and_strings() {
+    let g = general("pool_mode = Transaction\nserver_reset_query =\nserver_check_query = <empty>");
+    assert_eq!(g.pool_mode, PoolMode::Transaction);
+    assert_eq!(g.server_reset_query, "");
+    assert_eq!(g.server_check_query, "");
+    assert_eq!(
+        general("server_check_query = select 1").server_check_query,
+        "select 1"
+    );
+    assert!(general_error("pool_mode = sometimes").contains("session, transaction or statement"));
+    let g = general("auth_file = userlist.txt\nlogfile =\nuser = postgres");
+    assert_eq!(g.auth_file, Some(PathBuf::from("userlist.txt")));
+    assert_eq!((g.logfile, g.user), (None, Some("postgres".to_string())));
+}
+
+#[test]
+fn raw_general_keeps_values_as_written() {
+    let cfg = parse("[pgbouncer]\nLISTEN_PORT = 7000\nquery_timeout = 0.5\nlisten_port = 7001\n");
+    assert_eq!(
+        cfg.raw_general,
+        vec![
+            ("listen_port".to_string(), "7001".to_string()),
+            ("query_timeout".to_string(), "0.5".to_string()),
+        ]
+    );
+    assert_eq!(cfg.general.listen_port, 7001);
+}
+
+// ---------------------------------------------------------------- file syntax
+
+/// The Zalando postgres-operator pooler template, with its variables filled in (minus the
+/// downstream-only `stats_users_prefix`, which vanilla PgBouncer rejects too).
+const ZALANDO_INI: &str = r#"# vim: set ft=dosini:
+
+[databases]
+* = host=acid-minimal-cluster port=5432 auth_user=pooler
+postgres = host=acid-minimal-cluster port=5432 auth_user=pooler
+
+[pgbouncer]
+pool_mode = transaction
+listen_port = 5432
+listen_addr = *
+auth_type = md5
+auth_file = /etc/pgbouncer/auth_file.txt
+auth_dbname = postgres
+admin_users = pooler
+auth_query = SELECT * FROM pooler.user_lookup($1)
+logfile = /var/log/pgbouncer/pgbouncer.log
+pidfile = /var/run/pgbouncer/pgbouncer.pid
+
+server_tls_sslmode = require
+server_tls_ca_file = /etc/ssl/certs/pgbouncer.crt
+server_tls_protocols = secure
+client_tls_sslmode = require
+client_tls_key_file = /etc/ssl/certs/pgbouncer.key
+client_tls_cert_file = /etc/ssl/certs/pgbouncer.crt
+
+log_connections = 0
+log_disconnections = 0
+
+# How many server connections to allow per user/database pair.
+default_pool_size = 10
+# min_pool_size = 5
+reserve_pool_size = 3
+max_client_conn = 10000
+max_db_connections = 60
+idle_transaction_timeout = 600
+server_login_retry = 5
+ignore_startup_parameters = extra_float_digits,options
+"#;
+
+#[test]
+fn zalando_operator_config() {
+    let cfg = parse(ZALANDO_INI);
+    let g = &cfg.general;
+    assert_eq!(g.pool_mode, PoolMode::Transaction);
+    assert_eq!(
+        (g.listen_addr.clone(), g.listen_port),
+        (vec!["*".to_string()], 5432)
+    );
+    assert_eq!(g.auth_type, AuthType::Md5);
+    assert_eq!(
+        g.auth_file,
+        Some(PathBuf::from("/etc/pgbouncer/auth_file.txt"))
+    );
+    assert_eq!(g.admin_users, vec!["pooler"]);
+    assert!(!g.log_connections && !g.log_disconnections);
+    assert_eq!((g.default_pool_size, g.reserve_pool_size), (10, 3));
+    assert_eq!((g.max_client_conn, g.max_db_connections), (10000, 60));
+    assert_eq!(g.idle_transaction_timeout, Duration::from_secs(600));
+    assert_eq!(g.server_login_retry, Duration::from_secs(5));
+    assert_eq!(
+        g.ignore_startup_parameters,
+        vec!["extra_float_digits", "options"]
+    );
+    assert_eq!(g.min_pool_size, 0);
+
+    let fallback = cfg.fallback_database.as_ref().expect("* entry");
+    assert_eq!(
+        fallback.host,
+        Some(ServerHost::Tcp("acid-minimal-cluster".into()))
+    );
+    assert_eq!(cfg.databases["postgres"].port, 5432);
+    for key in [
+        "server_tls_sslmode",
+        "client_tls_sslmode",
+        "auth_query",
+        "auth_dbname",
+    ] {
+        assert!(cfg.unimplemented_keys.iter().any(|k| k == key), "{key}");
+    }
+    assert!(cfg
+        .unimplemented_keys
+        .contains(&"[databases] postgres: auth_user".to_string()));
+    assert_eq!(cfg.raw_general.len(), 25);
+}
+
+#[test]
+fn sections_and_keys_are_case_insensitive_and_crlf_is_fine() {
+    let cfg = parse("[PgBouncer]\r\n  Listen_Port = 7432 \r\n[DATABASES]\r\nmain = port=6000\r\n");
+    assert_eq!(cfg.general.listen_port, 7432);
+    assert_eq!(cfg.databases["main"].port, 6000);
+}
+
+#[test]
+fn several_errors_are_reported_at_once_with_line_numbers() {
+    let text = "\
+[pgbouncer]
+listen_port = 0
+; comment
+pool_mode = sessions
+no_such_setting = 1
+query_timeout = abc
+
+[databases]
+pgbouncer = host=localhost
+app = host=db pool_size=many frobnicate=1
+";
+    let errs = errors(text);
+    let got: Vec<(usize, &str)> = errs.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(
+        got,
+        vec![
+            (2, "listen_port"),
+            (4, "pool_mode"),
+            (5, "no_such_setting"),
+            (6, "query_timeout"),
+            (9, "pgbouncer"),
+            (10, "app"),
+            (10, "app"),
+        ]
+    );
+    assert!(errs.iter().all(|e| e.file == "test.ini"));
+    assert_eq!(errs[2].message, "unknown setting");
+    assert!(errs[4].message.contains("reserved"));
+    assert_eq!(
+        errs[5].message,
+        "pool_size: expected a non-negative integer, got \"many\""
+    );
+    assert_eq!(
+        errs[6].message,
+        "unrecognized connection parameter: frobnicate"
+    );
+    let shown = ConfigErrors(errs).to_string();
+    assert!(
+        shown.contains("test.ini:5: no_such_setting: unknown setting"),
+        "{shown}"
+    );
+}
+
+#[test]
+fn syntax_errors() {
+    assert!(one_error("listen_port = 1\n")
+        .message
+        .contains("outside of any section"));
+    assert!(one_error("[nope]\nx = 1\n")
+        .message
+        .contains("unknown section"));
+    assert!(one_error("[pgbouncer\n").message.contains("closing ']'"));
+    assert!(one_error("[pgbouncer]\nlisten_port 5432\n")
+        .message
+        .contains("expected '='"));
+    assert!(one_error("[pgbouncer]\n= 5\n")
+        .message
+        .contains("expected a name"));
+    assert!(one_error("[databases]\n\"open = x\n")
+        .message
+        .contains("unterminated"));
+    assert!(one_error("[pgbouncer]\n%include\n")
+        .message
+        .contains("needs a file name"));
+    // A `;` after a value is part of the value, as in PgBouncer.
+    assert!(general_error("listen_port = 5432 ; main port").contains("expected"));
+}
+
+#[test]
+fn peers_are_accepted_with_a_warning() {
+    let cfg = parse("[peers]\n1 = host=/tmp/a\n2 = host=b port=6432\n");
+    assert_eq!(cfg.unimplemented_keys, vec!["[peers]"]);
+}
+
+// ---------------------------------------------------------------- [databases]
+
+#[test]
+fn database_names_may_be_quoted() {
+    let cfg = parse("[databases]\n\"my db\" = dbname=real\n\"we\"\"ird\" = port=1\nplain_1 =\n");
+    assert_eq!(cfg.databases["my db"].dbname.as_deref(), Some("real"));
+    assert_eq!(cfg.databases["we\"ird"].port, 1);
+    assert_eq!(cfg.databases["plain_1"], DatabaseConfig::new("plain_1"));
+    assert!(one_error("[databases]\n\"\" = port=1\n")
+        .message
+        .contains("empty"));
+}
+
+#[test]
+fn connection_string_keys_and_quoting() {
+    let cfg = parse(
+        r"[databases]
+app = host=/var/run/postgresql port=5433 dbname='my app' user=svc password='it''s a \'secret\' \\ x' pool_size=5 min_pool_size=1 reserve_pool=2 pool_mode=statement max_db_connections=50 server_lifetime=0.5 connect_query='SET x = 1' client_encoding=UTF8 datestyle='ISO, MDY' timezone=UTC application_name=pooler
+",
+    );
+    let db = &cfg.databases["app"];
+    assert_eq!(
+        db.host,
+        Some(ServerHost::Unix("/var/run/postgresql".into()))
+    );
+    assert_eq!(db.port, 5433);
+    assert_eq!(db.dbname.as_deref(), Some("my app"));
+    assert_eq!(db.user.as_deref(), Some("svc"));
+    assert_eq!(db.password.as_deref(), Some("it's a 'secret' \\ x"));
+    assert_eq!(
+        (db.pool_size, db.min_pool_size, db.reserve_pool_size),
+        (Some(5), Some(1), Some(2))
+    );
+    assert_eq!(db.pool_mode, Some(PoolMode::Statement));
+    assert_eq!(db.max_db_connections, Some(50));
+    assert_eq!(db.server_lifetime, Some(Duration::from_millis(500)));
+    assert_eq!(db.connect_query.as_deref(), Some("SET x = 1"));
+    assert_eq!(db.client_encoding.as_deref(), Some("UTF8"));
+    assert_eq!(db.datestyle.as_deref(), Some("ISO, MDY"));
+    assert_eq!(db.timezone.as_deref(), Some("UTC"));
+    assert_eq!(db.application_name.as_deref(), Some("pooler"));
+    assert!(cfg.unimplemented_keys.is_empty());
+
+    let db = &parse("[databases]\nx = host = db.example  reserve_pool_size=4 password=''\n")
+        .databases["x"];
+    assert_eq!(db.host, Some(ServerHost::Tcp("db.example".into())));
+    assert_eq!(
+        (db.reserve_pool_size, db.password.as_deref()),
+        (Some(4), Some(""))
+    );
+}
+
+#[test]
+fn connection_string_errors() {
+    let err = |connstr: &str| one_error(&format!("[databases]\nd = {connstr}\n")).message;
+    assert!(err("host=a,b").contains("not supported yet"));
+    assert!(err("host=@abstract").contains("not supported"));
+    assert!(err("port=0").contains("port number"));
+    assert!(err("port=65536").contains("port number"));
+    assert!(err("pool_mode=fast").contains("session, transaction or statement"));
+    assert!(err("server_lifetime=-3").contains("seconds"));
+    assert_eq!(
+        err("sslmode=require"),
+        "unrecognized connection parameter: sslmode"
+    );
+    assert!(err("host=").contains("empty value"));
+}
+
+#[test]
+fn connection_string_errors_never_show_the_password() {
+    for connstr in [
+        "password='hunter2 and more",
+        "password=hunter2 tail7",
+        "password=hunter2 x y",
+    ] {
+        let errs = errors(&format!("[databases]\nd = host=h {connstr}\n"));
+        let shown = ConfigErrors(errs).to_string();
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("tail7"),
+            "{shown}"
+        );
+    }
+}
+
+#[test]
+fn unimplemented_connection_keys_are_listed() {
+    let cfg = parse(
+        "[databases]\nd = auth_user=a auth_query='SELECT 1' auth_dbname=x \
+         max_db_client_connections=1 load_balance_hosts=disable query_wait_timeout=3\n",
+    );
+    assert_eq!(cfg.unimplemented_keys.len(), 6);
+    assert!(cfg
+        .unimplemented_keys
+        .iter()
+        .all(|k| k.starts_with("[databases] d: ")));
+}
+
+#[test]
+fn fallback_database() {
+    let cfg = parse("[databases]\nexact = host=h1 dbname=other\n* = host=h2 port=6000\n");
+    let exact = cfg.database("exact").expect("exact entry");
+    assert_eq!(
+        (exact.name.as_str(), exact.dbname.as_deref()),
+        ("exact", Some("other"))
+    );
+    let auto = cfg.database("anything").expect("fallback");
+    assert_eq!(auto.name, "anything");
+    assert_eq!(
+        (auto.host, auto.port),
+        (Some(ServerHost::Tcp("h2".into())), 6000)
+    );
+    assert!(!cfg.databases.contains_key("*"));
+    assert_eq!(
+        parse("[databases]\nexact = host=h\n").database("other"),
+        None
+    );
+}
+
+// ---------------------------------------------------------------- [users] and precedence
+
+#[test]
+fn users_section() {
+    let cfg = parse(
+        "[users]\nbob = pool_mode=session pool_size=3 reserve_pool_size=1 max_user_connections=9 \
+         query_timeout=30 idle_transaction_timeout=1.5 client_idle_timeout=60\n\
+         \"carol@corp\" = transaction_timeout=5 max_user_client_connections=2 query_wait_timeout=1\n",
+    );
+    let bob = &cfg.users["bob"];
+    assert_eq!(bob.pool_mode, Some(PoolMode::Session));
+    assert_eq!((bob.pool_size, bob.reserve_pool_size), (Some(3), Some(1)));
+    assert_eq!(bob.max_user_connections, Some(9));
+    assert_eq!(bob.query_timeout, Some(Duration::from_secs(30)));
+    assert_eq!(
+        bob.idle_transaction_timeout,
+        Some(Duration::from_millis(1500))
+    );
+    assert_eq!(bob.client_idle_timeout, Some(Duration::from_secs(60)));
+    assert_eq!(cfg.users["carol@corp"].name, "carol@corp");
+    assert_eq!(cfg.unimplemented_keys.len(), 3);
+    let e = one_error("[users]\nbob = pool_size=2 password=x\n");
+    assert_eq!(
+        (e.key.as_str(), e.message.as_str()),
+        ("bob", "unrecognized user parameter: password")
+    );
+}
+
+#[test]
+fn pool_mode_and_size_precedence() {
+    let cfg = parse(
+        "[pgbouncer]\npool_mode = session\ndefault_pool_size = 20\nreserve_pool_size = 1\n\
+         [databases]\ntx = pool_mode=transaction pool_size=10 reserve_pool=2\nplain =\n\
+         [users]\nbob = pool_mode=statement pool_size=3 reserve_pool_size=4\nann = max_user_connections=1\n",
+    );
+    let (tx, plain) = (
+        cfg.database("tx").expect("tx"),
+        cfg.database("plain").expect("plain"),
+    );
+    assert_eq!(cfg.pool_mode(&tx, "bob"), PoolMode::Statement);
+    assert_eq!(cfg.pool_mode(&tx, "ann"), PoolMode::Transaction);
+    assert_eq!(cfg.pool_mode(&plain, "ann"), PoolMode::Session);
+    assert_eq!(cfg.pool_size(&tx, "bob"), 3);
+    assert_eq!(cfg.pool_size(&tx, "ann"), 10);
+    assert_eq!(cfg.pool_size(&plain, "nobody"), 20);
+    assert_eq!(cfg.reserve_pool_size(&tx, "bob"), 4);
+    assert_eq!(cfg.reserve_pool_size(&tx, "ann"), 2);
+    assert_eq!(cfg.reserve_pool_size(&plain, "ann"), 1);
+}
+
+// ---------------------------------------------------------------- %include
+
+/// A fresh directory under the system temp dir, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = std::env::temp_dir().join(format!(
+            "ollyscale-config-{tag}-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).expect("write temp file");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn include_relative_to_including_file_and_absolute() {
+    let dir = TempDir::new("include");
+    let child_name = format!("olly-child-{}.ini", std::process::id());
+    dir.write(
+        &child_name,
+        "listen_port = 7777\n[databases]\nfromchild = port=1\n",
+    );
+    let abs = dir.write("abs.ini", "[users]\nbob = pool_size=2\n");
+    let main_text = format!(
+        "[pgbouncer]\n%include {child_name}\nmine = port=2\n%include {}\n",
+        abs.display()
+    );
+    let main = dir.write("main.ini", &main_text);
+    let cfg = Config::load(&main).expect("loads");
+    assert_eq!(cfg.general.listen_port, 7777);
+    // The section set in the child carries on in the parent, as in PgBouncer.
+    assert!(cfg.databases.contains_key("fromchild") && cfg.databases.contains_key("mine"));
+    assert_eq!(cfg.users["bob"].pool_size, Some(2));
+    assert_eq!(cfg.path, main);
+}
+
+#[test]
+fn include_errors_point_at_the_right_file() {
+    let dir = TempDir::new("include-err");
+    let child = dir.write("child.ini", "\nlisten_port = zero\n");
+    let main = dir.write(
+        "main.ini",
+        &format!(
+            "[pgbouncer]\n%include {}\n%include missing.ini\n",
+            child.display()
+        ),
+    );
+    let errs = Config::load(&main).expect_err("must fail").0;
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert_eq!(
+        (errs[0].file.clone(), errs[0].line),
+        (child.display().to_string(), 2)
+    );
+    assert_eq!(
+        (errs[1].file.clone(), errs[1].line),
+        (main.display().to_string(), 3)
+    );
+    assert!(errs[1].message.contains("cannot read included file"));
+}
+
+#[test]
+fn include_loops_stop() {
+    let dir = TempDir::new("include-loop");
+    let path = dir.0.join("self.ini");
+    dir.write(
+        "self.ini",
+        &format!("[pgbouncer]\n%include {}\n", path.display()),
+    );
+    let errs = Config::load(&path).expect_err("loop").0;
+    assert_eq!(errs.len(), 1);
+    assert!(errs[0].message.contains("nesting"));
+}
+
+#[test]
+fn load_reads_the_auth_file() {
+    let dir = TempDir::new("load");
+    let users = dir.write(
+        "userlist.txt",
+        "\"admin\" \"md545f2603610af569b6155c45067268c6b\"\n",
+    );
+    let main = dir.write(
+        "p.ini",
+        &format!("[pgbouncer]\nauth_file = {}\n", users.display()),
+    );
+    let cfg = Config::load(&main).expect("loads");
+    assert!(matches!(cfg.userlist.get("admin"), Some(Secret::Md5(_))));
+}
+
+// ---------------------------------------------------------------- userlist.txt
+
+const SCRAM: &str = "SCRAM-SHA-256$4096:c2FsdA==$c3RvcmVkLWtleQ==:c2VydmVyLWtleQ==";
+
+#[test]
+fn userlist_classifies_secrets() {
+    let text = format!(
+        "; comment\n\n\"plain\" \"secret pw\"\n\"admin\" \"md545f2603610af569b6155c45067268c6b\" extra\n\
+         \"scram\" \"{SCRAM}\"\n\"short\" \"md5abc\"\n\"q\"\"uote\" \"a\"\"b\"\n"
+    );
+    let list = parse_userlist(&text, Path::new("u.txt")).expect("valid");
+    assert_eq!(list.len(), 5);
+    assert!(!list.is_empty());
+    assert_eq!(list.get("plain"), Some(&Secret::Plain("secret pw".into())));
+    assert_eq!(
+        list.get("admin"),
+        Some(&Secret::Md5("md545f2603610af569b6155c45067268c6b".into()))
+    );
+    assert_eq!(list.get("scram"), Some(&Secret::Scram(SCRAM.into())));
+    assert_eq!(list.get("short"), Some(&Secret::Plain("md5abc".into())));
+    assert_eq!(list.get("q\"uote"), Some(&Secret::Plain("a\"b".into())));
+    assert_eq!(list.get("nobody"), None);
+    assert_eq!(list.iter().count(), 5);
+    assert_eq!(list.get("scram").map(Secret::as_str), Some(SCRAM));
+}
+
+#[test]
+fn userlist_reports_malformed_lines_without_secrets() {
+    let text = "\"ok\" \"fine\"\nbare secret1\n\"bob\" unquoted-secret2\n\"eve\" \"open-secret3\n";
+    let errs = parse_userlist(text, Path::new("u.txt"))
+        .expect_err("malformed")
+        .0;
+    let lines: Vec<usize> = errs.iter().map(|e| e.line).collect();
+    assert_eq!(lines, vec![2, 3, 4]);
+    assert_eq!((errs[1].key.as_str(), errs[2].key.as_str()), ("bob", "eve"));
+    let shown = format!("{} {:?}", ConfigErrors(errs.clone()), errs);
+    assert!(!shown.contains("secret1") && !shown.contains("secret2") && !shown.contains("secret3"));
+    assert_eq!(
+        parse_userlist("", Path::new("u.txt")),
+        Ok(UserList::default())
+    );
+}
+
+#[test]
+fn secret_debug_is_redacted() {
+    let list = parse_userlist("\"u\" \"topsecret\"\n", Path::new("u.txt")).expect("valid");
+    let shown = format!("{list:?}");
+    assert!(
+        !shown.contains("topsecret") && shown.contains("Plain(<redacted>)"),
+        "{shown}"
+    );
+}
+
+// ---------------------------------------------------------------- robustness
+
+/// Arbitrary bytes never panic either parser (a small deterministic generator; no extra deps).
+#[test]
+fn arbitrary_input_never_panics() {
+    let alphabet: Vec<char> = "[]=\"' \\\t\n\r;#%*,/@abcpgbouncerdatabasesusersport0x9é\u{feff}"
+        .chars()
+        .collect();
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let prefixes = ["", "[pgbouncer]\n", "[databases]\n", "[users]\n", "\""];
+    for round in 0..3000 {
+        let len = (next() % 80) as usize;
+        let mut text = prefixes[round % prefixes.len()].to_string();
+        for _ in 0..len {
+            text.push(alphabet[(next() % alphabet.len() as u64) as usize]);
+        }
+        let _ = parse_ini_str(&text, Path::new("fuzz.ini"));
+        let _ = parse_userlist(&text, Path::new("fuzz.txt"));
+    }
+}

@@ -1,0 +1,226 @@
+//! The pooler's one error type and the only place that maps errors to what a client is told
+//! (severity, SQLSTATE, PgBouncer's exact text). Depends on nothing else in the crate except the
+//! protocol's decoded error fields.
+
+use std::io;
+
+use crate::proto::build::{ErrorFields, Severity};
+
+/// SQLSTATE codes the pooler itself uses.
+pub mod sqlstate {
+    /// Every pooler-generated error, as PgBouncer does.
+    pub const PROTOCOL_VIOLATION: &str = "08P01";
+    /// RELOAD failed on the console.
+    pub const CONFIG_FILE_ERROR: &str = "F0000";
+    /// Informational notice.
+    pub const SUCCESSFUL_COMPLETION: &str = "00000";
+}
+
+/// Which party an error came from: it decides whether the other side can go on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client misbehaved or went away.
+    Client,
+    /// The server failed or refused.
+    Server,
+    /// The pooler decided (limits, timeouts, shutdown).
+    Pooler,
+}
+
+/// Everything that can end or refuse a client's request.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("client I/O: {0}")]
+    ClientIo(#[source] io::Error),
+    #[error("client closed the connection")]
+    ClientGone,
+    #[error("client protocol violation: {0}")]
+    ClientProtocol(String),
+    #[error("server I/O: {0}")]
+    ServerIo(#[source] io::Error),
+    #[error("server closed the connection")]
+    ServerGone,
+    #[error("server protocol violation: {0}")]
+    ServerProtocol(String),
+    /// The server refused the login: forwarded with the server's own SQLSTATE.
+    #[error("server login failed: {} ({})", .0.message, .0.code)]
+    ServerLogin(ErrorFields),
+    /// We could not do the authentication the server asked for.
+    #[error("server login failed: {0}")]
+    ServerAuth(String),
+    #[error("server login has been failing, cached error: {0} (server_login_retry)")]
+    ServerLoginRetry(String),
+    #[error("server connect: {0}")]
+    ServerConnect(String),
+    /// A SET of tracked parameters failed on the server.
+    #[error("invalid server parameter")]
+    InvalidServerParameter,
+    #[error("no more connections allowed (max_client_conn)")]
+    MaxClientConn,
+    #[error("query_wait_timeout")]
+    QueryWaitTimeout,
+    #[error("client_idle_timeout")]
+    ClientIdleTimeout,
+    #[error("idle transaction timeout")]
+    IdleTransactionTimeout,
+    #[error("query timeout")]
+    QueryTimeout,
+    #[error("client_login_timeout")]
+    ClientLoginTimeout,
+    #[error("no such database: {0}")]
+    NoSuchDatabase(String),
+    #[error("password authentication failed")]
+    PasswordAuthFailed,
+    #[error("SASL authentication failed")]
+    SaslAuthFailed,
+    #[error("\"trust\" authentication failed")]
+    TrustAuthFailed,
+    #[error("no username supplied")]
+    NoUsername,
+    #[error("unsupported startup parameter: {0}")]
+    UnsupportedStartupParameter(String),
+    #[error("unsupported startup parameter in options: {0}")]
+    UnsupportedOptionsParameter(String),
+    #[error("unsupported options startup parameter: only '-c config=val' and '--config=val' are allowed")]
+    UnsupportedOptions,
+    #[error("old V2 protocol not supported")]
+    OldProtocol,
+    #[error("pooler is shutting down")]
+    ShuttingDown,
+    #[error("server shutting down")]
+    ServerShuttingDown,
+    #[error("database \"{0}\" is disabled")]
+    DatabaseDisabled(String),
+    #[error("not allowed")]
+    NotAllowed,
+    #[error("server conn crashed?")]
+    ServerCrashed,
+    #[error("transaction blocks not allowed in statement pooling mode")]
+    StatementModeTransaction,
+    #[error("database removed")]
+    DatabaseRemoved,
+    #[error("admin forced disconnect")]
+    AdminForcedDisconnect,
+    #[error("client connections exceeded (max_user_connections)")]
+    MaxUserConnections,
+}
+
+impl Error {
+    /// Which side failed.
+    pub fn side(&self) -> Side {
+        use Error::*;
+        match self {
+            ClientIo(_) | ClientGone | ClientProtocol(_) => Side::Client,
+            ServerIo(_) | ServerGone | ServerProtocol(_) | ServerLogin(_) | ServerAuth(_)
+            | ServerLoginRetry(_) | ServerConnect(_) | InvalidServerParameter | ServerCrashed => {
+                Side::Server
+            }
+            _ => Side::Pooler,
+        }
+    }
+
+    /// Whether the client can still be told anything (its socket is believed healthy).
+    pub fn client_reachable(&self) -> bool {
+        !matches!(self, Error::ClientIo(_) | Error::ClientGone)
+    }
+
+    /// The one mapping from an error to (severity, SQLSTATE, message) for the client.
+    /// Pooler errors close the connection, so they are FATAL with 08P01 as in PgBouncer; a server's
+    /// login error keeps the server's SQLSTATE (PgBouncer 1.20+).
+    pub fn to_response(&self) -> (Severity, String, String) {
+        use Error::*;
+        match self {
+            ServerLogin(fields) => (
+                Severity::Fatal,
+                fields.code.clone(),
+                fields.message.clone(),
+            ),
+            ServerAuth(msg) => (
+                Severity::Fatal,
+                sqlstate::PROTOCOL_VIOLATION.to_string(),
+                format!("server login failed: {msg}"),
+            ),
+            ClientProtocol(msg) => (
+                Severity::Fatal,
+                sqlstate::PROTOCOL_VIOLATION.to_string(),
+                msg.clone(),
+            ),
+            ServerIo(_) | ServerGone | ServerProtocol(_) => (
+                Severity::Fatal,
+                sqlstate::PROTOCOL_VIOLATION.to_string(),
+                "server conn crashed?".to_string(),
+            ),
+            ServerConnect(_) => (
+                Severity::Fatal,
+                sqlstate::PROTOCOL_VIOLATION.to_string(),
+                "server connection failed".to_string(),
+            ),
+            other => (
+                Severity::Fatal,
+                sqlstate::PROTOCOL_VIOLATION.to_string(),
+                other.to_string(),
+            ),
+        }
+    }
+
+    /// True when this is a peer simply going away: logged at debug, not error.
+    pub fn is_disconnect(&self) -> bool {
+        match self {
+            Error::ClientGone | Error::ServerGone => true,
+            Error::ClientIo(e) | Error::ServerIo(e) => matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::UnexpectedEof
+                    | io::ErrorKind::ConnectionAborted
+            ),
+            _ => false,
+        }
+    }
+}
+
+/// Result with the pooler's error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pooler_errors_are_fatal_08p01_with_pgbouncer_texts() {
+        let cases = [
+            (
+                Error::MaxClientConn,
+                "no more connections allowed (max_client_conn)",
+            ),
+            (Error::QueryWaitTimeout, "query_wait_timeout"),
+            (Error::IdleTransactionTimeout, "idle transaction timeout"),
+            (Error::QueryTimeout, "query timeout"),
+            (Error::ClientIdleTimeout, "client_idle_timeout"),
+            (Error::NoSuchDatabase("x".into()), "no such database: x"),
+            (Error::PasswordAuthFailed, "password authentication failed"),
+            (Error::OldProtocol, "old V2 protocol not supported"),
+        ];
+        for (err, text) in cases {
+            let (sev, code, msg) = err.to_response();
+            assert_eq!(sev, Severity::Fatal);
+            assert_eq!(code, "08P01");
+            assert_eq!(msg, text);
+        }
+    }
+
+    #[test]
+    fn server_login_error_keeps_server_sqlstate() {
+        let fields = ErrorFields {
+            severity: "FATAL".into(),
+            code: "28P01".into(),
+            message: "password authentication failed for user \"x\"".into(),
+            detail: None,
+            hint: None,
+            all: vec![],
+        };
+        let (_, code, msg) = Error::ServerLogin(fields).to_response();
+        assert_eq!(code, "28P01");
+        assert!(msg.starts_with("password authentication failed"));
+    }
+}

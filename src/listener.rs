@@ -1,0 +1,147 @@
+//! Listening sockets (TCP on listen_addr:listen_port and the Unix socket
+//! `<unix_socket_dir>/.s.PGSQL.<port>`) and the accept loops that spawn one session per client.
+//! Accepting stops as soon as the pooler starts draining.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpSocket, UnixListener};
+
+use crate::config::General;
+use crate::context::Context;
+use crate::net::{PeerAddr, Stream};
+use crate::session;
+
+/// The bound sockets, before accepting starts.
+pub struct Listeners {
+    tcp: Vec<TcpListener>,
+    unix: Option<(UnixListener, PathBuf)>,
+}
+
+fn resolve_addrs(g: &General) -> std::io::Result<Vec<SocketAddr>> {
+    let mut out = Vec::new();
+    for a in &g.listen_addr {
+        if a == "*" {
+            out.push(SocketAddr::from(([0, 0, 0, 0], g.listen_port)));
+            continue;
+        }
+        let host = a.trim_start_matches('[').trim_end_matches(']');
+        let found = std::net::ToSocketAddrs::to_socket_addrs(&(host, g.listen_port))?;
+        for addr in found {
+            if !out.contains(&addr) {
+                out.push(addr);
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl Listeners {
+    /// Binds everything the config asks for; fails if any socket cannot be bound.
+    pub fn bind(g: &General) -> std::io::Result<Listeners> {
+        let mut tcp = Vec::new();
+        for addr in resolve_addrs(g)? {
+            let sock = if addr.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
+            sock.set_reuseaddr(true)?;
+            sock.bind(addr).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+            })?;
+            tcp.push(sock.listen(g.listen_backlog)?);
+        }
+        let unix = if g.unix_socket_dir.is_empty() || g.unix_socket_dir.starts_with('@') {
+            None
+        } else {
+            let path = PathBuf::from(&g.unix_socket_dir).join(format!(".s.PGSQL.{}", g.listen_port));
+            // A socket file left by a previous run blocks bind; nothing is listening on it if
+            // connecting fails.
+            if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_err() {
+                let _ = std::fs::remove_file(&path);
+            }
+            let l = UnixListener::bind(&path).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", path.display()))
+            })?;
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(g.unix_socket_mode));
+            Some((l, path))
+        };
+        Ok(Listeners { tcp, unix })
+    }
+
+    /// The first TCP address actually bound (tests bind port 0).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.tcp.first().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Spawns the accept loops on `ctx.tasks`; they end when draining starts.
+    pub fn spawn(self, ctx: &Arc<Context>) -> Option<PathBuf> {
+        for l in self.tcp {
+            let ctx2 = ctx.clone();
+            ctx.tasks.spawn(accept_tcp(ctx2, l));
+        }
+        let path = self.unix.as_ref().map(|(_, p)| p.clone());
+        if let Some((l, _)) = self.unix {
+            let ctx2 = ctx.clone();
+            ctx.tasks.spawn(accept_unix(ctx2, l));
+        }
+        path
+    }
+}
+
+async fn accept_tcp(ctx: Arc<Context>, l: TcpListener) {
+    loop {
+        let accepted = tokio::select! {
+            _ = ctx.drain.cancelled() => return,
+            r = l.accept() => r,
+        };
+        match accepted {
+            Ok((s, peer)) => {
+                let _ = s.set_nodelay(true);
+                let cfg = ctx.config();
+                if cfg.general.tcp_keepalive {
+                    let _ = socket2::SockRef::from(&s).set_keepalive(true);
+                }
+                let local = s
+                    .local_addr()
+                    .map(|a| (a.ip().to_string(), a.port()))
+                    .unwrap_or_default();
+                // Detached from the accept loop but tracked: shutdown waits for sessions.
+                ctx.tasks.spawn(session::run(
+                    ctx.clone(),
+                    Stream::Tcp(s),
+                    PeerAddr::Tcp(peer),
+                    local,
+                ));
+            }
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                // EMFILE and friends: back off instead of spinning.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn accept_unix(ctx: Arc<Context>, l: UnixListener) {
+    loop {
+        let accepted = tokio::select! {
+            _ = ctx.drain.cancelled() => return,
+            r = l.accept() => r,
+        };
+        match accepted {
+            Ok((s, _)) => {
+                let local = ("unix".to_string(), ctx.config().general.listen_port);
+                ctx.tasks
+                    .spawn(session::run(ctx.clone(), Stream::Unix(s), PeerAddr::Unix, local));
+            }
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! The pool registry: one [`Pool`] per (database, server user), created on first use, reconfigured
+//! on reload, and kept tidy by a janitor task. Never sees a client.
+
+#[allow(clippy::module_inception)]
+mod pool;
+pub mod stats;
+
+pub use pool::{Pool, PoolSnapshot};
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, DatabaseConfig, PoolMode, Secret, ServerHost};
+use crate::server::{ServerCredential, ServerTarget};
+
+/// Identifies a pool: the database name clients use and the user the server sees.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolKey {
+    /// Database name as in `[databases]`.
+    pub db: String,
+    /// Server-side user (the forced user, or the client's user).
+    pub user: String,
+}
+
+impl std::fmt::Display for PoolKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.db, self.user)
+    }
+}
+
+/// Everything a pool and its clients need from the config, resolved for one (db, user).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolSettings {
+    pub pool_mode: PoolMode,
+    pub pool_size: u32,
+    pub min_pool_size: u32,
+    pub reserve_pool_size: u32,
+    pub reserve_pool_timeout: Duration,
+    pub max_db_connections: u32,
+    pub max_user_connections: u32,
+    pub server_lifetime: Duration,
+    pub server_idle_timeout: Duration,
+    pub server_check_delay: Duration,
+    pub server_check_query: String,
+    pub server_round_robin: bool,
+    pub server_login_retry: Duration,
+    pub server_reset_query: String,
+    pub server_reset_query_always: bool,
+    pub query_wait_timeout: Duration,
+    pub query_timeout: Duration,
+    pub idle_transaction_timeout: Duration,
+    pub client_idle_timeout: Duration,
+    pub max_packet_size: u32,
+}
+
+impl PoolSettings {
+    /// Resolves user > database > global precedence.
+    pub fn resolve(cfg: &Config, db: &DatabaseConfig, user: &str) -> PoolSettings {
+        let g = &cfg.general;
+        let u = cfg.users.get(user);
+        PoolSettings {
+            pool_mode: cfg.pool_mode(db, user),
+            pool_size: cfg.pool_size(db, user),
+            min_pool_size: db.min_pool_size.unwrap_or(g.min_pool_size),
+            reserve_pool_size: cfg.reserve_pool_size(db, user),
+            reserve_pool_timeout: g.reserve_pool_timeout,
+            max_db_connections: db.max_db_connections.unwrap_or(g.max_db_connections),
+            max_user_connections: u
+                .and_then(|u| u.max_user_connections)
+                .unwrap_or(g.max_user_connections),
+            server_lifetime: db.server_lifetime.unwrap_or(g.server_lifetime),
+            server_idle_timeout: g.server_idle_timeout,
+            server_check_delay: g.server_check_delay,
+            server_check_query: g.server_check_query.clone(),
+            server_round_robin: g.server_round_robin,
+            server_login_retry: g.server_login_retry,
+            server_reset_query: g.server_reset_query.clone(),
+            server_reset_query_always: g.server_reset_query_always,
+            query_wait_timeout: g.query_wait_timeout,
+            query_timeout: u.and_then(|u| u.query_timeout).unwrap_or(g.query_timeout),
+            idle_transaction_timeout: u
+                .and_then(|u| u.idle_transaction_timeout)
+                .unwrap_or(g.idle_transaction_timeout),
+            client_idle_timeout: u
+                .and_then(|u| u.client_idle_timeout)
+                .unwrap_or(g.client_idle_timeout),
+            max_packet_size: g.max_packet_size,
+        }
+    }
+}
+
+/// The server user a client of `db` is logged in as on the server.
+pub fn server_user<'a>(db: &'a DatabaseConfig, client_user: &'a str) -> &'a str {
+    db.user.as_deref().unwrap_or(client_user)
+}
+
+/// Where a database's servers are and how to log in.
+pub fn target_for(cfg: &Config, db: &DatabaseConfig, server_user: &str) -> ServerTarget {
+    let host = db.host.clone().unwrap_or_else(|| {
+        let dir = if cfg.general.unix_socket_dir.is_empty() {
+            "/var/run/postgresql"
+        } else {
+            cfg.general.unix_socket_dir.as_str()
+        };
+        ServerHost::Unix(PathBuf::from(dir))
+    });
+    let mut startup_params = Vec::new();
+    for (k, v) in [
+        ("client_encoding", &db.client_encoding),
+        ("datestyle", &db.datestyle),
+        ("timezone", &db.timezone),
+        ("application_name", &db.application_name),
+    ] {
+        if let Some(v) = v {
+            startup_params.push((k.to_string(), v.clone()));
+        }
+    }
+    ServerTarget {
+        host,
+        port: db.port,
+        dbname: db.dbname.clone().unwrap_or_else(|| db.name.clone()),
+        user: server_user.to_string(),
+        startup_params,
+        connect_query: db.connect_query.clone(),
+        connect_timeout: cfg.general.server_connect_timeout,
+    }
+}
+
+/// What the pooler logs in to the server with: connstring password, else the auth_file secret.
+pub fn credential_for(cfg: &Config, db: &DatabaseConfig, server_user: &str) -> ServerCredential {
+    if let Some(p) = &db.password {
+        return ServerCredential::Password(p.clone());
+    }
+    match cfg.userlist.get(server_user) {
+        Some(Secret::Plain(p)) => ServerCredential::Password(p.clone()),
+        Some(Secret::Md5(s)) => ServerCredential::Md5Secret(s.clone()),
+        Some(Secret::Scram(_)) => ServerCredential::ScramSecretOnly,
+        None => ServerCredential::None,
+    }
+}
+
+/// All pools.
+pub struct Pools {
+    /// Every pool by key; read on each login, written when a pool is first used.
+    map: DashMap<PoolKey, Arc<Pool>>,
+    /// Live server connections per database name (max_db_connections).
+    db_conns: DashMap<String, Arc<AtomicU32>>,
+    /// Live server connections per server user (max_user_connections).
+    user_conns: DashMap<String, Arc<AtomicU32>>,
+    /// Tracks every launch task.
+    tasks: TaskTracker,
+}
+
+impl Pools {
+    /// An empty registry whose launch tasks are tracked by `tasks`.
+    pub fn new(tasks: TaskTracker) -> Pools {
+        Pools {
+            map: DashMap::new(),
+            db_conns: DashMap::new(),
+            user_conns: DashMap::new(),
+            tasks,
+        }
+    }
+
+    /// The pool for a client of `db` logging in as `client_user`, created on first use.
+    pub fn get_or_create(&self, cfg: &Config, db: &DatabaseConfig, client_user: &str) -> Arc<Pool> {
+        let user = server_user(db, client_user);
+        let key = PoolKey {
+            db: db.name.clone(),
+            user: user.to_string(),
+        };
+        if let Some(p) = self.map.get(&key) {
+            return p.clone();
+        }
+        let db_conns = self.db_conns.entry(db.name.clone()).or_default().clone();
+        let user_conns = self.user_conns.entry(user.to_string()).or_default().clone();
+        self.map
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Pool::new(
+                    key,
+                    Arc::new(PoolSettings::resolve(cfg, db, user)),
+                    Arc::new(target_for(cfg, db, user)),
+                    credential_for(cfg, db, user),
+                    db_conns,
+                    user_conns,
+                    self.tasks.clone(),
+                )
+            })
+            .clone()
+    }
+
+    /// Every pool, sorted by key (console order).
+    pub fn all(&self) -> Vec<Arc<Pool>> {
+        let mut v: Vec<_> = self.map.iter().map(|e| e.value().clone()).collect();
+        v.sort_by(|a, b| a.key.cmp(&b.key));
+        v
+    }
+
+    /// Pools of one database.
+    pub fn of_db(&self, db: &str) -> Vec<Arc<Pool>> {
+        self.all().into_iter().filter(|p| p.key.db == db).collect()
+    }
+
+    /// Live server connections of a database.
+    pub fn db_connections(&self, db: &str) -> u32 {
+        self.db_conns
+            .get(db)
+            .map(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+            .unwrap_or(0)
+    }
+
+    /// Applies a reloaded config to every existing pool.
+    pub fn reconfigure(&self, cfg: &Config) {
+        for pool in self.all() {
+            let Some(db) = cfg.database(&pool.key.db) else {
+                // Database removed: servers close at release, new logins are refused.
+                pool.reconnect();
+                continue;
+            };
+            // The client-side user is lost for forced-user pools; it does not matter there.
+            let user = pool.key.user.clone();
+            pool.reconfigure(
+                Arc::new(PoolSettings::resolve(cfg, &db, &user)),
+                Arc::new(target_for(cfg, &db, &user)),
+                credential_for(cfg, &db, &user),
+            );
+        }
+    }
+
+    /// Periodic upkeep of every pool until `shutdown`.
+    pub async fn run_janitor(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {
+                    for pool in self.all() {
+                        pool.maintain();
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! Opening a server connection: TCP/Unix connect, StartupMessage, the authentication the server
+//! asks for (cleartext, md5, SCRAM-SHA-256 with a password or pass-through keys), then the
+//! ParameterStatus/BackendKeyData burst up to the first ReadyForQuery. Also the one-shot
+//! CancelRequest connection.
+
+use std::time::Instant;
+
+use bytes::BytesMut;
+use postgres_protocol::message::frontend;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpStream, UnixStream};
+
+use super::{CancelTarget, ServerConn, ServerCredential, ServerTarget};
+use crate::auth::{md5, scram};
+use crate::config::ServerHost;
+use crate::error::{Error, Result};
+use crate::net::Stream;
+use crate::proto::build::{self, AuthRequest};
+
+async fn open(host: &ServerHost, port: u16) -> std::io::Result<(Stream, (String, u16))> {
+    match host {
+        ServerHost::Tcp(h) => {
+            let s = TcpStream::connect((h.as_str(), port)).await?;
+            s.set_nodelay(true)?;
+            let _ = socket2::SockRef::from(&s).set_keepalive(true);
+            let local = s
+                .local_addr()
+                .map(|a| (a.ip().to_string(), a.port()))
+                .unwrap_or_else(|_| (String::new(), 0));
+            Ok((Stream::Tcp(s), local))
+        }
+        ServerHost::Unix(dir) => {
+            let path = dir.join(format!(".s.PGSQL.{port}"));
+            let s = UnixStream::connect(path).await?;
+            Ok((Stream::Unix(s), ("unix".to_string(), 0)))
+        }
+    }
+}
+
+fn proto_err(e: impl std::fmt::Display) -> Error {
+    Error::ServerProtocol(e.to_string())
+}
+
+/// Connects and logs in, bounded by the target's connect timeout.
+pub async fn connect(
+    target: &ServerTarget,
+    cred: &ServerCredential,
+    max_packet: u32,
+) -> Result<ServerConn> {
+    match tokio::time::timeout(target.connect_timeout, connect_inner(target, cred, max_packet))
+        .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(Error::ServerConnect(format!(
+            "connect to {}:{} timed out",
+            target.host_text(),
+            target.port
+        ))),
+    }
+}
+
+async fn connect_inner(
+    target: &ServerTarget,
+    cred: &ServerCredential,
+    max_packet: u32,
+) -> Result<ServerConn> {
+    let (stream, local_addr) = open(&target.host, target.port).await.map_err(|e| {
+        Error::ServerConnect(format!("{}:{}: {e}", target.host_text(), target.port))
+    })?;
+    let mut conn = ServerConn {
+        stream,
+        buf: BytesMut::with_capacity(8192),
+        params: Vec::new(),
+        cancel: CancelTarget {
+            host: target.host.clone(),
+            port: target.port,
+            pid: 0,
+            key: 0,
+        },
+        id: ServerConn::next_id(),
+        created: Instant::now(),
+        last_used: Instant::now(),
+        generation: 0,
+        local_addr,
+        tx_status: b'I',
+    };
+    let mut out = BytesMut::with_capacity(256);
+    let mut params: Vec<(&str, &str)> = vec![
+        ("user", target.user.as_str()),
+        ("database", target.dbname.as_str()),
+    ];
+    for (k, v) in &target.startup_params {
+        params.push((k.as_str(), v.as_str()));
+    }
+    frontend::startup_message(params.into_iter(), &mut out).map_err(proto_err)?;
+    conn.stream.write_all(&out).await.map_err(Error::ServerIo)?;
+
+    let mut sasl: Option<scram::ScramClient> = None;
+    loop {
+        let frame = conn.read_frame(max_packet).await?;
+        match frame.tag {
+            b'R' => {
+                let req = build::parse_auth_request(&frame.body).map_err(proto_err)?;
+                out.clear();
+                match req {
+                    AuthRequest::Ok => continue,
+                    AuthRequest::Cleartext => match cred {
+                        ServerCredential::Password(p) => {
+                            frontend::password_message(p.as_bytes(), &mut out).map_err(proto_err)?
+                        }
+                        _ => return Err(Error::ServerAuth("wrong password type".into())),
+                    },
+                    AuthRequest::Md5 { salt } => {
+                        let secret = match cred {
+                            ServerCredential::Password(p) => md5::md5_secret(&target.user, p),
+                            ServerCredential::Md5Secret(s) => s.clone(),
+                            _ => return Err(Error::ServerAuth("wrong password type".into())),
+                        };
+                        let resp = md5::md5_response_from_secret(&secret, salt);
+                        frontend::password_message(resp.as_bytes(), &mut out).map_err(proto_err)?;
+                    }
+                    AuthRequest::Sasl { mechanisms } => {
+                        if !mechanisms.contains(&"SCRAM-SHA-256") {
+                            return Err(Error::ServerAuth(
+                                "none of the server's SASL authentication mechanisms are supported"
+                                    .into(),
+                            ));
+                        }
+                        let c = match cred {
+                            ServerCredential::Password(p) => {
+                                scram::ScramCredential::Password(p.clone())
+                            }
+                            ServerCredential::ScramKeys {
+                                client_key,
+                                server_key,
+                            } => scram::ScramCredential::Keys {
+                                client_key: *client_key,
+                                server_key: *server_key,
+                            },
+                            _ => return Err(Error::ServerAuth("wrong password type".into())),
+                        };
+                        let mut client = scram::ScramClient::new(c);
+                        let first = client.client_first();
+                        frontend::sasl_initial_response("SCRAM-SHA-256", &first, &mut out)
+                            .map_err(proto_err)?;
+                        sasl = Some(client);
+                    }
+                    AuthRequest::SaslContinue(data) => {
+                        let client = sasl
+                            .as_mut()
+                            .ok_or_else(|| proto_err("unexpected SASL continue"))?;
+                        let fin = client
+                            .server_first(data)
+                            .map_err(|e| Error::ServerAuth(format!("SCRAM: {e}")))?;
+                        frontend::sasl_response(&fin, &mut out).map_err(proto_err)?;
+                    }
+                    AuthRequest::SaslFinal(data) => {
+                        let client = sasl
+                            .as_mut()
+                            .ok_or_else(|| proto_err("unexpected SASL final"))?;
+                        client
+                            .server_final(data)
+                            .map_err(|_| Error::ServerAuth("failed to verify server signature".into()))?;
+                        continue;
+                    }
+                    AuthRequest::Other(code) => {
+                        return Err(Error::ServerAuth(format!(
+                            "unsupported authentication method {code}"
+                        )))
+                    }
+                }
+                conn.stream.write_all(&out).await.map_err(Error::ServerIo)?;
+            }
+            b'E' => {
+                let fields = build::parse_error_fields(&frame.body).map_err(proto_err)?;
+                return Err(Error::ServerLogin(fields));
+            }
+            b'S' => {
+                let (k, v) = build::parse_parameter_status(&frame.body).map_err(proto_err)?;
+                let (k, v) = (k.to_string(), v.to_string());
+                conn.set_param(&k, &v);
+            }
+            b'K' => {
+                let (pid, key) = build::parse_backend_key_data(&frame.body).map_err(proto_err)?;
+                conn.cancel.pid = pid;
+                conn.cancel.key = key;
+            }
+            b'Z' => {
+                conn.tx_status = frame.body.first().copied().unwrap_or(b'I');
+                break;
+            }
+            // NoticeResponse, NegotiateProtocolVersion: nothing to do.
+            _ => {}
+        }
+    }
+    if let Some(q) = target.connect_query.as_deref() {
+        if let Some(err) = conn.run_internal(q, max_packet).await? {
+            tracing::warn!(server = conn.id, "connect_query failed: {}", err.message);
+        }
+    }
+    Ok(conn)
+}
+
+/// Sends a CancelRequest with the server's real key over a new connection, then closes it.
+pub async fn send_cancel(target: &CancelTarget) -> std::io::Result<()> {
+    let (mut stream, _) = open(&target.host, target.port).await?;
+    let mut out = BytesMut::with_capacity(16);
+    frontend::cancel_request(target.pid as i32, target.key as i32, &mut out);
+    stream.write_all(&out).await?;
+    // The server closes the connection without answering.
+    let mut b = [0u8; 1];
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut stream, &mut b),
+    )
+    .await;
+    Ok(())
+}

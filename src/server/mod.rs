@@ -1,0 +1,205 @@
+//! One PostgreSQL server connection: connect, log in, run the pooler's own small queries, and
+//! hold the state pooling needs (parameters, cancel key, age). Never sees a pool or a client.
+
+mod login;
+
+pub use login::{connect, send_cancel};
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use postgres_protocol::message::frontend;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::config::ServerHost;
+use crate::error::{Error, Result};
+use crate::net::Stream;
+use crate::proto::{self, build};
+
+/// Where and as whom to log in. Built by the pool from the config; cheap to clone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTarget {
+    /// Host or Unix socket directory.
+    pub host: ServerHost,
+    /// TCP port, also names the Unix socket.
+    pub port: u16,
+    /// Database on the server.
+    pub dbname: String,
+    /// Role on the server.
+    pub user: String,
+    /// Extra startup parameters (client_encoding, datestyle, timezone, application_name).
+    pub startup_params: Vec<(String, String)>,
+    /// Run once after each login; errors are only logged.
+    pub connect_query: Option<String>,
+    /// Bound on connect + login.
+    pub connect_timeout: Duration,
+}
+
+impl ServerTarget {
+    /// `host:port` for logs and SHOW output.
+    pub fn host_text(&self) -> String {
+        match &self.host {
+            ServerHost::Tcp(h) => h.clone(),
+            ServerHost::Unix(p) => p.display().to_string(),
+        }
+    }
+}
+
+/// What we prove our identity to the server with.
+#[derive(Clone, PartialEq, Eq)]
+pub enum ServerCredential {
+    /// Nothing: only trust-authenticated servers will accept us.
+    None,
+    /// A plain password (works for every method).
+    Password(String),
+    /// An `md5...` secret: works only when the server asks for md5.
+    Md5Secret(String),
+    /// SCRAM pass-through keys recovered from a client's proof.
+    ScramKeys {
+        client_key: [u8; 32],
+        server_key: [u8; 32],
+    },
+    /// A SCRAM secret without keys: cannot log in until a client brings keys.
+    ScramSecretOnly,
+}
+
+impl std::fmt::Debug for ServerCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print secrets.
+        let kind = match self {
+            ServerCredential::None => "None",
+            ServerCredential::Password(_) => "Password",
+            ServerCredential::Md5Secret(_) => "Md5Secret",
+            ServerCredential::ScramKeys { .. } => "ScramKeys",
+            ServerCredential::ScramSecretOnly => "ScramSecretOnly",
+        };
+        f.write_str(kind)
+    }
+}
+
+/// The server's real cancel key and address, for forwarding a client's CancelRequest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelTarget {
+    /// Host or socket directory.
+    pub host: ServerHost,
+    /// Port.
+    pub port: u16,
+    /// Backend PID.
+    pub pid: u32,
+    /// Backend secret key.
+    pub key: u32,
+}
+
+static NEXT_SERVER_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A logged-in server connection.
+#[derive(Debug)]
+pub struct ServerConn {
+    /// The socket.
+    pub stream: Stream,
+    /// Read buffer; the server's answers land here and are forwarded from here.
+    pub buf: BytesMut,
+    /// Every ParameterStatus the server reported, latest value wins.
+    pub params: Vec<(String, String)>,
+    /// Where a cancel for this server goes.
+    pub cancel: CancelTarget,
+    /// Unique id for logs and the console.
+    pub id: u64,
+    /// When the login finished.
+    pub created: Instant,
+    /// When it was last released to the pool.
+    pub last_used: Instant,
+    /// The pool generation this connection was made for; older ones close at release.
+    pub generation: u64,
+    /// Local address text and port, for SHOW SERVERS.
+    pub local_addr: (String, u16),
+    /// Last ReadyForQuery status seen (`I`, `T`, `E`).
+    pub tx_status: u8,
+}
+
+impl ServerConn {
+    /// A fresh id for a new connection.
+    pub fn next_id() -> u64 {
+        NEXT_SERVER_ID.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The server's current value of a parameter (case-insensitive name).
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Records a ParameterStatus.
+    pub fn set_param(&mut self, name: &str, value: &str) {
+        if let Some(slot) = self
+            .params
+            .iter_mut()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        {
+            if slot.1 != value {
+                slot.1 = value.to_string();
+            }
+        } else {
+            self.params.push((name.to_string(), value.to_string()));
+        }
+    }
+
+    /// Runs one simple query for the pooler's own purposes (SET re-sync, reset, check,
+    /// connect_query), swallowing every answer. Returns the server's error, if it sent one.
+    pub async fn run_internal(&mut self, sql: &str, max_packet: u32) -> Result<Option<build::ErrorFields>> {
+        let mut out = BytesMut::with_capacity(sql.len() + 6);
+        frontend::query(sql, &mut out).map_err(|e| Error::ServerProtocol(e.to_string()))?;
+        self.stream.write_all(&out).await.map_err(Error::ServerIo)?;
+        let mut error = None;
+        loop {
+            let frame = self.read_frame(max_packet).await?;
+            match frame.tag {
+                b'Z' => {
+                    self.tx_status = frame.body.first().copied().unwrap_or(b'I');
+                    return Ok(error);
+                }
+                b'S' => {
+                    if let Ok((k, v)) = build::parse_parameter_status(&frame.body) {
+                        let (k, v) = (k.to_string(), v.to_string());
+                        self.set_param(&k, &v);
+                    }
+                }
+                b'E' => {
+                    if error.is_none() {
+                        error = build::parse_error_fields(&frame.body).ok();
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads one whole frame from the server (login and internal queries only; the hot path
+    /// streams instead).
+    pub async fn read_frame(&mut self, max_packet: u32) -> Result<proto::Frame> {
+        loop {
+            match proto::read_frame(&mut self.buf, max_packet) {
+                Ok(Some(f)) => return Ok(f),
+                Ok(None) => {}
+                Err(e) => return Err(Error::ServerProtocol(e.to_string())),
+            }
+            self.buf.reserve(4096);
+            let n = self
+                .stream
+                .read_buf(&mut self.buf)
+                .await
+                .map_err(Error::ServerIo)?;
+            if n == 0 {
+                return Err(Error::ServerGone);
+            }
+        }
+    }
+
+    /// True when this idle connection can no longer be used (peer closed or sent something).
+    pub fn is_broken_while_idle(&self) -> bool {
+        !self.buf.is_empty() || self.stream.is_readable_now()
+    }
+}

@@ -1,0 +1,27 @@
+//! CancelRequest handling: the key we gave a client maps to the server it is linked to right now,
+//! and the cancel goes to that server over a new connection with the server's own key. Nothing is
+//! ever written back on the cancel connection (PgBouncer and PostgreSQL just close it).
+
+use std::sync::atomic::Ordering;
+
+use crate::context::Context;
+use crate::server;
+
+/// Forwards a client's cancel request, if it names a client that is running something.
+pub async fn forward(ctx: &Context, pid: u32, key: u32) {
+    let Some(client) = ctx.clients.by_cancel_key(pid, key) else {
+        tracing::info!("failed cancel request: unknown key");
+        return;
+    };
+    if client.is_admin.load(Ordering::Relaxed) {
+        return;
+    }
+    let target = client.linked.lock().as_ref().map(|(_, t)| t.clone());
+    let Some(target) = target else {
+        tracing::debug!(client = client.id, "cancel request for idle client");
+        return;
+    };
+    if let Err(e) = server::send_cancel(&target).await {
+        tracing::warn!(client = client.id, "cancel forwarding failed: {e}");
+    }
+}

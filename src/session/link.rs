@@ -1,0 +1,235 @@
+//! Login of a client: parameter checks, max_client_conn, authentication, database lookup, the
+//! pool's welcome (ParameterStatus set + our BackendKeyData), and the tracked-parameter SET batch
+//! that makes a server match its client at each checkout.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+
+use super::registry::{ClientInfo, ClientState};
+use super::{auth, startup};
+use crate::config::{AuthType, Config};
+use crate::context::{Context, Phase};
+use crate::error::{Error, Result};
+use crate::net::Stream;
+use crate::pool::Pool;
+use crate::proto::build;
+use crate::server::ServerConn;
+
+/// The virtual database of the admin console.
+pub const ADMIN_DB: &str = "pgbouncer";
+
+/// A place under max_client_conn, given back on drop.
+pub struct ClientSlot(Arc<Context>);
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.clients.count.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What a normal client's login produced (the session adds its stream).
+pub struct Welcomed {
+    pub pool: Arc<Pool>,
+    pub settings: Arc<crate::pool::PoolSettings>,
+    pub params: Vec<(String, String)>,
+    pub slot: ClientSlot,
+}
+
+/// A finished login.
+pub enum LoggedIn {
+    /// A normal client, welcome sent.
+    Client(Welcomed),
+    /// An admin-console client (authenticated; the console sends its own welcome).
+    Admin { user: String, admin: bool },
+}
+
+/// Runs the whole login. On error the caller reports it to the client.
+pub async fn login(
+    ctx: &Arc<Context>,
+    info: &Arc<ClientInfo>,
+    stream: &mut Stream,
+    raw: Vec<(String, String)>,
+    cfg: &Arc<Config>,
+) -> Result<LoggedIn> {
+    let params = startup::check_params(cfg, raw)?;
+    *info.user.lock() = params.user.clone();
+    *info.db.lock() = params.database.clone();
+    if params.database == ADMIN_DB {
+        let authed = auth::authenticate(stream, cfg, &params.user).await?;
+        drop(authed);
+        let g = &cfg.general;
+        let is_admin = g.auth_type == AuthType::Any || g.admin_users.contains(&params.user);
+        let is_stats = g.stats_users.contains(&params.user);
+        if !is_admin && !is_stats {
+            return Err(Error::NotAllowed);
+        }
+        info.is_admin.store(true, Ordering::Relaxed);
+        return Ok(LoggedIn::Admin {
+            user: params.user,
+            admin: is_admin,
+        });
+    }
+    if ctx.phase() != Phase::Running {
+        return Err(Error::ShuttingDown);
+    }
+    let count = ctx.clients.count.fetch_add(1, Ordering::Relaxed) + 1;
+    let slot = ClientSlot(ctx.clone());
+    if count > cfg.general.max_client_conn {
+        return Err(Error::MaxClientConn);
+    }
+    let authed = auth::authenticate(stream, cfg, &params.user).await?;
+    let db = cfg
+        .database(&params.database)
+        .ok_or_else(|| Error::NoSuchDatabase(params.database.clone()))?;
+    if cfg.general.auth_type == AuthType::Any && db.user.is_none() {
+        return Err(Error::ServerAuth("no user for database with auth_type any".into()));
+    }
+    let pool = ctx.pools.get_or_create(cfg, &db, &params.user);
+    if let Some((ck, sk)) = authed.scram_keys {
+        if db.user.is_none() {
+            pool.offer_scram_keys(ck, sk);
+        }
+    }
+    let welcome = match pool.welcome() {
+        Some(w) => w,
+        None => {
+            // A brand-new pool must log in to a server once to learn what to tell clients.
+            let server = pool.checkout().await?;
+            pool.checkin(server, true);
+            pool.welcome()
+                .ok_or_else(|| Error::ServerProtocol("no welcome parameters".into()))?
+        }
+    };
+    let tracked = startup::tracked_names(cfg);
+    let mut client_params: Vec<(String, String)> = Vec::with_capacity(tracked.len());
+    for name in &tracked {
+        let asked = params
+            .tracked
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone());
+        let current = welcome
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone());
+        if let Some(v) = asked.or(current) {
+            client_params.push((name.clone(), v));
+        }
+    }
+    let mut out = BytesMut::with_capacity(512);
+    if !params.unrecognized_protocol_options.is_empty() {
+        let names: Vec<&str> = params
+            .unrecognized_protocol_options
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
+        build::negotiate_protocol_version(&mut out, 0, &names);
+    }
+    for (k, v) in welcome.iter() {
+        let v = client_params
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(k))
+            .map(|(_, v)| v.as_str())
+            .unwrap_or(v);
+        build::parameter_status(&mut out, k, v);
+    }
+    for (k, v) in &client_params {
+        if !welcome.iter().any(|(n, _)| n.eq_ignore_ascii_case(k)) {
+            build::parameter_status(&mut out, k, v);
+        }
+    }
+    build::backend_key_data(&mut out, info.cancel_key.0, info.cancel_key.1);
+    build::ready_for_query(&mut out, b'I');
+    stream.write_all(&out).await.map_err(Error::ClientIo)?;
+    if let Some((_, app)) = client_params
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("application_name"))
+    {
+        *info.application_name.lock() = app.clone();
+    }
+    info.set_state(ClientState::Idle);
+    if cfg.general.log_connections {
+        tracing::info!(db = %params.database, user = %params.user, "login attempt: db={} user={}", params.database, params.user);
+    }
+    let settings = pool.settings();
+    Ok(LoggedIn::Client(Welcomed {
+        pool,
+        settings,
+        params: client_params,
+        slot,
+    }))
+}
+
+/// Quotes a value as a SQL string literal.
+fn quote_literal(v: &str) -> String {
+    let mut s = String::with_capacity(v.len() + 2);
+    s.push('\'');
+    for ch in v.chars() {
+        if ch == '\'' {
+            s.push('\'');
+        }
+        s.push(ch);
+    }
+    s.push('\'');
+    s
+}
+
+/// The SET batch that makes `server` match the client's tracked parameters, if any differ.
+pub fn param_diff(server: &ServerConn, params: &[(String, String)]) -> Option<String> {
+    let mut sql = String::new();
+    for (k, v) in params {
+        let same = server
+            .param(k)
+            .is_some_and(|sv| sv.eq_ignore_ascii_case(v));
+        if !same {
+            sql.push_str("SET ");
+            sql.push_str(k);
+            sql.push('=');
+            sql.push_str(&quote_literal(v));
+            sql.push(';');
+        }
+    }
+    (!sql.is_empty()).then_some(sql)
+}
+
+/// Applies the client's tracked parameters to the server before it is handed over.
+pub async fn sync_params(
+    server: &mut ServerConn,
+    params: &mut [(String, String)],
+    max_packet: u32,
+) -> Result<()> {
+    let Some(sql) = param_diff(server, params) else {
+        return Ok(());
+    };
+    match server.run_internal(&sql, max_packet).await? {
+        None => {
+            // Take the server's canonical spelling (e.g. DateStyle "ISO, MDY").
+            for (k, v) in params.iter_mut() {
+                if let Some(sv) = server.param(k) {
+                    if sv != v {
+                        *v = sv.to_string();
+                    }
+                }
+            }
+            Ok(())
+        }
+        Some(err) => {
+            tracing::warn!("tracked parameter SET failed: {}", err.message);
+            Err(Error::InvalidServerParameter)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_are_quoted() {
+        assert_eq!(quote_literal("it's"), "'it''s'");
+        assert_eq!(quote_literal(""), "''");
+    }
+}

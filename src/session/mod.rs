@@ -1,0 +1,349 @@
+//! One client from its first byte to its last: startup, authentication, then a short loop
+//! Idle → (request) → checkout → transfer → checkin. The only module that holds a client and a
+//! server at once.
+//!
+//! Memory rule: an idle client owns no read buffer and no server. The idle wait is a small future;
+//! the transaction path is boxed so its larger state exists only while a request runs.
+
+pub mod auth;
+pub mod cancel;
+mod link;
+pub mod registry;
+pub mod startup;
+mod transfer;
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::Instrument;
+
+use crate::context::{Context, Phase};
+use crate::error::{Error, Result};
+use crate::net::{PeerAddr, Stream};
+use crate::pool::{Pool, PoolSettings};
+use crate::proto::{build, Scanner};
+use crate::server::ServerConn;
+use registry::{ClientInfo, ClientState};
+use startup::Opening;
+
+/// A logged-in client.
+pub struct Client {
+    pub(crate) ctx: Arc<Context>,
+    pub(crate) info: Arc<ClientInfo>,
+    pub(crate) stream: Stream,
+    /// Read buffer; empty with no capacity while idle.
+    pub(crate) buf: BytesMut,
+    pub(crate) scan: Scanner,
+    pub(crate) pool: Arc<Pool>,
+    pub(crate) settings: Arc<PoolSettings>,
+    /// Tracked parameters this client wants on its server.
+    pub(crate) params: Vec<(String, String)>,
+    /// The server kept between transactions (session pool mode only).
+    pub(crate) server: Option<ServerConn>,
+    /// Holds this client's place under max_client_conn.
+    pub(crate) _slot: link::ClientSlot,
+}
+
+/// Serves one accepted connection to the end. Errors are reported to the client here.
+pub async fn run(ctx: Arc<Context>, mut stream: Stream, peer: PeerAddr, local: (String, u16)) {
+    let info = ctx.clients.register(peer.clone(), local);
+    let span = tracing::info_span!("client", id = info.id, peer = %peer);
+    async {
+        let login_timeout = ctx.config().general.client_login_timeout;
+        let opening = if login_timeout.is_zero() {
+            startup::read_opening(&mut stream).await
+        } else {
+            tokio::time::timeout(login_timeout, startup::read_opening(&mut stream))
+                .await
+                .unwrap_or(Err(Error::ClientLoginTimeout))
+        };
+        match opening {
+            Ok(Opening::Cancel { pid, key }) => {
+                ctx.clients.unregister(&info);
+                cancel::forward(&ctx, pid, key).await;
+            }
+            Ok(Opening::Session(params)) => {
+                let result = Box::pin(session(&ctx, &info, stream, params)).await;
+                ctx.clients.unregister(&info);
+                if let Err(e) = result {
+                    log_end(&e);
+                }
+            }
+            Err(e) => {
+                ctx.clients.unregister(&info);
+                if e.client_reachable() {
+                    let _ = send_error(&mut stream, &e).await;
+                }
+                log_end(&e);
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+fn log_end(e: &Error) {
+    if e.is_disconnect() {
+        tracing::debug!("client closed: {e}");
+    } else {
+        tracing::info!("client closed: {e}");
+    }
+}
+
+/// Writes an ErrorResponse for `e` (FATAL for pooler errors).
+pub(crate) async fn send_error(stream: &mut Stream, e: &Error) -> std::io::Result<()> {
+    let (sev, code, msg) = e.to_response();
+    let mut out = BytesMut::with_capacity(64 + msg.len());
+    build::error_response(&mut out, sev, &code, &msg);
+    stream.write_all(&out).await
+}
+
+async fn session(
+    ctx: &Arc<Context>,
+    info: &Arc<ClientInfo>,
+    mut stream: Stream,
+    raw: Vec<(String, String)>,
+) -> Result<()> {
+    let cfg = ctx.config();
+    let login = link::login(ctx, info, &mut stream, raw, &cfg);
+    let login = if cfg.general.client_login_timeout.is_zero() {
+        login.await
+    } else {
+        tokio::time::timeout(cfg.general.client_login_timeout, login)
+            .await
+            .unwrap_or(Err(Error::ClientLoginTimeout))
+    };
+    let mut client = match login {
+        Ok(link::LoggedIn::Client(w)) => Client {
+            ctx: ctx.clone(),
+            info: info.clone(),
+            stream,
+            buf: BytesMut::new(),
+            scan: Scanner::default(),
+            pool: w.pool,
+            settings: w.settings,
+            params: w.params,
+            server: None,
+            _slot: w.slot,
+        },
+        Ok(link::LoggedIn::Admin { user, admin }) => {
+            let session = crate::admin::AdminSession {
+                ctx: ctx.clone(),
+                info: info.clone(),
+                stream,
+                user,
+                admin,
+            };
+            return crate::admin::serve(session).await;
+        }
+        Err(e) => {
+            if e.client_reachable() {
+                let _ = send_error(&mut stream, &e).await;
+            }
+            return Err(e);
+        }
+    };
+    drop(cfg);
+    let result = client.serve().await;
+    client.finish(&result).await;
+    result
+}
+
+impl Client {
+    /// The request loop.
+    async fn serve(&mut self) -> Result<()> {
+        loop {
+            if !self.has_request() {
+                self.wait_request().await?;
+                continue;
+            }
+            if self.buf[0] == b'X' && self.server.is_none() {
+                return Ok(());
+            }
+            Box::pin(self.transaction()).await?;
+            if self.buf.is_empty() {
+                // Idle clients own no buffer.
+                self.buf = BytesMut::new();
+            }
+        }
+    }
+
+    /// A whole frame header is buffered.
+    fn has_request(&self) -> bool {
+        self.buf.len() >= crate::proto::HEADER_LEN
+    }
+
+    /// Waits for the client's next bytes, honouring client_idle_timeout, drain and kill.
+    async fn wait_request(&mut self) -> Result<()> {
+        let idle_timeout = self.settings.client_idle_timeout;
+        if self.ctx.phase() != Phase::Running && self.server.is_none() && self.buf.is_empty() {
+            return Err(Error::ShuttingDown);
+        }
+        let readable = async {
+            if idle_timeout.is_zero() || self.server.is_some() {
+                self.stream.readable().await.map_err(Error::ClientIo)
+            } else {
+                match tokio::time::timeout(idle_timeout, self.stream.readable()).await {
+                    Ok(r) => r.map_err(Error::ClientIo),
+                    Err(_) => Err(Error::ClientIdleTimeout),
+                }
+            }
+        };
+        tokio::select! {
+            r = readable => r?,
+            _ = self.ctx.drain.cancelled(), if self.server.is_none() && self.buf.is_empty() => {
+                return Err(Error::ShuttingDown);
+            }
+            _ = self.info.kill.cancelled() => return Err(self.kill_error()),
+        }
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(8 * 1024);
+        }
+        let n = self
+            .stream
+            .read_buf(&mut self.buf)
+            .await
+            .map_err(Error::ClientIo)?;
+        if n == 0 {
+            return Err(Error::ClientGone);
+        }
+        Ok(())
+    }
+
+    fn kill_error(&self) -> Error {
+        self.info
+            .kill_reason
+            .lock()
+            .map(|r| r.error())
+            .unwrap_or(Error::AdminForcedDisconnect)
+    }
+
+    /// Gets a server for this client (or keeps its session server).
+    async fn acquire(&mut self) -> Result<ServerConn> {
+        if let Some(s) = self.server.take() {
+            return Ok(s);
+        }
+        self.info.set_state(ClientState::Waiting);
+        self.info
+            .wait_start_us
+            .store(registry::now_us(), std::sync::atomic::Ordering::Relaxed);
+        let started = std::time::Instant::now();
+        let got = tokio::select! {
+            r = self.pool.checkout() => r,
+            _ = self.info.kill.cancelled() => Err(self.kill_error()),
+        };
+        self.info
+            .wait_start_us
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+        let stats = &self.pool.stats;
+        crate::pool::stats::PoolStats::add(&stats.wait_time_us, started.elapsed().as_micros() as u64);
+        crate::pool::stats::PoolStats::add(&stats.server_assignment_count, 1);
+        got
+    }
+
+    /// One transaction (or, in session mode, the rest of the session).
+    async fn transaction(&mut self) -> Result<()> {
+        let mut server = self.acquire().await?;
+        if let Err(e) =
+            link::sync_params(&mut server, &mut self.params, self.settings.max_packet_size).await
+        {
+            self.pool.checkin(server, false);
+            return Err(e);
+        }
+        self.info.set_state(ClientState::Active);
+        self.info
+            .request_time_us
+            .store(registry::now_us(), std::sync::atomic::Ordering::Relaxed);
+        *self.info.linked.lock() = Some((server.id, server.cancel.clone()));
+        let started = std::time::Instant::now();
+        let mut t = transfer::Transfer::new(
+            &mut self.stream,
+            &mut self.buf,
+            &mut self.scan,
+            &mut server,
+            &mut self.params,
+            self.settings.pool_mode,
+            self.settings.max_packet_size,
+            self.settings.query_timeout,
+            self.settings.idle_transaction_timeout,
+        );
+        let kill = self.info.kill.clone();
+        let end = tokio::select! {
+            r = t.run() => r,
+            _ = kill.cancelled() => Err(Error::AdminForcedDisconnect),
+        };
+        let tally = std::mem::take(&mut t.tally);
+        drop(t);
+        *self.info.linked.lock() = None;
+        self.info.set_state(ClientState::Idle);
+        let stats = &self.pool.stats;
+        use crate::pool::stats::PoolStats as S;
+        S::add(&stats.bytes_received, tally.bytes_from_client);
+        S::add(&stats.bytes_sent, tally.bytes_to_client);
+        S::add(&stats.query_count, tally.queries);
+        S::add(&stats.query_time_us, tally.query_time.as_micros() as u64);
+        S::add(&stats.xact_count, 1);
+        S::add(&stats.xact_time_us, started.elapsed().as_micros() as u64);
+        match end {
+            Ok(transfer::End::Released) => {
+                self.release(server).await;
+                Ok(())
+            }
+            Ok(transfer::End::ClientLeft { clean }) => {
+                if !clean {
+                    tracing::debug!("client disconnect while server was not ready");
+                    self.pool.checkin(server, false);
+                } else if self.settings.pool_mode == crate::config::PoolMode::Session {
+                    // finish() resets it with server_reset_query.
+                    self.server = Some(server);
+                } else {
+                    self.pool.checkin(server, true);
+                }
+                Err(Error::ClientGone)
+            }
+            Err(Error::AdminForcedDisconnect) => {
+                self.pool.checkin(server, false);
+                Err(self.kill_error())
+            }
+            Err(e) => {
+                self.pool.checkin(server, false);
+                Err(e)
+            }
+        }
+    }
+
+    /// Back to the pool after a transaction, with server_reset_query when always asked for.
+    async fn release(&mut self, mut server: ServerConn) {
+        if self.settings.server_reset_query_always && !self.settings.server_reset_query.is_empty() {
+            let ok = matches!(
+                server
+                    .run_internal(&self.settings.server_reset_query, self.settings.max_packet_size)
+                    .await,
+                Ok(None)
+            );
+            self.pool.checkin(server, ok);
+        } else {
+            self.pool.checkin(server, true);
+        }
+    }
+
+    /// Session end: a kept (session-mode) server is reset and returned.
+    async fn finish(&mut self, result: &Result<()>) {
+        if let Some(mut server) = self.server.take() {
+            let q = &self.settings.server_reset_query;
+            let ok = if q.is_empty() {
+                server.tx_status == b'I'
+            } else {
+                matches!(server.run_internal(q, self.settings.max_packet_size).await, Ok(None))
+                    && server.tx_status == b'I'
+            };
+            self.pool.checkin(server, ok);
+        }
+        if let Err(e) = result {
+            if e.client_reachable() && !matches!(e, Error::ClientGone) {
+                let _ = send_error(&mut self.stream, e).await;
+            }
+        }
+    }
+}

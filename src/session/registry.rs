@@ -1,0 +1,199 @@
+//! Every connected client, by id and by the cancel key we gave it. Read by cancel requests and
+//! the admin console; written once at login and once at disconnect (never per transaction).
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Error;
+use crate::net::PeerAddr;
+use crate::server::CancelTarget;
+
+/// What a client is doing, as SHOW CLIENTS names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ClientState {
+    /// Still logging in.
+    Login = 0,
+    /// Logged in, no server.
+    Idle = 1,
+    /// Queued for a server.
+    Waiting = 2,
+    /// Linked to a server.
+    Active = 3,
+}
+
+/// Why a client is being told to go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KillReason {
+    /// KILL db.
+    DatabaseRemoved,
+    /// KILL_CLIENT id.
+    AdminForced,
+}
+
+impl KillReason {
+    /// The error the client is sent.
+    pub fn error(self) -> Error {
+        match self {
+            KillReason::DatabaseRemoved => Error::DatabaseRemoved,
+            KillReason::AdminForced => Error::AdminForcedDisconnect,
+        }
+    }
+}
+
+/// The shared face of one client session.
+pub struct ClientInfo {
+    /// Unique id (SHOW CLIENTS `id`, KILL_CLIENT argument).
+    pub id: u64,
+    /// The BackendKeyData we gave the client (pid, key).
+    pub cancel_key: (u32, u32),
+    /// Where the client connects from.
+    pub peer: PeerAddr,
+    /// Local side of the client socket.
+    pub local: (String, u16),
+    /// Wall-clock login time.
+    pub connect_time: SystemTime,
+    /// Database and user as the client named them (set once at login).
+    pub db: Mutex<String>,
+    pub user: Mutex<String>,
+    /// application_name the client uses.
+    pub application_name: Mutex<String>,
+    /// [`ClientState`] as u8.
+    state: AtomicU8,
+    /// When the current request started (µs since `epoch`), for SHOW CLIENTS.
+    pub request_time_us: AtomicU64,
+    /// When waiting started, µs since `epoch`; 0 when not waiting.
+    pub wait_start_us: AtomicU64,
+    /// The server the client is linked to right now, for cancel forwarding; and its id.
+    pub linked: Mutex<Option<(u64, CancelTarget)>>,
+    /// Cancelled to make the session leave at once; the reason says what to tell the client.
+    pub kill: CancellationToken,
+    pub kill_reason: Mutex<Option<KillReason>>,
+    /// Whether this is an admin-console session.
+    pub is_admin: std::sync::atomic::AtomicBool,
+}
+
+/// Process start, the zero for the µs timestamps above.
+pub fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// µs since [`epoch`].
+pub fn now_us() -> u64 {
+    epoch().elapsed().as_micros() as u64
+}
+
+impl ClientInfo {
+    /// Current state.
+    pub fn state(&self) -> ClientState {
+        match self.state.load(Ordering::Relaxed) {
+            0 => ClientState::Login,
+            1 => ClientState::Idle,
+            2 => ClientState::Waiting,
+            _ => ClientState::Active,
+        }
+    }
+
+    /// Sets the state.
+    pub fn set_state(&self, s: ClientState) {
+        self.state.store(s as u8, Ordering::Relaxed);
+    }
+
+    /// Asks the session to leave.
+    pub fn kill(&self, reason: KillReason) {
+        *self.kill_reason.lock() = Some(reason);
+        self.kill.cancel();
+    }
+}
+
+/// The registry.
+#[derive(Default)]
+pub struct Clients {
+    /// By client id.
+    by_id: DashMap<u64, Arc<ClientInfo>>,
+    /// By cancel key (pid << 32 | key).
+    by_key: DashMap<u64, Arc<ClientInfo>>,
+    next_id: AtomicU64,
+    /// Connected non-admin clients (max_client_conn).
+    pub count: AtomicU32,
+}
+
+fn key64(k: (u32, u32)) -> u64 {
+    ((k.0 as u64) << 32) | k.1 as u64
+}
+
+impl Clients {
+    /// Registers a new client with a fresh random cancel key.
+    pub fn register(&self, peer: PeerAddr, local: (String, u16)) -> Arc<ClientInfo> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        loop {
+            // PgBouncer clears the top bit so the "pid" reads as positive.
+            let pid = rand::random::<u32>() & 0x7fff_ffff;
+            let key = rand::random::<u32>();
+            let info = Arc::new(ClientInfo {
+                id,
+                cancel_key: (pid, key),
+                peer: peer.clone(),
+                local: local.clone(),
+                connect_time: SystemTime::now(),
+                db: Mutex::new(String::new()),
+                user: Mutex::new(String::new()),
+                application_name: Mutex::new(String::new()),
+                state: AtomicU8::new(ClientState::Login as u8),
+                request_time_us: AtomicU64::new(now_us()),
+                wait_start_us: AtomicU64::new(0),
+                linked: Mutex::new(None),
+                kill: CancellationToken::new(),
+                kill_reason: Mutex::new(None),
+                is_admin: std::sync::atomic::AtomicBool::new(false),
+            });
+            match self.by_key.entry(key64((pid, key))) {
+                dashmap::mapref::entry::Entry::Occupied(_) => continue,
+                dashmap::mapref::entry::Entry::Vacant(v) => {
+                    v.insert(info.clone());
+                }
+            }
+            self.by_id.insert(id, info.clone());
+            return info;
+        }
+    }
+
+    /// Removes a client at disconnect.
+    pub fn unregister(&self, info: &ClientInfo) {
+        self.by_id.remove(&info.id);
+        self.by_key.remove(&key64(info.cancel_key));
+    }
+
+    /// The client a cancel key belongs to.
+    pub fn by_cancel_key(&self, pid: u32, key: u32) -> Option<Arc<ClientInfo>> {
+        self.by_key.get(&key64((pid, key))).map(|e| e.value().clone())
+    }
+
+    /// A client by id.
+    pub fn get(&self, id: u64) -> Option<Arc<ClientInfo>> {
+        self.by_id.get(&id).map(|e| e.value().clone())
+    }
+
+    /// Every client, sorted by id.
+    pub fn all(&self) -> Vec<Arc<ClientInfo>> {
+        let mut v: Vec<_> = self.by_id.iter().map(|e| e.value().clone()).collect();
+        v.sort_by_key(|c| c.id);
+        v
+    }
+
+    /// Number of registered clients (admin included).
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// True when nobody is connected.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}

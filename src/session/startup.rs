@@ -1,0 +1,170 @@
+//! The first packets of a client connection: SSL/GSS negotiation (answered `N` until TLS lands),
+//! CancelRequest, and the StartupMessage with its parameters checked the PgBouncer way.
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::net::Stream;
+use crate::proto::startup::{self, StartupPacket};
+
+/// Startup packets are small; PgBouncer caps them near its packet buffer.
+const MAX_STARTUP_LEN: u32 = 10_000;
+
+/// What a new connection asked for.
+pub enum Opening {
+    /// A session: the startup parameters.
+    Session(Vec<(String, String)>),
+    /// A cancel request for the client holding this key.
+    Cancel { pid: u32, key: u32 },
+}
+
+/// Reads packets until a StartupMessage or CancelRequest arrives.
+pub async fn read_opening(stream: &mut Stream) -> Result<Opening> {
+    let mut buf = BytesMut::with_capacity(256);
+    loop {
+        let parsed = startup::parse_startup(&mut buf, MAX_STARTUP_LEN)
+            .map_err(|e| Error::ClientProtocol(format!("bad startup packet: {e}")))?;
+        match parsed {
+            None => {
+                let n = stream.read_buf(&mut buf).await.map_err(Error::ClientIo)?;
+                if n == 0 {
+                    return Err(Error::ClientGone);
+                }
+            }
+            Some(StartupPacket::SslRequest) | Some(StartupPacket::GssEncRequest) => {
+                if !buf.is_empty() {
+                    return Err(Error::ClientProtocol(
+                        "data after SSL/GSS request".to_string(),
+                    ));
+                }
+                stream.write_all(b"N").await.map_err(Error::ClientIo)?;
+            }
+            Some(StartupPacket::Cancel { pid, key }) => return Ok(Opening::Cancel { pid, key }),
+            Some(StartupPacket::V2) => return Err(Error::OldProtocol),
+            Some(StartupPacket::Startup { params, .. }) => return Ok(Opening::Session(params)),
+        }
+    }
+}
+
+/// The checked contents of a StartupMessage.
+#[derive(Debug, Default, Clone)]
+pub struct StartupParams {
+    pub user: String,
+    pub database: String,
+    /// Tracked parameters the client asked for (name as given, value).
+    pub tracked: Vec<(String, String)>,
+    /// `_pq_.*` protocol options we must report as unrecognized.
+    pub unrecognized_protocol_options: Vec<String>,
+}
+
+/// The tracked parameter names for this config: PgBouncer's fixed set plus track_extra_parameters.
+pub fn tracked_names(cfg: &Config) -> Vec<String> {
+    let mut names: Vec<String> = [
+        "client_encoding",
+        "DateStyle",
+        "TimeZone",
+        "standard_conforming_strings",
+        "application_name",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for extra in &cfg.general.track_extra_parameters {
+        if !names.iter().any(|n| n.eq_ignore_ascii_case(extra)) {
+            names.push(extra.clone());
+        }
+    }
+    names
+}
+
+/// Validates startup parameters: known, tracked or ignored keys only (PgBouncer's rule).
+pub fn check_params(cfg: &Config, raw: Vec<(String, String)>) -> Result<StartupParams> {
+    let tracked = tracked_names(cfg);
+    let ignored = &cfg.general.ignore_startup_parameters;
+    let is_tracked = |k: &str| tracked.iter().any(|t| t.eq_ignore_ascii_case(k));
+    let is_ignored = |k: &str| ignored.iter().any(|i| i.eq_ignore_ascii_case(k));
+    let mut out = StartupParams::default();
+    for (k, v) in raw {
+        match k.as_str() {
+            "user" => out.user = v,
+            "database" => out.database = v,
+            "replication" => {
+                if !matches!(v.as_str(), "false" | "off" | "no" | "0") {
+                    return Err(Error::UnsupportedStartupParameter(k));
+                }
+            }
+            "options" => {
+                let opts = match startup::parse_options(&v) {
+                    Ok(o) => o,
+                    Err(_) if is_ignored("options") => continue,
+                    Err(_) => return Err(Error::UnsupportedOptions),
+                };
+                for (ok, ov) in opts {
+                    if is_tracked(&ok) {
+                        out.tracked.push((ok, ov));
+                    } else if !is_ignored(&ok) && !is_ignored("options") {
+                        return Err(Error::UnsupportedOptionsParameter(ok));
+                    }
+                }
+            }
+            _ if k.starts_with("_pq_.") => out.unrecognized_protocol_options.push(k),
+            _ if is_tracked(&k) => out.tracked.push((k, v)),
+            _ if is_ignored(&k) => {}
+            _ => return Err(Error::UnsupportedStartupParameter(k)),
+        }
+    }
+    if out.user.is_empty() {
+        return Err(Error::NoUsername);
+    }
+    if out.database.is_empty() {
+        out.database = out.user.clone();
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(v: &[(&str, &str)]) -> Vec<(String, String)> {
+        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn known_tracked_and_ignored_params() {
+        let mut cfg = Config::default();
+        cfg.general.ignore_startup_parameters = vec!["extra_float_digits".into()];
+        let s = check_params(
+            &cfg,
+            p(&[
+                ("user", "u"),
+                ("application_name", "x"),
+                ("extra_float_digits", "3"),
+                ("DateStyle", "ISO"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.database, "u");
+        assert_eq!(s.tracked.len(), 2);
+        let e = check_params(&cfg, p(&[("user", "u"), ("search_path", "a")])).unwrap_err();
+        assert_eq!(e.to_string(), "unsupported startup parameter: search_path");
+        assert!(matches!(
+            check_params(&cfg, p(&[("database", "d")])),
+            Err(Error::NoUsername)
+        ));
+    }
+
+    #[test]
+    fn options_may_carry_tracked_params_only() {
+        let cfg = Config::default();
+        let s = check_params(&cfg, p(&[("user", "u"), ("options", "-c TimeZone=UTC")])).unwrap();
+        assert_eq!(s.tracked, p(&[("TimeZone", "UTC")]));
+        let e = check_params(&cfg, p(&[("user", "u"), ("options", "-c work_mem=1MB")])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unsupported startup parameter in options: work_mem"
+        );
+    }
+}

@@ -1,0 +1,362 @@
+//! The hot path: while a client holds a server, move bytes both ways until the server can go back.
+//!
+//! One hand-rolled poll loop instead of a `select!` over four futures: each direction's buffer
+//! is both where bytes are read into and where they are forwarded from, which one closure with
+//! `&mut` access to everything can do without splitting buffers or copying. Writes go first,
+//! then reads, until nothing moves; tokio's budget keeps one busy client from starving others.
+//!
+//! What it decodes: client tags (Query/Sync/FunctionCall start a wait for ReadyForQuery; other
+//! extended-protocol messages hold the server until Sync; Terminate ends the client), and on the
+//! server side ReadyForQuery (status, outstanding count) and ParameterStatus (tracked params).
+//! Everything else is forwarded untouched, large frames in pieces.
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::future::Future;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncWrite;
+use tokio::time::Sleep;
+use tokio_util::io::poll_read_buf;
+
+use crate::config::PoolMode;
+use crate::error::{Error, Result};
+use crate::net::Stream;
+use crate::proto::{build, FrameError, Item, Scanner};
+use crate::server::ServerConn;
+
+/// Stop reading a side while this much is buffered and not yet forwarded (back-pressure).
+const BUF_LIMIT: usize = 256 * 1024;
+/// Read in chunks of at least this much spare room.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// How a transfer ended without error.
+#[derive(Debug, PartialEq, Eq)]
+pub enum End {
+    /// The server is idle and everything the client asked for was answered: release it.
+    Released,
+    /// The client sent Terminate or closed; `clean` when the server can be reused.
+    ClientLeft { clean: bool },
+}
+
+/// Counters of one transfer, added to the pool's stats by the caller.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub bytes_from_client: u64,
+    pub bytes_to_client: u64,
+    pub queries: u64,
+    pub query_time: Duration,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Timer {
+    Off,
+    Query,
+    IdleTx,
+}
+
+/// The state of one client↔server link.
+pub struct Transfer<'a> {
+    pub client: &'a mut Stream,
+    pub cbuf: &'a mut BytesMut,
+    pub cscan: &'a mut Scanner,
+    pub server: &'a mut ServerConn,
+    /// The client's tracked parameters; server ParameterStatus updates them.
+    pub client_params: &'a mut Vec<(String, String)>,
+    pub mode: PoolMode,
+    pub max_packet: u32,
+    pub query_timeout: Duration,
+    pub idle_tx_timeout: Duration,
+    pub tally: Tally,
+    sscan: Scanner,
+    /// ReadyForQuery messages still owed for requests already forwarded.
+    outstanding: u32,
+    /// An extended-protocol message went out with no Sync after it yet.
+    in_extended: bool,
+    /// The client sent Terminate at this offset of `cbuf`.
+    terminate_at: Option<usize>,
+    query_started: Option<Instant>,
+    timer: Option<Pin<Box<Sleep>>>,
+    timer_kind: Timer,
+}
+
+impl<'a> Transfer<'a> {
+    /// A link over a server that is at a message boundary.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        client: &'a mut Stream,
+        cbuf: &'a mut BytesMut,
+        cscan: &'a mut Scanner,
+        server: &'a mut ServerConn,
+        client_params: &'a mut Vec<(String, String)>,
+        mode: PoolMode,
+        max_packet: u32,
+        query_timeout: Duration,
+        idle_tx_timeout: Duration,
+    ) -> Self {
+        Transfer {
+            client,
+            cbuf,
+            cscan,
+            server,
+            client_params,
+            mode,
+            max_packet,
+            query_timeout,
+            idle_tx_timeout,
+            tally: Tally::default(),
+            sscan: Scanner::default(),
+            outstanding: 0,
+            in_extended: false,
+            terminate_at: None,
+            query_started: None,
+            timer: None,
+            timer_kind: Timer::Off,
+        }
+    }
+
+    /// Runs until the server can be released, the client leaves, or an error.
+    pub async fn run(&mut self) -> Result<End> {
+        self.scan_client()?;
+        self.update_timer();
+        poll_fn(|cx| self.poll_step(cx)).await
+    }
+
+    fn client_ready(&self) -> usize {
+        self.terminate_at.unwrap_or(self.cscan.scanned())
+    }
+
+    fn releasable(&self) -> bool {
+        self.mode != PoolMode::Session
+            && self.outstanding == 0
+            && !self.in_extended
+            && self.server.tx_status == b'I'
+            && self.sscan.scanned() == 0
+            && self.server.buf.is_empty()
+            && self.cscan.at_boundary()
+            && self.client_ready() == 0
+    }
+
+    fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Result<End>> {
+        loop {
+            let mut progress = false;
+
+            let c_ready = self.client_ready();
+            if c_ready > 0 {
+                match Pin::new(&mut self.server.stream).poll_write(cx, &self.cbuf[..c_ready]) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(Error::ServerGone)),
+                    Poll::Ready(Ok(n)) => {
+                        self.cbuf.advance(n);
+                        self.cscan.consumed(n);
+                        if let Some(t) = self.terminate_at.as_mut() {
+                            *t -= n;
+                        }
+                        self.tally.bytes_from_client += n as u64;
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::ServerIo(e))),
+                    Poll::Pending => {}
+                }
+            }
+
+            let s_ready = self.sscan.scanned();
+            if s_ready > 0 {
+                match Pin::new(&mut *self.client).poll_write(cx, &self.server.buf[..s_ready]) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Ok(self.client_left())),
+                    Poll::Ready(Ok(n)) => {
+                        self.server.buf.advance(n);
+                        self.sscan.consumed(n);
+                        self.tally.bytes_to_client += n as u64;
+                        progress = true;
+                    }
+                    Poll::Ready(Err(_)) => return Poll::Ready(Ok(self.client_left())),
+                    Poll::Pending => {}
+                }
+            }
+
+            if self.terminate_at == Some(0) {
+                return Poll::Ready(Ok(self.client_left()));
+            }
+            if self.releasable() {
+                return Poll::Ready(Ok(End::Released));
+            }
+
+            if self.server.buf.len() < BUF_LIMIT {
+                reserve(&mut self.server.buf);
+                match poll_read_buf(Pin::new(&mut self.server.stream), cx, &mut self.server.buf) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(Error::ServerGone)),
+                    Poll::Ready(Ok(_)) => {
+                        self.scan_server()?;
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::ServerIo(e))),
+                    Poll::Pending => {}
+                }
+            }
+
+            if self.terminate_at.is_none() && self.cbuf.len() < BUF_LIMIT {
+                reserve(self.cbuf);
+                match poll_read_buf(Pin::new(&mut *self.client), cx, self.cbuf) {
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                        return Poll::Ready(Ok(self.client_left()))
+                    }
+                    Poll::Ready(Ok(_)) => {
+                        self.scan_client()?;
+                        progress = true;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+
+            if progress {
+                self.update_timer();
+                continue;
+            }
+            if let Some(t) = self.timer.as_mut() {
+                if t.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(match self.timer_kind {
+                        Timer::Query => Error::QueryTimeout,
+                        _ => Error::IdleTransactionTimeout,
+                    }));
+                }
+            }
+            return Poll::Pending;
+        }
+    }
+
+    /// The client went away: the server is reusable only if it is idle with nothing owed.
+    fn client_left(&self) -> End {
+        let clean = self.outstanding == 0
+            && !self.in_extended
+            && self.server.tx_status == b'I'
+            && self.sscan.scanned() == 0
+            && self.server.buf.is_empty();
+        End::ClientLeft { clean }
+    }
+
+    fn frame_err(e: FrameError) -> Error {
+        Error::ClientProtocol(e.to_string())
+    }
+
+    /// Looks at newly read client bytes: counts what will be answered, finds Terminate.
+    fn scan_client(&mut self) -> Result<()> {
+        if self.terminate_at.is_some() {
+            return Ok(());
+        }
+        loop {
+            let before = self.cscan.scanned();
+            let item = self
+                .cscan
+                .next(self.cbuf, self.max_packet, |_| false)
+                .map_err(Self::frame_err)?;
+            let tag = match item {
+                None => return Ok(()),
+                Some(Item::Whole { tag, .. }) | Some(Item::Partial { tag, .. }) => tag,
+            };
+            match tag {
+                b'Q' | b'F' => self.request_sent(),
+                b'S' => {
+                    self.in_extended = false;
+                    self.request_sent();
+                }
+                b'P' | b'B' | b'D' | b'E' | b'C' | b'H' => self.in_extended = true,
+                b'X' => {
+                    self.terminate_at = Some(before);
+                    return Ok(());
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn request_sent(&mut self) {
+        if self.outstanding == 0 {
+            self.query_started = Some(Instant::now());
+        }
+        self.outstanding += 1;
+    }
+
+    /// Looks at newly read server bytes: ReadyForQuery and ParameterStatus.
+    fn scan_server(&mut self) -> Result<()> {
+        loop {
+            let item = self
+                .sscan
+                .next(&self.server.buf, self.max_packet, |t| t == b'Z' || t == b'S')
+                .map_err(|e| Error::ServerProtocol(e.to_string()))?;
+            match item {
+                None => return Ok(()),
+                Some(Item::Whole { tag: b'Z', bytes }) => {
+                    let status = bytes.get(5).copied().unwrap_or(b'I');
+                    self.server.tx_status = status;
+                    self.tally.queries += 1;
+                    self.outstanding = self.outstanding.saturating_sub(1);
+                    if self.outstanding == 0 {
+                        if let Some(t) = self.query_started.take() {
+                            self.tally.query_time += t.elapsed();
+                        }
+                    } else {
+                        self.query_started = Some(Instant::now());
+                    }
+                    if self.mode == PoolMode::Statement && status != b'I' {
+                        return Err(Error::StatementModeTransaction);
+                    }
+                }
+                Some(Item::Whole { tag: b'S', bytes }) => {
+                    if let Ok((k, v)) = build::parse_parameter_status(&bytes[5..]) {
+                        let (k, v) = (k.to_string(), v.to_string());
+                        if let Some(slot) = self
+                            .client_params
+                            .iter_mut()
+                            .find(|(n, _)| n.eq_ignore_ascii_case(&k))
+                        {
+                            slot.1.clone_from(&v);
+                        }
+                        self.server.set_param(&k, &v);
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    fn update_timer(&mut self) {
+        let want = if self.outstanding > 0 || self.in_extended {
+            if self.query_timeout.is_zero() {
+                Timer::Off
+            } else {
+                Timer::Query
+            }
+        } else if self.server.tx_status != b'I' && !self.idle_tx_timeout.is_zero() {
+            Timer::IdleTx
+        } else {
+            Timer::Off
+        };
+        // Re-arm on every state change; the idle-transaction clock restarts with client activity.
+        let limit = match want {
+            Timer::Off => {
+                self.timer = None;
+                self.timer_kind = Timer::Off;
+                return;
+            }
+            Timer::Query => self.query_timeout,
+            Timer::IdleTx => self.idle_tx_timeout,
+        };
+        if want == self.timer_kind && want == Timer::Query {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        match self.timer.as_mut() {
+            Some(t) => t.as_mut().reset(deadline),
+            None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+        self.timer_kind = want;
+    }
+}
+
+fn reserve(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+        buf.reserve(READ_CHUNK);
+    }
+}
