@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::{Config, GENERAL_KEYS};
+use crate::config::Config;
 use crate::context::{Context, Phase};
 use crate::listener::Listeners;
 
@@ -45,36 +45,6 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
     })
 }
 
-/// Re-reads the config file; keeps the old one on any error. Returns whether it applied.
-pub fn reload(ctx: &Context) -> bool {
-    let old = ctx.config();
-    match load_config(&old.path) {
-        Ok(new) => {
-            for key in GENERAL_KEYS.iter().filter(|k| !k.reloadable) {
-                let was = old.raw_general.iter().find(|(k2, _)| k2 == key.name);
-                let now = new.raw_general.iter().find(|(k2, _)| k2 == key.name);
-                if was != now {
-                    tracing::warn!("setting {} cannot be changed on reload; restart to apply", key.name);
-                }
-            }
-            let mut new = new;
-            // Keys that cannot change keep their running values.
-            new.general.listen_addr = old.general.listen_addr.clone();
-            new.general.listen_port = old.general.listen_port;
-            new.general.unix_socket_dir = old.general.unix_socket_dir.clone();
-            new.general.track_extra_parameters = old.general.track_extra_parameters.clone();
-            new.general.pidfile = old.general.pidfile.clone();
-            ctx.replace_config(new);
-            tracing::info!("configuration reloaded");
-            true
-        }
-        Err(e) => {
-            tracing::error!("reload failed, keeping the running configuration: {e}");
-            false
-        }
-    }
-}
-
 impl Running {
     /// Serves until a signal (or the console) ends it, then drains as asked.
     pub async fn run_until_stopped(self) {
@@ -87,22 +57,26 @@ impl Running {
         let mut usr2 = signal(SignalKind::user_defined2()).expect("invariant: signal handler installs");
         loop {
             tokio::select! {
-                _ = hup.recv() => { reload(&ctx); }
-                _ = usr1.recv() => { for p in ctx.pools.all() { p.set_paused(true); } }
+                _ = hup.recv() => { ctx.reload(); }
+                _ = usr1.recv() => {
+                    let ctx = ctx.clone();
+                    // Tracked: PAUSE waits for servers to come back.
+                    ctx.tasks.clone().spawn(async move { ctx.pause_db(None).await });
+                }
                 _ = usr2.recv() => {
                     if ctx.phase() == Phase::Running {
-                        for p in ctx.pools.all() { p.set_paused(false); }
+                        ctx.resume_db(None);
                     }
                 }
                 _ = term.recv() => {
                     if ctx.phase() != Phase::Running { break; }
                     tracing::info!("got SIGTERM, waiting for clients to finish their transactions");
-                    begin_drain(&ctx, Phase::DrainClients);
+                    ctx.begin_drain(Phase::DrainClients);
                 }
                 _ = int.recv() => {
                     if ctx.phase() != Phase::Running { break; }
                     tracing::info!("got SIGINT, waiting for servers to be released");
-                    begin_drain(&ctx, Phase::DrainServers);
+                    ctx.begin_drain(Phase::DrainServers);
                 }
                 _ = quit.recv() => { tracing::info!("got SIGQUIT, exiting now"); break; }
                 _ = ctx.shutdown.cancelled() => break,
@@ -123,34 +97,4 @@ impl Running {
             let _ = std::fs::remove_file(p);
         }
     }
-}
-
-/// Starts a drain and the watcher that ends the process when it completes or times out.
-pub fn begin_drain(ctx: &Arc<Context>, phase: Phase) {
-    ctx.enter(phase);
-    if phase == Phase::DrainServers {
-        for p in ctx.pools.all() {
-            p.fail_waiters(|| crate::error::Error::ServerShuttingDown);
-        }
-    }
-    let ctx2 = ctx.clone();
-    // Detached on purpose: it is what ends the process.
-    tokio::spawn(async move {
-        let limit = ctx2.config().general.shutdown_timeout;
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let done = match phase {
-                Phase::DrainServers => ctx2.pools.all().iter().all(|p| p.snapshot().active == 0),
-                _ => ctx2.clients.count.load(std::sync::atomic::Ordering::Relaxed) == 0,
-            };
-            if done || (!limit.is_zero() && tokio::time::Instant::now() >= deadline) {
-                if !done {
-                    tracing::warn!("shutdown_timeout reached, closing remaining clients");
-                }
-                ctx2.enter(Phase::Stopping);
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
 }

@@ -2,7 +2,10 @@
 //! Built once by `app`; passed down explicitly as `Arc<Context>`. Holds no logic beyond
 //! swapping the config snapshot and reporting shutdown phases.
 
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::time::Duration;
+
+use dashmap::DashSet;
 use std::sync::Arc;
 
 use parking_lot::RwLock;
@@ -10,7 +13,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::pool::Pools;
+use crate::error::Error;
+use crate::pool::{Pool, Pools};
+use crate::server::Servers;
+use crate::session::registry::KillReason;
 use crate::session::registry::Clients;
 
 /// Where the process is in its life.
@@ -41,6 +47,14 @@ pub struct Context {
     pub drain: CancellationToken,
     /// Tracks every spawned task so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// Every live server connection (shared with the pools).
+    pub servers: Arc<Servers>,
+    /// Databases refused to new clients (DISABLE).
+    pub disabled_dbs: DashSet<String>,
+    /// Databases whose pools are paused (PAUSE db / KILL db).
+    pub paused_dbs: DashSet<String>,
+    /// PAUSE without a database: every pool, present and future.
+    pub paused_all: AtomicBool,
     phase: AtomicU8,
 }
 
@@ -48,9 +62,14 @@ impl Context {
     /// A context around a first config.
     pub fn new(config: Config) -> Arc<Context> {
         let tasks = TaskTracker::new();
+        let pools = Arc::new(Pools::new(tasks.clone()));
         Arc::new(Context {
             config: RwLock::new(Arc::new(config)),
-            pools: Arc::new(Pools::new(tasks.clone())),
+            servers: pools.servers.clone(),
+            disabled_dbs: DashSet::new(),
+            paused_dbs: DashSet::new(),
+            paused_all: AtomicBool::new(false),
+            pools,
             clients: Clients::default(),
             shutdown: CancellationToken::new(),
             drain: CancellationToken::new(),
@@ -90,5 +109,166 @@ impl Context {
         if phase == Phase::Stopping {
             self.shutdown.cancel();
         }
+    }
+
+    /// Whether checkouts of `db` are paused right now.
+    pub fn is_paused(&self, db: &str) -> bool {
+        self.paused_all.load(Ordering::Relaxed) || self.paused_dbs.contains(db)
+    }
+
+    /// Makes a pool that was just created follow PAUSE/KILL state.
+    pub fn adopt_pool(&self, pool: &Arc<Pool>) {
+        if self.is_paused(&pool.key.db) {
+            pool.set_paused(true);
+        }
+    }
+
+    fn pools_of(&self, db: Option<&str>) -> Vec<Arc<Pool>> {
+        match db {
+            Some(db) => self.pools.of_db(db),
+            None => self.pools.all(),
+        }
+    }
+
+    /// PAUSE [db]: new checkouts wait; returns once the servers are back, then closes them.
+    pub async fn pause_db(&self, db: Option<&str>) {
+        match db {
+            Some(db) => {
+                self.paused_dbs.insert(db.to_string());
+            }
+            None => self.paused_all.store(true, Ordering::Relaxed),
+        }
+        let pools = self.pools_of(db);
+        for p in &pools {
+            p.set_paused(true);
+        }
+        loop {
+            if pools.iter().all(|p| p.snapshot().active == 0) {
+                break;
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+        for p in &pools {
+            p.close_idle();
+        }
+    }
+
+    /// RESUME [db]: undoes PAUSE / KILL.
+    pub fn resume_db(&self, db: Option<&str>) {
+        match db {
+            Some(db) => {
+                self.paused_dbs.remove(db);
+            }
+            None => {
+                self.paused_all.store(false, Ordering::Relaxed);
+                self.paused_dbs.clear();
+            }
+        }
+        for p in self.pools_of(db) {
+            if !self.is_paused(&p.key.db) {
+                p.set_paused(false);
+            }
+        }
+    }
+
+    /// KILL [db]: drops every client and server of db at once and leaves it paused.
+    pub fn kill_db(&self, db: Option<&str>) {
+        match db {
+            Some(db) => {
+                self.paused_dbs.insert(db.to_string());
+            }
+            None => self.paused_all.store(true, Ordering::Relaxed),
+        }
+        for p in self.pools_of(db) {
+            p.set_paused(true);
+            p.fail_waiters(|| Error::DatabaseRemoved);
+            p.close_idle();
+            p.reconnect();
+        }
+        for c in self.clients.all() {
+            if c.is_admin.load(Ordering::Relaxed) {
+                continue;
+            }
+            if db.is_none_or(|d| *c.db.lock() == d) {
+                c.kill(KillReason::DatabaseRemoved);
+            }
+        }
+    }
+
+    /// Re-reads the config file; keeps the running one on any error. Returns whether it applied.
+    pub fn reload(&self) -> bool {
+        let old = self.config();
+        match Config::load(&old.path) {
+            Ok(mut new) => {
+                for key in &new.unimplemented_keys {
+                    tracing::warn!("setting {key} is not supported by ollyscale-pooler and is ignored");
+                }
+                for key in crate::config::GENERAL_KEYS.iter().filter(|k| !k.reloadable) {
+                    let was = old.raw_general.iter().find(|(k2, _)| k2 == key.name);
+                    let now = new.raw_general.iter().find(|(k2, _)| k2 == key.name);
+                    if was != now {
+                        tracing::warn!(
+                            "setting {} cannot be changed on reload; restart to apply",
+                            key.name
+                        );
+                    }
+                }
+                // Keys that cannot change keep their running values.
+                new.general.listen_addr = old.general.listen_addr.clone();
+                new.general.listen_port = old.general.listen_port;
+                new.general.unix_socket_dir = old.general.unix_socket_dir.clone();
+                new.general.unix_socket_mode = old.general.unix_socket_mode;
+                new.general.listen_backlog = old.general.listen_backlog;
+                new.general.track_extra_parameters = old.general.track_extra_parameters.clone();
+                new.general.pidfile = old.general.pidfile.clone();
+                new.general.user = old.general.user.clone();
+                self.replace_config(new);
+                tracing::info!("configuration reloaded");
+                true
+            }
+            Err(e) => {
+                tracing::error!("reload failed, keeping the running configuration: {e}");
+                false
+            }
+        }
+    }
+
+    /// Starts a drain (SIGTERM: clients; SIGINT: servers) and the watcher that stops the
+    /// process when it completes or shutdown_timeout passes.
+    pub fn begin_drain(self: &Arc<Self>, phase: Phase) {
+        self.enter(phase);
+        if phase == Phase::DrainServers {
+            for p in self.pools.all() {
+                p.fail_waiters(|| Error::ServerShuttingDown);
+            }
+        }
+        let ctx = self.clone();
+        // Tracked like every task; it is what moves the process to Stopping.
+        self.tasks.spawn(async move {
+            let limit = ctx.config().general.shutdown_timeout;
+            let deadline = tokio::time::Instant::now() + limit;
+            loop {
+                let done = match phase {
+                    Phase::DrainServers => {
+                        ctx.pools.all().iter().all(|p| p.snapshot().active == 0)
+                    }
+                    _ => ctx.clients.count.load(Ordering::Relaxed) == 0,
+                };
+                if done || (!limit.is_zero() && tokio::time::Instant::now() >= deadline) {
+                    if !done {
+                        tracing::warn!("shutdown_timeout reached, closing remaining clients");
+                    }
+                    ctx.enter(Phase::Stopping);
+                    return;
+                }
+                tokio::select! {
+                    _ = ctx.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                }
+            }
+        });
     }
 }

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, DatabaseConfig, PoolMode, Secret, ServerHost};
-use crate::server::{ServerCredential, ServerTarget};
+use crate::server::{ServerCredential, ServerTarget, Servers};
 
 /// Identifies a pool: the database name clients use and the user the server sees.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -155,6 +155,8 @@ pub struct Pools {
     user_conns: DashMap<String, Arc<AtomicU32>>,
     /// Tracks every launch task.
     tasks: TaskTracker,
+    /// Every live server connection.
+    pub servers: Arc<Servers>,
 }
 
 impl Pools {
@@ -165,6 +167,7 @@ impl Pools {
             db_conns: DashMap::new(),
             user_conns: DashMap::new(),
             tasks,
+            servers: Arc::new(Servers::default()),
         }
     }
 
@@ -191,6 +194,7 @@ impl Pools {
                     db_conns,
                     user_conns,
                     self.tasks.clone(),
+                    self.servers.clone(),
                 )
             })
             .clone()

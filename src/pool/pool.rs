@@ -17,7 +17,7 @@ use tokio::sync::oneshot;
 use super::stats::PoolStats;
 use super::{PoolKey, PoolSettings};
 use crate::error::{Error, Result};
-use crate::server::{self, ServerConn, ServerCredential, ServerTarget};
+use crate::server::{self, Registration, ServerConn, ServerCredential, ServerState, ServerTarget, Servers};
 
 type Handoff = oneshot::Sender<Result<ServerConn>>;
 
@@ -25,15 +25,26 @@ type Handoff = oneshot::Sender<Result<ServerConn>>;
 struct Waiter {
     /// Where the server (or the error) goes; closed when the client gave up.
     tx: Handoff,
+    /// When the client started waiting (maxwait).
+    since: Instant,
 }
 
 /// What the pool shows to the console.
 #[derive(Debug, Clone, Default)]
 pub struct PoolSnapshot {
+    /// Idle servers ready for use (sv_idle).
     pub idle: u32,
+    /// Idle servers due for server_check_query (sv_used).
+    pub used: u32,
+    /// Servers handed to clients (sv_active).
     pub active: u32,
-    pub connecting: u32,
+    /// Servers logging in (sv_login).
+    pub login: u32,
+    /// Clients queued (cl_waiting).
     pub waiting: u32,
+    /// Age of the oldest queued client in µs (maxwait).
+    pub maxwait_us: u64,
+    /// Checkouts are paused.
     pub paused: bool,
 }
 
@@ -71,6 +82,8 @@ pub struct Pool {
     state: Mutex<State>,
     /// Where launch tasks are tracked, so shutdown can wait for them.
     tasks: tokio_util::task::TaskTracker,
+    /// The server registry new connections join.
+    servers: Arc<Servers>,
 }
 
 impl Pool {
@@ -83,6 +96,7 @@ impl Pool {
         db_conns: Arc<AtomicU32>,
         user_conns: Arc<AtomicU32>,
         tasks: tokio_util::task::TaskTracker,
+        servers: Arc<Servers>,
     ) -> Arc<Pool> {
         Arc::new(Pool {
             key,
@@ -104,6 +118,7 @@ impl Pool {
                 paused: false,
             }),
             tasks,
+            servers,
         })
     }
 
@@ -132,6 +147,7 @@ impl Pool {
         let mut st = self.state.lock();
         if *st.target != *target || st.credential != credential {
             st.generation += 1;
+            self.mark_close_needed();
             st.welcome = None;
             st.login_failure = None;
             let stale: Vec<_> = st.idle.drain(..).collect();
@@ -162,9 +178,25 @@ impl Pool {
     pub fn reconnect(&self) {
         let mut st = self.state.lock();
         st.generation += 1;
+        self.mark_close_needed();
         let stale: Vec<_> = st.idle.drain(..).collect();
         st.total -= stale.len() as u32;
         self.release_counts(stale.len() as u32);
+    }
+
+    fn mark_close_needed(&self) {
+        for s in self.servers.of_pool(&self.key.db, &self.key.user) {
+            s.mark_close_needed();
+        }
+    }
+
+    /// Servers of this pool marked to close at release.
+    pub fn close_needed(&self) -> u32 {
+        self.servers
+            .of_pool(&self.key.db, &self.key.user)
+            .iter()
+            .filter(|s| s.close_needed())
+            .count() as u32
     }
 
     /// PAUSE / RESUME of checkouts.
@@ -179,11 +211,26 @@ impl Pool {
     /// Counts for the console.
     pub fn snapshot(&self) -> PoolSnapshot {
         let st = self.state.lock();
+        let check = !st.settings.server_check_query.is_empty();
+        let used = if check {
+            st.idle
+                .iter()
+                .filter(|c| c.last_used.elapsed() >= st.settings.server_check_delay)
+                .count() as u32
+        } else {
+            0
+        };
+        let live = st.waiters.iter().filter(|w| !w.tx.is_closed());
         PoolSnapshot {
-            idle: st.idle.len() as u32,
+            idle: st.idle.len() as u32 - used,
+            used,
             active: self.active.load(Ordering::Relaxed),
-            connecting: st.connecting,
-            waiting: st.waiters.iter().filter(|w| !w.tx.is_closed()).count() as u32,
+            login: st.connecting,
+            waiting: live.clone().count() as u32,
+            maxwait_us: live
+                .map(|w| w.since.elapsed().as_micros() as u64)
+                .max()
+                .unwrap_or(0),
             paused: st.paused,
         }
     }
@@ -210,7 +257,10 @@ impl Pool {
                             }
                         }
                         let (tx, rx) = oneshot::channel();
-                        st.waiters.push_back(Waiter { tx });
+                        st.waiters.push_back(Waiter {
+                            tx,
+                            since: Instant::now(),
+                        });
                         self.maybe_launch(&mut st, false);
                         (Ok(rx), st.settings.clone())
                     }
@@ -317,6 +367,7 @@ impl Pool {
                 continue;
             }
             self.active.fetch_add(1, Ordering::Relaxed);
+            conn.set_state(ServerState::Active);
             return Some(conn);
         }
     }
@@ -345,6 +396,7 @@ impl Pool {
         if !st.paused {
             while let Some(w) = st.waiters.pop_front() {
                 self.active.fetch_add(1, Ordering::Relaxed);
+                conn.set_state(ServerState::Active);
                 match w.tx.send(Ok(conn)) {
                     Ok(()) => return,
                     Err(Ok(back)) => {
@@ -355,6 +407,7 @@ impl Pool {
                 }
             }
         }
+        conn.set_state(ServerState::Idle);
         st.idle.push_back(conn);
     }
 
@@ -439,6 +492,7 @@ impl Pool {
                 Ok(mut conn) => {
                     st.connecting -= 1;
                     conn.generation = generation;
+                    conn.registration = Some(self.register(&conn));
                     if st.welcome.is_none() {
                         st.welcome = Some(Arc::new(conn.params.clone()));
                     }
@@ -489,6 +543,19 @@ impl Pool {
             }
         }
         false
+    }
+
+    fn register(&self, conn: &ServerConn) -> Registration {
+        Registration::new(
+            &self.servers,
+            conn.id,
+            &self.key.db,
+            &self.key.user,
+            conn.cancel_host_text(),
+            conn.cancel.port,
+            conn.local_addr.clone(),
+            conn.cancel.pid,
+        )
     }
 
     /// Janitor step: close idle servers past server_idle_timeout / server_lifetime (keeping
@@ -545,6 +612,7 @@ impl Pool {
                 match result {
                     Ok(mut conn) if generation == st.generation => {
                         conn.generation = generation;
+                        conn.registration = Some(pool.register(&conn));
                         pool.give(&mut st, conn);
                     }
                     _ => {

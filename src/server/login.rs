@@ -83,6 +83,7 @@ async fn connect_inner(
         generation: 0,
         local_addr,
         tx_status: b'I',
+        registration: None,
     };
     let mut out = BytesMut::with_capacity(256);
     let mut params: Vec<(&str, &str)> = vec![

@@ -2,8 +2,10 @@
 //! hold the state pooling needs (parameters, cancel key, age). Never sees a pool or a client.
 
 mod login;
+pub mod registry;
 
 pub use login::{connect, send_cancel};
+pub use registry::{Registration, ServerInfo, ServerState, Servers};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -116,6 +118,8 @@ pub struct ServerConn {
     pub local_addr: (String, u16),
     /// Last ReadyForQuery status seen (`I`, `T`, `E`).
     pub tx_status: u8,
+    /// Presence in the server registry (set by the pool once the login succeeded).
+    pub registration: Option<Registration>,
 }
 
 impl ServerConn {
@@ -195,6 +199,21 @@ impl ServerConn {
             if n == 0 {
                 return Err(Error::ServerGone);
             }
+        }
+    }
+
+    /// The server's address text (host name or socket directory).
+    pub fn cancel_host_text(&self) -> String {
+        match &self.cancel.host {
+            ServerHost::Tcp(h) => h.clone(),
+            ServerHost::Unix(p) => p.display().to_string(),
+        }
+    }
+
+    /// Sets the registry state, if registered.
+    pub fn set_state(&self, state: ServerState) {
+        if let Some(r) = &self.registration {
+            r.info.set_state(state);
         }
     }
 

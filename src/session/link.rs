@@ -84,10 +84,14 @@ pub async fn login(
     let db = cfg
         .database(&params.database)
         .ok_or_else(|| Error::NoSuchDatabase(params.database.clone()))?;
+    if ctx.disabled_dbs.contains(&db.name) {
+        return Err(Error::DatabaseDisabled(db.name.clone()));
+    }
     if cfg.general.auth_type == AuthType::Any && db.user.is_none() {
         return Err(Error::ServerAuth("no user for database with auth_type any".into()));
     }
     let pool = ctx.pools.get_or_create(cfg, &db, &params.user);
+    ctx.adopt_pool(&pool);
     if let Some((ck, sk)) = authed.scram_keys {
         if db.user.is_none() {
             pool.offer_scram_keys(ck, sk);

@@ -232,6 +232,7 @@ impl Client {
         let got = tokio::select! {
             r = self.pool.checkout() => r,
             _ = self.info.kill.cancelled() => Err(self.kill_error()),
+            _ = self.ctx.shutdown.cancelled() => Err(Error::ShuttingDown),
         };
         self.info
             .wait_start_us
@@ -256,6 +257,12 @@ impl Client {
             .request_time_us
             .store(registry::now_us(), std::sync::atomic::Ordering::Relaxed);
         *self.info.linked.lock() = Some((server.id, server.cancel.clone()));
+        if let Some(r) = &server.registration {
+            r.info.set_linked(Some(self.info.id));
+            r.info
+                .request_time_us
+                .store(registry::now_us(), std::sync::atomic::Ordering::Relaxed);
+        }
         let started = std::time::Instant::now();
         let mut t = transfer::Transfer::new(
             &mut self.stream,
@@ -269,13 +276,18 @@ impl Client {
             self.settings.idle_transaction_timeout,
         );
         let kill = self.info.kill.clone();
+        let shutdown = self.ctx.shutdown.clone();
         let end = tokio::select! {
             r = t.run() => r,
             _ = kill.cancelled() => Err(Error::AdminForcedDisconnect),
+            _ = shutdown.cancelled() => Err(Error::ShuttingDown),
         };
         let tally = std::mem::take(&mut t.tally);
         drop(t);
         *self.info.linked.lock() = None;
+        if let Some(r) = &server.registration {
+            r.info.set_linked(None);
+        }
         self.info.set_state(ClientState::Idle);
         let stats = &self.pool.stats;
         use crate::pool::stats::PoolStats as S;
