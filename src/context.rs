@@ -55,6 +55,8 @@ pub struct Context {
     pub paused_dbs: DashSet<String>,
     /// PAUSE without a database: every pool, present and future.
     pub paused_all: AtomicBool,
+    /// Baselines of the current `stats_period` (the avg_* columns); rotated by `stats::run`.
+    pub stats: crate::stats::StatsPeriod,
     phase: AtomicU8,
 }
 
@@ -69,6 +71,7 @@ impl Context {
             disabled_dbs: DashSet::new(),
             paused_dbs: DashSet::new(),
             paused_all: AtomicBool::new(false),
+            stats: crate::stats::StatsPeriod::default(),
             pools,
             clients: Clients::default(),
             shutdown: CancellationToken::new(),

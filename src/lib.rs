@@ -16,12 +16,14 @@ pub mod config;
 pub mod context;
 pub mod error;
 pub mod listener;
+pub mod metrics;
 pub mod net;
 pub mod pool;
 pub mod privileges;
 pub mod proto;
 pub mod server;
 pub mod session;
+pub mod stats;
 
 /// Worker threads: `OLLYSCALE_WORKERS`, else one per core.
 pub fn worker_threads() -> usize {

@@ -76,7 +76,7 @@ impl CommandError {
 /// Serves the console until the client leaves.
 pub async fn serve(mut s: AdminSession) -> Result<()> {
     let mut out = BytesMut::with_capacity(512);
-    build::auth_ok(&mut out);
+    // AuthenticationOk was sent by the login.
     for (k, v) in [
         ("server_version", format!("{PGBOUNCER_VERSION}/bouncer")),
         ("client_encoding", "UTF8".into()),

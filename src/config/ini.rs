@@ -36,6 +36,29 @@ pub fn parse_ini_str(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
     parser.finish()
 }
 
+/// Applies one `[pgbouncer]` setting to a loaded config (console `SET`). Refuses unknown,
+/// unimplemented and restart-only keys; on error `cfg` is unchanged.
+pub(crate) fn set_general(cfg: &mut Config, key: &str, value: &str) -> Result<(), String> {
+    let lower = key.to_ascii_lowercase();
+    let info = find_key(&lower).ok_or_else(|| format!("unknown setting {key}"))?;
+    if !info.implemented {
+        return Err(format!("setting {} is not supported", info.name));
+    }
+    if !info.reloadable {
+        return Err(format!("setting {} cannot be changed while running", info.name));
+    }
+    let mut g = cfg.general.clone();
+    general::apply(&mut g, info.name, value)?;
+    cfg.general = g;
+    match cfg.raw_general.iter_mut().find(|(k, _)| k == info.name) {
+        Some(slot) => slot.1 = value.to_string(),
+        None => cfg
+            .raw_general
+            .push((info.name.to_string(), value.to_string())),
+    }
+    Ok(())
+}
+
 /// The section the following `key = value` lines belong to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Section {

@@ -3,7 +3,8 @@
 //!
 //! Owns only the static table and lookups into it. It must not parse values: `ini.rs` does that.
 //! Source: PgBouncer 1.25.2 `main.c` (`bouncer_params`), plus the master/1.26 keys
-//! `login_notify_message` and `pool_idle_timeout`, plus our own `shutdown_timeout`.
+//! `login_notify_message` and `pool_idle_timeout`, plus our own `shutdown_timeout`,
+//! `http_listen_addr` and `http_listen_port`.
 
 /// One `[pgbouncer]` setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +77,9 @@ pub static GENERAL_KEYS: &[KeyInfo] = &[
     key("dns_max_ttl", "15", RELOAD, UNIMPL),
     key("dns_nxdomain_ttl", "15", RELOAD, UNIMPL),
     key("dns_zone_check_period", "0", RELOAD, UNIMPL),
+    // Ours: the HTTP endpoint for /metrics, /livez and /readyz; off while the port is unset.
+    key("http_listen_addr", "", NO_RELOAD, IMPL),
+    key("http_listen_port", "", NO_RELOAD, IMPL),
     key("idle_transaction_timeout", "0", RELOAD, IMPL),
     key("ignore_startup_parameters", "", RELOAD, IMPL),
     key("job_name", "pgbouncer", NO_RELOAD, UNIMPL),

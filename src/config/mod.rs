@@ -239,6 +239,11 @@ pub struct General {
     pub user: Option<String>,
     /// `shutdown_timeout` (ours): how long SIGTERM waits for clients to finish their transaction.
     pub shutdown_timeout: Duration,
+    /// `http_listen_addr` (ours): address of the /metrics, /livez, /readyz endpoint;
+    /// `None` = 127.0.0.1, `*` = every address.
+    pub http_listen_addr: Option<String>,
+    /// `http_listen_port` (ours): the HTTP endpoint is off while this is `None`.
+    pub http_listen_port: Option<u16>,
 }
 
 impl Default for General {
@@ -294,6 +299,8 @@ impl Default for General {
             verbose: 0,
             user: None,
             shutdown_timeout: Duration::from_secs(30),
+            http_listen_addr: None,
+            http_listen_port: None,
         }
     }
 }
@@ -375,6 +382,13 @@ impl Config {
             .and_then(|u| u.pool_size)
             .or(db.pool_size)
             .unwrap_or(self.general.default_pool_size)
+    }
+
+    /// Changes one `[pgbouncer]` setting at run time (console `SET key = value`): the key must be
+    /// known, implemented and reloadable, and the value valid. `raw_general` follows, so
+    /// SHOW CONFIG shows the new value. The error says what was wrong (for the log).
+    pub fn set_general(&mut self, key: &str, value: &str) -> Result<(), String> {
+        ini::set_general(self, key, value)
     }
 
     /// Reserve pool size for (db, user).

@@ -78,6 +78,8 @@ fn key_table_reload_flags_match_pgbouncer() {
     no_reload.sort_unstable();
     let expected = [
         "disable_pqexec",
+        "http_listen_addr",
+        "http_listen_port",
         "job_name",
         "listen_addr",
         "listen_backlog",
@@ -149,7 +151,7 @@ fn every_implemented_key_sets_its_field() {
     let implemented: Vec<_> = GENERAL_KEYS.iter().filter(|k| k.implemented).collect();
     assert_eq!(
         implemented.len(),
-        50,
+        52,
         "one implemented key per General field"
     );
     for k in implemented {

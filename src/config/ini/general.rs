@@ -68,6 +68,13 @@ pub(super) fn apply(g: &mut General, key: &str, value: &str) -> Result<(), Strin
         "verbose" => g.verbose = u32_value(value)?,
         "user" => g.user = non_empty(value),
         "shutdown_timeout" => g.shutdown_timeout = seconds(value)?,
+        "http_listen_addr" => g.http_listen_addr = non_empty(value),
+        "http_listen_port" => {
+            g.http_listen_port = match value {
+                "" => None,
+                v => Some(listen_port(v)?),
+            }
+        }
         _ => {
             return Err(format!(
                 "internal error: {key} is marked implemented but has no parser"

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Lint and test ollyscale-pooler: the README's test command, and what CI runs (.ci/run).
+#
+# Works on a fresh Debian 12 as root or as a sudo-capable user:
+#   1. installs the Debian packages the integration tests need (PostgreSQL server + client
+#      tools, pgbouncer) when they are missing;
+#   2. cargo fmt --check, cargo clippy -D warnings;
+#   3. the tests: cargo nextest when installed, else cargo test. The integration tests start their
+#      own PostgreSQL servers (tests/common) and fail loudly if they cannot: nothing is skipped.
+# Exits non-zero on the first failing step (the test step itself runs every test first).
+# The fuzz/ workspace, if any, is built separately (cargo fuzz build), not here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+die() { printf '\nERROR: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        die "need root or sudo to run: $*"
+    fi
+}
+
+# 1. System packages.
+packages=(postgresql postgresql-contrib pgbouncer)
+step "checking Debian packages: ${packages[*]}"
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    step "installing: ${missing[*]} (apt-get update + install)"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+else
+    echo "all installed"
+fi
+pg_bin=$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/dev/null | sort -V | tail -n 1)
+if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ] || [ ! -x "$pg_bin/postgres" ]; then
+    die "no PostgreSQL server under /usr/lib/postgresql/<version>/bin"
+fi
+for tool in psql pgbench pgbouncer; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool not found after installing packages"
+done
+echo "PostgreSQL: $("$pg_bin/postgres" --version); $(pgbouncer --version | head -n 1)"
+
+# 2. Rust toolchain and lints.
+command -v cargo >/dev/null 2>&1 || die "cargo not found (install Rust with rustup)"
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    command -v rustup >/dev/null 2>&1 || die "cargo fmt/clippy missing and no rustup to add them"
+    step "adding rustfmt and clippy (rustup component add)"
+    rustup component add rustfmt clippy
+fi
+echo "$(cargo --version); $(rustc --version)"
+
+step "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+# 3. Tests.
+export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+if [ -d fuzz ]; then
+    echo "(fuzz/: built separately with cargo fuzz build; not part of this script)"
+fi
+if [ -f src/lib.rs ]; then
+    # Doctests first, so the test runner's summary stays the last thing printed.
+    step "cargo test --doc"
+    cargo test --doc
+fi
+if cargo nextest --version >/dev/null 2>&1; then
+    step "cargo nextest run --no-fail-fast"
+    cargo nextest run --no-fail-fast
+else
+    step "cargo test --tests --no-fail-fast (cargo-nextest not installed)"
+    cargo test --tests --no-fail-fast
+fi
+# No output after this point: the test runner's summary must stay the last lines.

@@ -1,0 +1,360 @@
+//! Read-only views of the registries, computed on demand: the rows behind SHOW POOLS /
+//! DATABASES / STATS / LISTS and the /metrics families built from them. Having one function per
+//! view is what makes the console and Prometheus show the same numbers.
+//!
+//! Must not change anything, hold a lock across `.await` (there is none here), or cache: every
+//! call reads the live counters.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+
+use crate::config::{Config, ServerHost};
+use crate::context::Context;
+use crate::pool::stats::StatsSnapshot;
+use crate::server::ServerState;
+use crate::session::registry::{now_us, ClientState};
+
+use super::Averages;
+
+/// The console's virtual database, and the user its fake pool is forced to.
+pub const ADMIN_DB: &str = "pgbouncer";
+/// PgBouncer's admin pool: pool_size 2, statement mode, forced user `pgbouncer`.
+const ADMIN_POOL_SIZE: u32 = 2;
+
+/// One SHOW POOLS row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolRow {
+    pub database: String,
+    pub user: String,
+    /// Logged-in clients of the pool that are not queued (linked or idle), as PgBouncer counts.
+    pub cl_active: u32,
+    pub cl_waiting: u32,
+    pub sv_active: u32,
+    pub sv_idle: u32,
+    pub sv_used: u32,
+    pub sv_tested: u32,
+    pub sv_login: u32,
+    /// Servers marked to close at release (ours; not a PgBouncer column).
+    pub sv_close_needed: u32,
+    /// Age of the oldest queued client, µs.
+    pub maxwait_us: u64,
+    pub pool_mode: &'static str,
+    pub paused: bool,
+}
+
+/// Client counts per (database, pool user).
+#[derive(Default, Clone, Copy)]
+struct ClientCounts {
+    active: u32,
+    waiting: u32,
+}
+
+/// The pool a logged-in client belongs to: (database, server user).
+fn client_pool(cfg: &Config, db: &str, user: &str, admin: bool) -> (String, String) {
+    if admin {
+        return (ADMIN_DB.to_string(), ADMIN_DB.to_string());
+    }
+    let pool_user = cfg
+        .database(db)
+        .and_then(|d| d.user)
+        .unwrap_or_else(|| user.to_string());
+    (db.to_string(), pool_user)
+}
+
+fn client_counts(ctx: &Context, cfg: &Config) -> HashMap<(String, String), ClientCounts> {
+    let mut out: HashMap<(String, String), ClientCounts> = HashMap::new();
+    for c in ctx.clients.all() {
+        let state = c.state();
+        if state == ClientState::Login {
+            continue;
+        }
+        let admin = c.is_admin.load(Ordering::Relaxed);
+        let key = client_pool(cfg, &c.db.lock(), &c.user.lock(), admin);
+        let e = out.entry(key).or_default();
+        match state {
+            ClientState::Waiting => e.waiting += 1,
+            _ => e.active += 1,
+        }
+    }
+    out
+}
+
+/// Every pool, plus the console's own, sorted by (database, user).
+pub fn pools(ctx: &Context) -> Vec<PoolRow> {
+    let cfg = ctx.config();
+    let counts = client_counts(ctx, &cfg);
+    let servers = ctx.servers.all();
+    let mut rows = Vec::new();
+    for pool in ctx.pools.all() {
+        let snap = pool.snapshot();
+        let key = (pool.key.db.clone(), pool.key.user.clone());
+        let c = counts.get(&key).copied().unwrap_or_default();
+        let mine = servers
+            .iter()
+            .filter(|s| s.db == pool.key.db && s.user == pool.key.user);
+        let tested = mine
+            .clone()
+            .filter(|s| s.state() == ServerState::Tested)
+            .count() as u32;
+        let close_needed = mine.filter(|s| s.close_needed()).count() as u32;
+        rows.push(PoolRow {
+            database: key.0,
+            user: key.1,
+            cl_active: c.active,
+            cl_waiting: c.waiting,
+            // Servers running a check or reset are handed out by the pool, but are not a client's.
+            sv_active: snap.active.saturating_sub(tested),
+            sv_idle: snap.idle,
+            sv_used: snap.used,
+            sv_tested: tested,
+            sv_login: snap.login,
+            sv_close_needed: close_needed,
+            maxwait_us: snap.maxwait_us,
+            pool_mode: pool.settings().pool_mode.as_str(),
+            paused: snap.paused,
+        });
+    }
+    let admin = counts
+        .get(&(ADMIN_DB.to_string(), ADMIN_DB.to_string()))
+        .copied()
+        .unwrap_or_default();
+    rows.push(PoolRow {
+        database: ADMIN_DB.into(),
+        user: ADMIN_DB.into(),
+        cl_active: admin.active,
+        cl_waiting: 0,
+        sv_active: 0,
+        sv_idle: 0,
+        sv_used: 0,
+        sv_tested: 0,
+        sv_login: 0,
+        sv_close_needed: 0,
+        maxwait_us: 0,
+        pool_mode: "statement",
+        paused: false,
+    });
+    rows.sort_by(|a, b| (&a.database, &a.user).cmp(&(&b.database, &b.user)));
+    rows
+}
+
+/// One SHOW DATABASES row (NULL columns are `None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DatabaseRow {
+    pub name: String,
+    pub host: Option<String>,
+    pub port: u16,
+    pub database: String,
+    pub force_user: Option<String>,
+    pub pool_size: u32,
+    pub min_pool_size: u32,
+    pub reserve_pool_size: u32,
+    pub server_lifetime_s: u64,
+    /// `None` when inherited from the global pool_mode.
+    pub pool_mode: Option<&'static str>,
+    pub max_connections: u32,
+    pub current_connections: u32,
+    pub max_client_connections: u32,
+    pub current_client_connections: u32,
+    pub paused: bool,
+    pub disabled: bool,
+}
+
+/// Every configured database, every database created through the `*` fallback, and the
+/// console's, sorted by name.
+pub fn databases(ctx: &Context) -> Vec<DatabaseRow> {
+    let cfg = ctx.config();
+    let g = &cfg.general;
+    let mut names: Vec<String> = cfg.databases.keys().cloned().collect();
+    for p in ctx.pools.all() {
+        if !names.contains(&p.key.db) {
+            names.push(p.key.db.clone());
+        }
+    }
+    let mut clients: HashMap<String, u32> = HashMap::new();
+    for c in ctx.clients.all() {
+        if c.state() == ClientState::Login {
+            continue;
+        }
+        let db = if c.is_admin.load(Ordering::Relaxed) {
+            ADMIN_DB.to_string()
+        } else {
+            c.db.lock().clone()
+        };
+        *clients.entry(db).or_default() += 1;
+    }
+    let mut rows: Vec<DatabaseRow> = names
+        .iter()
+        .filter_map(|name| cfg.database(name))
+        .map(|db| DatabaseRow {
+            host: db.host.as_ref().map(|h| match h {
+                ServerHost::Tcp(h) => h.clone(),
+                ServerHost::Unix(p) => p.display().to_string(),
+            }),
+            port: db.port,
+            database: db.dbname.clone().unwrap_or_else(|| db.name.clone()),
+            force_user: db.user.clone(),
+            pool_size: db.pool_size.unwrap_or(g.default_pool_size),
+            min_pool_size: db.min_pool_size.unwrap_or(g.min_pool_size),
+            reserve_pool_size: db.reserve_pool_size.unwrap_or(g.reserve_pool_size),
+            server_lifetime_s: db.server_lifetime.unwrap_or(g.server_lifetime).as_secs(),
+            pool_mode: db.pool_mode.map(|m| m.as_str()),
+            max_connections: db.max_db_connections.unwrap_or(g.max_db_connections),
+            current_connections: ctx.pools.db_connections(&db.name),
+            // max_db_client_connections is not implemented: its PgBouncer default, unlimited.
+            max_client_connections: 0,
+            current_client_connections: clients.get(&db.name).copied().unwrap_or(0),
+            paused: ctx.paused_dbs.contains(&db.name),
+            disabled: ctx.disabled_dbs.contains(&db.name),
+            name: db.name,
+        })
+        .collect();
+    rows.push(DatabaseRow {
+        name: ADMIN_DB.into(),
+        host: None,
+        port: g.listen_port,
+        database: ADMIN_DB.into(),
+        force_user: Some(ADMIN_DB.into()),
+        pool_size: ADMIN_POOL_SIZE,
+        min_pool_size: 0,
+        reserve_pool_size: 0,
+        server_lifetime_s: g.server_lifetime.as_secs(),
+        pool_mode: Some("statement"),
+        max_connections: g.max_db_connections,
+        current_connections: 0,
+        max_client_connections: 0,
+        current_client_connections: clients.get(ADMIN_DB).copied().unwrap_or(0),
+        paused: false,
+        disabled: false,
+    });
+    rows.sort_by(|a, b| a.name.cmp(&b.name));
+    rows
+}
+
+/// One SHOW USERS row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRow {
+    pub name: String,
+    pub pool_size: Option<u32>,
+    pub reserve_pool_size: Option<u32>,
+    pub pool_mode: Option<&'static str>,
+    pub max_user_connections: u32,
+    /// Server connections logged in as this user.
+    pub current_connections: u32,
+    pub max_user_client_connections: u32,
+    /// Clients logged in as this user.
+    pub current_client_connections: u32,
+}
+
+/// Users of auth_file and `[users]`, sorted by name.
+pub fn users(ctx: &Context) -> Vec<UserRow> {
+    let cfg = ctx.config();
+    let mut names: Vec<String> = cfg.userlist.iter().map(|(n, _)| n.to_string()).collect();
+    names.extend(cfg.users.keys().cloned());
+    names.sort();
+    names.dedup();
+    let mut servers: HashMap<String, u32> = HashMap::new();
+    for p in ctx.pools.all() {
+        *servers.entry(p.key.user.clone()).or_default() += p.total();
+    }
+    let mut clients: HashMap<String, u32> = HashMap::new();
+    for c in ctx.clients.all() {
+        if c.state() != ClientState::Login {
+            *clients.entry(c.user.lock().clone()).or_default() += 1;
+        }
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let u = cfg.users.get(&name);
+            UserRow {
+                pool_size: u.and_then(|u| u.pool_size),
+                reserve_pool_size: u.and_then(|u| u.reserve_pool_size),
+                pool_mode: u.and_then(|u| u.pool_mode).map(|m| m.as_str()),
+                max_user_connections: u
+                    .and_then(|u| u.max_user_connections)
+                    .unwrap_or(cfg.general.max_user_connections),
+                current_connections: servers.get(&name).copied().unwrap_or(0),
+                max_user_client_connections: 0,
+                current_client_connections: clients.get(&name).copied().unwrap_or(0),
+                name,
+            }
+        })
+        .collect()
+}
+
+/// SHOW LISTS, in PgBouncer's row order. We keep no free lists, peers or DNS cache, so those
+/// counts are truly zero.
+pub fn lists(ctx: &Context) -> Vec<(&'static str, u64)> {
+    let clients = ctx.clients.all();
+    let login = clients
+        .iter()
+        .filter(|c| c.state() == ClientState::Login)
+        .count() as u64;
+    let pools = ctx.pools.all();
+    let logging_in: u64 = pools.iter().map(|p| u64::from(p.snapshot().login)).sum();
+    vec![
+        ("databases", databases(ctx).len() as u64),
+        ("users", users(ctx).len() as u64),
+        ("peers", 0),
+        ("pools", pools.len() as u64 + 1),
+        ("peer_pools", 0),
+        ("free_clients", 0),
+        ("used_clients", clients.len() as u64),
+        ("login_clients", login),
+        ("free_servers", 0),
+        ("used_servers", ctx.servers.len() as u64 + logging_in),
+        ("dns_names", 0),
+        ("dns_zones", 0),
+        ("dns_queries", 0),
+        ("dns_pending", 0),
+    ]
+}
+
+/// Counters of one database, summed over its pools, with the averages of the current period.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbStats {
+    pub database: String,
+    pub totals: StatsSnapshot,
+    pub averages: Averages,
+}
+
+/// SHOW STATS rows: one per database that has pools, plus the console's (all zero).
+pub fn stats_per_database(ctx: &Context) -> Vec<DbStats> {
+    let mut by_db: BTreeMap<String, (StatsSnapshot, StatsSnapshot)> = BTreeMap::new();
+    by_db.insert(ADMIN_DB.to_string(), Default::default());
+    for pool in ctx.pools.all() {
+        let (old, _) = ctx.stats.baseline(&pool.key);
+        let e = by_db.entry(pool.key.db.clone()).or_default();
+        e.0.add(&pool.stats.snapshot());
+        e.1.add(&old);
+    }
+    let elapsed = ctx.stats.elapsed_us();
+    by_db
+        .into_iter()
+        .map(|(database, (cur, old))| DbStats {
+            database,
+            averages: Averages::between(&cur, &old, elapsed),
+            totals: cur,
+        })
+        .collect()
+}
+
+/// Everything summed (SHOW TOTALS and the periodic `stats:` log line).
+pub fn stats_overall(ctx: &Context) -> (StatsSnapshot, Averages) {
+    let (mut cur, mut old) = (StatsSnapshot::default(), StatsSnapshot::default());
+    for pool in ctx.pools.all() {
+        cur.add(&pool.stats.snapshot());
+        old.add(&ctx.stats.baseline(&pool.key).0);
+    }
+    let avg = Averages::between(&cur, &old, ctx.stats.elapsed_us());
+    (cur, avg)
+}
+
+/// µs a waiting client has been queued (0 when not waiting).
+pub fn client_wait_us(wait_start_us: u64) -> u64 {
+    if wait_start_us == 0 {
+        0
+    } else {
+        now_us().saturating_sub(wait_start_us)
+    }
+}
