@@ -27,6 +27,8 @@ pub struct Running {
     pub ctx: Arc<Context>,
     /// The first bound TCP address.
     pub addr: Option<std::net::SocketAddr>,
+    /// Where /metrics, /livez and /readyz are served (None when http_listen_port is unset).
+    pub http_addr: Option<std::net::SocketAddr>,
     unix_path: Option<PathBuf>,
 }
 
@@ -35,12 +37,16 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
     let listeners = Listeners::bind(&cfg.general)?;
     let addr = listeners.local_addr();
     let ctx = Context::new(cfg);
+    // Bound before any task starts, so a taken HTTP port fails start-up cleanly.
+    let http_addr = crate::metrics::http::start(&ctx).await?;
     let unix_path = listeners.spawn(&ctx);
     ctx.tasks
         .spawn(ctx.pools.clone().run_janitor(ctx.shutdown.clone()));
+    ctx.tasks.spawn(crate::stats::run(ctx.clone()));
     Ok(Running {
         ctx,
         addr,
+        http_addr,
         unix_path,
     })
 }

@@ -44,7 +44,7 @@ pub enum Error {
     ServerProtocol(String),
     /// The server refused the login: forwarded with the server's own SQLSTATE.
     #[error("server login failed: {} ({})", .0.message, .0.code)]
-    ServerLogin(ErrorFields),
+    ServerLogin(Box<ErrorFields>),
     /// We could not do the authentication the server asked for.
     #[error("server login failed: {0}")]
     ServerAuth(String),
@@ -219,7 +219,7 @@ mod tests {
             hint: None,
             all: vec![],
         };
-        let (_, code, msg) = Error::ServerLogin(fields).to_response();
+        let (_, code, msg) = Error::ServerLogin(Box::new(fields)).to_response();
         assert_eq!(code, "28P01");
         assert!(msg.starts_with("password authentication failed"));
     }

@@ -5,6 +5,8 @@
 //! hot path) → `pool` (checkout/checkin of `server` connections) → `server` (login, internal
 //! queries). `proto` frames bytes, `auth` holds the md5/SCRAM arithmetic, `config` reads
 //! pgbouncer.ini and userlist.txt, `admin` is the console on the virtual database `pgbouncer`,
+//! `stats` keeps the per-period averages and the read-only views that the console and `metrics`
+//! (Prometheus and health endpoints over HTTP) both show,
 //! `context` holds the shared handles and `app` wires it all together.
 #![deny(unsafe_code)]
 #![warn(clippy::large_futures)]

@@ -40,7 +40,10 @@ enum Tok {
         raw_len: usize,
     },
     /// A single-quoted string.
-    Str { text: String, raw_len: usize },
+    Str {
+        text: String,
+        raw_len: usize,
+    },
     Eq,
     Semi,
 }
@@ -152,7 +155,8 @@ pub fn parse(text: &str) -> Result<Statement, ParseError> {
     if toks.contains(&Tok::Semi) {
         return Err(ParseError::Syntax);
     }
-    let is_kw = |t: &Tok, kw: &str| matches!(word(t), Some((w, false, _)) if w.eq_ignore_ascii_case(kw));
+    let is_kw =
+        |t: &Tok, kw: &str| matches!(word(t), Some((w, false, _)) if w.eq_ignore_ascii_case(kw));
     match toks.as_slice() {
         [name] | [name, _] if word(name).is_some() => {
             let (name, _, name_len) = word(name).expect("invariant: checked above");
@@ -172,7 +176,9 @@ pub fn parse(text: &str) -> Result<Statement, ParseError> {
             let (key, _, key_len) = word(key).ok_or(ParseError::Syntax)?;
             let (value, value_len) = match value {
                 Tok::Str { text, raw_len } => (text.as_str(), *raw_len),
-                t => word(t).map(|(w, _, len)| (w, len)).ok_or(ParseError::Syntax)?,
+                t => word(t)
+                    .map(|(w, _, len)| (w, len))
+                    .ok_or(ParseError::Syntax)?,
             };
             if key_len >= MAX_ARG || value_len >= MAX_VAL {
                 return Err(ParseError::BadArguments);
@@ -226,11 +232,7 @@ pub async fn run(s: &AdminSession, text: &str) -> Result<Reply, CommandError> {
     match stmt {
         Statement::Set { key, value } => set::run(s, &key, &value),
         Statement::Command { name, arg } => {
-            let cmd = Cmd {
-                s,
-                arg: &arg,
-                text,
-            };
+            let cmd = Cmd { s, arg: &arg, text };
             let name = name.to_ascii_lowercase();
             match name.as_str() {
                 "show" | "select" => show::run(&cmd),
@@ -270,14 +272,20 @@ mod tests {
 
     #[test]
     fn sets() {
-        assert_eq!(parse("SET default_pool_size = 5"), set("default_pool_size", "5"));
+        assert_eq!(
+            parse("SET default_pool_size = 5"),
+            set("default_pool_size", "5")
+        );
         assert_eq!(parse("set verbose=1;"), set("verbose", "1"));
         assert_eq!(parse("SET verbose TO 2"), set("verbose", "2"));
         assert_eq!(
             parse("set server_reset_query = 'DISCARD ''ALL'''"),
             set("server_reset_query", "DISCARD 'ALL'")
         );
-        assert_eq!(parse("set server_check_query = ''"), set("server_check_query", ""));
+        assert_eq!(
+            parse("set server_check_query = ''"),
+            set("server_check_query", "")
+        );
     }
 
     #[test]
@@ -306,7 +314,10 @@ mod tests {
     fn length_caps_give_bad_arguments() {
         assert_eq!(parse(&"x".repeat(16)), Err(ParseError::BadArguments));
         assert_eq!(parse(&"x".repeat(15)), cmd(&"x".repeat(15), ""));
-        assert_eq!(parse(&format!("pause {}", "d".repeat(64))), Err(ParseError::BadArguments));
+        assert_eq!(
+            parse(&format!("pause {}", "d".repeat(64))),
+            Err(ParseError::BadArguments)
+        );
         assert!(parse(&format!("pause {}", "d".repeat(63))).is_ok());
         assert_eq!(
             parse(&format!("set k = '{}'", "v".repeat(254))),

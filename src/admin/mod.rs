@@ -1,8 +1,14 @@
 //! The admin console on the virtual database `pgbouncer`: welcome, the simple-query loop, and the
 //! dispatch of one command per statement. Commands only read snapshots of the registries and call
 //! explicit control methods; they never touch a client's or a server's socket.
+//!
+//! Layout: `command.rs` parses a statement and dispatches it; `show/` holds one entry per SHOW
+//! subcommand; `control.rs` the control commands; `set.rs` SET.
 
-mod command;
+pub mod command;
+mod control;
+mod set;
+pub mod show;
 
 use std::sync::Arc;
 
@@ -12,6 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::context::Context;
 use crate::error::{sqlstate, Error, Result};
 use crate::net::Stream;
+use crate::pool::stats::PoolStats;
 use crate::proto::{self, build};
 use crate::session::registry::{ClientInfo, ClientState};
 
@@ -102,9 +109,14 @@ pub async fn serve(mut s: AdminSession) -> Result<()> {
                 Err(e) => return Err(Error::ClientProtocol(e.to_string())),
             }
             let n = tokio::select! {
-                r = s.stream.read_buf(&mut buf) => r.map_err(Error::ClientIo)?,
+                r = s.stream.read_buf(&mut buf) => Some(r.map_err(Error::ClientIo)?),
                 _ = s.ctx.shutdown.cancelled() => return Ok(()),
-                _ = s.info.kill.cancelled() => return Ok(()),
+                _ = s.info.killed() => None,
+            };
+            let Some(n) = n else {
+                // KILL_CLIENT on a console session: tell it why, as PgBouncer does.
+                let _ = crate::session::send_error(&mut s.stream, &killed(&s.info)).await;
+                return Ok(());
             };
             if n == 0 {
                 return Ok(());
@@ -113,12 +125,19 @@ pub async fn serve(mut s: AdminSession) -> Result<()> {
         out.clear();
         match frame.tag {
             b'Q' => {
+                // Counted on database `pgbouncer`, as PgBouncer does.
+                let stats = &s.ctx.stats.console;
+                PoolStats::add(&stats.query_count, 1);
+                PoolStats::add(&stats.xact_count, 1);
                 let text = String::from_utf8_lossy(&frame.body);
                 let text = text.trim_end_matches('\0').to_string();
                 match command::run(&s, &text).await {
                     Ok(Reply::Close) => return Ok(()),
                     Ok(reply) => write_reply(&mut out, reply),
-                    Err(e) => build::error_response(&mut out, build::Severity::Error, e.code, &e.message),
+                    Err(e) => {
+                        tracing::warn!("{}", e.message);
+                        build::error_response(&mut out, build::Severity::Error, e.code, &e.message)
+                    }
                 }
                 build::ready_for_query(&mut out, b'I');
             }
@@ -148,20 +167,35 @@ pub async fn serve(mut s: AdminSession) -> Result<()> {
     }
 }
 
+/// What KILL_CLIENT on a console session tells it (the session layer sends it).
+fn killed(info: &ClientInfo) -> Error {
+    info.kill_reason
+        .lock()
+        .map(|r| r.error())
+        .unwrap_or(Error::AdminForcedDisconnect)
+}
+
 fn write_reply(out: &mut BytesMut, reply: Reply) {
     match reply {
         Reply::Rows { columns, rows } => {
             build::row_description(out, &columns);
             for row in &rows {
-                let vals: Vec<Option<&[u8]>> =
-                    row.iter().map(|v| v.as_deref().map(str::as_bytes)).collect();
+                let vals: Vec<Option<&[u8]>> = row
+                    .iter()
+                    .map(|v| v.as_deref().map(str::as_bytes))
+                    .collect();
                 build::data_row(out, &vals);
             }
             build::command_complete(out, "SHOW");
         }
         Reply::Tag { tag, notice } => {
             if let Some((msg, detail)) = notice {
-                build::notice_response(out, sqlstate::SUCCESSFUL_COMPLETION, &msg, detail.as_deref());
+                build::notice_response(
+                    out,
+                    sqlstate::SUCCESSFUL_COMPLETION,
+                    &msg,
+                    detail.as_deref(),
+                );
             }
             build::command_complete(out, &tag);
         }

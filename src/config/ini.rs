@@ -45,7 +45,10 @@ pub(crate) fn set_general(cfg: &mut Config, key: &str, value: &str) -> Result<()
         return Err(format!("setting {} is not supported", info.name));
     }
     if !info.reloadable {
-        return Err(format!("setting {} cannot be changed while running", info.name));
+        return Err(format!(
+            "setting {} cannot be changed while running",
+            info.name
+        ));
     }
     let mut g = cfg.general.clone();
     general::apply(&mut g, info.name, value)?;

@@ -174,7 +174,7 @@ async fn connect_inner(
             }
             b'E' => {
                 let fields = build::parse_error_fields(&frame.body).map_err(proto_err)?;
-                return Err(Error::ServerLogin(fields));
+                return Err(Error::ServerLogin(Box::new(fields)));
             }
             b'S' => {
                 let (k, v) = build::parse_parameter_status(&frame.body).map_err(proto_err)?;

@@ -40,7 +40,7 @@ pub struct Client {
     /// Tracked parameters this client wants on its server.
     pub(crate) params: Vec<(String, String)>,
     /// The server kept between transactions (session pool mode only).
-    pub(crate) server: Option<ServerConn>,
+    pub(crate) server: Option<Box<ServerConn>>,
     /// Holds this client's place under max_client_conn.
     pub(crate) _slot: link::ClientSlot,
 }
@@ -48,20 +48,25 @@ pub struct Client {
 /// Serves one accepted connection to the end. Errors are reported to the client here.
 pub async fn run(ctx: Arc<Context>, mut stream: Stream, peer: PeerAddr, local: (String, u16)) {
     let info = ctx.clients.register(peer.clone(), local);
-    let span = tracing::info_span!("client", id = info.id, peer = %peer);
+    // A debug-level span: at the default level it costs an idle client nothing.
+    let span = tracing::debug_span!("client", id = info.id, peer = %peer);
     async {
         let login_timeout = ctx.config().general.client_login_timeout;
-        let opening = if login_timeout.is_zero() {
-            startup::read_opening(&mut stream).await
-        } else {
-            tokio::time::timeout(login_timeout, startup::read_opening(&mut stream))
-                .await
-                .unwrap_or(Err(Error::ClientLoginTimeout))
-        };
+        // Boxed, like every phase but the idle wait: only the idle state stays allocated.
+        let opening = Box::pin(async {
+            if login_timeout.is_zero() {
+                startup::read_opening(&mut stream).await
+            } else {
+                tokio::time::timeout(login_timeout, startup::read_opening(&mut stream))
+                    .await
+                    .unwrap_or(Err(Error::ClientLoginTimeout))
+            }
+        })
+        .await;
         match opening {
             Ok(Opening::Cancel { pid, key }) => {
                 ctx.clients.unregister(&info);
-                cancel::forward(&ctx, pid, key).await;
+                Box::pin(cancel::forward(&ctx, pid, key)).await;
             }
             Ok(Opening::Session(params)) => {
                 let result = Box::pin(session(&ctx, &info, stream, params)).await;
@@ -73,7 +78,7 @@ pub async fn run(ctx: Arc<Context>, mut stream: Stream, peer: PeerAddr, local: (
             Err(e) => {
                 ctx.clients.unregister(&info);
                 if e.client_reachable() {
-                    let _ = send_error(&mut stream, &e).await;
+                    let _ = Box::pin(send_error(&mut stream, &e)).await;
                 }
                 log_end(&e);
             }
@@ -106,7 +111,9 @@ async fn session(
     raw: Vec<(String, String)>,
 ) -> Result<()> {
     let cfg = ctx.config();
-    let login = link::login(ctx, info, &mut stream, raw, &cfg);
+    // Boxed: the login's state (auth exchange, buffers) is freed once it is done, so an idle
+    // client keeps only the small request-loop state.
+    let login = Box::pin(link::login(ctx, info, &mut stream, raw, &cfg));
     let login = if cfg.general.client_login_timeout.is_zero() {
         login.await
     } else {
@@ -135,18 +142,18 @@ async fn session(
                 user,
                 admin,
             };
-            return crate::admin::serve(session).await;
+            return Box::pin(crate::admin::serve(session)).await;
         }
         Err(e) => {
             if e.client_reachable() {
-                let _ = send_error(&mut stream, &e).await;
+                let _ = Box::pin(send_error(&mut stream, &e)).await;
             }
             return Err(e);
         }
     };
     drop(cfg);
     let result = client.serve().await;
-    client.finish(&result).await;
+    Box::pin(client.finish(&result)).await;
     result
 }
 
@@ -184,7 +191,8 @@ impl Client {
             if idle_timeout.is_zero() || self.server.is_some() {
                 self.stream.readable().await.map_err(Error::ClientIo)
             } else {
-                match tokio::time::timeout(idle_timeout, self.stream.readable()).await {
+                // Boxed: the timer exists only where client_idle_timeout is set.
+                match Box::pin(tokio::time::timeout(idle_timeout, self.stream.readable())).await {
                     Ok(r) => r.map_err(Error::ClientIo),
                     Err(_) => Err(Error::ClientIdleTimeout),
                 }
@@ -195,7 +203,7 @@ impl Client {
             _ = self.ctx.drain.cancelled(), if self.server.is_none() && self.buf.is_empty() => {
                 return Err(Error::ShuttingDown);
             }
-            _ = self.info.kill.cancelled() => return Err(self.kill_error()),
+            _ = self.info.killed() => return Err(self.kill_error()),
         }
         if self.buf.capacity() - self.buf.len() < 1024 {
             self.buf.reserve(8 * 1024);
@@ -222,7 +230,7 @@ impl Client {
     /// Gets a server for this client (or keeps its session server).
     async fn acquire(&mut self) -> Result<ServerConn> {
         if let Some(s) = self.server.take() {
-            return Ok(s);
+            return Ok(*s);
         }
         self.info.set_state(ClientState::Waiting);
         self.info
@@ -231,7 +239,7 @@ impl Client {
         let started = std::time::Instant::now();
         let got = tokio::select! {
             r = self.pool.checkout() => r,
-            _ = self.info.kill.cancelled() => Err(self.kill_error()),
+            _ = self.info.killed() => Err(self.kill_error()),
             _ = self.ctx.shutdown.cancelled() => Err(Error::ShuttingDown),
         };
         self.info
@@ -275,11 +283,11 @@ impl Client {
             self.settings.query_timeout,
             self.settings.idle_transaction_timeout,
         );
-        let kill = self.info.kill.clone();
+        let info = self.info.clone();
         let shutdown = self.ctx.shutdown.clone();
         let end = tokio::select! {
             r = t.run() => r,
-            _ = kill.cancelled() => Err(Error::AdminForcedDisconnect),
+            _ = info.killed() => Err(Error::AdminForcedDisconnect),
             _ = shutdown.cancelled() => Err(Error::ShuttingDown),
         };
         let tally = std::mem::take(&mut t.tally);
@@ -308,7 +316,7 @@ impl Client {
                     self.pool.checkin(server, false);
                 } else if self.settings.pool_mode == crate::config::PoolMode::Session {
                     // finish() resets it with server_reset_query.
-                    self.server = Some(server);
+                    self.server = Some(Box::new(server));
                 } else {
                     self.pool.checkin(server, true);
                 }
@@ -350,7 +358,7 @@ impl Client {
                 matches!(server.run_internal(q, self.settings.max_packet_size).await, Ok(None))
                     && server.tx_status == b'I'
             };
-            self.pool.checkin(server, ok);
+            self.pool.checkin(*server, ok);
         }
         if let Err(e) = result {
             if e.client_reachable() && !matches!(e, Error::ClientGone) {

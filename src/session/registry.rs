@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime};
 
 use dashmap::DashMap;
 use parking_lot::Mutex;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Notify;
 
 use crate::error::Error;
 use crate::net::PeerAddr;
@@ -71,8 +71,9 @@ pub struct ClientInfo {
     pub wait_start_us: AtomicU64,
     /// The server the client is linked to right now, for cancel forwarding; and its id.
     pub linked: Mutex<Option<(u64, CancelTarget)>>,
-    /// Cancelled to make the session leave at once; the reason says what to tell the client.
-    pub kill: CancellationToken,
+    /// Wakes the session when it is told to leave; `kill_reason` says what to tell the client.
+    /// A Notify inline rather than a CancellationToken: one allocation less per idle client.
+    kill: Notify,
     pub kill_reason: Mutex<Option<KillReason>>,
     /// Whether this is an admin-console session.
     pub is_admin: std::sync::atomic::AtomicBool,
@@ -108,7 +109,19 @@ impl ClientInfo {
     /// Asks the session to leave.
     pub fn kill(&self, reason: KillReason) {
         *self.kill_reason.lock() = Some(reason);
-        self.kill.cancel();
+        self.kill.notify_waiters();
+    }
+
+    /// Completes once [`ClientInfo::kill`] was called (before or during the wait).
+    pub async fn killed(&self) {
+        loop {
+            // Created before the check: notify_waiters wakes every Notified that exists.
+            let notified = self.kill.notified();
+            if self.kill_reason.lock().is_some() {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
@@ -149,7 +162,7 @@ impl Clients {
                 request_time_us: AtomicU64::new(now_us()),
                 wait_start_us: AtomicU64::new(0),
                 linked: Mutex::new(None),
-                kill: CancellationToken::new(),
+                kill: Notify::new(),
                 kill_reason: Mutex::new(None),
                 is_admin: std::sync::atomic::AtomicBool::new(false),
             });

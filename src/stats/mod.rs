@@ -19,7 +19,11 @@ use crate::context::Context;
 /// logs the averages when `log_stats` is on. Ends at shutdown.
 pub async fn run(ctx: Arc<Context>) {
     loop {
-        let period = ctx.config().general.stats_period.max(Duration::from_secs(1));
+        let period = ctx
+            .config()
+            .general
+            .stats_period
+            .max(Duration::from_secs(1));
         tokio::select! {
             _ = ctx.shutdown.cancelled() => return,
             _ = tokio::time::sleep(period) => {}
@@ -34,12 +38,13 @@ pub async fn run(ctx: Arc<Context>) {
 
 /// Copies every pool's counters aside as the new period's baseline.
 pub fn rotate(ctx: &Context) {
-    let now: HashMap<_, _> = ctx
+    let mut now: HashMap<_, _> = ctx
         .pools
         .all()
         .iter()
         .map(|p| (p.key.clone(), p.stats.snapshot()))
         .collect();
+    now.insert(view::console_pool(), ctx.stats.console.snapshot());
     ctx.stats.rotate(now);
 }
 

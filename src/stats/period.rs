@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use parking_lot::Mutex;
 
-use crate::pool::stats::StatsSnapshot;
+use crate::pool::stats::{PoolStats, StatsSnapshot};
 use crate::pool::PoolKey;
 
 /// Averages over the last period. Counts and bytes are per second; the three `*_time_us`
@@ -39,7 +39,7 @@ impl Averages {
         }
         let d = |c: u64, o: u64| c.saturating_sub(o);
         let per_sec = |n: u64| ((n as u128) * 1_000_000 / dur_us as u128) as u64;
-        let mean = |total: u64, n: u64| if n > 0 { total / n } else { 0 };
+        let mean = |total: u64, n: u64| total.checked_div(n).unwrap_or(0);
         let queries = d(cur.query_count, old.query_count);
         let xacts = d(cur.xact_count, old.xact_count);
         let assignments = d(cur.server_assignment_count, old.server_assignment_count);
@@ -75,6 +75,9 @@ struct Inner {
 pub struct StatsPeriod {
     /// Short critical sections only: a map swap or a few lookups, never held across `.await`.
     inner: Mutex<Inner>,
+    /// Counters of the console's own (virtual) pool: each console statement is one query and
+    /// one transaction, as PgBouncer counts them on database `pgbouncer`. Relaxed atomics.
+    pub console: PoolStats,
 }
 
 impl Default for StatsPeriod {
@@ -83,11 +86,14 @@ impl Default for StatsPeriod {
         StatsPeriod {
             inner: Mutex::new(Inner {
                 // As PgBouncer: the first average divides by at least one second.
-                old_stamp: now.checked_sub(std::time::Duration::from_secs(1)).unwrap_or(now),
+                old_stamp: now
+                    .checked_sub(std::time::Duration::from_secs(1))
+                    .unwrap_or(now),
                 new_stamp: now,
                 older: HashMap::new(),
                 newer: HashMap::new(),
             }),
+            console: PoolStats::default(),
         }
     }
 }

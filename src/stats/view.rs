@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 use crate::config::{Config, ServerHost};
 use crate::context::Context;
 use crate::pool::stats::StatsSnapshot;
+use crate::pool::PoolKey;
 use crate::server::ServerState;
 use crate::session::registry::{now_us, ClientState};
 
@@ -250,6 +251,8 @@ pub fn users(ctx: &Context) -> Vec<UserRow> {
     let cfg = ctx.config();
     let mut names: Vec<String> = cfg.userlist.iter().map(|(n, _)| n.to_string()).collect();
     names.extend(cfg.users.keys().cloned());
+    // The console's forced user, which PgBouncer lists too.
+    names.push(ADMIN_DB.to_string());
     names.sort();
     names.dedup();
     let mut servers: HashMap<String, u32> = HashMap::new();
@@ -318,10 +321,24 @@ pub struct DbStats {
     pub averages: Averages,
 }
 
-/// SHOW STATS rows: one per database that has pools, plus the console's (all zero).
+/// The key the console's virtual pool has in the stats baselines.
+pub fn console_pool() -> PoolKey {
+    PoolKey {
+        db: ADMIN_DB.to_string(),
+        user: ADMIN_DB.to_string(),
+    }
+}
+
+/// SHOW STATS rows: one per database that has pools, plus the console's.
 pub fn stats_per_database(ctx: &Context) -> Vec<DbStats> {
     let mut by_db: BTreeMap<String, (StatsSnapshot, StatsSnapshot)> = BTreeMap::new();
-    by_db.insert(ADMIN_DB.to_string(), Default::default());
+    by_db.insert(
+        ADMIN_DB.to_string(),
+        (
+            ctx.stats.console.snapshot(),
+            ctx.stats.baseline(&console_pool()).0,
+        ),
+    );
     for pool in ctx.pools.all() {
         let (old, _) = ctx.stats.baseline(&pool.key);
         let e = by_db.entry(pool.key.db.clone()).or_default();
@@ -341,7 +358,8 @@ pub fn stats_per_database(ctx: &Context) -> Vec<DbStats> {
 
 /// Everything summed (SHOW TOTALS and the periodic `stats:` log line).
 pub fn stats_overall(ctx: &Context) -> (StatsSnapshot, Averages) {
-    let (mut cur, mut old) = (StatsSnapshot::default(), StatsSnapshot::default());
+    let mut cur = ctx.stats.console.snapshot();
+    let mut old = ctx.stats.baseline(&console_pool()).0;
     for pool in ctx.pools.all() {
         cur.add(&pool.stats.snapshot());
         old.add(&ctx.stats.baseline(&pool.key).0);

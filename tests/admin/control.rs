@@ -1,0 +1,384 @@
+//! The control commands: PAUSE, RESUME, KILL, DISABLE, ENABLE, RECONNECT, WAIT_CLOSE, RELOAD,
+//! SHUTDOWN, and SET with SHOW CONFIG. (KILL_CLIENT is checked in shows.rs, with the traffic.)
+
+use std::time::{Duration, Instant};
+
+use crate::console::Raw;
+use crate::{admin, expect_error, pg, pooler};
+
+/// PAUSE waits for the transaction in flight, queues new queries, RESUME runs them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_and_resume() {
+    let p = pooler();
+    let mut c = admin(&p).await;
+    expect_error(&mut c, "RESUME", "08P01", "pooler is not paused/suspended").await;
+    expect_error(&mut c, "PAUSE nope", "08P01", "no such database: nope").await;
+    expect_error(
+        &mut c,
+        "PAUSE pgbouncer",
+        "08P01",
+        "cannot pause admin db: pgbouncer",
+    )
+    .await;
+    expect_error(
+        &mut c,
+        "RESUME testdb",
+        "08P01",
+        "database testdb is not paused",
+    )
+    .await;
+
+    let busy = p.connect("md5user", "md5_pw", "testdb").await;
+    busy.simple_query("BEGIN").await.expect("begin");
+    busy.simple_query("SELECT 1").await.expect("select");
+
+    // PAUSE testdb must not return while the transaction holds its server.
+    let port = p.port;
+    let pause = tokio::spawn(async move {
+        let mut c2 = Raw::connect(port, "olly", "olly_pw", "pgbouncer")
+            .await
+            .expect("login");
+        let started = Instant::now();
+        let a = c2.query("PAUSE testdb").await;
+        (a, started.elapsed(), c2)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !pause.is_finished(),
+        "PAUSE returned while a server was in use"
+    );
+    let dbs = c.query("SHOW DATABASES").await;
+    assert_eq!(dbs.num("name", "testdb", "paused"), 1);
+    busy.simple_query("COMMIT").await.expect("commit");
+    let (a, waited, mut c2) = pause.await.expect("pause task");
+    assert_eq!(a.tag.as_deref(), Some("PAUSE"), "{a:?}");
+    assert!(
+        waited >= Duration::from_millis(400),
+        "PAUSE waited {waited:?}"
+    );
+    // Servers are closed once paused.
+    let pools = c.query("SHOW POOLS").await;
+    assert_eq!(pools.num("database", "testdb", "sv_idle"), 0);
+    assert_eq!(pools.num("database", "testdb", "sv_active"), 0);
+
+    // A query now waits...
+    let waiting = tokio::spawn(async move { busy.simple_query("SELECT 42").await.map(|_| busy) });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "query ran while paused");
+    let pools = c.query("SHOW POOLS").await;
+    assert_eq!(pools.num("database", "testdb", "cl_waiting"), 1);
+    let clients = c.query("SHOW CLIENTS").await;
+    assert_eq!(clients.rows_where("state", "waiting").len(), 1);
+    // ... and runs on RESUME.
+    let r = c2.query("RESUME testdb").await;
+    assert_eq!(r.tag.as_deref(), Some("RESUME"), "{r:?}");
+    let busy = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("query ran after RESUME")
+        .expect("task")
+        .expect("query ok");
+
+    // Global PAUSE: a second one is refused, SHOW STATE says paused, RESUME undoes it.
+    let a = c.query("PAUSE").await;
+    assert_eq!(a.tag.as_deref(), Some("PAUSE"), "{a:?}");
+    expect_error(&mut c, "PAUSE", "08P01", "already suspended/paused").await;
+    expect_error(&mut c, "KILL testdb", "08P01", "already suspended/paused").await;
+    let state = c.query("SHOW STATE").await;
+    assert_eq!(state.get("key", "paused", "value").as_deref(), Some("yes"));
+    assert_eq!(state.get("key", "active", "value").as_deref(), Some("no"));
+    let r = c.query("RESUME").await;
+    assert_eq!(r.tag.as_deref(), Some("RESUME"), "{r:?}");
+    busy.simple_query("SELECT 1")
+        .await
+        .expect("runs after RESUME");
+}
+
+/// KILL drops clients at once and leaves the db paused; DISABLE refuses logins; RECONNECT and
+/// WAIT_CLOSE retire servers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_disable_reconnect() {
+    let p = pooler();
+    let mut c = admin(&p).await;
+    expect_error(&mut c, "DISABLE", "08P01", "a database is required").await;
+    expect_error(&mut c, "DISABLE nope", "08P01", "no such database: nope").await;
+    expect_error(
+        &mut c,
+        "DISABLE pgbouncer",
+        "08P01",
+        "cannot disable admin db: pgbouncer",
+    )
+    .await;
+    expect_error(
+        &mut c,
+        "KILL pgbouncer",
+        "08P01",
+        "cannot kill admin db: pgbouncer",
+    )
+    .await;
+    expect_error(&mut c, "RECONNECT nope", "08P01", "no such database: nope").await;
+    expect_error(
+        &mut c,
+        "WAIT_CLOSE pgbouncer",
+        "08P01",
+        "cannot wait in admin db: pgbouncer",
+    )
+    .await;
+
+    // RECONNECT: servers in use are marked close_needed, and WAIT_CLOSE returns once they close.
+    let cl = p.connect("md5user", "md5_pw", "testdb").await;
+    cl.simple_query("BEGIN").await.expect("begin");
+    let r = c.query("RECONNECT testdb").await;
+    assert_eq!(r.tag.as_deref(), Some("RECONNECT"), "{r:?}");
+    let servers = c.query("SHOW SERVERS").await;
+    assert_eq!(servers.num("database", "testdb", "close_needed"), 1);
+    let port = p.port;
+    let wait = tokio::spawn(async move {
+        let mut c2 = Raw::connect(port, "olly", "olly_pw", "pgbouncer")
+            .await
+            .expect("login");
+        c2.query("WAIT_CLOSE testdb").await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !wait.is_finished(),
+        "WAIT_CLOSE returned with a close_needed server"
+    );
+    cl.simple_query("COMMIT").await.expect("commit");
+    let a = tokio::time::timeout(Duration::from_secs(10), wait)
+        .await
+        .expect("WAIT_CLOSE returned")
+        .expect("task");
+    assert_eq!(a.tag.as_deref(), Some("WAIT_CLOSE"), "{a:?}");
+    let servers = c.query("SHOW SERVERS").await;
+    assert!(servers.rows_where("close_needed", "1").is_empty());
+
+    // DISABLE: new logins refused, existing clients go on; ENABLE undoes it.
+    assert_eq!(
+        c.query("DISABLE testdb").await.tag.as_deref(),
+        Some("DISABLE")
+    );
+    let Err(err) = p.try_connect("md5user", "md5_pw", "testdb").await else {
+        panic!("login to a disabled database accepted");
+    };
+    assert!(
+        format!("{err:?}").contains("database \\\"testdb\\\" is disabled")
+            || format!("{err}").contains("database \"testdb\" is disabled"),
+        "{err:?}"
+    );
+    cl.simple_query("SELECT 1")
+        .await
+        .expect("existing client goes on");
+    assert_eq!(
+        c.query("SHOW DATABASES")
+            .await
+            .num("name", "testdb", "disabled"),
+        1
+    );
+    assert_eq!(
+        c.query("ENABLE testdb").await.tag.as_deref(),
+        Some("ENABLE")
+    );
+    let again = p.connect("md5user", "md5_pw", "testdb").await;
+    again.simple_query("SELECT 1").await.expect("enabled");
+
+    // KILL: every client of the db gets FATAL database removed; the db stays paused.
+    let mut raw = Raw::connect(p.port, "md5user", "md5_pw", "testdb")
+        .await
+        .expect("raw login");
+    raw.query("SELECT 1").await;
+    let k = c.query("KILL testdb").await;
+    assert_eq!(k.tag.as_deref(), Some("KILL"), "{k:?}");
+    let gone = raw.answer().await;
+    let e = gone.error.expect("FATAL for a killed client");
+    assert_eq!(
+        (e.severity.as_str(), e.message.as_str()),
+        ("FATAL", "database removed")
+    );
+    assert!(gone.closed);
+    for client in [&cl, &again] {
+        client.simple_query("SELECT 1").await.expect_err("killed");
+    }
+    assert_eq!(
+        c.query("SHOW DATABASES")
+            .await
+            .num("name", "testdb", "paused"),
+        1
+    );
+    assert_eq!(
+        c.query("SHOW POOLS")
+            .await
+            .num("database", "testdb", "sv_idle"),
+        0
+    );
+    // A plain RESUME does not undo KILL db; RESUME testdb does.
+    expect_error(&mut c, "RESUME", "08P01", "pooler is not paused/suspended").await;
+    assert_eq!(
+        c.query("RESUME testdb").await.tag.as_deref(),
+        Some("RESUME")
+    );
+    let fresh = p.connect("md5user", "md5_pw", "testdb").await;
+    fresh
+        .simple_query("SELECT 1")
+        .await
+        .expect("works after RESUME testdb");
+}
+
+/// SET changes reloadable settings (SHOW CONFIG follows) and refuses the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_and_show_config() {
+    let p = pooler();
+    let mut c = admin(&p).await;
+    let cfg = c.query("SHOW CONFIG").await;
+    cfg.expect_show();
+    let keys: Vec<_> = cfg
+        .rows
+        .iter()
+        .map(|r| r[0].clone().expect("key"))
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(keys, sorted, "SHOW CONFIG is sorted by key");
+    assert_eq!(
+        cfg.get("key", "listen_port", "changeable").as_deref(),
+        Some("no")
+    );
+    assert_eq!(
+        cfg.get("key", "default_pool_size", "changeable").as_deref(),
+        Some("yes")
+    );
+    assert_eq!(
+        cfg.get("key", "default_pool_size", "value").as_deref(),
+        Some("20")
+    );
+    assert_eq!(
+        cfg.get("key", "pool_mode", "value").as_deref(),
+        Some("transaction")
+    );
+    assert_eq!(
+        cfg.get("key", "pool_mode", "default").as_deref(),
+        Some("session")
+    );
+    assert_eq!(
+        cfg.get("key", "max_client_conn", "value").as_deref(),
+        Some("100")
+    );
+
+    let a = c.query("SET default_pool_size = 7").await;
+    assert!(a.error.is_none(), "{a:?}");
+    assert_eq!(a.tag.as_deref(), Some("SET default_pool_size=7"));
+    let a = c
+        .query("set server_reset_query = 'DISCARD ALL; SELECT 1'")
+        .await;
+    assert_eq!(
+        a.tag.as_deref(),
+        Some("SET server_reset_query=DISCARD ALL; SELECT 1")
+    );
+    let cfg = c.query("SHOW CONFIG").await;
+    assert_eq!(
+        cfg.get("key", "default_pool_size", "value").as_deref(),
+        Some("7")
+    );
+    let dbs = c.query("SHOW DATABASES").await;
+    assert_eq!(dbs.num("name", "testdb", "pool_size"), 7);
+
+    for bad in [
+        "SET no_such_key = 1",
+        "SET default_pool_size = lots",
+        "SET listen_port = 7000",
+        "SET max_prepared_statements = 10",
+    ] {
+        expect_error(&mut c, bad, "08P01", "SET failed").await;
+    }
+    let cfg = c.query("SHOW CONFIG").await;
+    assert_eq!(
+        cfg.get("key", "default_pool_size", "value").as_deref(),
+        Some("7")
+    );
+}
+
+/// RELOAD applies the file; a broken file gives ERROR F0000 and keeps the running config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_applies_or_fails_with_f0000() {
+    let p = pooler();
+    let mut c = admin(&p).await;
+    let dbs = c.query("SHOW DATABASES").await;
+    assert!(dbs.rows_where("name", "otherdb").is_empty());
+    let pg_port = pg().port;
+    p.rewrite_config(
+        &format!("otherdb = host=127.0.0.1 port={pg_port} dbname=testdb pool_size=3"),
+        "",
+        "",
+    );
+    let a = c.query("RELOAD").await;
+    assert!(a.error.is_none(), "{a:?}");
+    assert_eq!(a.tag.as_deref(), Some("RELOAD"));
+    let dbs = c.query("SHOW DATABASES").await;
+    assert_eq!(dbs.num("name", "otherdb", "pool_size"), 3);
+    assert_eq!(
+        dbs.get("name", "otherdb", "database").as_deref(),
+        Some("testdb")
+    );
+
+    p.rewrite_config("", "default_pool_size = not_a_number", "");
+    expect_error(
+        &mut c,
+        "RELOAD",
+        "F0000",
+        "RELOAD failed, see logs for additional details",
+    )
+    .await;
+    let dbs = c.query("SHOW DATABASES").await;
+    assert_eq!(
+        dbs.num("name", "otherdb", "pool_size"),
+        3,
+        "old config kept"
+    );
+}
+
+/// SHUTDOWN: the console gets EOF with no error and the process exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_immediate() {
+    let mut p = pooler();
+    let client = p.connect("md5user", "md5_pw", "testdb").await;
+    client.simple_query("SELECT 1").await.expect("select");
+    let mut c = admin(&p).await;
+    let a = c.query("SHUTDOWN").await;
+    assert!(a.closed, "EOF instead of an answer: {a:?}");
+    assert!(a.error.is_none() && a.tag.is_none(), "{a:?}");
+    let status = tokio::task::spawn_blocking(move || {
+        let s = p.wait_exit(Duration::from_secs(10));
+        (s, p)
+    })
+    .await
+    .expect("wait");
+    assert!(status.0.is_some(), "pooler exited after SHUTDOWN");
+}
+
+/// SHUTDOWN WAIT_FOR_CLIENTS: answered, no new logins, connected clients go on, exit when the
+/// last one leaves. RESUME is refused meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_wait_for_clients() {
+    let mut p = pooler();
+    let client = p.connect("md5user", "md5_pw", "testdb").await;
+    client.simple_query("BEGIN").await.expect("begin");
+    let mut c = admin(&p).await;
+    let a = c.query("SHUTDOWN WAIT_FOR_CLIENTS").await;
+    assert_eq!(a.tag.as_deref(), Some("SHUTDOWN"), "{a:?}");
+    expect_error(&mut c, "RESUME", "08P01", "pooler is shutting down").await;
+    if p.try_connect("md5user", "md5_pw", "testdb").await.is_ok() {
+        panic!("new login accepted while draining");
+    }
+    client
+        .simple_query("SELECT 1")
+        .await
+        .expect("transaction goes on");
+    client.simple_query("COMMIT").await.expect("commit");
+    drop(client);
+    let status = tokio::task::spawn_blocking(move || {
+        let s = p.wait_exit(Duration::from_secs(15));
+        (s, p)
+    })
+    .await
+    .expect("wait");
+    assert!(status.0.is_some(), "pooler exited once its client left");
+}

@@ -1,0 +1,106 @@
+//! Lifecycle: a server dying mid-transaction, reload, SIGTERM drain.
+
+use std::time::Duration;
+
+use crate::common::{Pg, Pooler};
+use crate::eventually;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_terminated_mid_transaction_then_pool_recovers() {
+    let pg = Pg::start();
+    let pooler = Pooler::start(&pg, "", "default_pool_size = 2", "");
+    let c = pooler.connect("olly", "olly_pw", "testdb").await;
+    c.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    pg.terminate_backends("testdb");
+    let e = c.simple_query("SELECT 2").await.expect_err("server is gone");
+    assert!(e.as_db_error().is_some() || e.is_closed(), "{e:?}");
+    // New clients get fresh servers; idle servers that died are noticed and replaced.
+    for _ in 0..5 {
+        let c2 = pooler.connect("olly", "olly_pw", "testdb").await;
+        assert!(c2.simple_query("SELECT 1").await.is_ok());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_changes_pool_size() {
+    let pg = Pg::start();
+    let pooler = Pooler::start(&pg, "", "default_pool_size = 2", "");
+    let run_burst = |n: usize| {
+        let conn = pooler.conn_str("olly", "olly_pw", "testdb");
+        async move {
+            let mut tasks = Vec::new();
+            for _ in 0..n {
+                let c = crate::common::connect_to(&conn).await;
+                tasks.push(tokio::spawn(async move {
+                    c.simple_query("SELECT pg_sleep(0.6)").await.unwrap();
+                }));
+            }
+            tasks
+        }
+    };
+    let tasks = run_burst(6).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(pg.backend_count("testdb") <= 2);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    pooler.rewrite_config("", "default_pool_size = 5", "");
+    pooler.signal(libc::SIGHUP);
+    assert!(pooler.wait_for_log("configuration reloaded", Duration::from_secs(5)));
+    let tasks = run_burst(6).await;
+    let grew = eventually(Duration::from_secs(2), || pg.backend_count("testdb") >= 4).await;
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(grew, "pool did not grow after reload");
+    assert!(pg.backend_count("testdb") <= 5);
+    // A bad file on reload keeps the running config.
+    pooler.rewrite_config("", "default_pool_size = lots", "");
+    pooler.signal(libc::SIGHUP);
+    assert!(pooler.wait_for_log("reload failed", Duration::from_secs(5)));
+    let c = pooler.connect("olly", "olly_pw", "testdb").await;
+    assert!(c.simple_query("SELECT 1").await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_config_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let ini = dir.path().join("pgbouncer.ini");
+    std::fs::write(&ini, "[pgbouncer]\nlisten_port = 6432\npool_mode = sometimes\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ollyscale-pooler"))
+        .arg(&ini)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pgbouncer.ini:3"), "{err}");
+    assert!(err.contains("pool_mode"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_open_transaction_finish_then_closes() {
+    let pg = Pg::start();
+    pg.psql("CREATE TABLE d (v int)");
+    let mut pooler = Pooler::start(&pg, "", "shutdown_timeout = 20", "");
+    let busy = pooler.connect("olly", "olly_pw", "testdb").await;
+    let idle = pooler.connect("olly", "olly_pw", "testdb").await;
+    busy.batch_execute("BEGIN; INSERT INTO d VALUES (1)").await.unwrap();
+    pooler.signal(libc::SIGTERM);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // No new clients.
+    assert!(pooler.try_connect("olly", "olly_pw", "testdb").await.is_err());
+    // The idle client is closed.
+    assert!(idle.simple_query("SELECT 1").await.is_err());
+    // The open transaction can finish...
+    busy.batch_execute("INSERT INTO d VALUES (2); COMMIT").await.unwrap();
+    // ...and then the client is closed and the process exits.
+    let status = tokio::task::spawn_blocking(move || {
+        let s = pooler.wait_exit(Duration::from_secs(10));
+        (s, pooler)
+    })
+    .await
+    .unwrap();
+    assert!(status.0.is_some(), "pooler did not exit after the drain");
+    assert!(busy.simple_query("SELECT 1").await.is_err());
+    assert_eq!(pg.psql("SELECT count(*) FROM d"), "2");
+}

@@ -1,0 +1,87 @@
+//! Limits and timeouts, each with PgBouncer's text and SQLSTATE 08P01.
+
+use std::time::Duration;
+
+use crate::common::{Pg, Pooler};
+use crate::assert_pooler_error;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_client_conn_refuses_the_extra_client() {
+    let pg = Pg::start();
+    let pooler = Pooler::start(&pg, "", "max_client_conn = 2", "");
+    let _a = pooler.connect("olly", "olly_pw", "testdb").await;
+    let _b = pooler.connect("olly", "olly_pw", "testdb").await;
+    let e = pooler.try_connect("olly", "olly_pw", "testdb").await.err().expect("third refused");
+    assert_pooler_error(&e, "no more connections allowed (max_client_conn)");
+    drop(_a);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(pooler.try_connect("olly", "olly_pw", "testdb").await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_wait_timeout_when_the_pool_is_busy() {
+    let pg = Pg::start();
+    let pooler = Pooler::start(&pg, "", "default_pool_size = 1\nquery_wait_timeout = 1", "");
+    let holder = pooler.connect("olly", "olly_pw", "testdb").await;
+    let waiter = pooler.connect("olly", "olly_pw", "testdb").await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    let started = std::time::Instant::now();
+    let e = waiter.simple_query("SELECT 1").await.expect_err("times out");
+    assert_pooler_error(&e, "query_wait_timeout");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    holder.batch_execute("COMMIT").await.unwrap();
+    let again = pooler.connect("olly", "olly_pw", "testdb").await;
+    assert!(again.simple_query("SELECT 1").await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_timeout_closes_client_and_server() {
+    let pg = Pg::start();
+    let pooler = Pooler::start(&pg, "", "query_timeout = 1", "");
+    let c = pooler.connect("olly", "olly_pw", "testdb").await;
+    let e = c.simple_query("SELECT pg_sleep(5)").await.expect_err("query timeout");
+    assert_pooler_error(&e, "query timeout");
+    let c2 = pooler.connect("olly", "olly_pw", "testdb").await;
+    assert!(c2.simple_query("SELECT pg_sleep(0.2)").await.is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_transaction_timeout() {
+    let pg = Pg::start();
+    let pooler = Pooler::start(&pg, "", "idle_transaction_timeout = 1", "");
+    let c = pooler.connect("olly", "olly_pw", "testdb").await;
+    c.batch_execute("BEGIN").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    let e = c.simple_query("SELECT 1").await.expect_err("closed");
+    assert_pooler_error(&e, "idle transaction timeout");
+    // The server was closed, not reused inside the transaction.
+    let c2 = pooler.connect("olly", "olly_pw", "testdb").await;
+    let r = c2.simple_query("SELECT now() = statement_timestamp()").await.unwrap();
+    assert!(matches!(&r[1], tokio_postgres::SimpleQueryMessage::Row(row) if row.get(0) == Some("t")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_idle_timeout() {
+    let pg = Pg::start();
+    let pooler = Pooler::start(&pg, "", "client_idle_timeout = 1", "");
+    let c = pooler.connect("olly", "olly_pw", "testdb").await;
+    assert!(c.simple_query("SELECT 1").await.is_ok());
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    let e = c.simple_query("SELECT 1").await.expect_err("closed");
+    assert_pooler_error(&e, "client_idle_timeout");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_login_timeout() {
+    use std::io::Read;
+    let pg = Pg::start();
+    let pooler = Pooler::start(&pg, "", "client_login_timeout = 1", "");
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", pooler.port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.contains("client_login_timeout"), "{text:?}");
+}

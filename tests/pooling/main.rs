@@ -1,0 +1,42 @@
+//! Integration tests of the transaction-mode core through the built pooler, in front of a real
+//! PostgreSQL started by the harness, driven by real clients (tokio-postgres, psql, pgbench).
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod auth;
+mod lifecycle;
+mod limits;
+mod protocol;
+mod transactions;
+
+use std::time::Duration;
+
+use tokio_postgres::error::SqlState;
+
+/// The (SQLSTATE, message) of a tokio-postgres error that came from the other side.
+pub fn db_error(e: &tokio_postgres::Error) -> (String, String) {
+    match e.as_db_error() {
+        Some(db) => (db.code().code().to_string(), db.message().to_string()),
+        None => (String::new(), e.to_string()),
+    }
+}
+
+/// Asserts an error is a pooler FATAL with 08P01 and `text`.
+pub fn assert_pooler_error(e: &tokio_postgres::Error, text: &str) {
+    let (code, msg) = db_error(e);
+    assert_eq!(code, SqlState::PROTOCOL_VIOLATION.code(), "error: {e:?}");
+    assert_eq!(msg, text, "error: {e:?}");
+}
+
+/// Polls `f` until it is true or `limit` passes.
+pub async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    f()
+}
