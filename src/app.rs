@@ -59,8 +59,10 @@ impl Running {
         let mut term = signal(SignalKind::terminate()).expect("invariant: signal handler installs");
         let mut int = signal(SignalKind::interrupt()).expect("invariant: signal handler installs");
         let mut quit = signal(SignalKind::quit()).expect("invariant: signal handler installs");
-        let mut usr1 = signal(SignalKind::user_defined1()).expect("invariant: signal handler installs");
-        let mut usr2 = signal(SignalKind::user_defined2()).expect("invariant: signal handler installs");
+        let mut usr1 =
+            signal(SignalKind::user_defined1()).expect("invariant: signal handler installs");
+        let mut usr2 =
+            signal(SignalKind::user_defined2()).expect("invariant: signal handler installs");
         loop {
             tokio::select! {
                 _ = hup.recv() => { ctx.reload(); }

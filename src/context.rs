@@ -16,8 +16,8 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::pool::{Pool, Pools};
 use crate::server::Servers;
-use crate::session::registry::KillReason;
 use crate::session::registry::Clients;
+use crate::session::registry::KillReason;
 
 /// Where the process is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,7 +207,9 @@ impl Context {
         match Config::load(&old.path) {
             Ok(mut new) => {
                 for key in &new.unimplemented_keys {
-                    tracing::warn!("setting {key} is not supported by ollyscale-pooler and is ignored");
+                    tracing::warn!(
+                        "setting {key} is not supported by ollyscale-pooler and is ignored"
+                    );
                 }
                 for key in crate::config::GENERAL_KEYS.iter().filter(|k| !k.reloadable) {
                     let was = old.raw_general.iter().find(|(k2, _)| k2 == key.name);
@@ -255,9 +257,7 @@ impl Context {
             let deadline = tokio::time::Instant::now() + limit;
             loop {
                 let done = match phase {
-                    Phase::DrainServers => {
-                        ctx.pools.all().iter().all(|p| p.snapshot().active == 0)
-                    }
+                    Phase::DrainServers => ctx.pools.all().iter().all(|p| p.snapshot().active == 0),
                     _ => ctx.clients.count.load(Ordering::Relaxed) == 0,
                 };
                 if done || (!limit.is_zero() && tokio::time::Instant::now() >= deadline) {

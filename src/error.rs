@@ -111,10 +111,15 @@ impl Error {
         use Error::*;
         match self {
             ClientIo(_) | ClientGone | ClientProtocol(_) => Side::Client,
-            ServerIo(_) | ServerGone | ServerProtocol(_) | ServerLogin(_) | ServerAuth(_)
-            | ServerLoginRetry(_) | ServerConnect(_) | InvalidServerParameter | ServerCrashed => {
-                Side::Server
-            }
+            ServerIo(_)
+            | ServerGone
+            | ServerProtocol(_)
+            | ServerLogin(_)
+            | ServerAuth(_)
+            | ServerLoginRetry(_)
+            | ServerConnect(_)
+            | InvalidServerParameter
+            | ServerCrashed => Side::Server,
             _ => Side::Pooler,
         }
     }
@@ -130,11 +135,7 @@ impl Error {
     pub fn to_response(&self) -> (Severity, String, String) {
         use Error::*;
         match self {
-            ServerLogin(fields) => (
-                Severity::Fatal,
-                fields.code.clone(),
-                fields.message.clone(),
-            ),
+            ServerLogin(fields) => (Severity::Fatal, fields.code.clone(), fields.message.clone()),
             ServerAuth(msg) => (
                 Severity::Fatal,
                 sqlstate::PROTOCOL_VIOLATION.to_string(),

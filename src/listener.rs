@@ -56,17 +56,24 @@ impl Listeners {
         let unix = if g.unix_socket_dir.is_empty() || g.unix_socket_dir.starts_with('@') {
             None
         } else {
-            let path = PathBuf::from(&g.unix_socket_dir).join(format!(".s.PGSQL.{}", g.listen_port));
+            let path =
+                PathBuf::from(&g.unix_socket_dir).join(format!(".s.PGSQL.{}", g.listen_port));
             // A socket file left by a previous run blocks bind; nothing is listening on it if
             // connecting fails.
             if path.exists() && std::os::unix::net::UnixStream::connect(&path).is_err() {
                 let _ = std::fs::remove_file(&path);
             }
             let l = UnixListener::bind(&path).map_err(|e| {
-                std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", path.display()))
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cannot listen on {}: {e}", path.display()),
+                )
             })?;
             use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(g.unix_socket_mode));
+            let _ = std::fs::set_permissions(
+                &path,
+                std::fs::Permissions::from_mode(g.unix_socket_mode),
+            );
             Some((l, path))
         };
         Ok(Listeners { tcp, unix })
@@ -135,8 +142,12 @@ async fn accept_unix(ctx: Arc<Context>, l: UnixListener) {
         match accepted {
             Ok((s, _)) => {
                 let local = ("unix".to_string(), ctx.config().general.listen_port);
-                ctx.tasks
-                    .spawn(session::run(ctx.clone(), Stream::Unix(s), PeerAddr::Unix, local));
+                ctx.tasks.spawn(session::run(
+                    ctx.clone(),
+                    Stream::Unix(s),
+                    PeerAddr::Unix,
+                    local,
+                ));
             }
             Err(e) => {
                 tracing::warn!("accept failed: {e}");

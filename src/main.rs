@@ -75,9 +75,13 @@ fn init_logging(args: &Args, cfg: &ollyscale_pooler::config::Config) -> Result<(
         1 => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("OLLYSCALE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("ollyscale_pooler={level},warn")));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("OLLYSCALE_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(format!("ollyscale_pooler={level},warn"))
+        });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     if let Some(path) = &cfg.general.logfile {
         let file = std::fs::OpenOptions::new()
             .create(true)

@@ -16,14 +16,15 @@ pub fn switch_user(user: &str) -> Result<(), String> {
     }
     // SAFETY: pw is non-null and points to a valid passwd struct (see above).
     let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
-    // SAFETY: plain syscalls with integer arguments.
+    // SAFETY: plain syscalls with integer arguments (setgroups with an empty list).
     let rc = unsafe {
-        if libc::setgroups(0, std::ptr::null()) != 0 && libc::geteuid() == 0 {
-            -1
-        } else if libc::setgid(gid) != 0 {
-            -1
-        } else {
+        let root = libc::geteuid() == 0;
+        // Dropping supplementary groups needs root; a non-root caller has none to drop.
+        let groups_ok = !root || libc::setgroups(0, std::ptr::null()) == 0;
+        if groups_ok && libc::setgid(gid) == 0 {
             libc::setuid(uid)
+        } else {
+            -1
         }
     };
     if rc != 0 {

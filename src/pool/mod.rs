@@ -5,7 +5,7 @@
 mod pool;
 pub mod stats;
 
-pub use pool::{Pool, PoolSnapshot};
+pub use pool::{Pool, PoolLinks, PoolSnapshot};
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU32;
@@ -191,10 +191,12 @@ impl Pools {
                     Arc::new(PoolSettings::resolve(cfg, db, user)),
                     Arc::new(target_for(cfg, db, user)),
                     credential_for(cfg, db, user),
-                    db_conns,
-                    user_conns,
-                    self.tasks.clone(),
-                    self.servers.clone(),
+                    PoolLinks {
+                        db_conns,
+                        user_conns,
+                        tasks: self.tasks.clone(),
+                        servers: self.servers.clone(),
+                    },
                 )
             })
             .clone()

@@ -17,7 +17,9 @@ use tokio::sync::oneshot;
 use super::stats::PoolStats;
 use super::{PoolKey, PoolSettings};
 use crate::error::{Error, Result};
-use crate::server::{self, Registration, ServerConn, ServerCredential, ServerState, ServerTarget, Servers};
+use crate::server::{
+    self, Registration, ServerConn, ServerCredential, ServerState, ServerTarget, Servers,
+};
 
 type Handoff = oneshot::Sender<Result<ServerConn>>;
 
@@ -46,6 +48,18 @@ pub struct PoolSnapshot {
     pub maxwait_us: u64,
     /// Checkouts are paused.
     pub paused: bool,
+}
+
+/// What a pool shares with its siblings and the rest of the process.
+pub struct PoolLinks {
+    /// Server connections of the whole database (max_db_connections).
+    pub db_conns: Arc<AtomicU32>,
+    /// Server connections of the whole user (max_user_connections).
+    pub user_conns: Arc<AtomicU32>,
+    /// Where launch tasks are tracked.
+    pub tasks: tokio_util::task::TaskTracker,
+    /// The server registry.
+    pub servers: Arc<Servers>,
 }
 
 /// Mutable pool state; guarded by `Pool::state`.
@@ -93,11 +107,14 @@ impl Pool {
         settings: Arc<PoolSettings>,
         target: Arc<ServerTarget>,
         credential: ServerCredential,
-        db_conns: Arc<AtomicU32>,
-        user_conns: Arc<AtomicU32>,
-        tasks: tokio_util::task::TaskTracker,
-        servers: Arc<Servers>,
+        links: PoolLinks,
     ) -> Arc<Pool> {
+        let PoolLinks {
+            db_conns,
+            user_conns,
+            tasks,
+            servers,
+        } = links;
         Arc::new(Pool {
             key,
             stats: PoolStats::default(),
@@ -523,7 +540,8 @@ impl Pool {
                     st.connecting -= 1;
                     st.total -= 1;
                     self.release_counts(1);
-                    st.login_failure = Some((Instant::now(), format!("server login failed: {msg}")));
+                    st.login_failure =
+                        Some((Instant::now(), format!("server login failed: {msg}")));
                     for w in st.waiters.drain(..) {
                         let _ = w.tx.send(Err(Error::ServerAuth(msg.clone())));
                     }
@@ -573,8 +591,13 @@ impl Pool {
             let idle_too_long = !s.server_idle_timeout.is_zero()
                 && conn.last_used.elapsed() >= s.server_idle_timeout
                 && live > s.min_pool_size;
-            let expired = !s.server_lifetime.is_zero() && conn.created.elapsed() >= s.server_lifetime;
-            if idle_too_long || expired || conn.generation != st.generation || conn.is_broken_while_idle() {
+            let expired =
+                !s.server_lifetime.is_zero() && conn.created.elapsed() >= s.server_lifetime;
+            if idle_too_long
+                || expired
+                || conn.generation != st.generation
+                || conn.is_broken_while_idle()
+            {
                 closed += 1;
                 live -= 1;
             } else {

@@ -37,7 +37,7 @@ fn read_frame_rejects_bad_and_oversized_lengths_before_buffering() {
 #[test]
 fn scanner_yields_whole_frames_and_streams_large_ones() {
     let mut stream = frame(b'T', b"abc");
-    stream.extend(frame(b'D', &vec![7u8; 100]));
+    stream.extend(frame(b'D', &[7u8; 100]));
     stream.extend(frame(b'Z', b"I"));
     let mut sc = Scanner::default();
     // Feed byte by byte: every whole() frame comes out whole, others may stream.

@@ -47,8 +47,11 @@ pub async fn connect(
     cred: &ServerCredential,
     max_packet: u32,
 ) -> Result<ServerConn> {
-    match tokio::time::timeout(target.connect_timeout, connect_inner(target, cred, max_packet))
-        .await
+    match tokio::time::timeout(
+        target.connect_timeout,
+        connect_inner(target, cred, max_packet),
+    )
+    .await
     {
         Ok(r) => r,
         Err(_) => Err(Error::ServerConnect(format!(
@@ -93,7 +96,7 @@ async fn connect_inner(
     for (k, v) in &target.startup_params {
         params.push((k.as_str(), v.as_str()));
     }
-    frontend::startup_message(params.into_iter(), &mut out).map_err(proto_err)?;
+    frontend::startup_message(params, &mut out).map_err(proto_err)?;
     conn.stream.write_all(&out).await.map_err(Error::ServerIo)?;
 
     let mut sasl: Option<scram::ScramClient> = None;
@@ -159,9 +162,9 @@ async fn connect_inner(
                         let client = sasl
                             .as_mut()
                             .ok_or_else(|| proto_err("unexpected SASL final"))?;
-                        client
-                            .server_final(data)
-                            .map_err(|_| Error::ServerAuth("failed to verify server signature".into()))?;
+                        client.server_final(data).map_err(|_| {
+                            Error::ServerAuth("failed to verify server signature".into())
+                        })?;
                         continue;
                     }
                     AuthRequest::Other(code) => {

@@ -153,7 +153,11 @@ impl ServerConn {
 
     /// Runs one simple query for the pooler's own purposes (SET re-sync, reset, check,
     /// connect_query), swallowing every answer. Returns the server's error, if it sent one.
-    pub async fn run_internal(&mut self, sql: &str, max_packet: u32) -> Result<Option<build::ErrorFields>> {
+    pub async fn run_internal(
+        &mut self,
+        sql: &str,
+        max_packet: u32,
+    ) -> Result<Option<build::ErrorFields>> {
         let mut out = BytesMut::with_capacity(sql.len() + 6);
         frontend::query(sql, &mut out).map_err(|e| Error::ServerProtocol(e.to_string()))?;
         self.stream.write_all(&out).await.map_err(Error::ServerIo)?;
@@ -171,10 +175,8 @@ impl ServerConn {
                         self.set_param(&k, &v);
                     }
                 }
-                b'E' => {
-                    if error.is_none() {
-                        error = build::parse_error_fields(&frame.body).ok();
-                    }
+                b'E' if error.is_none() => {
+                    error = build::parse_error_fields(&frame.body).ok();
                 }
                 _ => {}
             }

@@ -71,7 +71,9 @@ pub async fn authenticate(stream: &mut Stream, cfg: &Config, user: &str) -> Resu
             }
         }
         AuthType::Md5 => match &secret {
-            Some(Secret::Scram(s)) => scram_exchange(stream, &mut inbuf, scram::ScramSecret::parse(s)).await,
+            Some(Secret::Scram(s)) => {
+                scram_exchange(stream, &mut inbuf, scram::ScramSecret::parse(s)).await
+            }
             _ => {
                 let salt: [u8; 4] = rand::random();
                 build::auth_md5(&mut out, salt);

@@ -58,8 +58,7 @@ pub async fn login(
     *info.user.lock() = params.user.clone();
     *info.db.lock() = params.database.clone();
     if params.database == ADMIN_DB {
-        let authed = auth::authenticate(stream, cfg, &params.user).await?;
-        drop(authed);
+        auth::authenticate(stream, cfg, &params.user).await?;
         let g = &cfg.general;
         let is_admin = g.auth_type == AuthType::Any || g.admin_users.contains(&params.user);
         let is_stats = g.stats_users.contains(&params.user);
@@ -88,7 +87,9 @@ pub async fn login(
         return Err(Error::DatabaseDisabled(db.name.clone()));
     }
     if cfg.general.auth_type == AuthType::Any && db.user.is_none() {
-        return Err(Error::ServerAuth("no user for database with auth_type any".into()));
+        return Err(Error::ServerAuth(
+            "no user for database with auth_type any".into(),
+        ));
     }
     let pool = ctx.pools.get_or_create(cfg, &db, &params.user);
     ctx.adopt_pool(&pool);
@@ -185,9 +186,7 @@ fn quote_literal(v: &str) -> String {
 pub fn param_diff(server: &ServerConn, params: &[(String, String)]) -> Option<String> {
     let mut sql = String::new();
     for (k, v) in params {
-        let same = server
-            .param(k)
-            .is_some_and(|sv| sv.eq_ignore_ascii_case(v));
+        let same = server.param(k).is_some_and(|sv| sv.eq_ignore_ascii_case(v));
         if !same {
             sql.push_str("SET ");
             sql.push_str(k);

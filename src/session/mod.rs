@@ -246,7 +246,10 @@ impl Client {
             .wait_start_us
             .store(0, std::sync::atomic::Ordering::Relaxed);
         let stats = &self.pool.stats;
-        crate::pool::stats::PoolStats::add(&stats.wait_time_us, started.elapsed().as_micros() as u64);
+        crate::pool::stats::PoolStats::add(
+            &stats.wait_time_us,
+            started.elapsed().as_micros() as u64,
+        );
         crate::pool::stats::PoolStats::add(&stats.server_assignment_count, 1);
         got
     }
@@ -338,7 +341,10 @@ impl Client {
         if self.settings.server_reset_query_always && !self.settings.server_reset_query.is_empty() {
             let ok = matches!(
                 server
-                    .run_internal(&self.settings.server_reset_query, self.settings.max_packet_size)
+                    .run_internal(
+                        &self.settings.server_reset_query,
+                        self.settings.max_packet_size
+                    )
                     .await,
                 Ok(None)
             );
@@ -355,8 +361,10 @@ impl Client {
             let ok = if q.is_empty() {
                 server.tx_status == b'I'
             } else {
-                matches!(server.run_internal(q, self.settings.max_packet_size).await, Ok(None))
-                    && server.tx_status == b'I'
+                matches!(
+                    server.run_internal(q, self.settings.max_packet_size).await,
+                    Ok(None)
+                ) && server.tx_status == b'I'
             };
             self.pool.checkin(*server, ok);
         }

@@ -185,7 +185,9 @@ impl Clients {
 
     /// The client a cancel key belongs to.
     pub fn by_cancel_key(&self, pid: u32, key: u32) -> Option<Arc<ClientInfo>> {
-        self.by_key.get(&key64((pid, key))).map(|e| e.value().clone())
+        self.by_key
+            .get(&key64((pid, key)))
+            .map(|e| e.value().clone())
     }
 
     /// A client by id.

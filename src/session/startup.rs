@@ -129,7 +129,9 @@ mod tests {
     use super::*;
 
     fn p(v: &[(&str, &str)]) -> Vec<(String, String)> {
-        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
@@ -161,7 +163,8 @@ mod tests {
         let cfg = Config::default();
         let s = check_params(&cfg, p(&[("user", "u"), ("options", "-c TimeZone=UTC")])).unwrap();
         assert_eq!(s.tracked, p(&[("TimeZone", "UTC")]));
-        let e = check_params(&cfg, p(&[("user", "u"), ("options", "-c work_mem=1MB")])).unwrap_err();
+        let e =
+            check_params(&cfg, p(&[("user", "u"), ("options", "-c work_mem=1MB")])).unwrap_err();
         assert_eq!(
             e.to_string(),
             "unsupported startup parameter in options: work_mem"

@@ -11,8 +11,8 @@
 //! Everything else is forwarded untouched, large frames in pieces.
 
 use std::future::poll_fn;
-use std::pin::Pin;
 use std::future::Future;
+use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -283,7 +283,9 @@ impl<'a> Transfer<'a> {
         loop {
             let item = self
                 .sscan
-                .next(&self.server.buf, self.max_packet, |t| t == b'Z' || t == b'S')
+                .next(&self.server.buf, self.max_packet, |t| {
+                    t == b'Z' || t == b'S'
+                })
                 .map_err(|e| Error::ServerProtocol(e.to_string()))?;
             match item {
                 None => return Ok(()),

@@ -252,7 +252,7 @@ impl Pooler {
     /// Wait until our child listens (TCP 127.0.0.1:port, or only the Unix socket when listen_addr
     /// is empty). Err(log) if it exits first or never listens.
     fn wait_listening(&self, ini: &str) -> Result<(), String> {
-        let tcp = ini_value(ini, "pgbouncer", "listen_addr").map_or(true, |a| !a.is_empty());
+        let tcp = ini_value(ini, "pgbouncer", "listen_addr").is_none_or(|a| !a.is_empty());
         let socket_dir = ini_value(ini, "pgbouncer", "unix_socket_dir")
             .map(PathBuf::from)
             .unwrap_or_else(|| self.dir.clone());

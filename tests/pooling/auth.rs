@@ -8,28 +8,29 @@ use crate::{assert_pooler_error, db_error};
 async fn md5_auth_and_wrong_passwords() {
     let pg = Pg::start();
     let pooler = Pooler::start_default(&pg);
-    for (user, pw) in [("olly", "olly_pw"), ("md5user", "md5_pw"), ("scramuser", "scram_pw")] {
+    for (user, pw) in [
+        ("olly", "olly_pw"),
+        ("md5user", "md5_pw"),
+        ("scramuser", "scram_pw"),
+    ] {
         let c = pooler.connect(user, pw, "testdb").await;
         assert!(c.simple_query("SELECT 1").await.is_ok(), "{user}");
     }
     let e = pooler
         .try_connect("olly", "wrong", "testdb")
         .await
-        .err()
-        .expect("wrong password refused");
+        .expect_err("wrong password refused");
     assert_pooler_error(&e, "password authentication failed");
     // An unknown user looks exactly like a wrong password.
     let e = pooler
         .try_connect("nobody", "x", "testdb")
         .await
-        .err()
-        .expect("unknown user refused");
+        .expect_err("unknown user refused");
     assert_pooler_error(&e, "password authentication failed");
     let e = pooler
         .try_connect("olly", "olly_pw", "nope")
         .await
-        .err()
-        .expect("unknown db refused");
+        .expect_err("unknown db refused");
     assert_pooler_error(&e, "no such database: nope");
 }
 
@@ -37,16 +38,15 @@ async fn md5_auth_and_wrong_passwords() {
 async fn scram_clients_and_scram_pass_through() {
     let pg = Pg::start();
     let secret = pg.scram_secret("scramuser");
-    let pooler = Pooler::start(
-        &pg,
-        "",
-        "auth_type = scram-sha-256",
-        "",
-    );
+    let pooler = Pooler::start(&pg, "", "auth_type = scram-sha-256", "");
     // Plain-text userlist entries are usable for SCRAM clients too.
     let c = pooler.connect("olly", "olly_pw", "testdb").await;
     assert!(c.simple_query("SELECT 1").await.is_ok());
-    let e = pooler.try_connect("olly", "bad", "testdb").await.err().unwrap();
+    let e = pooler
+        .try_connect("olly", "bad", "testdb")
+        .await
+        .err()
+        .unwrap();
     assert_pooler_error(&e, "SASL authentication failed");
     drop(pooler);
 
@@ -58,8 +58,14 @@ async fn scram_clients_and_scram_pass_through() {
     // SCRAM pass-through with the recovered ClientKey.
     let c = pooler.connect("scramuser", "scram_pw", "testdb").await;
     let r = c.simple_query("SELECT current_user").await.unwrap();
-    assert!(matches!(&r[1], tokio_postgres::SimpleQueryMessage::Row(row) if row.get(0) == Some("scramuser")));
-    let e = pooler.try_connect("scramuser", "nope", "testdb").await.err().unwrap();
+    assert!(
+        matches!(&r[1], tokio_postgres::SimpleQueryMessage::Row(row) if row.get(0) == Some("scramuser"))
+    );
+    let e = pooler
+        .try_connect("scramuser", "nope", "testdb")
+        .await
+        .err()
+        .unwrap();
     assert_pooler_error(&e, "SASL authentication failed");
 }
 
@@ -68,12 +74,16 @@ async fn server_login_errors_keep_the_server_sqlstate() {
     let pg = Pg::start();
     // The userlist says one password, the server another: the client authenticates to the pooler
     // fine, then the server refuses the pooler.
-    let pooler = Pooler::start(&pg, "", "server_login_retry = 1", "\"md5user\" \"not_the_server_pw\"");
+    let pooler = Pooler::start(
+        &pg,
+        "",
+        "server_login_retry = 1",
+        "\"md5user\" \"not_the_server_pw\"",
+    );
     let e = pooler
         .try_connect("md5user", "not_the_server_pw", "testdb")
         .await
-        .err()
-        .expect("server refuses");
+        .expect_err("server refuses");
     let (code, msg) = db_error(&e);
     assert_eq!(code, "28P01", "{e:?}");
     assert!(msg.contains("password authentication failed"), "{msg}");
@@ -84,7 +94,11 @@ async fn server_login_errors_keep_the_server_sqlstate() {
         "",
         "",
     );
-    let e = pooler2.try_connect("olly", "olly_pw", "ghost").await.err().unwrap();
+    let e = pooler2
+        .try_connect("olly", "olly_pw", "ghost")
+        .await
+        .err()
+        .unwrap();
     assert_eq!(db_error(&e).0, "3D000", "{e:?}");
 }
 
@@ -92,12 +106,26 @@ async fn server_login_errors_keep_the_server_sqlstate() {
 async fn plain_and_trust_auth_types() {
     let pg = Pg::start();
     let pooler = Pooler::start(&pg, "", "auth_type = plain", "");
-    assert!(pooler.try_connect("olly", "olly_pw", "testdb").await.is_ok());
-    let e = pooler.try_connect("olly", "x", "testdb").await.err().unwrap();
+    assert!(pooler
+        .try_connect("olly", "olly_pw", "testdb")
+        .await
+        .is_ok());
+    let e = pooler
+        .try_connect("olly", "x", "testdb")
+        .await
+        .err()
+        .unwrap();
     assert_pooler_error(&e, "password authentication failed");
     drop(pooler);
     let pooler = Pooler::start(&pg, "", "auth_type = trust", "");
-    assert!(pooler.try_connect("olly", "anything", "testdb").await.is_ok());
-    let e = pooler.try_connect("stranger", "", "testdb").await.err().unwrap();
+    assert!(pooler
+        .try_connect("olly", "anything", "testdb")
+        .await
+        .is_ok());
+    let e = pooler
+        .try_connect("stranger", "", "testdb")
+        .await
+        .err()
+        .unwrap();
     assert_pooler_error(&e, "\"trust\" authentication failed");
 }

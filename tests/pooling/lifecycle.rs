@@ -12,7 +12,10 @@ async fn server_terminated_mid_transaction_then_pool_recovers() {
     let c = pooler.connect("olly", "olly_pw", "testdb").await;
     c.batch_execute("BEGIN; SELECT 1").await.unwrap();
     pg.terminate_backends("testdb");
-    let e = c.simple_query("SELECT 2").await.expect_err("server is gone");
+    let e = c
+        .simple_query("SELECT 2")
+        .await
+        .expect_err("server is gone");
     assert!(e.as_db_error().is_some() || e.is_closed(), "{e:?}");
     // New clients get fresh servers; idle servers that died are noticed and replaced.
     for _ in 0..5 {
@@ -66,7 +69,11 @@ async fn reload_changes_pool_size() {
 async fn bad_config_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let ini = dir.path().join("pgbouncer.ini");
-    std::fs::write(&ini, "[pgbouncer]\nlisten_port = 6432\npool_mode = sometimes\n").unwrap();
+    std::fs::write(
+        &ini,
+        "[pgbouncer]\nlisten_port = 6432\npool_mode = sometimes\n",
+    )
+    .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ollyscale-pooler"))
         .arg(&ini)
         .output()
@@ -84,15 +91,22 @@ async fn sigterm_lets_the_open_transaction_finish_then_closes() {
     let mut pooler = Pooler::start(&pg, "", "shutdown_timeout = 20", "");
     let busy = pooler.connect("olly", "olly_pw", "testdb").await;
     let idle = pooler.connect("olly", "olly_pw", "testdb").await;
-    busy.batch_execute("BEGIN; INSERT INTO d VALUES (1)").await.unwrap();
+    busy.batch_execute("BEGIN; INSERT INTO d VALUES (1)")
+        .await
+        .unwrap();
     pooler.signal(libc::SIGTERM);
     tokio::time::sleep(Duration::from_millis(300)).await;
     // No new clients.
-    assert!(pooler.try_connect("olly", "olly_pw", "testdb").await.is_err());
+    assert!(pooler
+        .try_connect("olly", "olly_pw", "testdb")
+        .await
+        .is_err());
     // The idle client is closed.
     assert!(idle.simple_query("SELECT 1").await.is_err());
     // The open transaction can finish...
-    busy.batch_execute("INSERT INTO d VALUES (2); COMMIT").await.unwrap();
+    busy.batch_execute("INSERT INTO d VALUES (2); COMMIT")
+        .await
+        .unwrap();
     // ...and then the client is closed and the process exits.
     let status = tokio::task::spawn_blocking(move || {
         let s = pooler.wait_exit(Duration::from_secs(10));

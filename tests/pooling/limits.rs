@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use crate::common::{Pg, Pooler};
-use crate::assert_pooler_error;
+use crate::{assert_pooler_error, connect_watched, connection_error};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_client_conn_refuses_the_extra_client() {
@@ -11,11 +11,17 @@ async fn max_client_conn_refuses_the_extra_client() {
     let pooler = Pooler::start(&pg, "", "max_client_conn = 2", "");
     let _a = pooler.connect("olly", "olly_pw", "testdb").await;
     let _b = pooler.connect("olly", "olly_pw", "testdb").await;
-    let e = pooler.try_connect("olly", "olly_pw", "testdb").await.err().expect("third refused");
+    let e = pooler
+        .try_connect("olly", "olly_pw", "testdb")
+        .await
+        .expect_err("third refused");
     assert_pooler_error(&e, "no more connections allowed (max_client_conn)");
     drop(_a);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(pooler.try_connect("olly", "olly_pw", "testdb").await.is_ok());
+    assert!(pooler
+        .try_connect("olly", "olly_pw", "testdb")
+        .await
+        .is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,7 +32,10 @@ async fn query_wait_timeout_when_the_pool_is_busy() {
     let waiter = pooler.connect("olly", "olly_pw", "testdb").await;
     holder.batch_execute("BEGIN").await.unwrap();
     let started = std::time::Instant::now();
-    let e = waiter.simple_query("SELECT 1").await.expect_err("times out");
+    let e = waiter
+        .simple_query("SELECT 1")
+        .await
+        .expect_err("times out");
     assert_pooler_error(&e, "query_wait_timeout");
     assert!(started.elapsed() >= Duration::from_millis(900));
     holder.batch_execute("COMMIT").await.unwrap();
@@ -39,7 +48,10 @@ async fn query_timeout_closes_client_and_server() {
     let pg = Pg::start();
     let pooler = Pooler::start(&pg, "", "query_timeout = 1", "");
     let c = pooler.connect("olly", "olly_pw", "testdb").await;
-    let e = c.simple_query("SELECT pg_sleep(5)").await.expect_err("query timeout");
+    let e = c
+        .simple_query("SELECT pg_sleep(5)")
+        .await
+        .expect_err("query timeout");
     assert_pooler_error(&e, "query timeout");
     let c2 = pooler.connect("olly", "olly_pw", "testdb").await;
     assert!(c2.simple_query("SELECT pg_sleep(0.2)").await.is_ok());
@@ -49,26 +61,32 @@ async fn query_timeout_closes_client_and_server() {
 async fn idle_transaction_timeout() {
     let pg = Pg::start();
     let pooler = Pooler::start(&pg, "", "idle_transaction_timeout = 1", "");
-    let c = pooler.connect("olly", "olly_pw", "testdb").await;
+    let (c, conn) = connect_watched(&pooler.conn_str("olly", "olly_pw", "testdb")).await;
     c.batch_execute("BEGIN").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1800)).await;
-    let e = c.simple_query("SELECT 1").await.expect_err("closed");
+    let e = connection_error(conn).await;
     assert_pooler_error(&e, "idle transaction timeout");
+    assert!(c.simple_query("SELECT 1").await.is_err());
     // The server was closed, not reused inside the transaction.
     let c2 = pooler.connect("olly", "olly_pw", "testdb").await;
-    let r = c2.simple_query("SELECT now() = statement_timestamp()").await.unwrap();
-    assert!(matches!(&r[1], tokio_postgres::SimpleQueryMessage::Row(row) if row.get(0) == Some("t")));
+    let r = c2
+        .simple_query("SELECT now() = statement_timestamp()")
+        .await
+        .unwrap();
+    assert!(
+        matches!(&r[1], tokio_postgres::SimpleQueryMessage::Row(row) if row.get(0) == Some("t"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_idle_timeout() {
     let pg = Pg::start();
     let pooler = Pooler::start(&pg, "", "client_idle_timeout = 1", "");
-    let c = pooler.connect("olly", "olly_pw", "testdb").await;
+    let (c, conn) = connect_watched(&pooler.conn_str("olly", "olly_pw", "testdb")).await;
     assert!(c.simple_query("SELECT 1").await.is_ok());
-    tokio::time::sleep(Duration::from_millis(1800)).await;
-    let e = c.simple_query("SELECT 1").await.expect_err("closed");
+    let started = std::time::Instant::now();
+    let e = connection_error(conn).await;
     assert_pooler_error(&e, "client_idle_timeout");
+    assert!(started.elapsed() >= Duration::from_millis(800));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,3 +40,28 @@ pub async fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
     f()
 }
+
+/// Connects with tokio-postgres and keeps the connection task's result: errors the server sends
+/// while no query is running (timeouts) surface there, not on the next query.
+pub async fn connect_watched(
+    conn_str: &str,
+) -> (
+    tokio_postgres::Client,
+    tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+) {
+    let (client, conn) = tokio_postgres::connect(conn_str, tokio_postgres::NoTls)
+        .await
+        .expect("connect through the pooler");
+    (client, tokio::spawn(conn))
+}
+
+/// The error a watched connection ended with.
+pub async fn connection_error(
+    handle: tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+) -> tokio_postgres::Error {
+    tokio::time::timeout(Duration::from_secs(10), handle)
+        .await
+        .expect("connection ended")
+        .expect("connection task")
+        .expect_err("connection ended with an error")
+}

@@ -30,7 +30,10 @@ async fn fifty_clients_share_a_pool_of_five() {
     }
     assert_eq!(pg.psql("SELECT count(*) FROM t"), "1000");
     let backends = pg.backend_count("testdb");
-    assert!(backends <= 5, "{backends} server connections for a pool of 5");
+    assert!(
+        backends <= 5,
+        "{backends} server connections for a pool of 5"
+    );
     assert!(peak.load(std::sync::atomic::Ordering::Relaxed) <= 5);
 }
 
@@ -80,8 +83,14 @@ async fn tracked_parameters_follow_each_client() {
         let tz_b = value(&b, "SHOW TimeZone").await;
         assert_eq!(tz_a, "America/New_York");
         assert_ne!(tz_b, "America/New_York");
-        assert_eq!(value(&a, "SELECT current_setting('application_name')").await, "client_a");
-        assert_eq!(value(&b, "SELECT current_setting('application_name')").await, "");
+        assert_eq!(
+            value(&a, "SELECT current_setting('application_name')").await,
+            "client_a"
+        );
+        assert_eq!(
+            value(&b, "SELECT current_setting('application_name')").await,
+            ""
+        );
     }
     // A SET by a client becomes its wanted state on later transactions.
     b.batch_execute("SET DateStyle = 'German'").await.unwrap();
@@ -123,7 +132,10 @@ async fn session_and_statement_modes() {
     let st = pooler.connect("olly", "olly_pw", "stmt").await;
     assert_eq!(value(&st, "SELECT 1").await, "1");
     let e = st.batch_execute("BEGIN").await.unwrap_err();
-    crate::assert_pooler_error(&e, "transaction blocks not allowed in statement pooling mode");
+    crate::assert_pooler_error(
+        &e,
+        "transaction blocks not allowed in statement pooling mode",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
