@@ -3,7 +3,7 @@
 #
 # Works on a fresh Debian 12 as root or as a sudo-capable user:
 #   1. installs the Debian packages the integration tests need (PostgreSQL server + client
-#      tools, pgbouncer) when they are missing;
+#      tools, pgbouncer) when they are missing, and the Python venv of tests/clients.rs;
 #   2. cargo fmt --check, cargo clippy -D warnings;
 #   3. the tests: cargo nextest when installed, else cargo test. The integration tests start their
 #      own PostgreSQL servers (tests/common) and fail loudly if they cannot: nothing is skipped.
@@ -62,6 +62,42 @@ cargo fmt --all -- --check
 
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
+
+# Python clients for tests/clients.rs (asyncpg, SQLAlchemy, alembic, psycopg through the pooler):
+# a venv at target/pyenv with pinned versions, made from Debian's python3 (the interpreter that
+# python3-venv serves, whatever else is first on PATH). pip runs only when a pin is not satisfied.
+py_pins=(asyncpg==0.32.0 "psycopg[binary]==3.3.9" "sqlalchemy[asyncio]==2.1.9" greenlet==3.5.6 alembic==1.20.1)
+py_venv="$PWD/target/pyenv"
+step "Python client venv $py_venv: ${py_pins[*]}"
+if ! dpkg-query -W -f='${Status}' python3-venv 2>/dev/null | grep -q "install ok installed"; then
+    step "installing: python3-venv (apt-get update + install)"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3-venv
+fi
+[ -x /usr/bin/python3 ] || die "/usr/bin/python3 not found after installing python3-venv"
+# Exit 0 when every pin is installed at its version and the modules import.
+py_pins_ok() {
+    "$py_venv/bin/python" - "${py_pins[@]}" <<'PY' >/dev/null 2>&1
+import importlib.metadata as md, re, sys
+for pin in sys.argv[1:]:
+    name, version = re.sub(r"\[.*\]", "", pin).split("==")
+    if md.version(name) != version:
+        sys.exit(1)
+import asyncpg, psycopg, psycopg_binary, sqlalchemy, greenlet, alembic  # noqa: E401,F401
+PY
+}
+if [ -x "$py_venv/bin/python" ] && py_pins_ok; then
+    echo "already installed"
+else
+    if ! "$py_venv/bin/python" -c 'import sys' >/dev/null 2>&1; then
+        rm -rf "$py_venv"  # absent, or made by a Python that is gone
+        /usr/bin/python3 -m venv "$py_venv"
+    fi
+    "$py_venv/bin/python" -m pip install --disable-pip-version-check -q "${py_pins[@]}"
+    py_pins_ok || die "the venv at $py_venv still lacks ${py_pins[*]} after pip install"
+fi
+export OLLY_PYTHON="$py_venv/bin/python"
+echo "$("$OLLY_PYTHON" --version) at $OLLY_PYTHON"
 
 # 3. Tests.
 export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"

@@ -165,10 +165,8 @@ impl Context {
             Some(db) => {
                 self.paused_dbs.remove(db);
             }
-            None => {
-                self.paused_all.store(false, Ordering::Relaxed);
-                self.paused_dbs.clear();
-            }
+            // A plain RESUME undoes a plain PAUSE only; `PAUSE db` / `KILL db` need `RESUME db`.
+            None => self.paused_all.store(false, Ordering::Relaxed),
         }
         for p in self.pools_of(db) {
             if !self.is_paused(&p.key.db) {
@@ -246,7 +244,11 @@ impl Context {
     pub fn begin_drain(self: &Arc<Self>, phase: Phase) {
         self.enter(phase);
         if phase == Phase::DrainServers {
+            // PgBouncer's safe shutdown: PAUSE (running transactions finish, new ones wait),
+            // queued clients are told, and the process exits once the servers are back.
+            self.paused_all.store(true, Ordering::Relaxed);
             for p in self.pools.all() {
+                p.set_paused(true);
                 p.fail_waiters(|| Error::ServerShuttingDown);
             }
         }

@@ -137,6 +137,8 @@ pub static GENERAL_KEYS: &[KeyInfo] = &[
     key("so_reuseport", "0", NO_RELOAD, UNIMPL),
     key("stats_period", "60", RELOAD, IMPL),
     key("stats_users", "", RELOAD, IMPL),
+    // Zalando's PgBouncer fork; accepted so the operator's generated pgbouncer.ini loads.
+    key("stats_users_prefix", "", RELOAD, UNIMPL),
     key("suspend_timeout", "10", RELOAD, UNIMPL),
     key("syslog", "0", RELOAD, UNIMPL),
     key("syslog_facility", "daemon", RELOAD, UNIMPL),

@@ -5,7 +5,7 @@
 mod pool;
 pub mod stats;
 
-pub use pool::{Pool, PoolLinks, PoolSnapshot};
+pub use pool::{Pool, PoolLinks, PoolSnapshot, Welcome};
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU32;

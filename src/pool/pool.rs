@@ -50,6 +50,10 @@ pub struct PoolSnapshot {
     pub paused: bool,
 }
 
+/// The ParameterStatus set a pool's first server reported: what every new client is told.
+/// Shared `Arc<str>`s so the clients that keep the default values own no copies of them.
+pub type Welcome = Vec<(Arc<str>, Arc<str>)>;
+
 /// What a pool shares with its siblings and the rest of the process.
 pub struct PoolLinks {
     /// Server connections of the whole database (max_db_connections).
@@ -75,7 +79,7 @@ struct State {
     connecting: u32,
     waiters: VecDeque<Waiter>,
     /// The first login's ParameterStatus set, sent to every new client.
-    welcome: Option<Arc<Vec<(String, String)>>>,
+    welcome: Option<Arc<Welcome>>,
     /// Last login refusal and when it happened (server_login_retry).
     login_failure: Option<(Instant, String)>,
     paused: bool,
@@ -150,7 +154,7 @@ impl Pool {
     }
 
     /// The cached welcome ParameterStatus set, once a server has logged in.
-    pub fn welcome(&self) -> Option<Arc<Vec<(String, String)>>> {
+    pub fn welcome(&self) -> Option<Arc<Welcome>> {
         self.state.lock().welcome.clone()
     }
 
@@ -511,7 +515,12 @@ impl Pool {
                     conn.generation = generation;
                     conn.registration = Some(self.register(&conn));
                     if st.welcome.is_none() {
-                        st.welcome = Some(Arc::new(conn.params.clone()));
+                        st.welcome = Some(Arc::new(
+                            conn.params
+                                .iter()
+                                .map(|(k, v)| (Arc::from(k.as_str()), Arc::from(v.as_str())))
+                                .collect(),
+                        ));
                     }
                     st.login_failure = None;
                     if generation != st.generation {

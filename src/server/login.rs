@@ -205,13 +205,17 @@ async fn connect_inner(
     Ok(conn)
 }
 
-/// Sends a CancelRequest with the server's real key over a new connection, then closes it.
-pub async fn send_cancel(target: &CancelTarget) -> std::io::Result<()> {
-    let (mut stream, _) = open(&target.host, target.port).await?;
+/// Opens the connection a CancelRequest will travel on.
+pub async fn open_cancel(target: &CancelTarget) -> std::io::Result<Stream> {
+    Ok(open(&target.host, target.port).await?.0)
+}
+
+/// Sends a CancelRequest with the server's real key on `stream`, then waits (bounded) for the
+/// server to close it.
+pub async fn send_cancel(mut stream: Stream, target: &CancelTarget) -> std::io::Result<()> {
     let mut out = BytesMut::with_capacity(16);
     frontend::cancel_request(target.pid as i32, target.key as i32, &mut out);
     stream.write_all(&out).await?;
-    // The server closes the connection without answering.
     let mut b = [0u8; 1];
     let _ = tokio::time::timeout(
         std::time::Duration::from_secs(5),

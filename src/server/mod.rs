@@ -4,7 +4,7 @@
 mod login;
 pub mod registry;
 
-pub use login::{connect, send_cancel};
+pub use login::{connect, open_cancel, send_cancel};
 pub use registry::{Registration, ServerInfo, ServerState, Servers};
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -16,12 +16,29 @@ pub async fn forward(ctx: &Context, pid: u32, key: u32) {
     if client.is_admin.load(Ordering::Relaxed) {
         return;
     }
-    let target = client.linked.lock().as_ref().map(|(_, t)| t.clone());
-    let Some(target) = target else {
+    let linked = client.linked.lock().clone();
+    let Some((server_id, target)) = linked else {
         tracing::debug!(client = client.id, "cancel request for idle client");
         return;
     };
-    if let Err(e) = server::send_cancel(&target).await {
+    let stream = match server::open_cancel(&target).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(client = client.id, "cancel forwarding failed: {e}");
+            return;
+        }
+    };
+    // The query may have finished while we connected; then the server may already run another
+    // client's query, which must not be cancelled (PgBouncer #717).
+    let still = client.linked.lock().as_ref().map(|(id, _)| *id) == Some(server_id);
+    if !still {
+        tracing::debug!(
+            client = client.id,
+            "cancel dropped: query finished meanwhile"
+        );
+        return;
+    }
+    if let Err(e) = server::send_cancel(stream, &target).await {
         tracing::warn!(client = client.id, "cancel forwarding failed: {e}");
     }
 }

@@ -21,6 +21,9 @@ use crate::server::ServerConn;
 /// The virtual database of the admin console.
 pub const ADMIN_DB: &str = "pgbouncer";
 
+/// A client's tracked parameters: (canonical name, value).
+pub type Params = Vec<(Arc<str>, Arc<str>)>;
+
 /// A place under max_client_conn, given back on drop.
 pub struct ClientSlot(Arc<Context>);
 
@@ -34,7 +37,7 @@ impl Drop for ClientSlot {
 pub struct Welcomed {
     pub pool: Arc<Pool>,
     pub settings: Arc<crate::pool::PoolSettings>,
-    pub params: Vec<(String, String)>,
+    pub params: Params,
     pub slot: ClientSlot,
 }
 
@@ -57,6 +60,13 @@ pub async fn login(
     let params = startup::check_params(cfg, raw)?;
     *info.user.lock() = params.user.clone();
     *info.db.lock() = params.database.clone();
+    if let Some((_, app)) = params
+        .tracked
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("application_name"))
+    {
+        *info.application_name.lock() = app.clone();
+    }
     if params.database == ADMIN_DB {
         auth::authenticate(stream, cfg, &params.user).await?;
         let g = &cfg.general;
@@ -109,21 +119,23 @@ pub async fn login(
         }
     };
     let tracked = startup::tracked_names(cfg);
-    let mut client_params: Vec<(String, String)> = Vec::with_capacity(tracked.len());
+    let mut client_params: Params = Vec::with_capacity(tracked.len());
     for name in &tracked {
         let asked = params
             .tracked
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone());
-        let current = welcome
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone());
-        if let Some(v) = asked.or(current) {
-            client_params.push((name.clone(), v));
+            .map(|(_, v)| Arc::<str>::from(v.as_str()));
+        let current = welcome.iter().find(|(k, _)| k.eq_ignore_ascii_case(name));
+        // Share the welcome's strings: a client that keeps the defaults owns no copies.
+        let name = current
+            .map(|(k, _)| k.clone())
+            .unwrap_or_else(|| Arc::from(name.as_str()));
+        if let Some(v) = asked.or_else(|| current.map(|(_, v)| v.clone())) {
+            client_params.push((name, v));
         }
     }
+    client_params.shrink_to_fit();
     let mut out = BytesMut::with_capacity(512);
     if !params.unrecognized_protocol_options.is_empty() {
         let names: Vec<&str> = params
@@ -137,7 +149,7 @@ pub async fn login(
         let v = client_params
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(k))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v)
             .unwrap_or(v);
         build::parameter_status(&mut out, k, v);
     }
@@ -153,7 +165,7 @@ pub async fn login(
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("application_name"))
     {
-        *info.application_name.lock() = app.clone();
+        *info.application_name.lock() = app.to_string();
     }
     info.set_state(ClientState::Idle);
     if cfg.general.log_connections {
@@ -183,7 +195,7 @@ fn quote_literal(v: &str) -> String {
 }
 
 /// The SET batch that makes `server` match the client's tracked parameters, if any differ.
-pub fn param_diff(server: &ServerConn, params: &[(String, String)]) -> Option<String> {
+pub fn param_diff(server: &ServerConn, params: &[(Arc<str>, Arc<str>)]) -> Option<String> {
     let mut sql = String::new();
     for (k, v) in params {
         let same = server.param(k).is_some_and(|sv| sv.eq_ignore_ascii_case(v));
@@ -201,7 +213,7 @@ pub fn param_diff(server: &ServerConn, params: &[(String, String)]) -> Option<St
 /// Applies the client's tracked parameters to the server before it is handed over.
 pub async fn sync_params(
     server: &mut ServerConn,
-    params: &mut [(String, String)],
+    params: &mut [(Arc<str>, Arc<str>)],
     max_packet: u32,
 ) -> Result<()> {
     let Some(sql) = param_diff(server, params) else {
@@ -212,8 +224,8 @@ pub async fn sync_params(
             // Take the server's canonical spelling (e.g. DateStyle "ISO, MDY").
             for (k, v) in params.iter_mut() {
                 if let Some(sv) = server.param(k) {
-                    if sv != v {
-                        *v = sv.to_string();
+                    if sv != &**v {
+                        *v = Arc::from(sv);
                     }
                 }
             }

@@ -38,7 +38,7 @@ pub struct Client {
     pub(crate) pool: Arc<Pool>,
     pub(crate) settings: Arc<PoolSettings>,
     /// Tracked parameters this client wants on its server.
-    pub(crate) params: Vec<(String, String)>,
+    pub(crate) params: link::Params,
     /// The server kept between transactions (session pool mode only).
     pub(crate) server: Option<Box<ServerConn>>,
     /// Holds this client's place under max_client_conn.
@@ -295,6 +295,15 @@ impl Client {
         };
         let tally = std::mem::take(&mut t.tally);
         drop(t);
+        if tally.params_changed {
+            if let Some((_, app)) = self
+                .params
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("application_name"))
+            {
+                *self.info.application_name.lock() = app.to_string();
+            }
+        }
         *self.info.linked.lock() = None;
         if let Some(r) = &server.registration {
             r.info.set_linked(None);

@@ -13,6 +13,7 @@
 use std::future::poll_fn;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -48,6 +49,8 @@ pub struct Tally {
     pub bytes_to_client: u64,
     pub queries: u64,
     pub query_time: Duration,
+    /// A tracked parameter of the client changed (a SET seen through ParameterStatus).
+    pub params_changed: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -64,7 +67,7 @@ pub struct Transfer<'a> {
     pub cscan: &'a mut Scanner,
     pub server: &'a mut ServerConn,
     /// The client's tracked parameters; server ParameterStatus updates them.
-    pub client_params: &'a mut Vec<(String, String)>,
+    pub client_params: &'a mut Vec<(Arc<str>, Arc<str>)>,
     pub mode: PoolMode,
     pub max_packet: u32,
     pub query_timeout: Duration,
@@ -90,7 +93,7 @@ impl<'a> Transfer<'a> {
         cbuf: &'a mut BytesMut,
         cscan: &'a mut Scanner,
         server: &'a mut ServerConn,
-        client_params: &'a mut Vec<(String, String)>,
+        client_params: &'a mut Vec<(Arc<str>, Arc<str>)>,
         mode: PoolMode,
         max_packet: u32,
         query_timeout: Duration,
@@ -313,7 +316,10 @@ impl<'a> Transfer<'a> {
                             .iter_mut()
                             .find(|(n, _)| n.eq_ignore_ascii_case(&k))
                         {
-                            slot.1.clone_from(&v);
+                            if *slot.1 != *v {
+                                slot.1 = Arc::from(v.as_str());
+                                self.tally.params_changed = true;
+                            }
                         }
                         self.server.set_param(&k, &v);
                     }
