@@ -108,9 +108,15 @@ impl Context {
         self.phase.fetch_max(phase as u8, Ordering::AcqRel);
         if phase != Phase::Running {
             self.drain.cancel();
+            for c in self.clients.all() {
+                c.drain();
+            }
         }
         if phase == Phase::Stopping {
             self.shutdown.cancel();
+            for c in self.clients.all() {
+                c.kill(KillReason::Shutdown);
+            }
         }
     }
 

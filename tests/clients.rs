@@ -4,9 +4,10 @@
 //! use, so a failure here is a failure those services would see.
 //!
 //! Each test runs one script of `tests/clients/` as `python -B <script> HOST PORT USER PASSWORD DB
-//! [EXTRA...]` against its own pooler (one PostgreSQL serves the whole binary; every scenario uses
-//! its own tables) and asserts exit 0; the script's output is printed (`--nocapture` shows it on
-//! success too), and on failure the pooler's log tail follows it.
+//! [EXTRA...]` against its own pooler and database (one PostgreSQL serves the whole binary) and
+//! asserts exit 0. The script's output is printed (`--nocapture` shows it on success too); on
+//! failure the pooler's log tail follows it (`OLLYSCALE_LOG=debug` for more, `KEEP_TEST_DIRS=1`
+//! keeps the whole log).
 //!
 //! The interpreter is `$OLLY_PYTHON`, else `target/pyenv/bin/python` (scripts/test.sh creates that
 //! venv with pinned asyncpg, psycopg[binary], sqlalchemy[asyncio] and alembic). A missing
@@ -39,12 +40,20 @@ fn pg() -> &'static Pg {
     PG.get_or_init(Pg::start)
 }
 
-/// The pooler under test (or PgBouncer with `OLLY_CLIENTS_POOLER=pgbouncer`), in transaction mode.
-fn pooler(databases_extra: &str, pgbouncer_extra: &str) -> Pooler {
+/// The pooler under test (or PgBouncer with `OLLY_CLIENTS_POOLER=pgbouncer`), in transaction mode,
+/// with a fresh database `db` of its own (so server counts and tables are the scenario's alone).
+fn pooler(db: &str, databases_extra: &str, pgbouncer_extra: &str) -> Pooler {
     python(); // fail on a missing venv before starting any server
+    let pg = pg();
+    pg.psql_db("postgres", &format!("CREATE DATABASE {db} OWNER olly"));
+    pg.psql_db(db, "GRANT ALL ON SCHEMA public TO md5user, scramuser");
+    let databases = format!(
+        "{db} = host=127.0.0.1 port={} dbname={db}\n{databases_extra}",
+        pg.port
+    );
     match std::env::var("OLLY_CLIENTS_POOLER").as_deref() {
-        Ok("pgbouncer") => Pooler::start_pgbouncer(pg(), databases_extra, pgbouncer_extra, ""),
-        Ok("") | Err(_) => Pooler::start(pg(), databases_extra, pgbouncer_extra, ""),
+        Ok("pgbouncer") => Pooler::start_pgbouncer(pg, &databases, pgbouncer_extra, ""),
+        Ok("") | Err(_) => Pooler::start(pg, &databases, pgbouncer_extra, ""),
         Ok(other) => panic!("OLLY_CLIENTS_POOLER={other:?}: only \"pgbouncer\" is known"),
     }
 }
@@ -102,8 +111,10 @@ fn run_scenario(
     // stdout and stderr into one file, so tracebacks stay in order with the progress lines.
     let out_file = tempfile::tempfile().expect("temp file for the script's output");
     let mut cmd = Command::new(python);
+    // Only the arguments say where to connect, and only the venv says what to import.
     for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("PG") {
+        let k = key.to_string_lossy();
+        if k.starts_with("PG") || k == "PYTHONPATH" || k == "PYTHONHOME" {
             cmd.env_remove(key);
         }
     }
@@ -158,63 +169,51 @@ fn read_all(mut file: File) -> String {
 
 #[test]
 fn asyncpg_concurrency_copy_errors_and_cancel() {
-    let pooler = pooler("", "default_pool_size = 3\nmax_client_conn = 100");
-    run_scenario(&pooler, "asyncpg_pool.py", "olly", "olly_pw", "testdb", &[]);
+    let db = "clients_asyncpg";
+    let pooler = pooler(db, "", "default_pool_size = 3\nmax_client_conn = 100");
+    run_scenario(&pooler, "asyncpg_pool.py", "olly", "olly_pw", db, &[]);
 }
 
 #[test]
 fn sqlalchemy_async_engine_on_asyncpg() {
-    let pooler = pooler("", "default_pool_size = 3");
-    run_scenario(
-        &pooler,
-        "sqlalchemy_asyncpg.py",
-        "scramuser",
-        "scram_pw",
-        "testdb",
-        &[],
-    );
+    let db = "clients_sqlalchemy";
+    let pooler = pooler(db, "", "default_pool_size = 3");
+    let script = "sqlalchemy_asyncpg.py";
+    run_scenario(&pooler, script, "scramuser", "scram_pw", db, &[]);
 }
 
 #[test]
 fn alembic_migrations_on_psycopg() {
-    let pooler = pooler("", "default_pool_size = 2");
-    run_scenario(
-        &pooler,
-        "alembic_psycopg.py",
-        "md5user",
-        "md5_pw",
-        "testdb",
-        &[],
-    );
+    let db = "clients_alembic";
+    let pooler = pooler(db, "", "default_pool_size = 2");
+    run_scenario(&pooler, "alembic_psycopg.py", "md5user", "md5_pw", db, &[]);
 }
 
 #[test]
 fn psycopg_threads_copy_cursors_notices_and_parameters() {
-    // testdb_one: the same database over a single server, so two clients share it for sure.
+    let db = "clients_psycopg";
+    // The same database over a single server, so two clients share it for sure.
     let one = format!(
-        "testdb_one = host=127.0.0.1 port={} dbname=testdb pool_size=1",
+        "{db}_one = host=127.0.0.1 port={} dbname={db} pool_size=1",
         pg().port
     );
-    let pooler = pooler(&one, "default_pool_size = 2");
-    run_scenario(
-        &pooler,
-        "psycopg_threads.py",
-        "md5user",
-        "md5_pw",
-        "testdb",
-        &["testdb_one"],
-    );
+    let pooler = pooler(db, &one, "default_pool_size = 2");
+    let script = "psycopg_threads.py";
+    let extra = [format!("{db}_one")];
+    run_scenario(&pooler, script, "md5user", "md5_pw", db, &[&extra[0]]);
 }
 
 #[test]
 fn psycopg_admin_console() {
-    let pooler = pooler("", "");
+    let db = "clients_admin";
+    let pooler = pooler(db, "", "");
+    let extra = [db, "stats", "stats_pw"];
     run_scenario(
         &pooler,
         "psycopg_admin.py",
         "olly",
         "olly_pw",
         "pgbouncer",
-        &["testdb", "stats", "stats_pw"],
+        &extra,
     );
 }

@@ -111,7 +111,7 @@ pub async fn serve(mut s: AdminSession) -> Result<()> {
             let n = tokio::select! {
                 r = s.stream.read_buf(&mut buf) => Some(r.map_err(Error::ClientIo)?),
                 _ = s.ctx.shutdown.cancelled() => return Ok(()),
-                _ = s.info.killed() => None,
+                _ = s.info.signal(false) => None,
             };
             let Some(n) = n else {
                 // KILL_CLIENT on a console session: tell it why, as PgBouncer does.

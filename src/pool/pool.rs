@@ -299,6 +299,20 @@ impl Pool {
         }
     }
 
+    /// An idle server right now, without waiting: the common case, which needs no clock reads.
+    /// It may still have to pass server_check_query ([`Pool::check_before_use`]).
+    pub fn try_take_idle(&self) -> Option<ServerConn> {
+        let mut st = self.state.lock();
+        self.pop_idle(&mut st)
+    }
+
+    /// True when `conn` idled long enough to need server_check_query before use.
+    pub fn needs_check(&self, conn: &ServerConn) -> bool {
+        let st = self.state.lock();
+        !st.settings.server_check_query.is_empty()
+            && conn.last_used.elapsed() >= st.settings.server_check_delay
+    }
+
     /// Waits for a handoff; after reserve_pool_timeout asks for a reserve connection once.
     /// `Ok(None)` means "look again" (never returned today, kept for the retry loop).
     async fn wait(
@@ -349,17 +363,20 @@ impl Pool {
     }
 
     /// Runs server_check_query on a server that idled longer than server_check_delay.
-    async fn check_before_use(self: &Arc<Self>, mut conn: ServerConn) -> Result<ServerConn> {
+    pub async fn check_before_use(self: &Arc<Self>, mut conn: ServerConn) -> Result<ServerConn> {
         let settings = self.settings();
         if settings.server_check_query.is_empty()
             || conn.last_used.elapsed() < settings.server_check_delay
         {
             return Ok(conn);
         }
-        match conn
-            .run_internal(&settings.server_check_query, settings.max_packet_size)
-            .await
-        {
+        // `<empty>` (the default) sends an empty query: the cheapest round trip there is.
+        let q = match settings.server_check_query.as_str() {
+            "<empty>" => "",
+            q => q,
+        };
+        conn.set_state(ServerState::Tested);
+        match conn.run_internal(q, settings.max_packet_size).await {
             Ok(None) if conn.tx_status == b'I' => Ok(conn),
             _ => {
                 self.checkin(conn, false);

@@ -87,6 +87,7 @@ async fn connect_inner(
         local_addr,
         tx_status: b'I',
         registration: None,
+        synced: Vec::new(),
     };
     let mut out = BytesMut::with_capacity(256);
     let mut params: Vec<(&str, &str)> = vec![

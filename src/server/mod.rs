@@ -120,6 +120,10 @@ pub struct ServerConn {
     pub tx_status: u8,
     /// Presence in the server registry (set by the pool once the login succeeded).
     pub registration: Option<Registration>,
+    /// The tracked parameters this server was last found to match (a client's list, shared
+    /// strings): lets the next client with the same values skip the comparison by name.
+    /// Cleared whenever the server reports a parameter change.
+    pub synced: Vec<(std::sync::Arc<str>, std::sync::Arc<str>)>,
 }
 
 impl ServerConn {
@@ -145,9 +149,11 @@ impl ServerConn {
         {
             if slot.1 != value {
                 slot.1 = value.to_string();
+                self.synced.clear();
             }
         } else {
             self.params.push((name.to_string(), value.to_string()));
+            self.synced.clear();
         }
     }
 

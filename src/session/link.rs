@@ -196,6 +196,16 @@ fn quote_literal(v: &str) -> String {
 
 /// The SET batch that makes `server` match the client's tracked parameters, if any differ.
 pub fn param_diff(server: &ServerConn, params: &[(Arc<str>, Arc<str>)]) -> Option<String> {
+    let same = |a: &Arc<str>, b: &Arc<str>| Arc::ptr_eq(a, b) || a == b;
+    if server.synced.len() == params.len()
+        && server
+            .synced
+            .iter()
+            .zip(params)
+            .all(|((sk, sv), (k, v))| same(sk, k) && same(sv, v))
+    {
+        return None;
+    }
     let mut sql = String::new();
     for (k, v) in params {
         let same = server.param(k).is_some_and(|sv| sv.eq_ignore_ascii_case(v));
@@ -217,6 +227,7 @@ pub async fn sync_params(
     max_packet: u32,
 ) -> Result<()> {
     let Some(sql) = param_diff(server, params) else {
+        server.synced = params.to_vec();
         return Ok(());
     };
     match server.run_internal(&sql, max_packet).await? {
@@ -229,6 +240,7 @@ pub async fn sync_params(
                     }
                 }
             }
+            server.synced = params.to_vec();
             Ok(())
         }
         Some(err) => {

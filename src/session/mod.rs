@@ -21,6 +21,7 @@ use tracing::Instrument;
 use crate::context::{Context, Phase};
 use crate::error::{Error, Result};
 use crate::net::{PeerAddr, Stream};
+use crate::pool::stats::PoolStats;
 use crate::pool::{Pool, PoolSettings};
 use crate::proto::{build, Scanner};
 use crate::server::ServerConn;
@@ -198,12 +199,13 @@ impl Client {
                 }
             }
         };
+        let drainable = self.server.is_none() && self.buf.is_empty();
         tokio::select! {
+            biased;
             r = readable => r?,
-            _ = self.ctx.drain.cancelled(), if self.server.is_none() && self.buf.is_empty() => {
-                return Err(Error::ShuttingDown);
+            _ = self.info.signal(drainable) => {
+                return Err(if self.info.is_killed() { self.kill_error() } else { Error::ShuttingDown });
             }
-            _ = self.info.killed() => return Err(self.kill_error()),
         }
         if self.buf.capacity() - self.buf.len() < 1024 {
             self.buf.reserve(8 * 1024);
@@ -232,15 +234,22 @@ impl Client {
         if let Some(s) = self.server.take() {
             return Ok(*s);
         }
+        if let Some(conn) = self.pool.try_take_idle() {
+            PoolStats::add(&self.pool.stats.server_assignment_count, 1);
+            if self.pool.needs_check(&conn) {
+                return self.pool.check_before_use(conn).await;
+            }
+            return Ok(conn);
+        }
         self.info.set_state(ClientState::Waiting);
         self.info
             .wait_start_us
             .store(registry::now_us(), std::sync::atomic::Ordering::Relaxed);
         let started = std::time::Instant::now();
         let got = tokio::select! {
+            biased;
             r = self.pool.checkout() => r,
-            _ = self.info.killed() => Err(self.kill_error()),
-            _ = self.ctx.shutdown.cancelled() => Err(Error::ShuttingDown),
+            _ = self.info.signal(false) => Err(self.kill_error()),
         };
         self.info
             .wait_start_us
@@ -287,11 +296,10 @@ impl Client {
             self.settings.idle_transaction_timeout,
         );
         let info = self.info.clone();
-        let shutdown = self.ctx.shutdown.clone();
         let end = tokio::select! {
+            biased;
             r = t.run() => r,
-            _ = info.killed() => Err(Error::AdminForcedDisconnect),
-            _ = shutdown.cancelled() => Err(Error::ShuttingDown),
+            _ = info.signal(false) => Err(Error::AdminForcedDisconnect),
         };
         let tally = std::mem::take(&mut t.tally);
         drop(t);

@@ -1,13 +1,16 @@
 //! Every connected client, by id and by the cancel key we gave it. Read by cancel requests and
 //! the admin console; written once at login and once at disconnect (never per transaction).
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime};
 
+use atomic_waker::AtomicWaker;
 use dashmap::DashMap;
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 
 use crate::error::Error;
 use crate::net::PeerAddr;
@@ -34,6 +37,8 @@ pub enum KillReason {
     DatabaseRemoved,
     /// KILL_CLIENT id.
     AdminForced,
+    /// The process is stopping now.
+    Shutdown,
 }
 
 impl KillReason {
@@ -42,6 +47,7 @@ impl KillReason {
         match self {
             KillReason::DatabaseRemoved => Error::DatabaseRemoved,
             KillReason::AdminForced => Error::AdminForcedDisconnect,
+            KillReason::Shutdown => Error::ShuttingDown,
         }
     }
 }
@@ -71,9 +77,14 @@ pub struct ClientInfo {
     pub wait_start_us: AtomicU64,
     /// The server the client is linked to right now, for cancel forwarding; and its id.
     pub linked: Mutex<Option<(u64, CancelTarget)>>,
-    /// Wakes the session when it is told to leave; `kill_reason` says what to tell the client.
-    /// A Notify inline rather than a CancellationToken: one allocation less per idle client.
-    kill: Notify,
+    /// The session's task, woken when it is told to leave or to drain. One waker, because a
+    /// session waits in one place at a time; cheaper per poll than a Notify or a token.
+    waker: AtomicWaker,
+    /// Set (before the wake) by [`ClientInfo::kill`].
+    killed: AtomicBool,
+    /// Set (before the wake) by [`ClientInfo::drain`].
+    draining: AtomicBool,
+    /// What to tell the client when killed.
     pub kill_reason: Mutex<Option<KillReason>>,
     /// Whether this is an admin-console session.
     pub is_admin: std::sync::atomic::AtomicBool,
@@ -108,19 +119,45 @@ impl ClientInfo {
 
     /// Asks the session to leave.
     pub fn kill(&self, reason: KillReason) {
-        *self.kill_reason.lock() = Some(reason);
-        self.kill.notify_waiters();
+        self.kill_reason.lock().get_or_insert(reason);
+        self.killed.store(true, Ordering::Release);
+        self.waker.wake();
     }
 
-    /// Completes once [`ClientInfo::kill`] was called (before or during the wait).
-    pub async fn killed(&self) {
-        loop {
-            // Created before the check: notify_waiters wakes every Notified that exists.
-            let notified = self.kill.notified();
-            if self.kill_reason.lock().is_some() {
-                return;
-            }
-            notified.await;
+    /// Asks an idle session to leave (shutdown drain); a busy one leaves after its transaction.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Completes once the session was killed, or (with `drain`) asked to drain.
+    pub fn signal(&self, drain: bool) -> Signal<'_> {
+        Signal { info: self, drain }
+    }
+
+    /// True once killed.
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::Acquire)
+    }
+}
+
+/// See [`ClientInfo::signal`].
+pub struct Signal<'a> {
+    info: &'a ClientInfo,
+    drain: bool,
+}
+
+impl Future for Signal<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // Register first, then look: a kill between the two still finds the flag set.
+        self.info.waker.register(cx.waker());
+        let drained = self.drain && self.info.draining.load(Ordering::Acquire);
+        if self.info.killed.load(Ordering::Acquire) || drained {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
         }
     }
 }
@@ -162,7 +199,9 @@ impl Clients {
                 request_time_us: AtomicU64::new(now_us()),
                 wait_start_us: AtomicU64::new(0),
                 linked: Mutex::new(None),
-                kill: Notify::new(),
+                waker: AtomicWaker::new(),
+                killed: AtomicBool::new(false),
+                draining: AtomicBool::new(false),
                 kill_reason: Mutex::new(None),
                 is_admin: std::sync::atomic::AtomicBool::new(false),
             });

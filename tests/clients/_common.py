@@ -101,7 +101,7 @@ def check_eq(got, want, what):
 
 
 def bound(seconds):
-    """Exit (code 3) with every thread's traceback if this process runs past `seconds`. A C
+    """Print every thread's traceback and exit (code 1) if this process runs past `seconds`. A C
     watchdog thread (faulthandler), so it fires even while a thread is blocked in a driver call."""
     faulthandler.dump_traceback_later(seconds, exit=True)
 

@@ -5,7 +5,9 @@ docs say for PgBouncer).
 fetch with parameters, transactions (commit and rollback), executemany, COPY in and out, a server
 error (22012) that leaves the connection usable, and a query cancelled by asyncio.wait_for (asyncpg
 sends a CancelRequest to the pooler with the BackendKeyData the pooler gave it) after which the
-connection is usable and nothing is left running on the server.
+connection is usable and nothing is left running on the server. Also asyncpg's own Pool (its
+reset query on release), protocol edges (errors after the Flush, portals, ~11 MB COPY) and a client
+that vanishes mid-transaction.
 
 asyncpg's extended-protocol pattern is Parse/Describe/Flush, wait for the description, then
 Bind/Execute/Sync: the pooler must keep the server linked across the Flush.
@@ -97,6 +99,42 @@ class _Rollback(Exception):
     pass
 
 
+async def asyncpg_pool(t):
+    """asyncpg's own Pool (8 connections, 40 tasks): on each release it runs its reset query
+    (pg_advisory_unlock_all, CLOSE ALL, UNLISTEN *, RESET ALL) through the pooler.
+
+    application_name (a startup parameter here) is checked on new connections only: RESET ALL
+    then sets it to the server connection's own startup value, which through a pooler (PgBouncer
+    too) is not the client's, so after the first release it reads ''."""
+    inits = []
+
+    async def init(c):
+        check_eq(await c.fetchval("SELECT current_setting('application_name')"), "clients-asyncpg-pool",
+                 "asyncpg Pool: application_name of a new connection")
+        inits.append(1)
+
+    pool = await asyncpg.create_pool(
+        host=t.host, port=t.port, user=t.user, password=t.password, database=t.db,
+        statement_cache_size=0, min_size=2, max_size=8, timeout=30, init=init,
+        server_settings={"application_name": "clients-asyncpg-pool"},
+    )
+
+    async def task(i):
+        async with pool.acquire() as c:
+            async with c.transaction():
+                await c.execute(f"INSERT INTO {TABLE} (worker, n, note) VALUES ($1, $2, 'pool')", 500 + i, i)
+                check_eq(await c.fetchval(f"SELECT n FROM {TABLE} WHERE worker = $1", 500 + i), i, f"pool task {i}")
+        return await pool.fetchval("SELECT $1::int", i)
+
+    try:
+        got = await asyncio.gather(*(task(i) for i in range(40)))
+        check_eq(sorted(got), list(range(40)), "asyncpg Pool results")
+    finally:
+        await asyncio.wait_for(pool.close(), timeout=15)
+    check(len(inits) >= 2, f"asyncpg Pool initialised {len(inits)} connections")
+    log(f"asyncpg Pool: 40 tasks over {len(inits)} connections, reset on every release")
+
+
 async def errors_and_cancel(t):
     """A server error and a cancelled query, each followed by normal use of the same connection,
     while two other clients keep two of the three servers busy with short transactions."""
@@ -182,6 +220,79 @@ async def errors_and_cancel(t):
     log(f"background clients ran {counts} transactions meanwhile without error")
 
 
+async def edges(t):
+    """Protocol edges: an error answering the Flush-terminated Parse/Describe, a portal fetched in
+    chunks (PortalSuspended), a large COPY both ways, and a client that vanishes mid-transaction."""
+    conn = await connect(t)
+    try:
+        # Parse fails: asyncpg gets the ErrorResponse after its Flush, then sends Sync itself.
+        for bad, exc in (("SELEC 1", asyncpg.exceptions.PostgresSyntaxError),
+                         ("SELECT no_such_column FROM pg_class", asyncpg.exceptions.UndefinedColumnError)):
+            try:
+                await conn.fetchval(bad)
+                fail(f"{bad!r} did not fail")
+            except exc as e:
+                log(f"{bad!r} -> {type(e).__name__} {e.sqlstate}")
+            check_eq(await conn.fetchval("SELECT $1::int", 5), 5, f"query after {bad!r}")
+        # Bind fails (wrong parameter type is caught client-side; a bad cast fails on the server).
+        try:
+            await conn.fetchval("SELECT $1::text::int", "not a number")
+            fail("invalid integer cast did not fail")
+        except asyncpg.exceptions.InvalidTextRepresentationError:
+            pass
+        check_eq(await conn.fetchval("SELECT 6"), 6, "query after a failed cast")
+
+        # A cursor: Bind, then Execute with a row limit (PortalSuspended) until done.
+        async with conn.transaction():
+            got = [r[0] async for r in conn.cursor("SELECT g FROM generate_series(1, 1000) g", prefetch=64)]
+        check_eq(got, list(range(1, 1001)), "cursor rows")
+
+        # ~12 MB through COPY in and out, and a ~12 MB result set.
+        big = [(77, i, "x" * 100 + str(i)) for i in range(100_000)]
+        started = time.monotonic()
+        res = await conn.copy_records_to_table(TABLE, records=big, columns=["worker", "n", "note"])
+        check_eq(res, "COPY 100000", "large copy_records_to_table status")
+        buf = io.BytesIO()
+        res = await conn.copy_from_query(f"SELECT worker, n, note FROM {TABLE} WHERE worker = 77", output=buf)
+        check_eq(res, "COPY 100000", "large copy_from_query status")
+        rows = await conn.fetch(f"SELECT n, note FROM {TABLE} WHERE worker = $1 ORDER BY n", 77)
+        check_eq(len(rows), 100_000, "large fetch row count")
+        check_eq((rows[-1]["n"], rows[-1]["note"]), (99_999, "x" * 100 + "99999"), "large fetch last row")
+        log(f"100000 rows (~{len(buf.getvalue()) // 1_000_000} MB) COPY in, COPY out, fetch: "
+            f"{time.monotonic() - started:.2f}s")
+    finally:
+        await conn.close(timeout=10)
+
+    # A client that disappears inside a transaction: its work is rolled back and its lock freed,
+    # and the server it held does not reach another client mid-transaction.
+    doomed = await connect(t)
+    tr = doomed.transaction()
+    await tr.start()
+    await doomed.execute(f"INSERT INTO {TABLE} (worker, n, note) VALUES (-2, 1, 'vanished')")
+    await doomed.execute("SELECT pg_advisory_xact_lock(4242)")
+    doomed.terminate()  # closes the socket without a Terminate message or ROLLBACK
+    others = [await connect(t) for _ in range(3)]
+    try:
+        for attempt in range(50):
+            locked = await others[0].fetchval("SELECT NOT pg_try_advisory_xact_lock(4242)")
+            if not locked:
+                break
+            await asyncio.sleep(0.1)
+        check(not locked, "the vanished client's advisory lock is still held after 5 s")
+        for i, c in enumerate(others):
+            for _ in range(3):
+                check(not c.is_in_transaction(), "client starts inside a transaction")
+                # An xid already assigned means a transaction that wrote before this statement.
+                check_eq(await c.fetchval("SELECT pg_current_xact_id_if_assigned() IS NULL"), True,
+                         f"client {i} got a server inside someone else's transaction")
+                check_eq(await c.fetchval(f"SELECT count(*) FROM {TABLE} WHERE worker = -2"), 0,
+                         f"client {i} sees the vanished client's uncommitted row")
+    finally:
+        for c in others:
+            await c.close(timeout=10)
+    log("client vanished mid-transaction: rolled back, lock released")
+
+
 async def run(t):
     setup = await connect(t)
     await setup.execute(f"DROP TABLE IF EXISTS {TABLE}")
@@ -202,7 +313,9 @@ async def run(t):
     log(f"server connections now: {servers}")
     await check_conn.close()
 
+    await asyncpg_pool(t)
     await errors_and_cancel(t)
+    await edges(t)
 
 
 def go():

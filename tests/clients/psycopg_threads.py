@@ -3,13 +3,15 @@ protocol-level prepared statements, as PgBouncer users configure it).
 
 - 8 threads share a client-side pool of 4 connections over the pooler's 2 servers: parameters,
   transactions, executemany (psycopg pipelines it: many Bind/Execute before one Sync);
+- pipeline mode: batches of statements before one Sync, an error aborting the rest of a batch;
 - COPY FROM STDIN (cursor.copy + write_row) and COPY TO STDOUT (rows back);
 - a server-side (named) cursor inside a transaction, fetched in chunks;
 - notices from RAISE NOTICE, collected by add_notice_handler;
 - transaction status (IDLE, INTRANS, INERROR) as the pooler's ReadyForQuery reports it;
 - `SET TimeZone` is a tracked parameter: the client that set it keeps seeing it on whatever server
   serves it next, and another client on the same single server (database EXTRA[0], pool_size=1)
-  keeps the default, both in SHOW and in the ParameterStatus psycopg tracks.
+  keeps the default, both in SHOW and in the ParameterStatus psycopg tracks; likewise each
+  client's application_name given at connect.
 """
 
 import queue
@@ -98,7 +100,8 @@ def copy_and_cursors(t):
             check_eq(cur.rowcount, 500, "COPY FROM STDIN rowcount")
         check_eq(conn.info.transaction_status, TS.IDLE, "status after COPY in a transaction")
         with conn.cursor() as cur:
-            with cur.copy(f"COPY (SELECT worker, n, label FROM {TABLE} WHERE worker >= 9000 ORDER BY n) TO STDOUT") as cp:
+            query = f"COPY (SELECT worker, n, label FROM {TABLE} WHERE worker >= 9000 ORDER BY n) TO STDOUT"
+            with cur.copy(query) as cp:
                 cp.set_types(["int4", "int4", "text"])
                 back = list(cp.rows())
         conn.rollback()
@@ -118,6 +121,55 @@ def copy_and_cursors(t):
                 check_eq(len(rest), 899, "server-side cursor: rest")
                 check_eq(rest[-1][0], 1000, "server-side cursor: last row")
         log("server-side cursor: 1000 rows in chunks, scroll ok")
+
+
+def pipelines(t):
+    """Pipeline mode in autocommit: batches of Parse/Bind/Describe/Execute before one Sync (the
+    server may change between batches, never inside one), an error that aborts the rest of its
+    batch, and executemany as one implicit transaction."""
+    with connect(t, autocommit=True) as conn:
+        results = []
+        with conn.pipeline() as p:
+            for batch in range(5):
+                for i in range(20):
+                    n = batch * 100 + i
+                    results.append((batch, n, conn.execute("SELECT %s::int, pg_backend_pid()", (n,))))
+                p.sync()
+        pids = {}
+        for batch, n, cur in results:
+            v, pid = cur.fetchone()
+            check_eq(v, n, f"pipeline batch {batch}: result order")
+            pids.setdefault(batch, set()).add(pid)
+        check(all(len(v) == 1 for v in pids.values()), f"a pipeline batch ran on several servers: {pids}")
+        try:
+            with conn.pipeline():
+                ok = conn.execute("SELECT 1")
+                conn.execute("SELECT 1 / %s::int", (0,))
+                aborted = conn.execute("SELECT 3")
+            fail("the pipeline with 1/0 did not raise")
+        except psycopg.errors.DivisionByZero:
+            pass
+        check_eq(ok.fetchone()[0], 1, "pipeline statement before the error")
+        try:
+            aborted.fetchone()
+            fail("the statement after the error in the pipeline has a result")
+        except psycopg.Error:
+            pass
+        check_eq(conn.info.transaction_status, TS.IDLE, "status after the aborted pipeline")
+        check_eq(conn.execute("SELECT 4").fetchone()[0], 4, "query after the aborted pipeline")
+        with conn.cursor() as cur:
+            cur.executemany(f"INSERT INTO {TABLE} (worker, n, label) VALUES (%s, %s, 'pipe')",
+                            [(8000, k) for k in range(200)])
+            try:
+                cur.executemany(f"INSERT INTO {TABLE} (worker, n, label) VALUES (%s, %s::int, 'pipe')",
+                                [(8001, "1"), (8001, "two"), (8001, "3")])
+                fail("executemany with a bad value did not raise")
+            except psycopg.errors.InvalidTextRepresentation:
+                pass
+            rows = cur.execute(f"SELECT worker, count(*) FROM {TABLE} WHERE worker IN (8000, 8001) "
+                               "GROUP BY worker ORDER BY worker").fetchall()
+        check_eq(rows, [(8000, 200)], "rows of the executemany calls (the failed one is all-or-nothing)")
+    log("pipeline: 5 batches of 20 in order, aborted batch recovered, executemany ok")
 
 
 def notices_and_status(t):
@@ -158,9 +210,10 @@ def notices_and_status(t):
 
 
 def timezone_is_per_client(t, one_server_db):
-    """SET TimeZone on client A; A keeps it across transactions, B (same single server) does not."""
-    a = connect(t, autocommit=True, conninfo={"dbname": one_server_db})
-    b = connect(t, autocommit=True, conninfo={"dbname": one_server_db})
+    """SET TimeZone on client A; A keeps it across transactions, B (same single server) does not.
+    Each keeps its own application_name (a startup parameter) on that shared server too."""
+    a = connect(t, autocommit=True, conninfo={"dbname": one_server_db, "application_name": "clients-a"})
+    b = connect(t, autocommit=True, conninfo={"dbname": one_server_db, "application_name": "clients-b"})
     try:
         default = b.execute("SHOW TimeZone").fetchone()[0]
         check(default != "Asia/Tokyo", f"server default TimeZone is already {default}")
@@ -170,6 +223,8 @@ def timezone_is_per_client(t, one_server_db):
         for i in range(10):
             check_eq(a.execute("SHOW TimeZone").fetchone()[0], "Asia/Tokyo", f"A's TimeZone, round {i}")
             check_eq(b.execute("SHOW TimeZone").fetchone()[0], default, f"B's TimeZone, round {i} (leaked from A?)")
+            check_eq(a.execute("SHOW application_name").fetchone()[0], "clients-a", f"A's application_name, round {i}")
+            check_eq(b.execute("SHOW application_name").fetchone()[0], "clients-b", f"B's application_name, round {i}")
             pa = a.execute("SELECT pg_backend_pid()").fetchone()[0]
             pb = b.execute("SELECT pg_backend_pid()").fetchone()[0]
             check_eq(pa, pb, "A and B are not on the single server of the pool_size=1 database")
@@ -200,6 +255,7 @@ def go():
         conn.execute(f"CREATE TABLE {TABLE} (worker int NOT NULL, n int NOT NULL, label text)")
     threads_and_pool(t)
     copy_and_cursors(t)
+    pipelines(t)
     notices_and_status(t)
     timezone_is_per_client(t, t.extra[0])
 
