@@ -234,6 +234,13 @@ impl Context {
                 new.general.track_extra_parameters = old.general.track_extra_parameters.clone();
                 new.general.pidfile = old.general.pidfile.clone();
                 new.general.user = old.general.user.clone();
+                // SHOW CONFIG must show what is in force for the keys that did not change.
+                for key in crate::config::GENERAL_KEYS.iter().filter(|k| !k.reloadable) {
+                    new.raw_general.retain(|(k, _)| k != key.name);
+                    if let Some(kv) = old.raw_general.iter().find(|(k, _)| k == key.name) {
+                        new.raw_general.push(kv.clone());
+                    }
+                }
                 self.replace_config(new);
                 tracing::info!("configuration reloaded");
                 true

@@ -10,7 +10,7 @@ use tokio::net::{TcpListener, TcpSocket, UnixListener};
 
 use crate::config::General;
 use crate::context::Context;
-use crate::net::{PeerAddr, Stream};
+use crate::net::{PeerAddr, Stream, TcpOptions};
 use crate::session;
 
 /// The bound sockets, before accepting starts.
@@ -53,7 +53,13 @@ impl Listeners {
             })?;
             tcp.push(sock.listen(g.listen_backlog)?);
         }
-        let unix = if g.unix_socket_dir.is_empty() || g.unix_socket_dir.starts_with('@') {
+        let unix = if g.unix_socket_dir.is_empty() {
+            None
+        } else if g.unix_socket_dir.starts_with('@') {
+            tracing::warn!(
+                "unix_socket_dir {}: abstract Unix sockets are not supported, not listening on one",
+                g.unix_socket_dir
+            );
             None
         } else {
             let path =
@@ -107,11 +113,7 @@ async fn accept_tcp(ctx: Arc<Context>, l: TcpListener) {
         };
         match accepted {
             Ok((s, peer)) => {
-                let _ = s.set_nodelay(true);
-                let cfg = ctx.config();
-                if cfg.general.tcp_keepalive {
-                    let _ = socket2::SockRef::from(&s).set_keepalive(true);
-                }
+                TcpOptions::from_general(&ctx.config().general).apply(&s);
                 let local = s
                     .local_addr()
                     .map(|a| (a.ip().to_string(), a.port()))

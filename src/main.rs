@@ -108,12 +108,6 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if let Some(user) = &args.user {
-        if let Err(e) = ollyscale_pooler::privileges::switch_user(user) {
-            eprintln!("ollyscale-pooler: {e}");
-            return ExitCode::from(1);
-        }
-    }
     let cfg = match ollyscale_pooler::config::Config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -121,6 +115,13 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // `-u` wins over the config's `user`; both only make sense when started as root.
+    if let Some(user) = args.user.as_ref().or(cfg.general.user.as_ref()) {
+        if let Err(e) = ollyscale_pooler::privileges::switch_user(user) {
+            eprintln!("ollyscale-pooler: {e}");
+            return ExitCode::from(1);
+        }
+    }
     if args.daemon {
         if cfg.general.logfile.is_none() {
             eprintln!("ollyscale-pooler: -d needs logfile set in the config");

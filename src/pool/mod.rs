@@ -129,6 +129,7 @@ pub fn target_for(cfg: &Config, db: &DatabaseConfig, server_user: &str) -> Serve
         startup_params,
         connect_query: db.connect_query.clone(),
         connect_timeout: cfg.general.server_connect_timeout,
+        tcp: crate::net::TcpOptions::from_general(&cfg.general),
     }
 }
 

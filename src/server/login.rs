@@ -14,15 +14,18 @@ use super::{CancelTarget, ServerConn, ServerCredential, ServerTarget};
 use crate::auth::{md5, scram};
 use crate::config::ServerHost;
 use crate::error::{Error, Result};
-use crate::net::Stream;
+use crate::net::{Stream, TcpOptions};
 use crate::proto::build::{self, AuthRequest};
 
-async fn open(host: &ServerHost, port: u16) -> std::io::Result<(Stream, (String, u16))> {
+async fn open(
+    host: &ServerHost,
+    port: u16,
+    tcp: &TcpOptions,
+) -> std::io::Result<(Stream, (String, u16))> {
     match host {
         ServerHost::Tcp(h) => {
             let s = TcpStream::connect((h.as_str(), port)).await?;
-            s.set_nodelay(true)?;
-            let _ = socket2::SockRef::from(&s).set_keepalive(true);
+            tcp.apply(&s);
             let local = s
                 .local_addr()
                 .map(|a| (a.ip().to_string(), a.port()))
@@ -67,9 +70,11 @@ async fn connect_inner(
     cred: &ServerCredential,
     max_packet: u32,
 ) -> Result<ServerConn> {
-    let (stream, local_addr) = open(&target.host, target.port).await.map_err(|e| {
-        Error::ServerConnect(format!("{}:{}: {e}", target.host_text(), target.port))
-    })?;
+    let (stream, local_addr) = open(&target.host, target.port, &target.tcp)
+        .await
+        .map_err(|e| {
+            Error::ServerConnect(format!("{}:{}: {e}", target.host_text(), target.port))
+        })?;
     let mut conn = ServerConn {
         stream,
         buf: BytesMut::with_capacity(8192),
@@ -207,8 +212,8 @@ async fn connect_inner(
 }
 
 /// Opens the connection a CancelRequest will travel on.
-pub async fn open_cancel(target: &CancelTarget) -> std::io::Result<Stream> {
-    Ok(open(&target.host, target.port).await?.0)
+pub async fn open_cancel(target: &CancelTarget, tcp: &TcpOptions) -> std::io::Result<Stream> {
+    Ok(open(&target.host, target.port, tcp).await?.0)
 }
 
 /// Sends a CancelRequest with the server's real key on `stream`, then waits (bounded) for the

@@ -36,6 +36,8 @@ pub struct ServerTarget {
     pub connect_query: Option<String>,
     /// Bound on connect + login.
     pub connect_timeout: Duration,
+    /// TCP socket options.
+    pub tcp: crate::net::TcpOptions,
 }
 
 impl ServerTarget {

@@ -21,7 +21,8 @@ pub async fn forward(ctx: &Context, pid: u32, key: u32) {
         tracing::debug!(client = client.id, "cancel request for idle client");
         return;
     };
-    let stream = match server::open_cancel(&target).await {
+    let tcp = crate::net::TcpOptions::from_general(&ctx.config().general);
+    let stream = match server::open_cancel(&target, &tcp).await {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(client = client.id, "cancel forwarding failed: {e}");

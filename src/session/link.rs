@@ -57,7 +57,22 @@ pub async fn login(
     raw: Vec<(String, String)>,
     cfg: &Arc<Config>,
 ) -> Result<LoggedIn> {
-    let params = startup::check_params(cfg, raw)?;
+    let mut params = startup::check_params(cfg, raw)?;
+    if cfg.general.application_name_add_host {
+        // PgBouncer appends the client's address once, at connect time.
+        let suffix = format!(" - {}:{}", info.peer.host(), info.peer.port());
+        match params
+            .tracked
+            .iter_mut()
+            .find(|(k, _)| k.eq_ignore_ascii_case("application_name"))
+        {
+            Some((_, v)) => v.push_str(&suffix),
+            None => params.tracked.push((
+                "application_name".to_string(),
+                suffix.trim_start().to_string(),
+            )),
+        }
+    }
     *info.user.lock() = params.user.clone();
     *info.db.lock() = params.database.clone();
     if let Some((_, app)) = params
@@ -169,7 +184,12 @@ pub async fn login(
     }
     info.set_state(ClientState::Idle);
     if cfg.general.log_connections {
-        tracing::info!(db = %params.database, user = %params.user, "login attempt: db={} user={}", params.database, params.user);
+        tracing::info!(
+            "C-{} login attempt: db={} user={}",
+            info.id,
+            params.database,
+            params.user
+        );
     }
     let settings = pool.settings();
     Ok(LoggedIn::Client(Welcomed {

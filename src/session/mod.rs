@@ -72,16 +72,14 @@ pub async fn run(ctx: Arc<Context>, mut stream: Stream, peer: PeerAddr, local: (
             Ok(Opening::Session(params)) => {
                 let result = Box::pin(session(&ctx, &info, stream, params)).await;
                 ctx.clients.unregister(&info);
-                if let Err(e) = result {
-                    log_end(&e);
-                }
+                log_end(&ctx, &info, result.as_ref().err());
             }
             Err(e) => {
                 ctx.clients.unregister(&info);
                 if e.client_reachable() {
-                    let _ = Box::pin(send_error(&mut stream, &e)).await;
+                    let _ = Box::pin(report_error(&ctx, &mut stream, &e)).await;
                 }
-                log_end(&e);
+                log_end(&ctx, &info, Some(&e));
             }
         }
     }
@@ -89,12 +87,34 @@ pub async fn run(ctx: Arc<Context>, mut stream: Stream, peer: PeerAddr, local: (
     .await
 }
 
-fn log_end(e: &Error) {
-    if e.is_disconnect() {
-        tracing::debug!("client closed: {e}");
+/// The disconnect line, PgBouncer's "closing because: ..." (log_disconnections).
+fn log_end(ctx: &Context, info: &ClientInfo, e: Option<&Error>) {
+    let reason = match e {
+        None | Some(Error::ClientGone) => "client close request".to_string(),
+        Some(e) => e.to_string(),
+    };
+    if ctx.config().general.log_disconnections {
+        tracing::info!(
+            "C-{} {}@{} closing because: {reason}",
+            info.id,
+            info.user.lock(),
+            info.peer
+        );
     } else {
-        tracing::info!("client closed: {e}");
+        tracing::debug!("C-{} closing because: {reason}", info.id);
     }
+}
+
+/// Tells the client about `e`, and logs it when log_pooler_errors asks for pooler errors.
+pub(crate) async fn report_error(
+    ctx: &Context,
+    stream: &mut Stream,
+    e: &Error,
+) -> std::io::Result<()> {
+    if e.side() == crate::error::Side::Pooler && ctx.config().general.log_pooler_errors {
+        tracing::warn!("pooler error: {e}");
+    }
+    send_error(stream, e).await
 }
 
 /// Writes an ErrorResponse for `e` (FATAL for pooler errors).
@@ -147,7 +167,7 @@ async fn session(
         }
         Err(e) => {
             if e.client_reachable() {
-                let _ = Box::pin(send_error(&mut stream, &e)).await;
+                let _ = Box::pin(report_error(ctx, &mut stream, &e)).await;
             }
             return Err(e);
         }
@@ -387,7 +407,7 @@ impl Client {
         }
         if let Err(e) = result {
             if e.client_reachable() && !matches!(e, Error::ClientGone) {
-                let _ = send_error(&mut self.stream, e).await;
+                let _ = report_error(&self.ctx, &mut self.stream, e).await;
             }
         }
     }

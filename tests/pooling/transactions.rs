@@ -150,3 +150,39 @@ async fn unix_socket_listener_works() {
     .await;
     assert_eq!(value(&c, "SELECT 40 + 2").await, "42");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_name_add_host_and_connection_logging() {
+    let pg = Pg::start();
+    let pooler = Pooler::start(
+        &pg,
+        "",
+        "application_name_add_host = 1\nlog_connections = 1\nlog_disconnections = 1\nlog_pooler_errors = 1",
+        "",
+    );
+    let c = crate::common::connect_to(&format!(
+        "{} application_name=app1",
+        pooler.conn_str("olly", "olly_pw", "testdb")
+    ))
+    .await;
+    let app = value(&c, "SELECT current_setting('application_name')").await;
+    assert!(app.starts_with("app1 - 127.0.0.1:"), "{app}");
+    drop(c);
+    assert!(pooler.wait_for_log(
+        "login attempt: db=testdb user=olly",
+        std::time::Duration::from_secs(5)
+    ));
+    assert!(pooler.wait_for_log(
+        "closing because: client close request",
+        std::time::Duration::from_secs(5)
+    ));
+    let e = pooler
+        .try_connect("olly", "olly_pw", "nope")
+        .await
+        .expect_err("no db");
+    crate::assert_pooler_error(&e, "no such database: nope");
+    assert!(pooler.wait_for_log(
+        "pooler error: no such database: nope",
+        std::time::Duration::from_secs(5)
+    ));
+}
