@@ -142,11 +142,20 @@ fn main() -> ExitCode {
     for key in &cfg.unimplemented_keys {
         tracing::warn!("setting {key} is not supported by ollyscale-pooler and is ignored");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(ollyscale_pooler::worker_threads())
-        .enable_all()
-        .build()
-    {
+    // One worker means one thread that runs its own event loop, as PgBouncer does: no cross-thread
+    // wake-ups at all. More workers share the sessions through tokio's work-stealing scheduler.
+    let workers = ollyscale_pooler::worker_threads();
+    let built = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    };
+    let runtime = match built {
         Ok(r) => r,
         Err(e) => {
             eprintln!("ollyscale-pooler: cannot start runtime: {e}");

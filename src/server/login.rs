@@ -79,12 +79,12 @@ async fn connect_inner(
         stream,
         buf: BytesMut::with_capacity(8192),
         params: Vec::new(),
-        cancel: CancelTarget {
+        cancel: std::sync::Arc::new(CancelTarget {
             host: target.host.clone(),
             port: target.port,
             pid: 0,
             key: 0,
-        },
+        }),
         id: ServerConn::next_id(),
         created: Instant::now(),
         last_used: Instant::now(),
@@ -192,8 +192,9 @@ async fn connect_inner(
             }
             b'K' => {
                 let (pid, key) = build::parse_backend_key_data(&frame.body).map_err(proto_err)?;
-                conn.cancel.pid = pid;
-                conn.cancel.key = key;
+                let cancel = std::sync::Arc::make_mut(&mut conn.cancel);
+                cancel.pid = pid;
+                cancel.key = key;
             }
             b'Z' => {
                 conn.tx_status = frame.body.first().copied().unwrap_or(b'I');

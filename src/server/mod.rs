@@ -106,8 +106,9 @@ pub struct ServerConn {
     pub buf: BytesMut,
     /// Every ParameterStatus the server reported, latest value wins.
     pub params: Vec<(String, String)>,
-    /// Where a cancel for this server goes.
-    pub cancel: CancelTarget,
+    /// Where a cancel for this server goes. Shared, so linking a client to the server costs a
+    /// reference count, not a copy of the host name.
+    pub cancel: std::sync::Arc<CancelTarget>,
     /// Unique id for logs and the console.
     pub id: u64,
     /// When the login finished.

@@ -292,18 +292,20 @@ impl Client {
             self.pool.checkin(server, false);
             return Err(e);
         }
+        // One clock read serves the console's request_time, the transaction and its first query.
+        let started = std::time::Instant::now();
+        let started_us = registry::us_since_epoch(started);
         self.info.set_state(ClientState::Active);
         self.info
             .request_time_us
-            .store(registry::now_us(), std::sync::atomic::Ordering::Relaxed);
+            .store(started_us, std::sync::atomic::Ordering::Relaxed);
         *self.info.linked.lock() = Some((server.id, server.cancel.clone()));
         if let Some(r) = &server.registration {
             r.info.set_linked(Some(self.info.id));
             r.info
                 .request_time_us
-                .store(registry::now_us(), std::sync::atomic::Ordering::Relaxed);
+                .store(started_us, std::sync::atomic::Ordering::Relaxed);
         }
-        let started = std::time::Instant::now();
         let mut t = transfer::Transfer::new(
             &mut self.stream,
             &mut self.buf,
@@ -315,6 +317,7 @@ impl Client {
             self.settings.query_timeout,
             self.settings.idle_transaction_timeout,
         );
+        t.set_start(started);
         let info = self.info.clone();
         let end = tokio::select! {
             biased;

@@ -76,7 +76,7 @@ pub struct ClientInfo {
     /// When waiting started, µs since `epoch`; 0 when not waiting.
     pub wait_start_us: AtomicU64,
     /// The server the client is linked to right now, for cancel forwarding; and its id.
-    pub linked: Mutex<Option<(u64, CancelTarget)>>,
+    pub linked: Mutex<Option<(u64, Arc<CancelTarget>)>>,
     /// The session's task, woken when it is told to leave or to drain. One waker, because a
     /// session waits in one place at a time; cheaper per poll than a Notify or a token.
     waker: AtomicWaker,
@@ -99,6 +99,11 @@ pub fn epoch() -> Instant {
 /// µs since [`epoch`].
 pub fn now_us() -> u64 {
     epoch().elapsed().as_micros() as u64
+}
+
+/// `at` as µs since [`epoch`] (0 for instants before it).
+pub fn us_since_epoch(at: Instant) -> u64 {
+    at.saturating_duration_since(epoch()).as_micros() as u64
 }
 
 impl ClientInfo {

@@ -81,6 +81,8 @@ pub struct Transfer<'a> {
     /// The client sent Terminate at this offset of `cbuf`.
     terminate_at: Option<usize>,
     query_started: Option<Instant>,
+    /// See [`Transfer::set_start`].
+    start: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
     timer_kind: Timer,
 }
@@ -115,14 +117,21 @@ impl<'a> Transfer<'a> {
             in_extended: false,
             terminate_at: None,
             query_started: None,
+            start: None,
             timer: None,
             timer_kind: Timer::Off,
         }
     }
 
+    /// When the link started: the first request's clock, so it needs no clock read of its own.
+    pub fn set_start(&mut self, at: Instant) {
+        self.start = Some(at);
+    }
+
     /// Runs until the server can be released, the client leaves, or an error.
     pub async fn run(&mut self) -> Result<End> {
         self.scan_client()?;
+        self.start = None;
         self.update_timer();
         poll_fn(|cx| self.poll_step(cx)).await
     }
@@ -276,7 +285,7 @@ impl<'a> Transfer<'a> {
 
     fn request_sent(&mut self) {
         if self.outstanding == 0 {
-            self.query_started = Some(Instant::now());
+            self.query_started = Some(self.start.take().unwrap_or_else(Instant::now));
         }
         self.outstanding += 1;
     }

@@ -1,0 +1,227 @@
+//! Making server connections for a pool (launch tasks, retries, login failures) and the
+//! janitor step (idle timeout, lifetime, min_pool_size). A child of `pool` so it shares the
+//! pool's private state; nothing here is on a client's path except `maybe_launch`.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Pool, State};
+use crate::error::{Error, Result};
+use crate::server::{self, Registration, ServerConn, ServerCredential, ServerTarget};
+
+impl Pool {
+    /// Starts a new server connection when clients wait and the limits allow it.
+    pub(super) fn maybe_launch(self: &Arc<Self>, st: &mut State, reserve: bool) -> bool {
+        st.waiters.retain(|w| !w.tx.is_closed());
+        if st.paused || st.waiters.len() as u32 <= st.connecting {
+            return false;
+        }
+        let s = &st.settings;
+        let limit = if reserve {
+            s.pool_size + s.reserve_pool_size
+        } else {
+            s.pool_size
+        };
+        if s.pool_size != 0 && st.total >= limit {
+            return false;
+        }
+        if s.max_db_connections != 0
+            && self.db_conns.load(Ordering::Relaxed) >= s.max_db_connections
+        {
+            return false;
+        }
+        if s.max_user_connections != 0
+            && self.user_conns.load(Ordering::Relaxed) >= s.max_user_connections
+        {
+            return false;
+        }
+        self.db_conns.fetch_add(1, Ordering::Relaxed);
+        self.user_conns.fetch_add(1, Ordering::Relaxed);
+        st.total += 1;
+        st.connecting += 1;
+        let target = st.target.clone();
+        let cred = st.credential.clone();
+        let generation = st.generation;
+        let max_packet = st.settings.max_packet_size;
+        let retry = st.settings.server_login_retry;
+        let pool = Arc::clone(self);
+        self.tasks.spawn(async move {
+            pool.launch(target, cred, generation, max_packet, retry)
+                .await
+        });
+        true
+    }
+
+    /// Makes one server connection, retrying network failures while clients still wait.
+    async fn launch(
+        self: Arc<Self>,
+        target: Arc<ServerTarget>,
+        cred: ServerCredential,
+        generation: u64,
+        max_packet: u32,
+        retry: Duration,
+    ) {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let result = server::connect(&target, &cred, max_packet).await;
+            if self.settle_launch(result, generation) {
+                return;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(retry.max(Duration::from_millis(50)));
+        }
+    }
+
+    /// Books the outcome of one launch attempt. Returns false when it should be retried.
+    fn settle_launch(self: &Arc<Self>, result: Result<ServerConn>, generation: u64) -> bool {
+        {
+            let mut st = self.state.lock();
+            match result {
+                Ok(mut conn) => {
+                    st.connecting -= 1;
+                    conn.generation = generation;
+                    conn.registration = Some(self.register(&conn));
+                    if st.welcome.is_none() {
+                        st.welcome = Some(Arc::new(
+                            conn.params
+                                .iter()
+                                .map(|(k, v)| (Arc::from(k.as_str()), Arc::from(v.as_str())))
+                                .collect(),
+                        ));
+                    }
+                    st.login_failure = None;
+                    if generation != st.generation {
+                        st.total -= 1;
+                        self.release_counts(1);
+                        self.maybe_launch(&mut st, false);
+                        return true;
+                    }
+                    tracing::debug!(server = conn.id, pool = %self.key, "new server connection");
+                    self.give(&mut st, conn);
+                    return true;
+                }
+                Err(Error::ServerLogin(fields)) => {
+                    tracing::warn!(pool = %self.key, "server login failed: {}", fields.message);
+                    st.connecting -= 1;
+                    st.total -= 1;
+                    self.release_counts(1);
+                    st.login_failure = Some((Instant::now(), fields.message.clone()));
+                    for w in st.waiters.drain(..) {
+                        let _ = w.tx.send(Err(Error::ServerLogin(fields.clone())));
+                    }
+                    return true;
+                }
+                Err(Error::ServerAuth(msg)) => {
+                    tracing::warn!(pool = %self.key, "server login failed: {msg}");
+                    st.connecting -= 1;
+                    st.total -= 1;
+                    self.release_counts(1);
+                    st.login_failure =
+                        Some((Instant::now(), format!("server login failed: {msg}")));
+                    for w in st.waiters.drain(..) {
+                        let _ = w.tx.send(Err(Error::ServerAuth(msg.clone())));
+                    }
+                    return true;
+                }
+                Err(e) => {
+                    st.waiters.retain(|w| !w.tx.is_closed());
+                    if st.waiters.is_empty() || generation != st.generation {
+                        st.connecting -= 1;
+                        st.total -= 1;
+                        self.release_counts(1);
+                        tracing::warn!(pool = %self.key, "server connect failed: {e}");
+                        return true;
+                    }
+                    tracing::warn!(pool = %self.key, "server connect failed, retrying: {e}");
+                }
+            }
+        }
+        false
+    }
+
+    fn register(&self, conn: &ServerConn) -> Registration {
+        Registration::new(
+            &self.servers,
+            conn.id,
+            &self.key.db,
+            &self.key.user,
+            conn.cancel_host_text(),
+            conn.cancel.port,
+            conn.local_addr.clone(),
+            conn.cancel.pid,
+        )
+    }
+
+    /// Janitor step: close idle servers past server_idle_timeout / server_lifetime (keeping
+    /// min_pool_size), top up to min_pool_size, and retry launches blocked by db/user caps.
+    pub fn maintain(self: &Arc<Self>) {
+        let mut st = self.state.lock();
+        let s = st.settings.clone();
+        let mut keep = VecDeque::with_capacity(st.idle.len());
+        let mut closed = 0u32;
+        let mut live = st.total;
+        // Oldest-used first, so LIFO reuse keeps the warm ones.
+        let mut idle: Vec<ServerConn> = st.idle.drain(..).collect();
+        idle.sort_by_key(|c| c.last_used);
+        for conn in idle {
+            let idle_too_long = !s.server_idle_timeout.is_zero()
+                && conn.last_used.elapsed() >= s.server_idle_timeout
+                && live > s.min_pool_size;
+            let expired =
+                !s.server_lifetime.is_zero() && conn.created.elapsed() >= s.server_lifetime;
+            if idle_too_long
+                || expired
+                || conn.generation != st.generation
+                || conn.is_broken_while_idle()
+            {
+                closed += 1;
+                live -= 1;
+            } else {
+                keep.push_back(conn);
+            }
+        }
+        st.idle = keep;
+        st.total -= closed;
+        self.release_counts(closed);
+        if !st.waiters.is_empty() {
+            self.maybe_launch(&mut st, false);
+        }
+        // min_pool_size is filled only once the pool has logged in (it has clients), as PgBouncer.
+        if s.min_pool_size > 0 && st.total < s.min_pool_size && !st.paused && st.welcome.is_some() {
+            let need = s.min_pool_size - st.total;
+            self.fill_min(&mut st, need);
+        }
+    }
+
+    fn fill_min(self: &Arc<Self>, st: &mut State, need: u32) {
+        for _ in 0..need {
+            st.total += 1;
+            st.connecting += 1;
+            self.db_conns.fetch_add(1, Ordering::Relaxed);
+            self.user_conns.fetch_add(1, Ordering::Relaxed);
+            let target = st.target.clone();
+            let cred = st.credential.clone();
+            let generation = st.generation;
+            let max_packet = st.settings.max_packet_size;
+            let pool = Arc::clone(self);
+            self.tasks.spawn(async move {
+                let result = server::connect(&target, &cred, max_packet).await;
+                let mut st = pool.state.lock();
+                st.connecting -= 1;
+                match result {
+                    Ok(mut conn) if generation == st.generation => {
+                        conn.generation = generation;
+                        conn.registration = Some(pool.register(&conn));
+                        pool.give(&mut st, conn);
+                    }
+                    _ => {
+                        st.total -= 1;
+                        pool.release_counts(1);
+                    }
+                }
+            });
+        }
+    }
+}
