@@ -249,7 +249,16 @@ impl Pools {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {
-                    for pool in self.all() {
+                    let pools = self.all();
+                    for pool in &pools {
+                        if pool.starved_by_db_cap() {
+                            let _ = pools
+                                .iter()
+                                .filter(|p| p.key.db == pool.key.db && p.key != pool.key)
+                                .any(|p| p.close_one_idle());
+                        }
+                    }
+                    for pool in &pools {
                         pool.maintain();
                     }
                 }

@@ -103,3 +103,110 @@ async fn client_login_timeout() {
     let text = String::from_utf8_lossy(&buf);
     assert!(text.contains("client_login_timeout"), "{text:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserve_pool_serves_a_client_that_waited_too_long() {
+    let pg = Pg::start();
+    let pooler = Pooler::start(
+        &pg,
+        "",
+        "default_pool_size = 1\nreserve_pool_size = 1\nreserve_pool_timeout = 0.5\nquery_wait_timeout = 5",
+        "",
+    );
+    let holder = pooler.connect("olly", "olly_pw", "testdb").await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    let waiter = pooler.connect("olly", "olly_pw", "testdb").await;
+    let started = std::time::Instant::now();
+    waiter
+        .simple_query("SELECT 1")
+        .await
+        .expect("served from the reserve pool");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(400), "{waited:?}");
+    assert!(waited < Duration::from_secs(4), "{waited:?}");
+    assert_eq!(pg.backend_count("testdb"), 2);
+    holder.batch_execute("COMMIT").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_db_connections_caps_servers_across_users() {
+    let pg = Pg::start();
+    let pooler = Pooler::start(
+        &pg,
+        "",
+        "default_pool_size = 5\nmax_db_connections = 2\nquery_wait_timeout = 1",
+        "",
+    );
+    let a = pooler.connect("olly", "olly_pw", "testdb").await;
+    let b = pooler.connect("md5user", "md5_pw", "testdb").await;
+    // The third pool's login needs a server too: an idle one of a sibling pool is closed for it.
+    let c = pooler.connect("scramuser", "scram_pw", "testdb").await;
+    assert!(pg.backend_count("testdb") <= 2);
+    a.batch_execute("BEGIN").await.unwrap();
+    b.batch_execute("BEGIN").await.unwrap();
+    let e = c
+        .simple_query("SELECT 1")
+        .await
+        .expect_err("no third server");
+    assert_pooler_error(&e, "query_wait_timeout");
+    assert!(pg.backend_count("testdb") <= 2);
+    a.batch_execute("COMMIT").await.unwrap();
+    b.batch_execute("COMMIT").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_lifetime_idle_timeout_and_min_pool_size() {
+    let pg = Pg::start();
+    // Idle servers older than server_idle_timeout go, but never below min_pool_size.
+    let pooler = Pooler::start(
+        &pg,
+        "",
+        "default_pool_size = 4\nmin_pool_size = 2\nserver_idle_timeout = 1",
+        "",
+    );
+    let c = pooler.connect("olly", "olly_pw", "testdb").await;
+    c.simple_query("SELECT 1").await.unwrap();
+    let filled =
+        crate::eventually(Duration::from_secs(5), || pg.backend_count("testdb") == 2).await;
+    assert!(
+        filled,
+        "min_pool_size not filled: {}",
+        pg.backend_count("testdb")
+    );
+    // A burst opens more, then idling brings it back down to min_pool_size.
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let conn = pooler.connect("olly", "olly_pw", "testdb").await;
+        tasks.push(tokio::spawn(async move {
+            conn.simple_query("SELECT pg_sleep(0.3)").await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(pg.backend_count("testdb") >= 3);
+    let shrunk =
+        crate::eventually(Duration::from_secs(6), || pg.backend_count("testdb") == 2).await;
+    assert!(shrunk, "idle servers kept: {}", pg.backend_count("testdb"));
+    drop(pooler);
+
+    // server_lifetime: a server older than that is closed at release and replaced.
+    let pooler = Pooler::start(&pg, "", "default_pool_size = 1\nserver_lifetime = 1", "");
+    let c = pooler.connect("olly", "olly_pw", "testdb").await;
+    let pid = |rows: Vec<tokio_postgres::SimpleQueryMessage>| {
+        rows.into_iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                _ => None,
+            })
+            .unwrap()
+    };
+    let first = pid(c.simple_query("SELECT pg_backend_pid()").await.unwrap());
+    assert_eq!(
+        first,
+        pid(c.simple_query("SELECT pg_backend_pid()").await.unwrap())
+    );
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let later = pid(c.simple_query("SELECT pg_backend_pid()").await.unwrap());
+    assert_ne!(first, later, "server outlived server_lifetime");
+}
