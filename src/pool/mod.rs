@@ -5,7 +5,7 @@
 mod pool;
 pub mod stats;
 
-pub use pool::{Pool, PoolLinks, PoolSnapshot, Welcome};
+pub use pool::{Lease, Pool, PoolLinks, PoolSnapshot, Welcome};
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU32;

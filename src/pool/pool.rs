@@ -21,12 +21,30 @@ use super::{PoolKey, PoolSettings};
 use crate::error::{Error, Result};
 use crate::server::{ServerConn, ServerCredential, ServerState, ServerTarget, Servers};
 
-type Handoff = oneshot::Sender<Result<ServerConn>>;
+type HandoffTx = oneshot::Sender<Result<ServerConn>>;
+
+/// The receiving end of a waiter, returning anything it receives after its owner gave up.
+struct Handoff {
+    /// `None` once the result was taken by the waiting client.
+    rx: Option<oneshot::Receiver<Result<ServerConn>>>,
+    pool: Arc<Pool>,
+}
+
+impl Drop for Handoff {
+    fn drop(&mut self) {
+        if let Some(mut rx) = self.rx.take() {
+            rx.close();
+            if let Ok(Ok(conn)) = rx.try_recv() {
+                self.pool.checkin_conn(conn, true);
+            }
+        }
+    }
+}
 
 /// A queued client.
 struct Waiter {
     /// Where the server (or the error) goes; closed when the client gave up.
-    tx: Handoff,
+    tx: HandoffTx,
     /// When the client started waiting (maxwait).
     since: Instant,
 }
@@ -53,6 +71,40 @@ pub struct PoolSnapshot {
 /// The ParameterStatus set a pool's first server reported: what every new client is told.
 /// Shared `Arc<str>`s so the clients that keep the default values own no copies of them.
 pub type Welcome = Vec<(Arc<str>, Arc<str>)>;
+
+/// A server handed out by the pool: derefs to the connection. Give it back with
+/// [`Pool::checkin`]; dropped any other way (a cancelled wait, a panic, a task aborted at
+/// shutdown) it is closed and its slot freed, so the pool's counts can never leak.
+pub struct Lease {
+    /// Always `Some` until checkin or drop.
+    conn: Option<ServerConn>,
+    pool: Arc<Pool>,
+}
+
+impl std::ops::Deref for Lease {
+    type Target = ServerConn;
+    fn deref(&self) -> &ServerConn {
+        self.conn
+            .as_ref()
+            .expect("invariant: a lease holds its connection until checkin")
+    }
+}
+
+impl std::ops::DerefMut for Lease {
+    fn deref_mut(&mut self) -> &mut ServerConn {
+        self.conn
+            .as_mut()
+            .expect("invariant: a lease holds its connection until checkin")
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.checkin_conn(conn, false);
+        }
+    }
+}
 
 /// What a pool shares with its siblings and the rest of the process.
 pub struct PoolLinks {
@@ -264,7 +316,7 @@ impl Pool {
     }
 
     /// Takes a server, waiting FIFO behind earlier clients up to query_wait_timeout.
-    pub async fn checkout(self: &Arc<Self>) -> Result<ServerConn> {
+    pub async fn checkout(self: &Arc<Self>) -> Result<Lease> {
         let started = Instant::now();
         loop {
             let (rx, settings) = {
@@ -289,11 +341,11 @@ impl Pool {
             };
             let rx = match rx {
                 Ok(rx) => rx,
-                Err(conn) => return self.check_before_use(conn).await,
+                Err(conn) => return self.check_before_use(self.lease(conn)).await,
             };
             let got = self.wait(rx, &settings, started).await?;
             match got {
-                Some(conn) => return self.check_before_use(conn).await,
+                Some(conn) => return self.check_before_use(self.lease(conn)).await,
                 None => continue,
             }
         }
@@ -301,9 +353,19 @@ impl Pool {
 
     /// An idle server right now, without waiting: the common case, which needs no clock reads.
     /// It may still have to pass server_check_query ([`Pool::check_before_use`]).
-    pub fn try_take_idle(&self) -> Option<ServerConn> {
-        let mut st = self.state.lock();
-        self.pop_idle(&mut st)
+    pub fn try_take_idle(self: &Arc<Self>) -> Option<Lease> {
+        let conn = {
+            let mut st = self.state.lock();
+            self.pop_idle(&mut st)
+        }?;
+        Some(self.lease(conn))
+    }
+
+    fn lease(self: &Arc<Self>, conn: ServerConn) -> Lease {
+        Lease {
+            conn: Some(conn),
+            pool: self.clone(),
+        }
     }
 
     /// True when `conn` idled long enough to need server_check_query before use.
@@ -317,17 +379,24 @@ impl Pool {
     /// `Ok(None)` means "look again" (never returned today, kept for the retry loop).
     async fn wait(
         self: &Arc<Self>,
-        mut rx: oneshot::Receiver<Result<ServerConn>>,
+        rx: oneshot::Receiver<Result<ServerConn>>,
         settings: &PoolSettings,
         started: Instant,
     ) -> Result<Option<ServerConn>> {
+        // The guard makes the wait cancellation-safe: a client that stops waiting (timeout, kill,
+        // disconnect) gives back a server that was handed to it in the meantime.
+        let mut guard = Handoff {
+            rx: Some(rx),
+            pool: self.clone(),
+        };
+        let rx = guard.rx.as_mut().expect("invariant: set above");
         let wait_limit = settings.query_wait_timeout;
         let deadline = (!wait_limit.is_zero()).then(|| started + wait_limit);
         if settings.reserve_pool_size > 0 {
             let reserve_at = started + settings.reserve_pool_timeout;
             if deadline.is_none_or(|d| reserve_at < d) {
-                match tokio::time::timeout_at(reserve_at.into(), &mut rx).await {
-                    Ok(r) => return Self::handoff(r),
+                match tokio::time::timeout_at(reserve_at.into(), &mut *rx).await {
+                    Ok(r) => return Self::taken(&mut guard, r),
                     Err(_) => {
                         let mut st = self.state.lock();
                         self.maybe_launch(&mut st, true);
@@ -335,20 +404,26 @@ impl Pool {
                 }
             }
         }
+        let rx = guard.rx.as_mut().expect("invariant: set above");
         match deadline {
-            Some(d) => match tokio::time::timeout_at(d.into(), &mut rx).await {
-                Ok(r) => Self::handoff(r),
-                Err(_) => {
-                    // A server may have been sent between the timeout and now: give it back.
-                    rx.close();
-                    if let Ok(Ok(conn)) = rx.try_recv() {
-                        self.checkin(conn, true);
-                    }
-                    Err(Error::QueryWaitTimeout)
-                }
+            Some(d) => match tokio::time::timeout_at(d.into(), &mut *rx).await {
+                Ok(r) => Self::taken(&mut guard, r),
+                // Dropping the guard returns a server sent between the timeout and now.
+                Err(_) => Err(Error::QueryWaitTimeout),
             },
-            None => Self::handoff(rx.await),
+            None => {
+                let r = (&mut *rx).await;
+                Self::taken(&mut guard, r)
+            }
         }
+    }
+
+    fn taken(
+        guard: &mut Handoff,
+        r: std::result::Result<Result<ServerConn>, oneshot::error::RecvError>,
+    ) -> Result<Option<ServerConn>> {
+        guard.rx = None;
+        Self::handoff(r)
     }
 
     fn handoff(
@@ -363,7 +438,7 @@ impl Pool {
     }
 
     /// Runs server_check_query on a server that idled longer than server_check_delay.
-    pub async fn check_before_use(self: &Arc<Self>, mut conn: ServerConn) -> Result<ServerConn> {
+    pub async fn check_before_use(self: &Arc<Self>, mut conn: Lease) -> Result<Lease> {
         let settings = self.settings();
         if settings.server_check_query.is_empty()
             || conn.last_used.elapsed() < settings.server_check_delay
@@ -411,7 +486,13 @@ impl Pool {
     }
 
     /// Returns a server. `reusable` is false when the session knows it is dirty or broken.
-    pub fn checkin(self: &Arc<Self>, mut conn: ServerConn, reusable: bool) {
+    pub fn checkin(self: &Arc<Self>, mut lease: Lease, reusable: bool) {
+        if let Some(conn) = lease.conn.take() {
+            self.checkin_conn(conn, reusable);
+        }
+    }
+
+    fn checkin_conn(self: &Arc<Self>, mut conn: ServerConn, reusable: bool) {
         self.active.fetch_sub(1, Ordering::Relaxed);
         let mut st = self.state.lock();
         let expired = !st.settings.server_lifetime.is_zero()

@@ -22,11 +22,14 @@ use crate::context::{Context, Phase};
 use crate::error::{Error, Result};
 use crate::net::{PeerAddr, Stream};
 use crate::pool::stats::PoolStats;
+use crate::pool::Lease;
 use crate::pool::{Pool, PoolSettings};
 use crate::proto::{build, Scanner};
-use crate::server::ServerConn;
 use registry::{ClientInfo, ClientState};
 use startup::Opening;
+
+/// How much a queued client may pipeline before we stop reading it (back-pressure).
+const QUEUED_BUF_LIMIT: usize = 256 * 1024;
 
 /// A logged-in client.
 pub struct Client {
@@ -41,7 +44,7 @@ pub struct Client {
     /// Tracked parameters this client wants on its server.
     pub(crate) params: link::Params,
     /// The server kept between transactions (session pool mode only).
-    pub(crate) server: Option<Box<ServerConn>>,
+    pub(crate) server: Option<Box<Lease>>,
     /// Holds this client's place under max_client_conn.
     pub(crate) _slot: link::ClientSlot,
 }
@@ -250,7 +253,7 @@ impl Client {
     }
 
     /// Gets a server for this client (or keeps its session server).
-    async fn acquire(&mut self) -> Result<ServerConn> {
+    async fn acquire(&mut self) -> Result<Lease> {
         if let Some(s) = self.server.take() {
             return Ok(*s);
         }
@@ -266,10 +269,26 @@ impl Client {
             .wait_start_us
             .store(registry::now_us(), std::sync::atomic::Ordering::Relaxed);
         let started = std::time::Instant::now();
-        let got = tokio::select! {
-            biased;
-            r = self.pool.checkout() => r,
-            _ = self.info.signal(false) => Err(self.kill_error()),
+        let pool = self.pool.clone();
+        let checkout = pool.checkout();
+        tokio::pin!(checkout);
+        let got = loop {
+            // Keep reading while queued: a client that gives up (EOF) must leave the queue with
+            // its request unsent, as with PgBouncer; more pipelined requests just join the buffer.
+            let room = self.buf.len() < QUEUED_BUF_LIMIT;
+            if room && self.buf.capacity() - self.buf.len() < 1024 {
+                self.buf.reserve(8 * 1024);
+            }
+            tokio::select! {
+                biased;
+                r = &mut checkout => break r,
+                _ = self.info.signal(false) => break Err(self.kill_error()),
+                r = self.stream.read_buf(&mut self.buf), if room => match r {
+                    Ok(0) => break Err(Error::ClientGone),
+                    Ok(_) => {}
+                    Err(e) => break Err(Error::ClientIo(e)),
+                },
+            }
         };
         self.info
             .wait_start_us
@@ -377,7 +396,7 @@ impl Client {
     }
 
     /// Back to the pool after a transaction, with server_reset_query when always asked for.
-    async fn release(&mut self, mut server: ServerConn) {
+    async fn release(&mut self, mut server: Lease) {
         if self.settings.server_reset_query_always && !self.settings.server_reset_query.is_empty() {
             let ok = matches!(
                 server

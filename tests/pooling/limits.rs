@@ -210,3 +210,33 @@ async fn server_lifetime_idle_timeout_and_min_pool_size() {
     let later = pid(c.simple_query("SELECT pg_backend_pid()").await.unwrap());
     assert_ne!(first, later, "server outlived server_lifetime");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_client_that_leaves_never_runs_its_query() {
+    let pg = Pg::start();
+    pg.psql("CREATE TABLE q (v int)");
+    let pooler = Pooler::start(&pg, "", "default_pool_size = 1", "");
+    let holder = pooler.connect("olly", "olly_pw", "testdb").await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    let (quitter, conn) = connect_watched(&pooler.conn_str("olly", "olly_pw", "testdb")).await;
+    let pending =
+        tokio::spawn(async move { quitter.batch_execute("INSERT INTO q VALUES (1)").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The client gives up while queued: its socket closes.
+    conn.abort();
+    pending.abort();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    holder.batch_execute("COMMIT").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM q"),
+        "0",
+        "a departed client's query ran"
+    );
+    // The single server is still usable: nothing leaked.
+    for _ in 0..3 {
+        let c = pooler.connect("olly", "olly_pw", "testdb").await;
+        assert!(c.simple_query("SELECT 1").await.is_ok());
+    }
+    assert_eq!(pg.backend_count("testdb"), 1);
+}
