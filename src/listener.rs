@@ -118,13 +118,7 @@ async fn accept_tcp(ctx: Arc<Context>, l: TcpListener) {
                     .local_addr()
                     .map(|a| (a.ip().to_string(), a.port()))
                     .unwrap_or_default();
-                // Detached from the accept loop but tracked: shutdown waits for sessions.
-                ctx.tasks.spawn(session::run(
-                    ctx.clone(),
-                    Stream::Tcp(s),
-                    PeerAddr::Tcp(peer),
-                    local,
-                ));
+                session::spawn(&ctx, Stream::Tcp(s), PeerAddr::Tcp(peer), local);
             }
             Err(e) => {
                 tracing::warn!("accept failed: {e}");
@@ -144,12 +138,7 @@ async fn accept_unix(ctx: Arc<Context>, l: UnixListener) {
         match accepted {
             Ok((s, _)) => {
                 let local = ("unix".to_string(), ctx.config().general.listen_port);
-                ctx.tasks.spawn(session::run(
-                    ctx.clone(),
-                    Stream::Unix(s),
-                    PeerAddr::Unix,
-                    local,
-                ));
+                session::spawn(&ctx, Stream::Unix(s), PeerAddr::Unix, local);
             }
             Err(e) => {
                 tracing::warn!("accept failed: {e}");

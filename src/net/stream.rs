@@ -65,6 +65,14 @@ impl Stream {
         }
     }
 
+    /// Polls for read readiness without reading (the socket's registration keeps the waker).
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Stream::Tcp(s) => s.poll_read_ready(cx),
+            Stream::Unix(s) => s.poll_read_ready(cx),
+        }
+    }
+
     /// Non-blocking probe used on idle servers: `true` when the peer sent data or closed
     /// (either way an idle server connection is no longer usable). Costs no syscall while the
     /// reactor has not marked the socket readable.

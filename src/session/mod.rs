@@ -12,7 +12,10 @@ pub mod registry;
 pub mod startup;
 mod transfer;
 
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -49,11 +52,20 @@ pub struct Client {
     pub(crate) _slot: link::ClientSlot,
 }
 
+/// Registers an accepted connection and spawns its session on the context's task tracker.
+///
+/// Registration happens here, before the spawn, so the task's future only captures what it keeps
+/// for the session's whole life (the arguments of an async fn stay in its state).
+pub fn spawn(ctx: &Arc<Context>, stream: Stream, peer: PeerAddr, local: (String, u16)) {
+    let info = ctx.clients.register(peer, local);
+    // Detached from the accept loop but tracked: shutdown waits for sessions.
+    ctx.tasks.spawn(run(ctx.clone(), info, stream));
+}
+
 /// Serves one accepted connection to the end. Errors are reported to the client here.
-pub async fn run(ctx: Arc<Context>, mut stream: Stream, peer: PeerAddr, local: (String, u16)) {
-    let info = ctx.clients.register(peer.clone(), local);
+async fn run(ctx: Arc<Context>, info: Arc<ClientInfo>, mut stream: Stream) {
     // A debug-level span: at the default level it costs an idle client nothing.
-    let span = tracing::debug_span!("client", id = info.id, peer = %peer);
+    let span = tracing::debug_span!("client", id = info.id);
     async {
         let login_timeout = ctx.config().general.client_login_timeout;
         // Boxed, like every phase but the idle wait: only the idle state stays allocated.
@@ -211,31 +223,39 @@ impl Client {
         if self.ctx.phase() != Phase::Running && self.server.is_none() && self.buf.is_empty() {
             return Err(Error::ShuttingDown);
         }
-        let readable = async {
-            if idle_timeout.is_zero() || self.server.is_some() {
-                self.stream.readable().await.map_err(Error::ClientIo)
-            } else {
-                // Boxed: the timer exists only where client_idle_timeout is set.
-                match Box::pin(tokio::time::timeout(idle_timeout, self.stream.readable())).await {
-                    Ok(r) => r.map_err(Error::ClientIo),
-                    Err(_) => Err(Error::ClientIdleTimeout),
+        let drainable = self.server.is_none() && self.buf.is_empty();
+        // Boxed: the timer exists only where client_idle_timeout is set.
+        let mut timer = (!idle_timeout.is_zero() && self.server.is_none())
+            .then(|| Box::pin(tokio::time::sleep(idle_timeout)));
+        // One poll function instead of select! over futures: what an idle client keeps while it
+        // waits is just these few captures (readiness lives in the socket's registration).
+        let (stream, info) = (&self.stream, &self.info);
+        let woke = poll_fn(|cx| {
+            if info.poll_signal(cx, drainable) {
+                return Poll::Ready(Err(None));
+            }
+            if let Poll::Ready(r) = stream.poll_read_ready(cx) {
+                return Poll::Ready(r.map_err(|e| Some(Error::ClientIo(e))));
+            }
+            if let Some(t) = timer.as_mut() {
+                if t.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(Some(Error::ClientIdleTimeout)));
                 }
             }
-        };
-        let drainable = self.server.is_none() && self.buf.is_empty();
-        tokio::select! {
-            biased;
-            r = readable => r?,
-            _ = self.info.signal(drainable) => {
-                return Err(if self.info.is_killed() { self.kill_error() } else { Error::ShuttingDown });
-            }
+            Poll::Pending
+        })
+        .await;
+        match woke {
+            Ok(()) => {}
+            Err(Some(e)) => return Err(e),
+            Err(None) if self.info.is_killed() => return Err(self.kill_error()),
+            Err(None) => return Err(Error::ShuttingDown),
         }
         if self.buf.capacity() - self.buf.len() < 1024 {
             self.buf.reserve(8 * 1024);
         }
-        let n = self
-            .stream
-            .read_buf(&mut self.buf)
+        let (stream, buf) = (&mut self.stream, &mut self.buf);
+        let n = poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, &mut *buf))
             .await
             .map_err(Error::ClientIo)?;
         if n == 0 {

@@ -140,6 +140,15 @@ impl ClientInfo {
         Signal { info: self, drain }
     }
 
+    /// The poll behind [`ClientInfo::signal`], for hand-written poll loops: true once killed (or,
+    /// with `drain`, asked to drain); otherwise the task is woken when that happens.
+    pub fn poll_signal(&self, cx: &mut Context<'_>, drain: bool) -> bool {
+        // Register first, then look: a kill between the two still finds the flag set.
+        self.waker.register(cx.waker());
+        let drained = drain && self.draining.load(Ordering::Acquire);
+        self.killed.load(Ordering::Acquire) || drained
+    }
+
     /// True once killed.
     pub fn is_killed(&self) -> bool {
         self.killed.load(Ordering::Acquire)
@@ -156,10 +165,7 @@ impl Future for Signal<'_> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        // Register first, then look: a kill between the two still finds the flag set.
-        self.info.waker.register(cx.waker());
-        let drained = self.drain && self.info.draining.load(Ordering::Acquire);
-        if self.info.killed.load(Ordering::Acquire) || drained {
+        if self.info.poll_signal(cx, self.drain) {
             Poll::Ready(())
         } else {
             Poll::Pending
