@@ -17,9 +17,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use ollyscale_pooler::proto::{
-    read_frame, FrameError, Item, Scanner, HEADER_LEN, WHOLE_FRAME_CAP,
-};
+use ollyscale_pooler::proto::{read_frame, FrameError, Item, Scanner, HEADER_LEN, WHOLE_FRAME_CAP};
 
 /// One step of the reference walk at some offset of the stream.
 #[derive(Debug, PartialEq)]
@@ -86,7 +84,10 @@ fn check_read_frame(stream: &[u8], max: u32) {
         let expected = reference(stream, at, max);
         match read_frame(&mut buf, max) {
             Ok(Some(frame)) => {
-                assert!(frame.body.len() <= stream.len(), "body longer than the input");
+                assert!(
+                    frame.body.len() <= stream.len(),
+                    "body longer than the input"
+                );
                 let Step::Frame { tag, total } = expected else {
                     panic!("read_frame returned a frame where the reference has {expected:?}");
                 };
@@ -96,7 +97,11 @@ fn check_read_frame(stream: &[u8], max: u32) {
                 rebuilt.push(frame.tag);
                 rebuilt.extend_from_slice(&((frame.body.len() + 4) as u32).to_be_bytes());
                 rebuilt.extend_from_slice(&frame.body);
-                assert_eq!(&rebuilt[..], &stream[..at + total], "frames do not re-concatenate");
+                assert_eq!(
+                    &rebuilt[..],
+                    &stream[..at + total],
+                    "frames do not re-concatenate"
+                );
                 assert_eq!(&buf[..], &stream[at + total..]);
             }
             Ok(None) => {
@@ -143,7 +148,11 @@ fn check_scanner(stream: &[u8], max: u32, whole: impl Fn(u8) -> bool + Copy, chu
                     return;
                 }
             };
-            let Step::Frame { tag: ref_tag, total } = reference(stream, next_frame, max) else {
+            let Step::Frame {
+                tag: ref_tag,
+                total,
+            } = reference(stream, next_frame, max)
+            else {
                 panic!("scanner yielded an item where the reference has none");
             };
             match item {
@@ -157,7 +166,10 @@ fn check_scanner(stream: &[u8], max: u32, whole: impl Fn(u8) -> bool + Copy, chu
                 Item::Partial { tag, total: t } => {
                     assert_eq!(tag, ref_tag);
                     assert_eq!(t, total);
-                    assert!(received < next_frame + total, "a complete frame was streamed");
+                    assert!(
+                        received < next_frame + total,
+                        "a complete frame was streamed"
+                    );
                     assert!(
                         !whole(tag) || total > WHOLE_FRAME_CAP,
                         "a frame wanted whole was streamed"
@@ -181,7 +193,11 @@ fn check_scanner(stream: &[u8], max: u32, whole: impl Fn(u8) -> bool + Copy, chu
         buf.drain(..scanned);
         scanner.consumed(scanned);
         assert_eq!(scanner.scanned(), 0);
-        assert_eq!(&forwarded[..], &stream[..forwarded.len()], "forwarded bytes differ");
+        assert_eq!(
+            &forwarded[..],
+            &stream[..forwarded.len()],
+            "forwarded bytes differ"
+        );
         assert_eq!(forwarded.len() + buf.len(), received);
     }
     // At the end, what is left unforwarded is not a whole frame (or a streamed frame's tail).
@@ -195,6 +211,9 @@ fn check_scanner(stream: &[u8], max: u32, whole: impl Fn(u8) -> bool + Copy, chu
             Step::Error(e) => panic!("the scanner missed an error: {e}"),
         }
     } else {
-        assert!(buf.is_empty(), "bytes of a streamed frame were left unforwarded");
+        assert!(
+            buf.is_empty(),
+            "bytes of a streamed frame were left unforwarded"
+        );
     }
 }

@@ -57,7 +57,11 @@ fn without_includes(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     out.push_str(bom);
     for line in body.lines() {
-        out.push_str(if line.contains("%include") { SAFE_INCLUDE } else { line });
+        out.push_str(if line.contains("%include") {
+            SAFE_INCLUDE
+        } else {
+            line
+        });
         out.push('\n');
     }
     // The only include the parser can see is ours (checked, not just built that way).
@@ -71,20 +75,34 @@ fn ini(raw: &str) {
     let text = without_includes(raw);
     let path = Path::new(INI_PATH);
     let result = parse_ini_str(&text, path);
-    assert_eq!(parse_ini_str(&text, path), result, "parse is not deterministic");
+    assert_eq!(
+        parse_ini_str(&text, path),
+        result,
+        "parse is not deterministic"
+    );
     let lines = text.lines().count();
     match result {
         Ok(cfg) => {
             assert_eq!(cfg.path, path);
-            assert!(!cfg.databases.contains_key("pgbouncer"), "the admin db name was taken");
-            assert!(!cfg.databases.contains_key("*"), "the fallback is not a database");
+            assert!(
+                !cfg.databases.contains_key("pgbouncer"),
+                "the admin db name was taken"
+            );
+            assert!(
+                !cfg.databases.contains_key("*"),
+                "the fallback is not a database"
+            );
         }
         Err(ConfigErrors(issues)) => {
             assert!(!issues.is_empty(), "an error without a problem");
             for issue in &issues {
                 // Includes never resolve, so every problem is in the main file.
                 assert_eq!(issue.file, INI_PATH);
-                assert!(issue.line >= 1 && issue.line <= lines, "line {} of {lines}", issue.line);
+                assert!(
+                    issue.line >= 1 && issue.line <= lines,
+                    "line {} of {lines}",
+                    issue.line
+                );
             }
         }
     }
@@ -110,12 +128,21 @@ fn password_never_echoed(tail: &str, mode: u8) {
     } else {
         format!("db = {on_line} {password}")
     };
+    // `password=A B =x` makes B a key (libpq syntax): then only A is the password.
+    let b_is_a_key = mode % 4 == 2
+        && mode & 0x80 == 0
+        && on_line.trim_start_matches([' ', '\t']).starts_with('=');
+    let secret_parts = if b_is_a_key {
+        &SENTINEL_PARTS[..1]
+    } else {
+        &SENTINEL_PARTS[..]
+    };
     let text = without_includes(&format!("[databases]\n{entry}{after}"));
     let Err(ConfigErrors(issues)) = parse_ini_str(&text, Path::new(INI_PATH)) else {
         return;
     };
     for issue in &issues {
-        for part in SENTINEL_PARTS {
+        for part in secret_parts {
             assert!(
                 !issue.message.contains(part) && !issue.key.contains(part),
                 "a password was repeated in {issue:?}"
@@ -140,7 +167,11 @@ fn userlist(text: &str) {
                     secret.as_str().replace('"', "\"\"")
                 ));
             }
-            assert_eq!(parse_userlist(&written, path), Ok(list), "userlist roundtrip");
+            assert_eq!(
+                parse_userlist(&written, path),
+                Ok(list),
+                "userlist roundtrip"
+            );
         }
         Err(ConfigErrors(issues)) => {
             assert!(!issues.is_empty(), "an error without a problem");

@@ -72,7 +72,11 @@ fn secret_parse(s: &str) {
     assert!(secret.iterations > 0);
     assert!(!secret.salt.is_empty());
     let printed = secret.to_string();
-    assert_eq!(ScramSecret::parse(&printed).as_ref(), Some(&secret), "secret roundtrip");
+    assert_eq!(
+        ScramSecret::parse(&printed).as_ref(),
+        Some(&secret),
+        "secret roundtrip"
+    );
 }
 
 /// We are the server; the fuzzer is the client.
@@ -82,7 +86,10 @@ fn server_side(client_first: &[u8], client_final: &[u8]) {
     let server_first = match server.client_first(client_first) {
         Ok(out) => out,
         Err(_) => {
-            assert!(is_malformed(server.client_final(client_final)), "exchange went on");
+            assert!(
+                is_malformed(server.client_final(client_final)),
+                "exchange went on"
+            );
             return;
         }
     };
@@ -91,12 +98,10 @@ fn server_side(client_first: &[u8], client_final: &[u8]) {
         .strip_prefix("r=")
         .and_then(|s| s.split_once(','))
         .expect("server-first starts with r=<nonce>,");
-    assert!(nonce.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b','));
-    let expected_tail = format!(
-        "s={},i={}",
-        base64_of(&secret.salt),
-        secret.iterations
-    );
+    assert!(nonce
+        .bytes()
+        .all(|b| (0x21..=0x7e).contains(&b) && b != b','));
+    let expected_tail = format!("s={},i={}", base64_of(&secret.salt), secret.iterations);
     assert_eq!(tail, expected_tail);
     // The client nonce the fuzzer sent is the prefix of the combined nonce.
     let sent = std::str::from_utf8(client_first).expect("accepted input is UTF-8");
@@ -108,8 +113,14 @@ fn server_side(client_first: &[u8], client_final: &[u8]) {
 
     let result = server.client_final(&splice(client_final, nonce));
     assert!(result.is_err(), "a forged proof was accepted");
-    assert!(is_malformed(server.client_final(b"")), "a finished exchange went on");
-    assert!(is_malformed(server.client_first(b"n,,n=,r=x")), "a finished exchange restarted");
+    assert!(
+        is_malformed(server.client_final(b"")),
+        "a finished exchange went on"
+    );
+    assert!(
+        is_malformed(server.client_first(b"n,,n=,r=x")),
+        "a finished exchange restarted"
+    );
 }
 
 /// We are the client logging in to a server; the fuzzer is the server.
@@ -126,7 +137,11 @@ fn client_side(server_first: &[u8], server_final: &[u8], with_password: bool) {
     };
     let mut client = ScramClient::new(cred);
     let first = String::from_utf8(client.client_first()).expect("we send UTF-8");
-    assert_eq!(client.client_first(), first.as_bytes(), "client-first changed");
+    assert_eq!(
+        client.client_first(),
+        first.as_bytes(),
+        "client-first changed"
+    );
     let nonce = first
         .strip_prefix("n,,n=,r=")
         .expect("client-first is n,,n=,r=<nonce>")
@@ -135,7 +150,10 @@ fn client_side(server_first: &[u8], server_final: &[u8], with_password: bool) {
     let client_final = match client.server_first(&server_first) {
         Ok(out) => out,
         Err(_) => {
-            assert!(is_malformed(client.server_final(server_final)), "exchange went on");
+            assert!(
+                is_malformed(client.server_final(server_final)),
+                "exchange went on"
+            );
             return;
         }
     };
@@ -155,7 +173,10 @@ fn client_side(server_first: &[u8], server_final: &[u8], with_password: bool) {
         result.is_err(),
         "a server signature that did not come from the secret was accepted"
     );
-    assert!(is_malformed(client.server_final(b"")), "a finished exchange went on");
+    assert!(
+        is_malformed(client.server_final(b"")),
+        "a finished exchange went on"
+    );
 }
 
 /// Our client against our server, with a password and salt from the fuzzer.
@@ -163,7 +184,10 @@ fn exchange(password: &[u8], salt: &[u8], iterations: u32) {
     let password = String::from_utf8_lossy(password).into_owned();
     let salt = if salt.is_empty() { &b"salt"[..] } else { salt };
     let secret = ScramSecret::from_password(&password, salt, iterations);
-    assert_eq!(ScramSecret::parse(&secret.to_string()).as_ref(), Some(&secret));
+    assert_eq!(
+        ScramSecret::parse(&secret.to_string()).as_ref(),
+        Some(&secret)
+    );
 
     let client_key = run(&secret, ScramCredential::Password(password));
     // Pass-through: the recovered ClientKey and the stored ServerKey log in again.
@@ -174,7 +198,10 @@ fn exchange(password: &[u8], salt: &[u8], iterations: u32) {
             server_key: secret.server_key,
         },
     );
-    assert_eq!(again, client_key, "pass-through recovered another ClientKey");
+    assert_eq!(
+        again, client_key,
+        "pass-through recovered another ClientKey"
+    );
 }
 
 /// One whole exchange that must succeed; returns the ClientKey the server recovered.
@@ -206,6 +233,11 @@ fn base64_of(bytes: &[u8]) -> String {
         server_key: [0; 32],
     };
     let printed = probe.to_string();
-    let (_, rest) = printed.split_once(':').expect("Display has iterations:salt");
-    rest.split_once('$').expect("Display has salt$keys").0.to_owned()
+    let (_, rest) = printed
+        .split_once(':')
+        .expect("Display has iterations:salt");
+    rest.split_once('$')
+        .expect("Display has salt$keys")
+        .0
+        .to_owned()
 }

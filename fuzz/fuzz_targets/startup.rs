@@ -45,7 +45,11 @@ fn check_startup(stream: &[u8], max_len: u32) {
         let result = parse_startup(&mut buf, max_len);
         assert!(buf.len() <= before.len(), "the buffer grew");
         let consumed = before.len() - buf.len();
-        assert_eq!(&buf[..], &before[consumed..], "consumed bytes were not a prefix");
+        assert_eq!(
+            &buf[..],
+            &before[consumed..],
+            "consumed bytes were not a prefix"
+        );
         let packet = match result {
             Ok(Some(packet)) => packet,
             Ok(None) => {
@@ -62,7 +66,10 @@ fn check_startup(stream: &[u8], max_len: u32) {
             }
         };
         let announced = u32::from_be_bytes([before[0], before[1], before[2], before[3]]);
-        assert_eq!(consumed, announced as usize, "consumed a different length than announced");
+        assert_eq!(
+            consumed, announced as usize,
+            "consumed a different length than announced"
+        );
         assert!(announced <= max_len);
         assert_eq!(encode(&packet, &before[..consumed]), &before[..consumed]);
     }
@@ -95,8 +102,10 @@ fn encode(packet: &StartupPacket, original: &[u8]) -> Vec<u8> {
             out.put_slice(&body);
             if *minor == 0 {
                 // Our own builder writes the same bytes for protocol 3.0.
-                let pairs: Vec<(&str, &str)> =
-                    params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+                let pairs: Vec<(&str, &str)> = params
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
                 let mut built = BytesMut::new();
                 build::startup_message(&mut built, &pairs).expect("no NUL in accepted params");
                 assert_eq!(built, out);
@@ -122,14 +131,21 @@ fn check_options(s: &str) {
     let mut written = String::new();
     for (key, value) in &options {
         assert!(!key.is_empty(), "empty option name accepted");
-        assert!(!key.contains('-') && !key.contains('='), "bad option name {key:?}");
+        assert!(
+            !key.contains('-') && !key.contains('='),
+            "bad option name {key:?}"
+        );
         written.push_str("--");
         escape(&mut written, key);
         written.push('=');
         escape(&mut written, value);
         written.push(' ');
     }
-    assert_eq!(parse_options(&written).as_ref(), Ok(&options), "options roundtrip");
+    assert_eq!(
+        parse_options(&written).as_ref(),
+        Ok(&options),
+        "options roundtrip"
+    );
 }
 
 /// Backslash-escapes what libpq's `options` splitting would otherwise interpret.
