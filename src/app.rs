@@ -29,6 +29,8 @@ pub struct Running {
     pub addr: Option<std::net::SocketAddr>,
     /// Where /metrics, /livez and /readyz are served (None when http_listen_port is unset).
     pub http_addr: Option<std::net::SocketAddr>,
+    /// The log file, reopened on SIGHUP (set by `main` when `logfile` is used).
+    pub log_file: Option<Arc<crate::logfile::LogFile>>,
     unix_path: Option<PathBuf>,
 }
 
@@ -47,6 +49,7 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
         ctx,
         addr,
         http_addr,
+        log_file: None,
         unix_path,
     })
 }
@@ -65,7 +68,14 @@ impl Running {
             signal(SignalKind::user_defined2()).expect("invariant: signal handler installs");
         loop {
             tokio::select! {
-                _ = hup.recv() => { ctx.reload(); }
+                _ = hup.recv() => {
+                    ctx.reload();
+                    if let Some(log) = &self.log_file {
+                        if let Err(e) = log.reopen() {
+                            tracing::error!("cannot reopen logfile: {e}");
+                        }
+                    }
+                }
                 _ = usr1.recv() => {
                     let ctx = ctx.clone();
                     // Tracked: PAUSE waits for servers to come back.

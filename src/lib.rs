@@ -18,6 +18,7 @@ pub mod config;
 pub mod context;
 pub mod error;
 pub mod listener;
+pub mod logfile;
 pub mod metrics;
 pub mod net;
 pub mod pool;

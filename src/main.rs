@@ -4,7 +4,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::sync::Arc;
+
 use ollyscale_pooler::app;
+use ollyscale_pooler::logfile::LogFile;
 
 const USAGE: &str = "ollyscale-pooler: a PgBouncer-compatible PostgreSQL connection pooler
 
@@ -69,7 +72,10 @@ fn parse_args() -> Result<Args, String> {
     })
 }
 
-fn init_logging(args: &Args, cfg: &ollyscale_pooler::config::Config) -> Result<(), String> {
+fn init_logging(
+    args: &Args,
+    cfg: &ollyscale_pooler::config::Config,
+) -> Result<Option<Arc<LogFile>>, String> {
     let level = match args.verbose.max(cfg.general.verbose) {
         0 => "info",
         1 => "debug",
@@ -83,21 +89,16 @@ fn init_logging(args: &Args, cfg: &ollyscale_pooler::config::Config) -> Result<(
         .with_env_filter(filter)
         .with_target(false);
     if let Some(path) = &cfg.general.logfile {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
+        let file = LogFile::open(path)
             .map_err(|e| format!("cannot open logfile {}: {e}", path.display()))?;
-        builder
-            .with_ansi(false)
-            .with_writer(std::sync::Mutex::new(file))
-            .init();
+        builder.with_ansi(false).with_writer(file.clone()).init();
+        return Ok(Some(file));
     } else if args.quiet || args.daemon {
         builder.with_writer(std::io::sink).init();
     } else {
         builder.with_writer(std::io::stderr).init();
     }
-    Ok(())
+    Ok(None)
 }
 
 fn main() -> ExitCode {
@@ -135,10 +136,13 @@ fn main() -> ExitCode {
             }
         };
     }
-    if let Err(e) = init_logging(&args, &cfg) {
-        eprintln!("ollyscale-pooler: {e}");
-        return ExitCode::from(1);
-    }
+    let log_file = match init_logging(&args, &cfg) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("ollyscale-pooler: {e}");
+            return ExitCode::from(1);
+        }
+    };
     for key in &cfg.unimplemented_keys {
         tracing::warn!("setting {key} is not supported by ollyscale-pooler and is ignored");
     }
@@ -166,7 +170,7 @@ fn main() -> ExitCode {
     let pidfile2 = pidfile.clone();
     let code = runtime.block_on(async move {
         let pidfile = pidfile2;
-        let running = match app::start(cfg).await {
+        let mut running = match app::start(cfg).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!("{e}");
@@ -182,6 +186,7 @@ fn main() -> ExitCode {
         if let Some(a) = running.addr {
             tracing::info!("listening on {a}");
         }
+        running.log_file = log_file;
         running.run_until_stopped().await;
         ExitCode::SUCCESS
     });

@@ -118,3 +118,37 @@ async fn sigterm_lets_the_open_transaction_finish_then_closes() {
     assert!(busy.simple_query("SELECT 1").await.is_err());
     assert_eq!(pg.psql("SELECT count(*) FROM d"), "2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reopens_the_logfile_after_rotation() {
+    let pg = Pg::start();
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("pooler.log");
+    let pooler = Pooler::start(&pg, "", &format!("logfile = {}", log.display()), "");
+    let c = pooler.connect("olly", "olly_pw", "testdb").await;
+    drop(c);
+    let rotated = logs.path().join("pooler.log.1");
+    assert!(
+        eventually(Duration::from_secs(5), || std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("login attempt"))
+        .await
+    );
+    std::fs::rename(&log, &rotated).unwrap();
+    pooler.signal(libc::SIGHUP);
+    assert!(
+        eventually(Duration::from_secs(5), || log.exists()).await,
+        "SIGHUP did not reopen the logfile"
+    );
+    let c = pooler.connect("md5user", "md5_pw", "testdb").await;
+    drop(c);
+    assert!(
+        eventually(Duration::from_secs(5), || std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("user=md5user"))
+        .await
+    );
+    assert!(!std::fs::read_to_string(&rotated)
+        .unwrap()
+        .contains("user=md5user"));
+}
