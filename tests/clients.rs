@@ -204,6 +204,14 @@ fn psycopg_threads_copy_cursors_notices_and_parameters() {
 }
 
 #[test]
+fn driver_defaults_with_named_prepared_statements() {
+    let db = "clients_prepared";
+    // Fewer servers than clients: statements must follow their clients across servers.
+    let pooler = pooler(db, "", "default_pool_size = 3");
+    run_scenario(&pooler, "prepared_defaults.py", "olly", "olly_pw", db, &[]);
+}
+
+#[test]
 fn psycopg_admin_console() {
     let db = "clients_admin";
     let pooler = pooler(db, "", "");

@@ -96,7 +96,7 @@ pub static GENERAL_KEYS: &[KeyInfo] = &[
     key("max_db_client_connections", "0", RELOAD, UNIMPL),
     key("max_db_connections", "0", RELOAD, IMPL),
     key("max_packet_size", "2147483647", RELOAD, IMPL),
-    key("max_prepared_statements", "200", RELOAD, UNIMPL),
+    key("max_prepared_statements", "200", RELOAD, IMPL),
     key("max_user_client_connections", "0", RELOAD, UNIMPL),
     key("max_user_connections", "0", RELOAD, IMPL),
     key("min_pool_size", "0", RELOAD, IMPL),

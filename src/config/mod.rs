@@ -219,6 +219,8 @@ pub struct General {
     pub client_idle_timeout: Duration,
     pub idle_transaction_timeout: Duration,
     pub max_packet_size: u32,
+    /// Protocol-level named statements tracked per server in transaction/statement mode; 0 = off.
+    pub max_prepared_statements: u32,
     pub listen_backlog: u32,
     pub tcp_keepalive: bool,
     pub tcp_keepcnt: u32,
@@ -280,6 +282,7 @@ impl Default for General {
             client_idle_timeout: Duration::ZERO,
             idle_transaction_timeout: Duration::ZERO,
             max_packet_size: 2147483647,
+            max_prepared_statements: 200,
             listen_backlog: 128,
             tcp_keepalive: true,
             tcp_keepcnt: 0,

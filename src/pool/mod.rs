@@ -57,6 +57,9 @@ pub struct PoolSettings {
     pub idle_transaction_timeout: Duration,
     pub client_idle_timeout: Duration,
     pub max_packet_size: u32,
+    /// Named prepared statements are tracked (transaction/statement mode, limit > 0): the most
+    /// a server may hold before it is closed at release.
+    pub max_prepared_statements: u32,
 }
 
 impl PoolSettings {
@@ -91,6 +94,7 @@ impl PoolSettings {
                 .and_then(|u| u.client_idle_timeout)
                 .unwrap_or(g.client_idle_timeout),
             max_packet_size: g.max_packet_size,
+            max_prepared_statements: g.max_prepared_statements,
         }
     }
 }

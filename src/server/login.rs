@@ -93,6 +93,7 @@ async fn connect_inner(
         tx_status: b'I',
         registration: None,
         synced: Vec::new(),
+        prepared: std::collections::HashSet::new(),
     };
     let mut out = BytesMut::with_capacity(256);
     let mut params: Vec<(&str, &str)> = vec![

@@ -127,6 +127,8 @@ pub struct ServerConn {
     /// strings): lets the next client with the same values skip the comparison by name.
     /// Cleared whenever the server reports a parameter change.
     pub synced: Vec<(std::sync::Arc<str>, std::sync::Arc<str>)>,
+    /// Ids of the pooler-named prepared statements this server holds (see session::prepared).
+    pub prepared: std::collections::HashSet<u64>,
 }
 
 impl ServerConn {

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod cancel;
 mod link;
+pub mod prepared;
 pub mod registry;
 pub mod startup;
 mod transfer;
@@ -50,6 +51,8 @@ pub struct Client {
     pub(crate) server: Option<Box<Lease>>,
     /// Holds this client's place under max_client_conn.
     pub(crate) _slot: link::ClientSlot,
+    /// Named prepared statements (transaction mode); boxed on first use.
+    pub(crate) stmts: Option<Box<prepared::ClientStatements>>,
 }
 
 /// Registers an accepted connection and spawns its session on the context's task tracker.
@@ -169,6 +172,7 @@ async fn session(
             params: w.params,
             server: None,
             _slot: w.slot,
+            stmts: None,
         },
         Ok(link::LoggedIn::Admin { user, admin }) => {
             let session = crate::admin::AdminSession {
@@ -357,6 +361,11 @@ impl Client {
             self.settings.idle_transaction_timeout,
         );
         t.set_start(started);
+        if self.settings.pool_mode != crate::config::PoolMode::Session
+            && self.settings.max_prepared_statements > 0
+        {
+            t.track_statements(&mut self.stmts);
+        }
         let info = self.info.clone();
         let end = tokio::select! {
             biased;
@@ -386,6 +395,9 @@ impl Client {
         S::add(&stats.query_count, tally.queries);
         S::add(&stats.query_time_us, tally.query_time.as_micros() as u64);
         S::add(&stats.xact_count, 1);
+        S::add(&stats.client_parse_count, tally.client_parses);
+        S::add(&stats.server_parse_count, tally.server_parses);
+        S::add(&stats.bind_count, tally.binds);
         S::add(&stats.xact_time_us, started.elapsed().as_micros() as u64);
         match end {
             Ok(transfer::End::Released) => {
@@ -417,6 +429,11 @@ impl Client {
 
     /// Back to the pool after a transaction, with server_reset_query when always asked for.
     async fn release(&mut self, mut server: Lease) {
+        if server.prepared.len() > self.settings.max_prepared_statements as usize {
+            // The bound on statements per server: a fresh connection starts empty.
+            self.pool.checkin(server, false);
+            return;
+        }
         if self.settings.server_reset_query_always && !self.settings.server_reset_query.is_empty() {
             let ok = matches!(
                 server

@@ -22,6 +22,7 @@ use tokio::io::AsyncWrite;
 use tokio::time::Sleep;
 use tokio_util::io::poll_read_buf;
 
+use super::prepared::{Acks, ClientStatements, Rewrite};
 use crate::config::PoolMode;
 use crate::error::{Error, Result};
 use crate::net::Stream;
@@ -51,6 +52,12 @@ pub struct Tally {
     pub query_time: Duration,
     /// A tracked parameter of the client changed (a SET seen through ParameterStatus).
     pub params_changed: bool,
+    /// Named Parse messages from the client.
+    pub client_parses: u64,
+    /// Parse messages of named statements that reached the server (the client's and injected).
+    pub server_parses: u64,
+    /// Bind messages of named statements.
+    pub binds: u64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -85,9 +92,25 @@ pub struct Transfer<'a> {
     start: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
     timer_kind: Timer,
+    /// The client's named statements; `None` when they are not tracked (session mode, or
+    /// max_prepared_statements = 0). The inner box is made on the first named Parse.
+    stmts: Option<&'a mut Option<Box<ClientStatements>>>,
+    /// ParseCompletes owed by the server (tracked statements only).
+    acks: Acks,
+    /// A client frame to replace: (its offset in `cbuf`, its length, what to do).
+    c_hold: Option<(usize, usize, Rewrite)>,
+    /// Rewritten bytes that go to the server before the rest of `cbuf`.
+    c_pending: BytesMut,
+    /// A server frame to drop (an injected Parse's ParseComplete): (offset in the buffer, length).
+    s_hold: Option<(usize, usize)>,
 }
 
 impl<'a> Transfer<'a> {
+    /// Turns on named-statement tracking for this link.
+    pub fn track_statements(&mut self, stmts: &'a mut Option<Box<ClientStatements>>) {
+        self.stmts = Some(stmts);
+    }
+
     /// A link over a server that is at a message boundary.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -120,6 +143,11 @@ impl<'a> Transfer<'a> {
             start: None,
             timer: None,
             timer_kind: Timer::Off,
+            stmts: None,
+            acks: Acks::default(),
+            c_hold: None,
+            c_pending: BytesMut::new(),
+            s_hold: None,
         }
     }
 
@@ -137,7 +165,68 @@ impl<'a> Transfer<'a> {
     }
 
     fn client_ready(&self) -> usize {
-        self.terminate_at.unwrap_or(self.cscan.scanned())
+        let mut n = self.terminate_at.unwrap_or(self.cscan.scanned());
+        if let Some((at, _, _)) = &self.c_hold {
+            n = n.min(*at);
+        }
+        n
+    }
+
+    fn server_ready(&self) -> usize {
+        match self.s_hold {
+            Some((at, _)) => at.min(self.sscan.scanned()),
+            None => self.sscan.scanned(),
+        }
+    }
+
+    /// Once everything before a held client frame is written: swap in its rewrite.
+    fn apply_client_hold(&mut self) -> Result<bool> {
+        if !matches!(self.c_hold, Some((0, _, _))) || !self.c_pending.is_empty() {
+            return Ok(false);
+        }
+        let Some((_, len, rewrite)) = self.c_hold.take() else {
+            return Ok(false);
+        };
+        self.cbuf.advance(len);
+        self.cscan.consumed(len);
+        if let Rewrite::Replace {
+            bytes,
+            inject,
+            parse,
+            closed,
+        } = rewrite
+        {
+            if let Some(id) = inject {
+                self.acks.parse_sent(id, false);
+                self.server.prepared.insert(id);
+                self.tally.server_parses += 1;
+            }
+            if let Some(id) = parse {
+                self.acks.parse_sent(id, true);
+                self.server.prepared.insert(id);
+                self.tally.client_parses += 1;
+                self.tally.server_parses += 1;
+            }
+            if let Some(id) = closed {
+                self.server.prepared.remove(&id);
+            }
+            self.tally.bytes_from_client += len as u64;
+            self.c_pending = bytes;
+        }
+        self.scan_client()?;
+        Ok(true)
+    }
+
+    /// Once everything before a held server frame is written: drop it.
+    fn apply_server_hold(&mut self) -> Result<bool> {
+        let Some((0, len)) = self.s_hold else {
+            return Ok(false);
+        };
+        self.s_hold = None;
+        self.server.buf.advance(len);
+        self.sscan.consumed(len);
+        self.scan_server()?;
+        Ok(true)
     }
 
     fn releasable(&self) -> bool {
@@ -149,13 +238,31 @@ impl<'a> Transfer<'a> {
             && self.server.buf.is_empty()
             && self.cscan.at_boundary()
             && self.client_ready() == 0
+            && self.c_hold.is_none()
+            && self.c_pending.is_empty()
+            && self.s_hold.is_none()
     }
 
     fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Result<End>> {
         loop {
             let mut progress = false;
 
-            let c_ready = self.client_ready();
+            if !self.c_pending.is_empty() {
+                match Pin::new(&mut self.server.stream).poll_write(cx, &self.c_pending) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(Error::ServerGone)),
+                    Poll::Ready(Ok(n)) => {
+                        self.c_pending.advance(n);
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::ServerIo(e))),
+                    Poll::Pending => {}
+                }
+            }
+            let c_ready = if self.c_pending.is_empty() {
+                self.client_ready()
+            } else {
+                0
+            };
             if c_ready > 0 {
                 match Pin::new(&mut self.server.stream).poll_write(cx, &self.cbuf[..c_ready]) {
                     Poll::Ready(Ok(0)) => return Poll::Ready(Err(Error::ServerGone)),
@@ -165,6 +272,9 @@ impl<'a> Transfer<'a> {
                         if let Some(t) = self.terminate_at.as_mut() {
                             *t -= n;
                         }
+                        if let Some((at, _, _)) = self.c_hold.as_mut() {
+                            *at -= n;
+                        }
                         self.tally.bytes_from_client += n as u64;
                         progress = true;
                     }
@@ -173,13 +283,16 @@ impl<'a> Transfer<'a> {
                 }
             }
 
-            let s_ready = self.sscan.scanned();
+            let s_ready = self.server_ready();
             if s_ready > 0 {
                 match Pin::new(&mut *self.client).poll_write(cx, &self.server.buf[..s_ready]) {
                     Poll::Ready(Ok(0)) => return Poll::Ready(Ok(self.client_left())),
                     Poll::Ready(Ok(n)) => {
                         self.server.buf.advance(n);
                         self.sscan.consumed(n);
+                        if let Some((at, _)) = self.s_hold.as_mut() {
+                            *at -= n;
+                        }
                         self.tally.bytes_to_client += n as u64;
                         progress = true;
                     }
@@ -188,6 +301,9 @@ impl<'a> Transfer<'a> {
                 }
             }
 
+            if self.apply_client_hold()? | self.apply_server_hold()? {
+                progress = true;
+            }
             if self.terminate_at == Some(0) {
                 return Poll::Ready(Ok(self.client_left()));
             }
@@ -244,7 +360,9 @@ impl<'a> Transfer<'a> {
             && !self.in_extended
             && self.server.tx_status == b'I'
             && self.sscan.scanned() == 0
-            && self.server.buf.is_empty();
+            && self.server.buf.is_empty()
+            && self.c_pending.is_empty()
+            && self.s_hold.is_none();
         End::ClientLeft { clean }
     }
 
@@ -254,18 +372,21 @@ impl<'a> Transfer<'a> {
 
     /// Looks at newly read client bytes: counts what will be answered, finds Terminate.
     fn scan_client(&mut self) -> Result<()> {
-        if self.terminate_at.is_some() {
+        if self.terminate_at.is_some() || self.c_hold.is_some() {
             return Ok(());
         }
+        let tracking = self.stmts.is_some();
         loop {
-            let before = self.cscan.scanned();
             let item = self
                 .cscan
-                .next(self.cbuf, self.max_packet, |_| false)
+                .next(self.cbuf, self.max_packet, |t| {
+                    tracking && matches!(t, b'P' | b'B' | b'D' | b'C')
+                })
                 .map_err(Self::frame_err)?;
-            let tag = match item {
+            let (tag, whole) = match item {
                 None => return Ok(()),
-                Some(Item::Whole { tag, .. }) | Some(Item::Partial { tag, .. }) => tag,
+                Some(Item::Whole { tag, bytes }) => (tag, Some(bytes.len())),
+                Some(Item::Partial { tag, .. }) => (tag, None),
             };
             match tag {
                 b'Q' | b'F' => self.request_sent(),
@@ -275,15 +396,48 @@ impl<'a> Transfer<'a> {
                 }
                 b'P' | b'B' | b'D' | b'E' | b'C' | b'H' => self.in_extended = true,
                 b'X' => {
-                    self.terminate_at = Some(before);
+                    // The frame's own start: `before` may precede it by the tail of a streamed frame.
+                    self.terminate_at = Some(self.cscan.scanned() - whole.unwrap_or(0));
                     return Ok(());
                 }
                 _ => {}
+            }
+            let mut kept = true;
+            if let (Some(len), Some(stmts)) = (whole, self.stmts.as_deref_mut()) {
+                if matches!(tag, b'P' | b'B' | b'D' | b'C') {
+                    let start = self.cscan.scanned() - len;
+                    let body = &self.cbuf[start + 5..start + len];
+                    // Only a named Parse creates the statement map; the rest need one.
+                    let named_parse = tag == b'P' && body.first().is_some_and(|b| *b != 0);
+                    if stmts.is_none() && named_parse {
+                        *stmts = Some(Box::default());
+                    }
+                    if let Some(map) = stmts.as_deref_mut() {
+                        let prepared = &self.server.prepared;
+                        let rw = map.rewrite(tag, body, &|id| prepared.contains(&id));
+                        if rw != Rewrite::Keep {
+                            if tag == b'B' {
+                                self.tally.binds += 1;
+                            }
+                            self.c_hold = Some((self.cscan.scanned() - len, len, rw));
+                            kept = false;
+                        }
+                    }
+                }
+            }
+            if kept && tag == b'P' && self.stmts.is_some() {
+                // A Parse forwarded as it is (unnamed, or too large to look at) still owes a
+                // ParseComplete, which must stay in line with the ones we swallow.
+                self.acks.parse_sent(0, true);
+            }
+            if self.c_hold.is_some() {
+                return Ok(());
             }
         }
     }
 
     fn request_sent(&mut self) {
+        self.acks.sent_epoch += 1;
         if self.outstanding == 0 {
             self.query_started = Some(self.start.take().unwrap_or_else(Instant::now));
         }
@@ -292,11 +446,15 @@ impl<'a> Transfer<'a> {
 
     /// Looks at newly read server bytes: ReadyForQuery and ParameterStatus.
     fn scan_server(&mut self) -> Result<()> {
+        if self.s_hold.is_some() {
+            return Ok(());
+        }
+        let tracking = self.stmts.is_some();
         loop {
             let item = self
                 .sscan
                 .next(&self.server.buf, self.max_packet, |t| {
-                    t == b'Z' || t == b'S'
+                    t == b'Z' || t == b'S' || (tracking && (t == b'1' || t == b'C'))
                 })
                 .map_err(|e| Error::ServerProtocol(e.to_string()))?;
             match item {
@@ -305,6 +463,7 @@ impl<'a> Transfer<'a> {
                     let status = bytes.get(5).copied().unwrap_or(b'I');
                     self.server.tx_status = status;
                     self.tally.queries += 1;
+                    self.acks.done_epoch += 1;
                     self.outstanding = self.outstanding.saturating_sub(1);
                     if self.outstanding == 0 {
                         if let Some(t) = self.query_started.take() {
@@ -331,6 +490,32 @@ impl<'a> Transfer<'a> {
                             }
                         }
                         self.server.set_param(&k, &v);
+                    }
+                }
+                Some(Item::Whole { tag: b'1', bytes }) if tracking => {
+                    if !self.acks.parse_complete() {
+                        // The ParseComplete of a Parse we injected: the client never asked.
+                        let len = bytes.len();
+                        self.s_hold = Some((self.sscan.scanned() - len, len));
+                        return Ok(());
+                    }
+                }
+                Some(Item::Whole { tag: b'C', bytes }) if tracking => {
+                    let tag_text = &bytes[5..];
+                    if tag_text.starts_with(b"DISCARD ALL")
+                        || tag_text.starts_with(b"DEALLOCATE ALL")
+                    {
+                        self.server.prepared.clear();
+                        if let Some(Some(map)) = self.stmts.as_deref_mut() {
+                            map.clear();
+                        }
+                    }
+                }
+                Some(Item::Whole { tag: b'E', .. }) | Some(Item::Partial { tag: b'E', .. })
+                    if !self.acks.is_empty() =>
+                {
+                    for id in self.acks.error() {
+                        self.server.prepared.remove(&id);
                     }
                 }
                 Some(_) => {}

@@ -50,6 +50,7 @@ pub(super) fn apply(g: &mut General, key: &str, value: &str) -> Result<(), Strin
         "idle_transaction_timeout" => g.idle_transaction_timeout = seconds(value)?,
         "max_packet_size" => g.max_packet_size = max_packet_size(value)?,
         "listen_backlog" => g.listen_backlog = u32_value(value)?,
+        "max_prepared_statements" => g.max_prepared_statements = u32_value(value)?,
         "tcp_keepalive" => g.tcp_keepalive = boolean(value)?,
         "tcp_keepcnt" => g.tcp_keepcnt = u32_value(value)?,
         "tcp_keepidle" => g.tcp_keepidle = u32_value(value)?,

@@ -1,0 +1,110 @@
+"""Drivers with their default prepared-statement settings, through a pool smaller than the client
+count, so a client's next transaction often runs on a server that never saw its statements:
+
+- psycopg 3 with the default prepare_threshold (5): after five runs a query becomes a named
+  server-side statement (_pg3_N) that later Binds name;
+- asyncpg with its default statement cache: every query is a named statement (__asyncpg_stmt_N__);
+- SQLAlchemy's asyncpg dialect with its default prepared-statement cache;
+- a statement closed by the client and prepared again under the same name.
+
+The pooler renames each statement and re-prepares it invisibly where it is missing.
+"""
+
+import asyncio
+import threading
+
+import asyncpg
+import psycopg
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from _common import bound, check, check_eq, fail, log, main, target
+
+
+def psycopg_default(t):
+    errors = []
+
+    def worker(i):
+        try:
+            with psycopg.connect(t.libpq(), autocommit=True) as conn:
+                check_eq(conn.prepare_threshold, 5, "psycopg default prepare_threshold")
+                for j in range(60):
+                    got = conn.execute("SELECT %s::int + %s::int", (i, j)).fetchone()[0]
+                    check_eq(got, i + j, "psycopg prepared result")
+                    with conn.transaction():
+                        conn.execute("SELECT %s::text", (f"w{i}",)).fetchone()
+        except BaseException as e:  # noqa: BLE001 - collected and reported below
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    check(not errors, f"psycopg with default prepare_threshold failed: {errors[:3]}")
+    log("psycopg 3 defaults: 8 threads x 60 prepared queries + transactions")
+
+
+async def asyncpg_default(t):
+    async def worker(i):
+        conn = await asyncpg.connect(host=t.host, port=t.port, user=t.user, password=t.password,
+                                     database=t.db)
+        try:
+            for j in range(60):
+                check_eq(await conn.fetchval("SELECT $1::int * 2", j), j * 2, "asyncpg cached statement")
+                async with conn.transaction():
+                    rows = await conn.fetch("SELECT generate_series(1, $1::int)", 3)
+                    check_eq(len(rows), 3, "asyncpg rows")
+            stmt = await conn.prepare("SELECT $1::text || '!'")
+            check_eq(await stmt.fetchval("a"), "a!", "explicit prepare")
+            check_eq(await stmt.fetchval("b"), "b!", "explicit prepare, second run")
+        finally:
+            await conn.close()
+
+    await asyncio.gather(*(worker(i) for i in range(10)))
+    log("asyncpg defaults: 10 connections x 60 cached statements, explicit prepare")
+
+
+async def sqlalchemy_default(t):
+    engine = create_async_engine(t.url("postgresql+asyncpg"), pool_size=6, max_overflow=0)
+    try:
+        async def worker(i):
+            for j in range(20):
+                async with engine.begin() as c:
+                    got = (await c.execute(text("SELECT CAST(:a AS int) + CAST(:b AS int)"), {"a": i, "b": j})).scalar()
+                    check_eq(got, i + j, "sqlalchemy result")
+
+        await asyncio.gather(*(worker(i) for i in range(6)))
+    finally:
+        await engine.dispose()
+    log("sqlalchemy asyncpg defaults: 6 sessions x 20 transactions")
+
+
+def close_and_reprepare(t):
+    # Protocol-level Close of a named statement, then the same name prepared with new text.
+    with psycopg.connect(t.libpq(), autocommit=True) as conn:
+        pgconn = conn.pgconn
+        pgconn.prepare(b"st", b"SELECT 1")
+        check_eq(pgconn.exec_prepared(b"st", []).get_value(0, 0), b"1", "first text")
+        res = pgconn.close_prepared(b"st") if hasattr(pgconn, "close_prepared") else None
+        if res is None:
+            conn.execute("DEALLOCATE st")
+        pgconn.prepare(b"st", b"SELECT 2")
+        check_eq(pgconn.exec_prepared(b"st", []).get_value(0, 0), b"2", "re-prepared text")
+        missing = pgconn.exec_prepared(b"never_prepared", [])
+        check_eq(missing.error_field(psycopg.pq.DiagnosticField.SQLSTATE), b"26000",
+                 "unknown statement reports 26000")
+    log("close and re-prepare under the same name; unknown names get 26000")
+
+
+def go():
+    t = target("driver defaults (named prepared statements)")
+    psycopg_default(t)
+    asyncio.run(asyncpg_default(t))
+    asyncio.run(sqlalchemy_default(t))
+    close_and_reprepare(t)
+
+
+if __name__ == "__main__":
+    bound(150)
+    main(go)
