@@ -189,6 +189,12 @@ impl ServerConn {
                 b'E' if error.is_none() => {
                     error = build::parse_error_fields(&frame.body).ok();
                 }
+                // A reset (DISCARD ALL) or DEALLOCATE ALL drops the prepared statements too.
+                b'C' if frame.body.starts_with(b"DISCARD ALL")
+                    || frame.body.starts_with(b"DEALLOCATE ALL") =>
+                {
+                    self.prepared.clear();
+                }
                 _ => {}
             }
         }

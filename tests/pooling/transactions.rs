@@ -200,3 +200,28 @@ async fn application_name_add_host_and_connection_logging() {
         std::time::Duration::from_secs(5)
     ));
 }
+
+#[test]
+fn prepared_statements_survive_server_reset_query_always() {
+    let pg = Pg::start();
+    // DISCARD ALL after every transaction drops the server's statements: the pooler must notice
+    // and prepare them again instead of binding to statements that are gone.
+    let pooler = Pooler::start(
+        &pg,
+        "",
+        "default_pool_size = 2\nserver_reset_query_always = 1",
+        "",
+    );
+    let (code, out, err) = pgbench(pooler.port, "olly", "olly_pw", "testdb", &["-i", "-s", "1"]);
+    assert_eq!(code, 0, "pgbench -i: {out}\n{err}");
+    let (code, out, err) = pgbench(
+        pooler.port,
+        "olly",
+        "olly_pw",
+        "testdb",
+        &["-S", "-c", "4", "-j", "2", "-T", "2", "-M", "prepared"],
+    );
+    assert_eq!(code, 0, "pgbench -M prepared: {out}\n{err}");
+    assert_eq!(pgbench_failed_transactions(&out), Some(0), "{out}");
+    assert!(pgbench_processed(&out).unwrap_or(0) > 100, "{out}");
+}
