@@ -2,7 +2,7 @@
 //! (SIGHUP reload, SIGTERM drain clients, SIGINT drain servers, SIGQUIT exit, SIGUSR1/2
 //! pause/resume) until shutdown. Nothing imports this module except `main`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,15 +11,6 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::config::Config;
 use crate::context::{Context, Phase};
 use crate::listener::Listeners;
-
-/// Loads a config file and logs what it does not implement.
-pub fn load_config(path: &Path) -> Result<Config, crate::config::ConfigErrors> {
-    let cfg = Config::load(path)?;
-    for key in &cfg.unimplemented_keys {
-        tracing::warn!("setting {key} is not supported by ollyscale-pooler and is ignored");
-    }
-    Ok(cfg)
-}
 
 /// A running pooler, as tests and `main` see it.
 pub struct Running {

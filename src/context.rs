@@ -210,11 +210,7 @@ impl Context {
         let old = self.config();
         match Config::load(&old.path) {
             Ok(mut new) => {
-                for key in &new.unimplemented_keys {
-                    tracing::warn!(
-                        "setting {key} is not supported by ollyscale-pooler and is ignored"
-                    );
-                }
+                new.warn_unimplemented();
                 for key in crate::config::GENERAL_KEYS.iter().filter(|k| !k.reloadable) {
                     let was = old.raw_general.iter().find(|(k2, _)| k2 == key.name);
                     let now = new.raw_general.iter().find(|(k2, _)| k2 == key.name);

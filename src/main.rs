@@ -143,9 +143,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    for key in &cfg.unimplemented_keys {
-        tracing::warn!("setting {key} is not supported by ollyscale-pooler and is ignored");
-    }
+    cfg.warn_unimplemented();
     // One worker means one thread that runs its own event loop, as PgBouncer does: no cross-thread
     // wake-ups at all. More workers share the sessions through tokio's work-stealing scheduler.
     let workers = ollyscale_pooler::worker_threads();

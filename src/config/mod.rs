@@ -356,6 +356,14 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Logs, once per load, every accepted key that has no effect (the contract: never ignored
+    /// silently).
+    pub fn warn_unimplemented(&self) {
+        for key in &self.unimplemented_keys {
+            tracing::warn!("setting {key} is not supported by ollyscale-pooler and is ignored");
+        }
+    }
+
     /// The database entry for a client's database name: an exact entry, else the `*` fallback
     /// with `name` filled in. `None` = `no such database`.
     pub fn database(&self, name: &str) -> Option<DatabaseConfig> {

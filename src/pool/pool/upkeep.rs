@@ -37,6 +37,12 @@ impl Pool {
         {
             return false;
         }
+        self.start_launch(st);
+        true
+    }
+
+    /// Counts one more server and spawns the task that logs it in.
+    fn start_launch(self: &Arc<Self>, st: &mut State) {
         self.db_conns.fetch_add(1, Ordering::Relaxed);
         self.user_conns.fetch_add(1, Ordering::Relaxed);
         st.total += 1;
@@ -51,7 +57,6 @@ impl Pool {
             pool.launch(target, cred, generation, max_packet, retry)
                 .await
         });
-        true
     }
 
     /// Makes one server connection, retrying network failures while clients still wait.
@@ -196,32 +201,10 @@ impl Pool {
     }
 
     fn fill_min(self: &Arc<Self>, st: &mut State, need: u32) {
+        // With no client waiting, a launch that fails is not retried: the next janitor tick
+        // tries again.
         for _ in 0..need {
-            st.total += 1;
-            st.connecting += 1;
-            self.db_conns.fetch_add(1, Ordering::Relaxed);
-            self.user_conns.fetch_add(1, Ordering::Relaxed);
-            let target = st.target.clone();
-            let cred = st.credential.clone();
-            let generation = st.generation;
-            let max_packet = st.settings.max_packet_size;
-            let pool = Arc::clone(self);
-            self.tasks.spawn(async move {
-                let result = server::connect(&target, &cred, max_packet).await;
-                let mut st = pool.state.lock();
-                st.connecting -= 1;
-                match result {
-                    Ok(mut conn) if generation == st.generation => {
-                        conn.generation = generation;
-                        conn.registration = Some(pool.register(&conn));
-                        pool.give(&mut st, conn);
-                    }
-                    _ => {
-                        st.total -= 1;
-                        pool.release_counts(1);
-                    }
-                }
-            });
+            self.start_launch(st);
         }
     }
 }
