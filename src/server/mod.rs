@@ -7,7 +7,6 @@ pub mod registry;
 pub use login::{connect, open_cancel, send_cancel};
 pub use registry::{Registration, ServerInfo, ServerState, Servers};
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -95,8 +94,6 @@ pub struct CancelTarget {
     pub key: u32,
 }
 
-static NEXT_SERVER_ID: AtomicU64 = AtomicU64::new(1);
-
 /// A logged-in server connection.
 #[derive(Debug)]
 pub struct ServerConn {
@@ -134,7 +131,7 @@ pub struct ServerConn {
 impl ServerConn {
     /// A fresh id for a new connection.
     pub fn next_id() -> u64 {
-        NEXT_SERVER_ID.fetch_add(1, Ordering::Relaxed)
+        registry::next_socket_id()
     }
 
     /// The server's current value of a parameter (case-insensitive name).

@@ -9,6 +9,17 @@ use std::time::SystemTime;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 
+/// The one sequence client and server sockets are numbered from (SHOW CLIENTS / SHOW SERVERS
+/// `id`), as PgBouncer numbers every socket from one counter: an id names one connection, never
+/// a client and a server at once. Starts at 1. The only process-wide static besides the metrics
+/// recorder, because ids must stay unique across contexts too (tests run several in-process).
+static NEXT_SOCKET_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A fresh socket id for a new client or server connection.
+pub fn next_socket_id() -> u64 {
+    NEXT_SOCKET_ID.fetch_add(1, Ordering::Relaxed)
+}
+
 /// What a server is doing, as SHOW SERVERS names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]

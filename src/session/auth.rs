@@ -51,13 +51,12 @@ pub async fn authenticate(stream: &mut Stream, cfg: &Config, user: &str) -> Resu
     let mut inbuf = BytesMut::with_capacity(256);
     let result = match cfg.general.auth_type {
         AuthType::Any => Ok(Authenticated::default()),
-        AuthType::Trust => {
-            if secret.is_some() || cfg.users.contains_key(user) {
-                Ok(Authenticated::default())
-            } else {
-                Err(Error::TrustAuthFailed)
-            }
-        }
+        // PgBouncer 1.23+: trust skips the password, not the lookup. A user known only from
+        // `[users]` (settings, no credentials) gets the mock login and so fails like a stranger.
+        AuthType::Trust => match secret {
+            Some(_) => Ok(Authenticated::default()),
+            None => Err(Error::TrustAuthFailed),
+        },
         AuthType::Plain => {
             build::auth_cleartext(&mut out);
             send(stream, &out).await?;

@@ -180,7 +180,6 @@ pub struct Clients {
     by_id: DashMap<u64, Arc<ClientInfo>>,
     /// By cancel key (pid << 32 | key).
     by_key: DashMap<u64, Arc<ClientInfo>>,
-    next_id: AtomicU64,
     /// Connected non-admin clients (max_client_conn).
     pub count: AtomicU32,
 }
@@ -192,7 +191,7 @@ fn key64(k: (u32, u32)) -> u64 {
 impl Clients {
     /// Registers a new client with a fresh random cancel key.
     pub fn register(&self, peer: PeerAddr, local: (String, u16)) -> Arc<ClientInfo> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let id = crate::server::registry::next_socket_id();
         loop {
             // PgBouncer clears the top bit so the "pid" reads as positive.
             let pid = rand::random::<u32>() & 0x7fff_ffff;

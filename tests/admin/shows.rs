@@ -652,3 +652,32 @@ async fn psql_and_exporter_queries() {
         }
     }
 }
+
+/// SHOW CLIENTS / SHOW SERVERS `id`: one sequence for both kinds of socket, as PgBouncer numbers
+/// them, so an id (the KILL_CLIENT argument) never names a client and a server at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_and_server_ids_come_from_one_sequence() {
+    let p = pooler();
+    let a = p.connect("md5user", "md5_pw", "testdb").await;
+    let b = p.connect("olly", "olly_pw", "testdb").await;
+    a.simple_query("SELECT 1").await.expect("select");
+    b.simple_query("SELECT 1").await.expect("select");
+    let mut c = admin(&p).await;
+    let ids = |t: &crate::console::Answer| -> Vec<i64> {
+        let i = t.col("id");
+        t.rows
+            .iter()
+            .map(|r| r[i].as_deref().expect("id").parse().expect("number"))
+            .collect()
+    };
+    let clients = ids(&c.query("SHOW CLIENTS").await);
+    let servers = ids(&c.query("SHOW SERVERS").await);
+    assert!(
+        clients.len() >= 3 && !servers.is_empty(),
+        "{clients:?} {servers:?}"
+    );
+    assert!(
+        clients.iter().all(|id| *id > 0 && !servers.contains(id)),
+        "client ids {clients:?} and server ids {servers:?} overlap"
+    );
+}

@@ -117,13 +117,26 @@ async fn plain_and_trust_auth_types() {
         .unwrap();
     assert_pooler_error(&e, "password authentication failed");
     drop(pooler);
-    let pooler = Pooler::start(&pg, "", "auth_type = trust", "");
+    // `onlysettings` has pool settings in [users] but no auth_file entry.
+    let pooler = Pooler::start(
+        &pg,
+        "",
+        "auth_type = trust\n[users]\nonlysettings = pool_mode=session",
+        "",
+    );
     assert!(pooler
         .try_connect("olly", "anything", "testdb")
         .await
         .is_ok());
     let e = pooler
         .try_connect("stranger", "", "testdb")
+        .await
+        .err()
+        .unwrap();
+    assert_pooler_error(&e, "\"trust\" authentication failed");
+    // PgBouncer 1.23+ looks the user up in the credentials (auth_file), not in [users].
+    let e = pooler
+        .try_connect("onlysettings", "", "testdb")
         .await
         .err()
         .unwrap();
