@@ -258,6 +258,12 @@ async fn scrape_has_exporter_names_and_matches_show() {
         m.value("ollyscale_pooler_stats_server_assignments_total", &db),
         totals.num("database", "testdb", "server_assignment_count") as f64
     );
+    let logins = totals.num("database", "testdb", "client_login_count");
+    assert!(logins >= 2, "two clients logged in to testdb: {logins}");
+    assert_eq!(
+        m.value("ollyscale_pooler_stats_client_logins_total", &db),
+        logins as f64
+    );
 
     let pool = [("database", "testdb"), ("user", "md5user")];
     assert_eq!(

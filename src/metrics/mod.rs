@@ -83,6 +83,9 @@ pub const OWN_SHUTTING_DOWN: &str = "ollyscale_pooler_shutting_down";
 pub const OWN_PAUSED: &str = "ollyscale_pooler_paused";
 /// Server assignments per database (SHOW STATS `total_server_assignment_count`).
 pub const OWN_SERVER_ASSIGNMENTS: &str = "ollyscale_pooler_stats_server_assignments_total";
+/// Client logins per database (SHOW STATS `total_client_login_count`, PgBouncer 1.26; no
+/// pgbouncer_exporter name exists for it yet).
+pub const OWN_CLIENT_LOGINS: &str = "ollyscale_pooler_stats_client_logins_total";
 /// Servers marked to close at release (RECONNECT, config change), labels `database`, `user`.
 pub const OWN_SV_CLOSE_NEEDED: &str = "ollyscale_pooler_pools_server_close_needed_connections";
 /// Clients connected to a database, labels as the databases family.

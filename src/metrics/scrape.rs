@@ -82,6 +82,7 @@ fn record(ctx: &Context) {
         counter(STATS_SERVER_PARSES, &l, t.server_parse_count);
         counter(STATS_BINDS, &l, t.bind_count);
         counter(OWN_SERVER_ASSIGNMENTS, &l, t.server_assignment_count);
+        counter(OWN_CLIENT_LOGINS, &l, t.client_login_count);
     }
 
     for p in view::pools(ctx) {
@@ -193,6 +194,10 @@ fn describe() {
     describe_counter!(
         OWN_SERVER_ASSIGNMENTS,
         "Total number of times a server was assigned to a client"
+    );
+    describe_counter!(
+        OWN_CLIENT_LOGINS,
+        "Total number of clients that logged in (passed authentication)"
     );
     describe_gauge!(POOLS_CL_ACTIVE, "Client connections linked to server connection and able to process queries, shown as connection");
     describe_gauge!(

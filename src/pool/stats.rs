@@ -17,6 +17,8 @@ pub struct PoolStats {
     pub client_parse_count: AtomicU64,
     pub server_parse_count: AtomicU64,
     pub bind_count: AtomicU64,
+    /// Clients that passed authentication for this pool (PgBouncer 1.26 `client_login_count`).
+    pub client_login_count: AtomicU64,
 }
 
 /// A plain copy of the counters at one moment.
@@ -33,6 +35,7 @@ pub struct StatsSnapshot {
     pub client_parse_count: u64,
     pub server_parse_count: u64,
     pub bind_count: u64,
+    pub client_login_count: u64,
 }
 
 impl PoolStats {
@@ -57,6 +60,7 @@ impl PoolStats {
             client_parse_count: r(&self.client_parse_count),
             server_parse_count: r(&self.server_parse_count),
             bind_count: r(&self.bind_count),
+            client_login_count: r(&self.client_login_count),
         }
     }
 }
@@ -75,5 +79,6 @@ impl StatsSnapshot {
         self.client_parse_count += o.client_parse_count;
         self.server_parse_count += o.server_parse_count;
         self.bind_count += o.bind_count;
+        self.client_login_count += o.client_login_count;
     }
 }

@@ -91,6 +91,7 @@ pub async fn login(
             return Err(Error::NotAllowed);
         }
         info.is_admin.store(true, Ordering::Relaxed);
+        crate::pool::stats::PoolStats::add(&ctx.stats.console.client_login_count, 1);
         return Ok(LoggedIn::Admin {
             user: params.user,
             admin: is_admin,
@@ -117,6 +118,9 @@ pub async fn login(
         ));
     }
     let pool = ctx.pools.get_or_create(cfg, &db, &params.user);
+    // Counted once authenticated with a pool known, as PgBouncer does: a login that then waits
+    // for the pool's first server (or fails there) still counts.
+    crate::pool::stats::PoolStats::add(&pool.stats.client_login_count, 1);
     ctx.adopt_pool(&pool);
     if let Some((ck, sk)) = authed.scram_keys {
         if db.user.is_none() {

@@ -29,6 +29,8 @@ pub struct Averages {
     pub client_parse_count: u64,
     pub server_parse_count: u64,
     pub bind_count: u64,
+    /// Logins per second.
+    pub client_login_count: u64,
 }
 
 impl Averages {
@@ -55,6 +57,7 @@ impl Averages {
             client_parse_count: per_sec(d(cur.client_parse_count, old.client_parse_count)),
             server_parse_count: per_sec(d(cur.server_parse_count, old.server_parse_count)),
             bind_count: per_sec(d(cur.bind_count, old.bind_count)),
+            client_login_count: per_sec(d(cur.client_login_count, old.client_login_count)),
         }
     }
 }
@@ -149,6 +152,12 @@ mod tests {
         assert_eq!(avg.xact_time_us, 200);
         assert_eq!(avg.query_time_us, 100);
         assert_eq!(avg.wait_time_us, 100);
+        assert_eq!(avg.client_login_count, 0);
+        cur.client_login_count = 6;
+        assert_eq!(
+            Averages::between(&cur, &old, 2_000_000).client_login_count,
+            3
+        );
     }
 
     #[test]

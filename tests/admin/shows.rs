@@ -82,6 +82,7 @@ fn expected_columns(what: &str) -> Vec<(String, u32)> {
             "total_client_parse_count",
             "total_server_parse_count",
             "total_bind_count",
+            "total_client_login_count",
             "avg_server_assignment_count",
             "avg_xact_count",
             "avg_query_count",
@@ -93,10 +94,16 @@ fn expected_columns(what: &str) -> Vec<(String, u32)> {
             "avg_client_parse_count",
             "avg_server_parse_count",
             "avg_bind_count",
+            "avg_client_login_count",
         ]),
         "stats_totals" => {
             let mut v = counters.to_vec();
-            v.extend(["client_parse_count", "server_parse_count", "bind_count"]);
+            v.extend([
+                "client_parse_count",
+                "server_parse_count",
+                "bind_count",
+                "client_login_count",
+            ]);
             n(&v)
         }
         "stats_averages" => {
@@ -105,6 +112,7 @@ fn expected_columns(what: &str) -> Vec<(String, u32)> {
                 "avg_client_parse_count",
                 "avg_server_parse_count",
                 "avg_bind_count",
+                "client_login_count",
             ]);
             n(&v)
         }
@@ -680,4 +688,31 @@ async fn client_and_server_ids_come_from_one_sequence() {
         clients.iter().all(|id| *id > 0 && !servers.contains(id)),
         "client ids {clients:?} and server ids {servers:?} overlap"
     );
+}
+
+/// `total_client_login_count` (PgBouncer 1.26): one per client that passed authentication, per
+/// database; failed logins do not count. The console's own login counts under `pgbouncer`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_logins_are_counted() {
+    let p = pooler();
+    let a = p.connect("md5user", "md5_pw", "testdb").await;
+    let b = p.connect("olly", "olly_pw", "testdb").await;
+    assert!(p.try_connect("olly", "wrong", "testdb").await.is_err());
+    drop(b);
+    let c2 = p.connect("olly", "olly_pw", "testdb").await;
+    a.simple_query("SELECT 1").await.expect("select");
+    c2.simple_query("SELECT 1").await.expect("select");
+    let mut c = admin(&p).await;
+    let stats = c.query("SHOW STATS").await;
+    assert_eq!(
+        stats.num("database", "testdb", "total_client_login_count"),
+        3
+    );
+    assert!(stats.num("database", "testdb", "avg_client_login_count") > 0);
+    assert!(stats.num("database", "pgbouncer", "total_client_login_count") >= 1);
+    let totals = c.query("SHOW STATS_TOTALS").await;
+    assert_eq!(totals.num("database", "testdb", "client_login_count"), 3);
+    let t = c.query("SHOW TOTALS").await;
+    assert!(t.num("name", "total_client_login_count", "value") >= 4);
+    assert!(t.get("name", "avg_client_login_count", "value").is_some());
 }

@@ -1,7 +1,8 @@
 //! SHOW STATS, STATS_TOTALS, STATS_AVERAGES and TOTALS: the pools' counters summed per database
 //! (or overall), with averages over the current `stats_period`. Column names, order and the
-//! numeric type follow PgBouncer 1.25.2 `stats.c`, quirks included (STATS_AVERAGES names its last
-//! three columns `avg_*`; TOTALS says `client_bytes` where STATS says `received`).
+//! numeric type follow PgBouncer 1.25.2 `stats.c`, quirks included (STATS_AVERAGES names its
+//! parse/bind columns `avg_*`; TOTALS says `client_bytes` where STATS says `received`), plus the
+//! `client_login_count` counter of PgBouncer 1.26 (PR #1457), appended at the end of each block.
 
 use super::{num, rows, text, Cmd};
 use crate::admin::{oid, CommandError, Reply};
@@ -10,8 +11,8 @@ use crate::stats::{view, Averages};
 
 const N: u32 = oid::NUMERIC;
 
-/// The eleven counters in PgBouncer's order.
-fn totals_cells(t: &StatsSnapshot) -> [u64; 11] {
+/// The twelve counters in PgBouncer's order.
+fn totals_cells(t: &StatsSnapshot) -> [u64; 12] {
     [
         t.server_assignment_count,
         t.xact_count,
@@ -24,10 +25,11 @@ fn totals_cells(t: &StatsSnapshot) -> [u64; 11] {
         t.client_parse_count,
         t.server_parse_count,
         t.bind_count,
+        t.client_login_count,
     ]
 }
 
-fn averages_cells(a: &Averages) -> [u64; 11] {
+fn averages_cells(a: &Averages) -> [u64; 12] {
     [
         a.server_assignment_count,
         a.xact_count,
@@ -40,10 +42,11 @@ fn averages_cells(a: &Averages) -> [u64; 11] {
         a.client_parse_count,
         a.server_parse_count,
         a.bind_count,
+        a.client_login_count,
     ]
 }
 
-const STATS_COLUMNS: [(&str, u32); 23] = [
+const STATS_COLUMNS: [(&str, u32); 25] = [
     ("database", oid::TEXT),
     ("total_server_assignment_count", N),
     ("total_xact_count", N),
@@ -56,6 +59,7 @@ const STATS_COLUMNS: [(&str, u32); 23] = [
     ("total_client_parse_count", N),
     ("total_server_parse_count", N),
     ("total_bind_count", N),
+    ("total_client_login_count", N),
     ("avg_server_assignment_count", N),
     ("avg_xact_count", N),
     ("avg_query_count", N),
@@ -67,9 +71,10 @@ const STATS_COLUMNS: [(&str, u32); 23] = [
     ("avg_client_parse_count", N),
     ("avg_server_parse_count", N),
     ("avg_bind_count", N),
+    ("avg_client_login_count", N),
 ];
 
-const TOTALS_COLUMNS: [(&str, u32); 12] = [
+const TOTALS_COLUMNS: [(&str, u32); 13] = [
     ("database", oid::TEXT),
     ("server_assignment_count", N),
     ("xact_count", N),
@@ -82,9 +87,10 @@ const TOTALS_COLUMNS: [(&str, u32); 12] = [
     ("client_parse_count", N),
     ("server_parse_count", N),
     ("bind_count", N),
+    ("client_login_count", N),
 ];
 
-const AVERAGES_COLUMNS: [(&str, u32); 12] = [
+const AVERAGES_COLUMNS: [(&str, u32); 13] = [
     ("database", oid::TEXT),
     ("server_assignment_count", N),
     ("xact_count", N),
@@ -97,10 +103,11 @@ const AVERAGES_COLUMNS: [(&str, u32); 12] = [
     ("avg_client_parse_count", N),
     ("avg_server_parse_count", N),
     ("avg_bind_count", N),
+    ("client_login_count", N),
 ];
 
 /// SHOW TOTALS row names (PgBouncer's internal field names).
-const TOTALS_NAMES: [&str; 11] = [
+const TOTALS_NAMES: [&str; 12] = [
     "server_assignment_count",
     "xact_count",
     "query_count",
@@ -112,6 +119,7 @@ const TOTALS_NAMES: [&str; 11] = [
     "ps_client_parse_count",
     "ps_server_parse_count",
     "ps_bind_count",
+    "client_login_count",
 ];
 
 fn per_db(
@@ -152,7 +160,7 @@ pub fn stats_averages(cmd: &Cmd<'_>) -> Result<Reply, CommandError> {
 
 pub fn totals(cmd: &Cmd<'_>) -> Result<Reply, CommandError> {
     let (t, a) = view::stats_overall(&cmd.s.ctx);
-    let mut data = Vec::with_capacity(22);
+    let mut data = Vec::with_capacity(24);
     for (name, v) in TOTALS_NAMES.iter().zip(totals_cells(&t)) {
         data.push(vec![text(format!("total_{name}")), num(v)]);
     }
