@@ -60,6 +60,7 @@ impl Running {
         loop {
             tokio::select! {
                 _ = hup.recv() => {
+                    tracing::info!("got SIGHUP, re-reading config");
                     ctx.reload();
                     if let Some(log) = &self.log_file {
                         if let Err(e) = log.reopen() {
@@ -68,26 +69,48 @@ impl Running {
                     }
                 }
                 _ = usr1.recv() => {
+                    if ctx.paused_all.load(std::sync::atomic::Ordering::Relaxed) {
+                        tracing::info!("got SIGUSR1, but already paused/suspended");
+                        continue;
+                    }
+                    tracing::info!("got SIGUSR1, pausing all activity");
                     let ctx = ctx.clone();
                     // Tracked: PAUSE waits for servers to come back.
                     ctx.tasks.clone().spawn(async move { ctx.pause_db(None).await });
                 }
+                // The texts below are PgBouncer's (sig.c), word for word: operators grep for them.
                 _ = usr2.recv() => {
-                    if ctx.phase() == Phase::Running {
+                    if ctx.phase() != Phase::Running {
+                        tracing::info!("got SIGUSR2 while shutting down, ignoring");
+                    } else if ctx.paused_all.load(std::sync::atomic::Ordering::Relaxed) {
+                        tracing::info!("got SIGUSR2, continuing from PAUSE");
                         ctx.resume_db(None);
+                    } else {
+                        tracing::info!("got SIGUSR2, but not paused/suspended");
                     }
                 }
                 _ = term.recv() => {
-                    if ctx.phase() != Phase::Running { break; }
-                    tracing::info!("got SIGTERM, waiting for clients to finish their transactions");
+                    if ctx.phase() != Phase::Running {
+                        tracing::info!("got SIGTERM while shutting down, fast exit");
+                        break;
+                    }
+                    // Unlike PgBouncer, each client is closed after its transaction (README).
+                    tracing::info!(
+                        "got SIGTERM, shutting down, waiting for all clients to finish their transactions"
+                    );
                     ctx.begin_drain(Phase::DrainClients);
                 }
                 _ = int.recv() => {
-                    if ctx.phase() != Phase::Running { break; }
-                    tracing::info!("got SIGINT, waiting for servers to be released");
+                    if ctx.phase() != Phase::Running {
+                        tracing::info!("got SIGINT while shutting down, fast exit");
+                        break;
+                    }
+                    tracing::info!(
+                        "got SIGINT, shutting down, waiting for all servers connections to be released"
+                    );
                     ctx.begin_drain(Phase::DrainServers);
                 }
-                _ = quit.recv() => { tracing::info!("got SIGQUIT, exiting now"); break; }
+                _ = quit.recv() => { tracing::info!("got SIGQUIT, fast exit"); break; }
                 _ = ctx.shutdown.cancelled() => break,
             }
         }

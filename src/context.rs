@@ -58,7 +58,13 @@ pub struct Context {
     /// Baselines of the current `stats_period` (the avg_* columns); rotated by `stats::run`.
     pub stats: crate::stats::StatsPeriod,
     phase: AtomicU8,
+    /// Applies a `verbose` value to the running log filter (installed once by `main`, which owns
+    /// the tracing subscriber); called on every config swap so SET verbose and RELOAD take effect.
+    verbosity: std::sync::OnceLock<VerbosityHook>,
 }
+
+/// See [`Context::set_verbosity_hook`].
+pub type VerbosityHook = Box<dyn Fn(u32) + Send + Sync>;
 
 impl Context {
     /// A context around a first config.
@@ -78,6 +84,7 @@ impl Context {
             drain: CancellationToken::new(),
             tasks,
             phase: AtomicU8::new(Phase::Running as u8),
+            verbosity: std::sync::OnceLock::new(),
         })
     }
 
@@ -91,6 +98,15 @@ impl Context {
         let config = Arc::new(config);
         *self.config.write() = config.clone();
         self.pools.reconfigure(&config);
+        if let Some(hook) = self.verbosity.get() {
+            hook(config.general.verbose);
+        }
+    }
+
+    /// Lets config swaps change the log level: `hook` gets each new `verbose` value. Set once;
+    /// a second call is ignored.
+    pub fn set_verbosity_hook(&self, hook: VerbosityHook) {
+        let _ = self.verbosity.set(hook);
     }
 
     /// Current phase.
@@ -108,6 +124,10 @@ impl Context {
         self.phase.fetch_max(phase as u8, Ordering::AcqRel);
         if phase != Phase::Running {
             self.drain.cancel();
+        }
+        if phase == Phase::DrainClients {
+            // Our SIGTERM: idle clients go now, busy ones after their transaction. SIGINT leaves
+            // idle clients be, as PgBouncer does: their next query gets `server shutting down`.
             for c in self.clients.all() {
                 c.drain();
             }

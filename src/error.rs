@@ -42,8 +42,9 @@ pub enum Error {
     ServerGone,
     #[error("server protocol violation: {0}")]
     ServerProtocol(String),
-    /// The server refused the login: forwarded with the server's own SQLSTATE.
-    #[error("server login failed: {} ({})", .0.message, .0.code)]
+    /// The server refused the login: forwarded with the server's own SQLSTATE. Displayed as the
+    /// server's message alone, as PgBouncer's `closing because:` line shows it.
+    #[error("{}", .0.message)]
     ServerLogin(Box<ErrorFields>),
     /// We could not do the authentication the server asked for.
     #[error("server login failed: {0}")]
@@ -89,6 +90,10 @@ pub enum Error {
     ShuttingDown,
     #[error("server shutting down")]
     ServerShuttingDown,
+    /// The process stops now (SHUTDOWN, SIGQUIT, a second SIGINT/SIGTERM, shutdown_timeout):
+    /// the client's socket is closed without a word, as PgBouncer's exit closes it.
+    #[error("pooler exiting")]
+    Exiting,
     #[error("database \"{0}\" is disabled")]
     DatabaseDisabled(String),
     #[error("not allowed")]
@@ -124,9 +129,13 @@ impl Error {
         }
     }
 
-    /// Whether the client can still be told anything (its socket is believed healthy).
+    /// Whether the client is to be told anything: its socket is believed healthy, and this is
+    /// not an exit (which PgBouncer's clients see as a plain close).
     pub fn client_reachable(&self) -> bool {
-        !matches!(self, Error::ClientIo(_) | Error::ClientGone)
+        !matches!(
+            self,
+            Error::ClientIo(_) | Error::ClientGone | Error::Exiting
+        )
     }
 
     /// The one mapping from an error to (severity, SQLSTATE, message) for the client.

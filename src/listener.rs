@@ -1,6 +1,8 @@
 //! Listening sockets (TCP on listen_addr:listen_port and the Unix socket
 //! `<unix_socket_dir>/.s.PGSQL.<port>`) and the accept loops that spawn one session per client.
-//! Accepting stops as soon as the pooler starts draining.
+//! TCP accepting stops as soon as the pooler starts draining; the Unix socket stays open until
+//! the process stops, so the console can still be reached (PgBouncer's `cleanup_sockets`), while
+//! normal logins there are refused with `pooler is shutting down`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -90,7 +92,7 @@ impl Listeners {
         self.tcp.first().and_then(|l| l.local_addr().ok())
     }
 
-    /// Spawns the accept loops on `ctx.tasks`; they end when draining starts.
+    /// Spawns the accept loops on `ctx.tasks`; TCP ends when draining starts, Unix at shutdown.
     pub fn spawn(self, ctx: &Arc<Context>) -> Option<PathBuf> {
         for l in self.tcp {
             let ctx2 = ctx.clone();
@@ -132,7 +134,7 @@ async fn accept_tcp(ctx: Arc<Context>, l: TcpListener) {
 async fn accept_unix(ctx: Arc<Context>, l: UnixListener) {
     loop {
         let accepted = tokio::select! {
-            _ = ctx.drain.cancelled() => return,
+            _ = ctx.shutdown.cancelled() => return,
             r = l.accept() => r,
         };
         match accepted {

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use ollyscale_pooler::app;
+use ollyscale_pooler::context::VerbosityHook;
 use ollyscale_pooler::logfile::LogFile;
 
 const USAGE: &str = "ollyscale-pooler: a PgBouncer-compatible PostgreSQL connection pooler
@@ -72,33 +73,60 @@ fn parse_args() -> Result<Args, String> {
     })
 }
 
-fn init_logging(
-    args: &Args,
-    cfg: &ollyscale_pooler::config::Config,
-) -> Result<Option<Arc<LogFile>>, String> {
-    let level = match args.verbose.max(cfg.general.verbose) {
+/// The log filter for a verbosity: `-v` count or `verbose`, whichever is higher.
+fn level_filter(verbose: u32) -> tracing_subscriber::EnvFilter {
+    let level = match verbose {
         0 => "info",
         1 => "debug",
         _ => "trace",
     };
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_env("OLLYSCALE_LOG").unwrap_or_else(|_| {
-            tracing_subscriber::EnvFilter::new(format!("ollyscale_pooler={level},warn"))
-        });
+    tracing_subscriber::EnvFilter::new(format!("ollyscale_pooler={level},warn"))
+}
+
+/// What `init_logging` hands back: the log file (for SIGHUP), and the hook that applies a new
+/// `verbose` (None when OLLYSCALE_LOG fixes the filter).
+type Logging = (Option<Arc<LogFile>>, Option<VerbosityHook>);
+
+/// A hook that swaps the filter behind `handle`; `-v` stays the floor, as at start-up.
+fn verbosity_hook<S: 'static>(
+    handle: tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, S>,
+    cli: u32,
+) -> VerbosityHook {
+    Box::new(move |verbose| {
+        if let Err(e) = handle.reload(level_filter(cli.max(verbose))) {
+            tracing::warn!("cannot change the log level: {e}");
+        }
+    })
+}
+
+fn init_logging(args: &Args, cfg: &ollyscale_pooler::config::Config) -> Result<Logging, String> {
+    let from_env = tracing_subscriber::EnvFilter::try_from_env("OLLYSCALE_LOG").ok();
+    let fixed = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| level_filter(args.verbose.max(cfg.general.verbose)));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);
+    // One arm per writer, because the reload handle's type names the writer.
+    macro_rules! install {
+        ($builder:expr) => {{
+            let b = $builder.with_filter_reloading();
+            let hook = (!fixed).then(|| verbosity_hook(b.reload_handle(), args.verbose));
+            b.init();
+            hook
+        }};
+    }
     if let Some(path) = &cfg.general.logfile {
         let file = LogFile::open(path)
             .map_err(|e| format!("cannot open logfile {}: {e}", path.display()))?;
-        builder.with_ansi(false).with_writer(file.clone()).init();
-        return Ok(Some(file));
-    } else if args.quiet || args.daemon {
-        builder.with_writer(std::io::sink).init();
-    } else {
-        builder.with_writer(std::io::stderr).init();
+        let hook = install!(builder.with_ansi(false).with_writer(file.clone()));
+        return Ok((Some(file), hook));
     }
-    Ok(None)
+    let hook = if args.quiet || args.daemon {
+        install!(builder.with_writer(std::io::sink))
+    } else {
+        install!(builder.with_writer(std::io::stderr))
+    };
+    Ok((None, hook))
 }
 
 fn main() -> ExitCode {
@@ -136,7 +164,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let log_file = match init_logging(&args, &cfg) {
+    let (log_file, verbosity) = match init_logging(&args, &cfg) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("ollyscale-pooler: {e}");
@@ -185,6 +213,9 @@ fn main() -> ExitCode {
             tracing::info!("listening on {a}");
         }
         running.log_file = log_file;
+        if let Some(hook) = verbosity {
+            running.ctx.set_verbosity_hook(hook);
+        }
         running.run_until_stopped().await;
         ExitCode::SUCCESS
     });

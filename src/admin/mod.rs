@@ -114,8 +114,12 @@ pub async fn serve(mut s: AdminSession) -> Result<()> {
                 _ = s.info.signal(false) => None,
             };
             let Some(n) = n else {
-                // KILL_CLIENT on a console session: tell it why, as PgBouncer does.
-                let _ = crate::session::send_error(&mut s.stream, &killed(&s.info)).await;
+                // KILL_CLIENT on a console session: tell it why, as PgBouncer does (an exit
+                // says nothing).
+                let why = killed(&s.info);
+                if why.client_reachable() {
+                    let _ = crate::session::send_error(&mut s.stream, &why).await;
+                }
                 return Ok(());
             };
             if n == 0 {

@@ -60,6 +60,8 @@ pub struct PoolSettings {
     /// Named prepared statements are tracked (transaction/statement mode, limit > 0): the most
     /// a server may hold before it is closed at release.
     pub max_prepared_statements: u32,
+    /// log_connections: log each new server connection.
+    pub log_connections: bool,
 }
 
 impl PoolSettings {
@@ -95,6 +97,7 @@ impl PoolSettings {
                 .unwrap_or(g.client_idle_timeout),
             max_packet_size: g.max_packet_size,
             max_prepared_statements: g.max_prepared_statements,
+            log_connections: g.log_connections,
         }
     }
 }

@@ -109,6 +109,10 @@ pub async fn login(
     let db = cfg
         .database(&params.database)
         .ok_or_else(|| Error::NoSuchDatabase(params.database.clone()))?;
+    if !cfg.databases.contains_key(&db.name) && ctx.pools.of_db(&db.name).is_empty() {
+        // The `*` entry serves a name for the first time (PgBouncer's line).
+        tracing::info!("C-{} registered new auto-database: {}", info.id, db.name);
+    }
     if ctx.disabled_dbs.contains(&db.name) {
         return Err(Error::DatabaseDisabled(db.name.clone()));
     }

@@ -224,8 +224,12 @@ impl Client {
     /// Waits for the client's next bytes, honouring client_idle_timeout, drain and kill.
     async fn wait_request(&mut self) -> Result<()> {
         let idle_timeout = self.settings.client_idle_timeout;
-        if self.ctx.phase() != Phase::Running && self.server.is_none() && self.buf.is_empty() {
-            return Err(Error::ShuttingDown);
+        if self.server.is_none() && self.buf.is_empty() {
+            match self.ctx.phase() {
+                Phase::DrainClients => return Err(Error::ShuttingDown),
+                Phase::Stopping => return Err(Error::Exiting),
+                Phase::Running | Phase::DrainServers => {}
+            }
         }
         let drainable = self.server.is_none() && self.buf.is_empty();
         // Boxed: the timer exists only where client_idle_timeout is set.
@@ -280,6 +284,10 @@ impl Client {
     async fn acquire(&mut self) -> Result<Lease> {
         if let Some(s) = self.server.take() {
             return Ok(*s);
+        }
+        if self.ctx.phase() == Phase::DrainServers {
+            // PgBouncer's pause_client during SHUTDOWN WAIT_FOR_SERVERS / SIGINT.
+            return Err(Error::ServerShuttingDown);
         }
         if let Some(conn) = self.pool.try_take_idle() {
             PoolStats::add(&self.pool.stats.server_assignment_count, 1);

@@ -37,7 +37,7 @@ pub enum KillReason {
     DatabaseRemoved,
     /// KILL_CLIENT id.
     AdminForced,
-    /// The process is stopping now.
+    /// The process is stopping now: the client sees its connection close, nothing more.
     Shutdown,
 }
 
@@ -47,7 +47,7 @@ impl KillReason {
         match self {
             KillReason::DatabaseRemoved => Error::DatabaseRemoved,
             KillReason::AdminForced => Error::AdminForcedDisconnect,
-            KillReason::Shutdown => Error::ShuttingDown,
+            KillReason::Shutdown => Error::Exiting,
         }
     }
 }

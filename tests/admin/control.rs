@@ -382,3 +382,122 @@ async fn shutdown_wait_for_clients() {
     .expect("wait");
     assert!(status.0.is_some(), "pooler exited once its client left");
 }
+
+/// Waits (off the runtime's threads) for the pooler to exit; panics if it does not.
+async fn expect_exit(mut p: crate::common::Pooler, secs: u64) {
+    let status = tokio::task::spawn_blocking(move || {
+        let s = p.wait_exit(Duration::from_secs(secs));
+        (s, p)
+    })
+    .await
+    .expect("wait");
+    assert!(status.0.is_some(), "pooler did not exit");
+}
+
+/// SHUTDOWN WAIT_FOR_SERVERS (= SIGINT): an idle client stays connected, and its next query
+/// fails with PgBouncer's `server shutting down`; the open transaction finishes, then the
+/// process exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_wait_for_servers_fails_the_next_query_of_idle_clients() {
+    let p = pooler();
+    let busy = p.connect("md5user", "md5_pw", "testdb").await;
+    busy.simple_query("BEGIN").await.expect("begin");
+    let mut idle = Raw::connect(p.port, "olly", "olly_pw", "testdb")
+        .await
+        .expect("idle client");
+    assert!(idle.query("SELECT 1").await.error.is_none());
+    let mut c = admin(&p).await;
+    let a = c.query("SHUTDOWN WAIT_FOR_SERVERS").await;
+    assert_eq!(a.tag.as_deref(), Some("SHUTDOWN"), "{a:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let a = idle.query("SELECT 1").await;
+    let e = a.error.as_ref().expect("the query fails");
+    assert_eq!(
+        (e.severity.as_str(), e.code.as_str(), e.message.as_str()),
+        ("FATAL", "08P01", "server shutting down"),
+        "{a:?}"
+    );
+    expect_error(&mut c, "RESUME", "08P01", "pooler is shutting down").await;
+    busy.simple_query("SELECT 1")
+        .await
+        .expect("transaction goes on");
+    busy.simple_query("COMMIT").await.expect("commit");
+    expect_exit(p, 15).await;
+}
+
+/// SIGTERM: the console already open still answers (RESUME: `pooler is shutting down`), and a
+/// new console session can still be opened on the Unix socket, where normal logins are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_keeps_the_console_reachable() {
+    let p = pooler();
+    let busy = p.connect("md5user", "md5_pw", "testdb").await;
+    busy.simple_query("BEGIN").await.expect("begin");
+    let mut c = admin(&p).await;
+    p.signal(libc::SIGTERM);
+    let p = tokio::task::spawn_blocking(move || {
+        assert!(p.wait_for_log("got SIGTERM", Duration::from_secs(10)));
+        p
+    })
+    .await
+    .expect("wait");
+    expect_error(&mut c, "RESUME", "08P01", "pooler is shutting down").await;
+    let unix = |user: &str, pw: &str, db: &str| {
+        format!(
+            "host={} port={} user={user} password={pw} dbname={db}",
+            p.dir.display(),
+            p.port
+        )
+    };
+    let (console, login) = (
+        unix("olly", "olly_pw", "pgbouncer"),
+        unix("md5user", "md5_pw", "testdb"),
+    );
+    let (shown, refused) = tokio::task::spawn_blocking(move || {
+        (
+            crate::common::psql(&console, "SHOW VERSION"),
+            crate::common::psql(&login, "SELECT 1"),
+        )
+    })
+    .await
+    .expect("psql");
+    assert_eq!(shown.0, 0, "console over the Unix socket: {shown:?}");
+    assert!(shown.1.contains("PgBouncer"), "{shown:?}");
+    assert_ne!(refused.0, 0, "{refused:?}");
+    assert!(refused.2.contains("pooler is shutting down"), "{refused:?}");
+    busy.simple_query("COMMIT").await.expect("commit");
+    drop(busy);
+    expect_exit(p, 15).await;
+}
+
+/// A second SIGINT exits at once, and clients see their connection close with no error
+/// message, as when PgBouncer exits; the log says `got SIGINT while shutting down, fast exit`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_sigint_closes_clients_without_a_message() {
+    let p = pooler();
+    let busy = p.connect("md5user", "md5_pw", "testdb").await;
+    busy.simple_query("BEGIN").await.expect("begin");
+    let mut idle = Raw::connect(p.port, "olly", "olly_pw", "testdb")
+        .await
+        .expect("idle client");
+    p.signal(libc::SIGINT);
+    let p = tokio::task::spawn_blocking(move || {
+        assert!(p.wait_for_log("got SIGINT", Duration::from_secs(10)));
+        p
+    })
+    .await
+    .expect("wait");
+    p.signal(libc::SIGINT);
+    let said = idle.frame().await;
+    assert!(said.is_none(), "closed without a message: {said:?}");
+    let p = tokio::task::spawn_blocking(move || {
+        assert!(p.wait_for_log(
+            "got SIGINT while shutting down, fast exit",
+            Duration::from_secs(10)
+        ));
+        p
+    })
+    .await
+    .expect("wait");
+    drop(busy);
+    expect_exit(p, 15).await;
+}

@@ -95,7 +95,13 @@ async fn sigterm_lets_the_open_transaction_finish_then_closes() {
         .await
         .unwrap();
     pooler.signal(libc::SIGTERM);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(pooler.wait_for_log("got SIGTERM, shutting down", Duration::from_secs(5)));
+    // PgBouncer ignores SIGUSR2 (resume) during a shutdown, and says so.
+    pooler.signal(libc::SIGUSR2);
+    assert!(pooler.wait_for_log(
+        "got SIGUSR2 while shutting down, ignoring",
+        Duration::from_secs(5)
+    ));
     // No new clients.
     assert!(pooler
         .try_connect("olly", "olly_pw", "testdb")
@@ -151,4 +157,71 @@ async fn sighup_reopens_the_logfile_after_rotation() {
     assert!(!std::fs::read_to_string(&rotated)
         .unwrap()
         .contains("user=md5user"));
+}
+
+/// The log lines operators grep for read as PgBouncer's: a new server connection, a new
+/// auto-database, and a refused server login (severity + the server's message; the client's
+/// closing line carries the server's message alone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_use_pgbouncer_texts() {
+    let pg = Pg::start();
+    let dbs = format!(
+        "baddb = host=127.0.0.1 port={p} dbname=testdb user=md5user password=wrong\n\
+         * = host=127.0.0.1 port={p} dbname=testdb",
+        p = pg.port
+    );
+    let pooler = Pooler::start(&pg, &dbs, "", "");
+    let c = pooler.connect("olly", "olly_pw", "testdb").await;
+    c.simple_query("SELECT 1").await.unwrap();
+    let auto = pooler.connect("olly", "olly_pw", "elsewhere").await;
+    auto.simple_query("SELECT 1").await.unwrap();
+    let refused = pooler.try_connect("olly", "olly_pw", "baddb").await;
+    assert!(refused.is_err());
+    let wanted = [
+        "new connection to server (from 127.0.0.1:",
+        "registered new auto-database: elsewhere",
+        "server login failed: FATAL password authentication failed for user \"md5user\"",
+        "closing because: password authentication failed for user \"md5user\"",
+    ];
+    for line in wanted {
+        assert!(
+            eventually(Duration::from_secs(5), || pooler.log().contains(line)).await,
+            "log lacks {line:?}:\n{}",
+            pooler.log()
+        );
+    }
+    assert!(!pooler
+        .log()
+        .contains("closing because: server login failed"));
+}
+
+/// `verbose` set on the console or by RELOAD changes the log level at once: with
+/// log_disconnections off, the disconnect line is a debug line, so it shows only at verbose ≥ 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_verbose_and_reload_change_the_log_level() {
+    let pg = Pg::start();
+    let pooler = Pooler::start(&pg, "", "log_disconnections = 0", "");
+    let line = "closing because: client close request";
+    let admin = pooler.connect("olly", "olly_pw", "pgbouncer").await;
+    let visit = || async {
+        let c = pooler.connect("md5user", "md5_pw", "testdb").await;
+        c.simple_query("SELECT 1").await.unwrap();
+        drop(c);
+        // Let the session finish its exit (and its log line) before looking.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    visit().await;
+    assert!(!pooler.log().contains(line), "verbose 0 logs no debug line");
+    admin.simple_query("SET verbose = 1").await.unwrap();
+    visit().await;
+    assert!(
+        eventually(Duration::from_secs(5), || pooler.log().contains(line)).await,
+        "SET verbose = 1 shows debug lines:\n{}",
+        pooler.log()
+    );
+    pooler.rewrite_config("", "log_disconnections = 0\nverbose = 0", "");
+    admin.simple_query("RELOAD").await.unwrap();
+    let seen = pooler.log().matches(line).count();
+    visit().await;
+    assert_eq!(pooler.log().matches(line).count(), seen, "RELOAD back to 0");
 }

@@ -103,12 +103,30 @@ impl Pool {
                         self.maybe_launch(&mut st, false);
                         return true;
                     }
-                    tracing::debug!(server = conn.id, pool = %self.key, "new server connection");
+                    if st.settings.log_connections {
+                        // PgBouncer's line, so operators' greps keep working.
+                        tracing::info!(
+                            "S-{} {}/{}@{}:{} new connection to server (from {}:{})",
+                            conn.id,
+                            self.key.db,
+                            self.key.user,
+                            conn.cancel_host_text(),
+                            conn.cancel.port,
+                            conn.local_addr.0,
+                            conn.local_addr.1
+                        );
+                    }
                     self.give(&mut st, conn);
                     return true;
                 }
                 Err(Error::ServerLogin(fields)) => {
-                    tracing::warn!(pool = %self.key, "server login failed: {}", fields.message);
+                    // PgBouncer's text: severity, then the server's message.
+                    tracing::warn!(
+                        pool = %self.key,
+                        "server login failed: {} {}",
+                        fields.severity,
+                        fields.message
+                    );
                     st.connecting -= 1;
                     st.total -= 1;
                     self.release_counts(1);
