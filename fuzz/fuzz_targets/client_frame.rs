@@ -66,11 +66,13 @@ fuzz_target!(|data: &[u8]| {
     let max = pick_max(*max_byte);
     let whole_byte = *whole_byte;
     // Tags the session wants whole: none, all, or those whose low bits match.
-    let whole = move |tag: u8| match whole_byte {
+    let whole_tag = move |tag: u8| match whole_byte {
         0 => false,
         0xff => true,
         b => tag & 0x0f == b & 0x0f,
     };
+    // Capped as the session's server side caps it, so whole-wanted frames can still stream.
+    let whole = move |tag: u8, total: usize| whole_tag(tag) && total <= WHOLE_FRAME_CAP;
     check_read_frame(stream, max);
     check_scanner(stream, max, whole, *chunk_seed);
 });
@@ -121,7 +123,7 @@ fn check_read_frame(stream: &[u8], max: u32) {
     }
 }
 
-fn check_scanner(stream: &[u8], max: u32, whole: impl Fn(u8) -> bool + Copy, chunk_seed: u8) {
+fn check_scanner(stream: &[u8], max: u32, whole: impl Fn(u8, usize) -> bool + Copy, chunk_seed: u8) {
     let mut scanner = Scanner::default();
     // The session's read buffer: bytes received and not yet forwarded.
     let mut buf: Vec<u8> = Vec::new();
@@ -171,7 +173,7 @@ fn check_scanner(stream: &[u8], max: u32, whole: impl Fn(u8) -> bool + Copy, chu
                         "a complete frame was streamed"
                     );
                     assert!(
-                        !whole(tag) || total > WHOLE_FRAME_CAP,
+                        !whole(tag, total),
                         "a frame wanted whole was streamed"
                     );
                     assert_eq!(scanner.scanned(), buf.len());
@@ -182,6 +184,10 @@ fn check_scanner(stream: &[u8], max: u32, whole: impl Fn(u8) -> bool + Copy, chu
         }
         let scanned = scanner.scanned();
         assert!(scanned <= buf.len(), "scanned past the buffer");
+        if scanner.at_boundary() {
+            // What it waits for is not there yet: a caller that reads until it is never spins.
+            assert!(scanned + scanner.needs() > buf.len(), "waits for bytes it has");
+        }
         if scanner.at_boundary() {
             assert_eq!(forwarded.len() + scanned, next_frame);
         } else {
@@ -206,7 +212,7 @@ fn check_scanner(stream: &[u8], max: u32, whole: impl Fn(u8) -> bool + Copy, chu
             Step::ShortHeader => {}
             Step::Frame { tag, total } => {
                 assert!(buf.len() < total, "a whole frame was left unscanned");
-                assert!(whole(tag) && total <= WHOLE_FRAME_CAP);
+                assert!(whole(tag, total));
             }
             Step::Error(e) => panic!("the scanner missed an error: {e}"),
         }

@@ -43,7 +43,7 @@ fn scanner_yields_whole_frames_and_streams_large_ones() {
     // Feed byte by byte: every whole() frame comes out whole, others may stream.
     let mut seen = Vec::new();
     for end in 1..=stream.len() {
-        while let Some(item) = sc.next(&stream[..end], 1 << 20, |t| t == b'Z').unwrap() {
+        while let Some(item) = sc.next(&stream[..end], 1 << 20, |t, _| t == b'Z').unwrap() {
             match item {
                 Item::Whole { tag, bytes } => seen.push((tag, bytes.len(), true)),
                 Item::Partial { tag, total } => seen.push((tag, total, false)),
@@ -63,16 +63,16 @@ fn scanner_consumed_keeps_position_consistent() {
     buf.extend_from_slice(&frame(b'Z', b"I")[..3]);
     let mut sc = Scanner::default();
     assert!(matches!(
-        sc.next(&buf, 1 << 20, |_| true).unwrap(),
+        sc.next(&buf, 1 << 20, |_, _| true).unwrap(),
         Some(Item::Whole { tag: b'C', .. })
     ));
-    assert_eq!(sc.next(&buf, 1 << 20, |_| true).unwrap(), None);
+    assert_eq!(sc.next(&buf, 1 << 20, |_, _| true).unwrap(), None);
     let n = sc.scanned();
     buf.advance(n);
     sc.consumed(n);
     buf.extend_from_slice(&frame(b'Z', b"I")[3..]);
     assert_eq!(
-        sc.next(&buf, 1 << 20, |_| true).unwrap(),
+        sc.next(&buf, 1 << 20, |_, _| true).unwrap(),
         Some(Item::Whole {
             tag: b'Z',
             bytes: &frame(b'Z', b"I")[..]
@@ -91,7 +91,7 @@ fn scanner_never_panics_on_garbage() {
             v.push((seed >> 16) as u8);
         }
         let mut sc = Scanner::default();
-        while let Ok(Some(_)) = sc.next(&v, 1 << 16, |t| t == b'Z') {}
+        while let Ok(Some(_)) = sc.next(&v, 1 << 16, |t, _| t == b'Z') {}
         let mut b = BytesMut::from(&v[..]);
         while let Ok(Some(_)) = read_frame(&mut b, 1 << 16) {}
     }

@@ -7,8 +7,10 @@
 //!
 //! What it decodes: client tags (Query/Sync/FunctionCall start a wait for ReadyForQuery; other
 //! extended-protocol messages hold the server until Sync; Terminate ends the client), and on the
-//! server side ReadyForQuery (status, outstanding count) and ParameterStatus (tracked params).
-//! Everything else is forwarded untouched, large frames in pieces.
+//! server side ReadyForQuery (status, outstanding count, transactions ended) and ParameterStatus
+//! (tracked params). Everything else is forwarded untouched, large frames in pieces; with
+//! statement tracking a Parse/Bind/Describe/Close is read whole at any size (its statement name
+//! is rewritten), so the client side reads past its usual limit until that frame is all there.
 
 use std::future::poll_fn;
 use std::future::Future;
@@ -26,7 +28,8 @@ use super::prepared::{Acks, ClientStatements, Rewrite};
 use crate::config::PoolMode;
 use crate::error::{Error, Result};
 use crate::net::Stream;
-use crate::proto::{build, FrameError, Item, Scanner};
+use crate::pool::stats::PoolStats;
+use crate::proto::{build, FrameError, Item, Scanner, WHOLE_FRAME_CAP};
 use crate::server::ServerConn;
 
 /// Stop reading a side while this much is buffered and not yet forwarded (back-pressure).
@@ -50,6 +53,10 @@ pub struct Tally {
     pub bytes_to_client: u64,
     pub queries: u64,
     pub query_time: Duration,
+    /// SQL transactions that ended (a ReadyForQuery back to idle), as PgBouncer counts them:
+    /// an autocommit statement is one, BEGIN..COMMIT is one, whatever the pool mode.
+    pub xacts: u64,
+    pub xact_time: Duration,
     /// A tracked parameter of the client changed (a SET seen through ParameterStatus).
     pub params_changed: bool,
     /// Named Parse messages from the client.
@@ -58,6 +65,26 @@ pub struct Tally {
     pub server_parses: u64,
     /// Bind messages of named statements.
     pub binds: u64,
+}
+
+impl Tally {
+    /// Adds the counters to the pool's and starts again from zero (`params_changed` stays).
+    pub fn flush_into(&mut self, stats: &PoolStats) {
+        use PoolStats as S;
+        S::add(&stats.bytes_received, self.bytes_from_client);
+        S::add(&stats.bytes_sent, self.bytes_to_client);
+        S::add(&stats.query_count, self.queries);
+        S::add(&stats.query_time_us, self.query_time.as_micros() as u64);
+        S::add(&stats.xact_count, self.xacts);
+        S::add(&stats.xact_time_us, self.xact_time.as_micros() as u64);
+        S::add(&stats.client_parse_count, self.client_parses);
+        S::add(&stats.server_parse_count, self.server_parses);
+        S::add(&stats.bind_count, self.binds);
+        *self = Tally {
+            params_changed: self.params_changed,
+            ..Tally::default()
+        };
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -88,6 +115,11 @@ pub struct Transfer<'a> {
     /// The client sent Terminate at this offset of `cbuf`.
     terminate_at: Option<usize>,
     query_started: Option<Instant>,
+    /// When the SQL transaction in progress began (its first client message).
+    xact_started: Option<Instant>,
+    /// Where to add the tally at each transaction end, for links that outlive a transaction
+    /// (session mode): otherwise the caller adds it once when the link ends.
+    live_stats: Option<&'a PoolStats>,
     /// See [`Transfer::set_start`].
     start: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
@@ -101,8 +133,13 @@ pub struct Transfer<'a> {
     c_hold: Option<(usize, usize, Rewrite)>,
     /// Rewritten bytes that go to the server before the rest of `cbuf`.
     c_pending: BytesMut,
-    /// A server frame to drop (an injected Parse's ParseComplete): (offset in the buffer, length).
+    /// A server frame to drop (an injected Parse's ParseComplete) or replace: (offset in the
+    /// buffer, length).
     s_hold: Option<(usize, usize)>,
+    /// What replaces the held server frame (an ErrorResponse with the client's statement name).
+    s_swap: Option<BytesMut>,
+    /// Replacement bytes that go to the client before the rest of the server's buffer.
+    s_pending: BytesMut,
 }
 
 impl<'a> Transfer<'a> {
@@ -140,6 +177,8 @@ impl<'a> Transfer<'a> {
             in_extended: false,
             terminate_at: None,
             query_started: None,
+            xact_started: None,
+            live_stats: None,
             start: None,
             timer: None,
             timer_kind: Timer::Off,
@@ -148,7 +187,15 @@ impl<'a> Transfer<'a> {
             c_hold: None,
             c_pending: BytesMut::new(),
             s_hold: None,
+            s_swap: None,
+            s_pending: BytesMut::new(),
         }
+    }
+
+    /// Adds the tally to `stats` at each transaction end, so a long session-mode link shows up
+    /// in SHOW STATS as it goes.
+    pub fn stats_per_xact(&mut self, stats: &'a PoolStats) {
+        self.live_stats = Some(stats);
     }
 
     /// When the link started: the first request's clock, so it needs no clock read of its own.
@@ -173,6 +220,9 @@ impl<'a> Transfer<'a> {
     }
 
     fn server_ready(&self) -> usize {
+        if !self.s_pending.is_empty() {
+            return 0;
+        }
         match self.s_hold {
             Some((at, _)) => at.min(self.sscan.scanned()),
             None => self.sscan.scanned(),
@@ -194,6 +244,7 @@ impl<'a> Transfer<'a> {
             inject,
             parse,
             closed,
+            duplicate,
         } = rewrite
         {
             if let Some(id) = inject {
@@ -210,6 +261,13 @@ impl<'a> Transfer<'a> {
             if let Some(id) = closed {
                 self.server.prepared.remove(&id);
             }
+            if duplicate {
+                // The server answers it with 42P05; id 0 (no statement) so that error
+                // forgets nothing the server still holds.
+                self.acks.parse_sent(0, true);
+                self.tally.client_parses += 1;
+                self.tally.server_parses += 1;
+            }
             self.tally.bytes_from_client += len as u64;
             self.c_pending = bytes;
         }
@@ -222,9 +280,16 @@ impl<'a> Transfer<'a> {
         let Some((0, len)) = self.s_hold else {
             return Ok(false);
         };
+        if !self.s_pending.is_empty() {
+            // The previous replacement first, so two in a row keep their order.
+            return Ok(false);
+        }
         self.s_hold = None;
         self.server.buf.advance(len);
         self.sscan.consumed(len);
+        if let Some(bytes) = self.s_swap.take() {
+            self.s_pending = bytes;
+        }
         self.scan_server()?;
         Ok(true)
     }
@@ -241,6 +306,7 @@ impl<'a> Transfer<'a> {
             && self.c_hold.is_none()
             && self.c_pending.is_empty()
             && self.s_hold.is_none()
+            && self.s_pending.is_empty()
     }
 
     fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Result<End>> {
@@ -283,6 +349,18 @@ impl<'a> Transfer<'a> {
                 }
             }
 
+            if !self.s_pending.is_empty() {
+                match Pin::new(&mut *self.client).poll_write(cx, &self.s_pending) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Ok(self.client_left())),
+                    Poll::Ready(Ok(n)) => {
+                        self.s_pending.advance(n);
+                        self.tally.bytes_to_client += n as u64;
+                        progress = true;
+                    }
+                    Poll::Ready(Err(_)) => return Poll::Ready(Ok(self.client_left())),
+                    Poll::Pending => {}
+                }
+            }
             let s_ready = self.server_ready();
             if s_ready > 0 {
                 match Pin::new(&mut *self.client).poll_write(cx, &self.server.buf[..s_ready]) {
@@ -324,7 +402,13 @@ impl<'a> Transfer<'a> {
                 }
             }
 
-            if self.terminate_at.is_none() && self.cbuf.len() < BUF_LIMIT {
+            // Past BUF_LIMIT only for a frame the scanner waits to see whole (a tracked Bind of
+            // any size): without its rest nothing can move, and the loop would stall.
+            let wanted = self.cscan.scanned() + self.cscan.needs();
+            if self.terminate_at.is_none() && self.cbuf.len() < BUF_LIMIT.max(wanted) {
+                if wanted > self.cbuf.len() + READ_CHUNK {
+                    self.cbuf.reserve(wanted - self.cbuf.len());
+                }
                 reserve(self.cbuf);
                 match poll_read_buf(Pin::new(&mut *self.client), cx, self.cbuf) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
@@ -362,7 +446,8 @@ impl<'a> Transfer<'a> {
             && self.sscan.scanned() == 0
             && self.server.buf.is_empty()
             && self.c_pending.is_empty()
-            && self.s_hold.is_none();
+            && self.s_hold.is_none()
+            && self.s_pending.is_empty();
         End::ClientLeft { clean }
     }
 
@@ -379,15 +464,16 @@ impl<'a> Transfer<'a> {
         loop {
             let item = self
                 .cscan
-                .next(self.cbuf, self.max_packet, |t| {
-                    tracking && matches!(t, b'P' | b'B' | b'D' | b'C')
-                })
+                .next(self.cbuf, self.max_packet, client_whole(tracking))
                 .map_err(Self::frame_err)?;
             let (tag, whole) = match item {
                 None => return Ok(()),
                 Some(Item::Whole { tag, bytes }) => (tag, Some(bytes.len())),
                 Some(Item::Partial { tag, .. }) => (tag, None),
             };
+            if self.xact_started.is_none() {
+                self.xact_started = Some(self.start.unwrap_or_else(Instant::now));
+            }
             match tag {
                 b'Q' | b'F' => self.request_sent(),
                 b'S' => {
@@ -426,7 +512,7 @@ impl<'a> Transfer<'a> {
                 }
             }
             if kept && tag == b'P' && self.stmts.is_some() {
-                // A Parse forwarded as it is (unnamed, or too large to look at) still owes a
+                // A Parse forwarded as it is (unnamed, or malformed) still owes a
                 // ParseComplete, which must stay in line with the ones we swallow.
                 self.acks.parse_sent(0, true);
             }
@@ -453,8 +539,9 @@ impl<'a> Transfer<'a> {
         loop {
             let item = self
                 .sscan
-                .next(&self.server.buf, self.max_packet, |t| {
-                    t == b'Z' || t == b'S' || (tracking && (t == b'1' || t == b'C'))
+                .next(&self.server.buf, self.max_packet, |t, total| {
+                    total <= WHOLE_FRAME_CAP
+                        && (t == b'Z' || t == b'S' || (tracking && matches!(t, b'1' | b'C' | b'E')))
                 })
                 .map_err(|e| Error::ServerProtocol(e.to_string()))?;
             match item {
@@ -465,12 +552,22 @@ impl<'a> Transfer<'a> {
                     self.tally.queries += 1;
                     self.acks.done_epoch += 1;
                     self.outstanding = self.outstanding.saturating_sub(1);
+                    let now = Instant::now();
                     if self.outstanding == 0 {
                         if let Some(t) = self.query_started.take() {
-                            self.tally.query_time += t.elapsed();
+                            self.tally.query_time += now - t;
                         }
                     } else {
-                        self.query_started = Some(Instant::now());
+                        self.query_started = Some(now);
+                    }
+                    if status == b'I' {
+                        if let Some(t) = self.xact_started.take() {
+                            self.tally.xacts += 1;
+                            self.tally.xact_time += now - t;
+                        }
+                        if let Some(stats) = self.live_stats {
+                            self.tally.flush_into(stats);
+                        }
                     }
                     if self.mode == PoolMode::Statement && status != b'I' {
                         return Err(Error::StatementModeTransaction);
@@ -511,9 +608,22 @@ impl<'a> Transfer<'a> {
                         }
                     }
                 }
-                Some(Item::Whole { tag: b'E', .. }) | Some(Item::Partial { tag: b'E', .. })
-                    if !self.acks.is_empty() =>
-                {
+                Some(Item::Whole { tag: b'E', bytes }) if tracking => {
+                    for id in self.acks.error() {
+                        self.server.prepared.remove(&id);
+                    }
+                    let renamed = match self.stmts.as_deref() {
+                        Some(Some(map)) => map.rename_in_error(&bytes[5..]),
+                        _ => None,
+                    };
+                    if let Some(frame) = renamed {
+                        let len = bytes.len();
+                        self.s_hold = Some((self.sscan.scanned() - len, len));
+                        self.s_swap = Some(frame);
+                        return Ok(());
+                    }
+                }
+                Some(Item::Partial { tag: b'E', .. }) if !self.acks.is_empty() => {
                     for id in self.acks.error() {
                         self.server.prepared.remove(&id);
                     }
@@ -555,6 +665,13 @@ impl<'a> Transfer<'a> {
         }
         self.timer_kind = want;
     }
+}
+
+/// Which client frames the transfer must see whole: with statement tracking, every Parse, Bind,
+/// Describe and Close at any size up to max_packet_size, since a statement name inside them may
+/// have to be rewritten (a streamed one would reach the server under the client's name).
+pub(super) fn client_whole(tracking: bool) -> impl Fn(u8, usize) -> bool + Copy {
+    move |tag, _| tracking && matches!(tag, b'P' | b'B' | b'D' | b'C')
 }
 
 fn reserve(buf: &mut BytesMut) {
