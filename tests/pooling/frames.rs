@@ -130,6 +130,19 @@ async fn large_parse_and_bind_named_and_unnamed_in_every_mode() {
             assert_eq!(got, big);
         }
 
+        if mode != "statement" {
+            // Inside a transaction block (where the spin never happened) a 400 KB named Bind
+            // still has to be renamed: it reached the server under the client's name.
+            assert!(raw.query("BEGIN").await.error.is_none());
+            let big = "y".repeat(400 * 1024);
+            let mut out = BytesMut::new();
+            bind(&mut out, "big_param_0", &[&big]);
+            execute_sync(&mut out);
+            let got = value(&mut raw, out, &format!("{mode}: named Bind in BEGIN")).await;
+            assert_eq!(got, big);
+            assert!(raw.query("COMMIT").await.error.is_none());
+        }
+
         // A statement name longer than 4 KB, bound with an 8 KB parameter.
         let long = "n".repeat(5000);
         let param = "p".repeat(8 * 1024);

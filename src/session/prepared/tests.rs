@@ -99,3 +99,76 @@ fn acks_swallow_injected_and_drop_skipped_on_error() {
     assert!(a.parse_complete());
     assert!(a.is_empty());
 }
+
+#[test]
+fn parse_of_a_held_name_goes_out_under_the_old_server_name() {
+    let mut c = ClientStatements::default();
+    let Rewrite::Replace { parse, .. } =
+        c.rewrite(b'P', &body(&[b"s1\0", b"select 1\0", &[0, 0]]), &|_| true)
+    else {
+        panic!("rewritten");
+    };
+    let id = parse.unwrap();
+    let sname = format!("OLLY_{id}\0");
+    // The server has it: only the Parse, under the existing name, marked duplicate.
+    let again = body(&[b"s1\0", b"select 2\0", &[0, 0]]);
+    let Rewrite::Replace {
+        bytes,
+        inject,
+        parse,
+        duplicate,
+        ..
+    } = c.rewrite(b'P', &again, &|x| x == id)
+    else {
+        panic!("rewritten");
+    };
+    assert!(duplicate && inject.is_none() && parse.is_none());
+    assert_eq!(&bytes[5..5 + sname.len()], sname.as_bytes());
+    assert!(bytes.ends_with(b"select 2\0\0\0"));
+    // The server lacks it: the old statement is injected first, so the server still refuses.
+    let Rewrite::Replace { bytes, inject, .. } = c.rewrite(b'P', &again, &|_| false) else {
+        panic!("rewritten");
+    };
+    assert_eq!(inject, Some(id));
+    assert_eq!(
+        bytes
+            .windows(sname.len())
+            .filter(|w| *w == sname.as_bytes())
+            .count(),
+        2
+    );
+    assert_eq!(c.len(), 1, "the old statement stays");
+}
+
+#[test]
+fn errors_name_the_clients_statement() {
+    let mut c = ClientStatements::default();
+    let Rewrite::Replace { parse, .. } =
+        c.rewrite(b'P', &body(&[b"mine\0", b"select 1\0", &[0, 0]]), &|_| true)
+    else {
+        panic!("rewritten");
+    };
+    let id = parse.unwrap();
+    let err = |msg: &str| body(&[b"SERROR\0C42P05\0M", msg.as_bytes(), b"\0\0"]);
+    let renamed = c
+        .rename_in_error(&err(&format!(
+            "prepared statement \"OLLY_{id}\" already exists"
+        )))
+        .expect("renamed");
+    assert_eq!(renamed[0], b'E');
+    assert_eq!(
+        u32::from_be_bytes(renamed[1..5].try_into().unwrap()) as usize,
+        renamed.len() - 1
+    );
+    assert_eq!(
+        &renamed[5..],
+        &err("prepared statement \"mine\" already exists")[..]
+    );
+    // Other statements, other text and half-names are left alone.
+    assert!(c
+        .rename_in_error(&err("prepared statement \"OLLY_999999999\" x"))
+        .is_none());
+    assert!(c.rename_in_error(&err("division by zero")).is_none());
+    assert!(c.rename_in_error(&err("\"OLLY_")).is_none());
+    assert!(c.rename_in_error(&err(&format!("\"OLLY_{id}"))).is_none());
+}
