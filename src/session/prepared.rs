@@ -267,6 +267,12 @@ impl ClientStatements {
             .map(|(name, _)| &**name)
     }
 
+    /// The client's Parse that created statement `id` failed (or was skipped after an error):
+    /// the name is free again, as on PostgreSQL.
+    pub fn forget(&mut self, id: u64) {
+        self.by_name.retain(|_, st| st.id != id);
+    }
+
     /// DEALLOCATE ALL / DISCARD ALL ran: the client's statements are gone.
     pub fn clear(&mut self) {
         self.by_name.clear();
@@ -307,13 +313,15 @@ impl Acks {
         self.queue.pop_front().is_none_or(|(_, _, visible)| visible)
     }
 
-    /// An ErrorResponse arrived: the ids whose Parse the server skipped or failed.
-    pub fn error(&mut self) -> Vec<u64> {
+    /// An ErrorResponse arrived: the ids whose Parse the server skipped or failed, each with
+    /// whether it was the client's own Parse (then the client's statement does not exist
+    /// either, as on PostgreSQL) or one we injected (the client's statement stays).
+    pub fn error(&mut self) -> Vec<(u64, bool)> {
         let epoch = self.done_epoch;
         let mut dropped = Vec::new();
-        self.queue.retain(|(e, id, _)| {
+        self.queue.retain(|(e, id, visible)| {
             if *e == epoch {
-                dropped.push(*id);
+                dropped.push((*id, *visible));
                 false
             } else {
                 true

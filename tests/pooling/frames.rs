@@ -208,6 +208,19 @@ async fn duplicate_parse_is_refused_as_postgres_does() {
         let e = exchange(&mut raw, out).await.error.expect("syntax error");
         assert_eq!(e.code, "42601", "{mode}: {e:?}");
 
+        // A Parse that fails creates nothing: the name is free for the next one.
+        let mut out = BytesMut::new();
+        parse(&mut out, "fresh", "SELEC 5");
+        parse(&mut out, "fresh", "SELECT 5");
+        sync(&mut out);
+        let e = exchange(&mut raw, out).await.error.expect("syntax error");
+        assert_eq!(e.code, "42601", "{mode}: {e:?}");
+        let mut out = BytesMut::new();
+        parse(&mut out, "fresh", "SELECT 6");
+        bind(&mut out, "fresh", &[]);
+        execute_sync(&mut out);
+        assert_eq!(value(&mut raw, out, mode).await, "6", "{mode}");
+
         if mode != "statement" {
             // Inside a transaction block the error aborts it, as PostgreSQL's does.
             assert!(raw.query("BEGIN").await.error.is_none());

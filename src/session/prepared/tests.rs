@@ -94,7 +94,7 @@ fn acks_swallow_injected_and_drop_skipped_on_error() {
     a.parse_sent(3, true);
     a.sent_epoch += 1; // Sync
     a.parse_sent(4, true);
-    assert_eq!(a.error(), vec![3]);
+    assert_eq!(a.error(), vec![(3, true)]);
     a.done_epoch += 1; // its ReadyForQuery
     assert!(a.parse_complete());
     assert!(a.is_empty());

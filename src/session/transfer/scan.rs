@@ -171,26 +171,37 @@ impl Transfer<'_> {
                     }
                 }
                 Some(Item::Whole { tag: b'E', bytes }) if tracking => {
-                    for id in self.acks.error() {
-                        self.server.prepared.remove(&id);
-                    }
+                    let len = bytes.len();
+                    // Renamed before the failed Parses are forgotten: the name may be one of them.
                     let renamed = match self.stmts.as_deref() {
                         Some(Some(map)) => map.rename_in_error(&bytes[5..]),
                         _ => None,
                     };
+                    self.parses_failed();
                     if let Some(frame) = renamed {
-                        let len = bytes.len();
                         self.s_hold = Some((self.sscan.scanned() - len, len));
                         self.s_swap = Some(frame);
                         return Ok(());
                     }
                 }
-                Some(Item::Partial { tag: b'E', .. }) if !self.acks.is_empty() => {
-                    for id in self.acks.error() {
-                        self.server.prepared.remove(&id);
-                    }
-                }
+                Some(Item::Partial { tag: b'E', .. }) if tracking => self.parses_failed(),
                 Some(_) => {}
+            }
+        }
+    }
+
+    /// An ErrorResponse: the Parses the server failed or skipped since the last sync point
+    /// created nothing, on the server nor (for the client's own) under the client's name.
+    fn parses_failed(&mut self) {
+        if self.acks.is_empty() {
+            return;
+        }
+        for (id, client_parse) in self.acks.error() {
+            self.server.prepared.remove(&id);
+            if client_parse && id != 0 {
+                if let Some(Some(map)) = self.stmts.as_deref_mut() {
+                    map.forget(id);
+                }
             }
         }
     }
