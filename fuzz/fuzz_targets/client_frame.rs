@@ -72,7 +72,7 @@ fuzz_target!(|data: &[u8]| {
         b => tag & 0x0f == b & 0x0f,
     };
     // Capped as the session's server side caps it, so whole-wanted frames can still stream.
-    let whole = move |tag: u8, total: usize| whole_tag(tag) && total <= WHOLE_FRAME_CAP;
+    let whole = move |tag: u8, total: usize, _: &[u8]| whole_tag(tag) && total <= WHOLE_FRAME_CAP;
     check_read_frame(stream, max);
     check_scanner(stream, max, whole, *chunk_seed);
 });
@@ -123,7 +123,7 @@ fn check_read_frame(stream: &[u8], max: u32) {
     }
 }
 
-fn check_scanner(stream: &[u8], max: u32, whole: impl Fn(u8, usize) -> bool + Copy, chunk_seed: u8) {
+fn check_scanner(stream: &[u8], max: u32, whole: impl Fn(u8, usize, &[u8]) -> bool + Copy, chunk_seed: u8) {
     let mut scanner = Scanner::default();
     // The session's read buffer: bytes received and not yet forwarded.
     let mut buf: Vec<u8> = Vec::new();
@@ -173,7 +173,7 @@ fn check_scanner(stream: &[u8], max: u32, whole: impl Fn(u8, usize) -> bool + Co
                         "a complete frame was streamed"
                     );
                     assert!(
-                        !whole(tag, total),
+                        !whole(tag, total, &[]),
                         "a frame wanted whole was streamed"
                     );
                     assert_eq!(scanner.scanned(), buf.len());
@@ -212,7 +212,7 @@ fn check_scanner(stream: &[u8], max: u32, whole: impl Fn(u8, usize) -> bool + Co
             Step::ShortHeader => {}
             Step::Frame { tag, total } => {
                 assert!(buf.len() < total, "a whole frame was left unscanned");
-                assert!(whole(tag, total));
+                assert!(whole(tag, total, &[]));
             }
             Step::Error(e) => panic!("the scanner missed an error: {e}"),
         }

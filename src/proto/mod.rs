@@ -99,16 +99,18 @@ pub struct Scanner {
 }
 
 /// How many bytes `buf` must hold before its first frame can be handled, or `None` when it can:
-/// the frame is all there, or it may be streamed (`whole(tag, total)` is false). Used before
+/// the frame is all there, or it may be streamed (`whole` is false for it). Used before
 /// taking a server, so a client that sent half a frame we must see whole is read further first.
 pub fn front_needs(
     buf: &[u8],
     max: u32,
-    whole: impl Fn(u8, usize) -> bool,
+    whole: impl Fn(u8, usize, &[u8]) -> bool,
 ) -> Result<Option<usize>, FrameError> {
     match header(buf, max)? {
         None => Ok(Some(HEADER_LEN)),
-        Some((tag, total)) if buf.len() < total && whole(tag, total) => Ok(Some(total)),
+        Some((tag, total)) if buf.len() < total && whole(tag, total, &buf[HEADER_LEN..]) => {
+            Ok(Some(total))
+        }
         Some(_) => Ok(None),
     }
 }
@@ -137,13 +139,15 @@ impl Scanner {
     }
 
     /// The next item in `buf[self.pos..]`, or `None` when more bytes are needed (how many:
-    /// [`Scanner::needs`]). `whole(tag, total)` says which frames must be seen whole; the caller
-    /// caps their size (see [`WHOLE_FRAME_CAP`]).
+    /// [`Scanner::needs`]). `whole(tag, total, body)` says which frames must be seen whole,
+    /// given the part of the body present so far (it is asked again as more arrives, so it may
+    /// say "whole" until the body shows otherwise); the caller caps their size (see
+    /// [`WHOLE_FRAME_CAP`]).
     pub fn next<'a>(
         &mut self,
         buf: &'a [u8],
         max: u32,
-        whole: impl Fn(u8, usize) -> bool,
+        whole: impl Fn(u8, usize, &[u8]) -> bool,
     ) -> Result<Option<Item<'a>>, FrameError> {
         self.need = 0;
         loop {
@@ -169,7 +173,7 @@ impl Scanner {
                     bytes: &rest[..total],
                 }));
             }
-            if whole(tag, total) {
+            if whole(tag, total, &rest[HEADER_LEN.min(rest.len())..]) {
                 self.need = total;
                 return Ok(None);
             }

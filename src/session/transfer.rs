@@ -489,13 +489,50 @@ impl<'a> Transfer<'a> {
 
 /// Which client frames the transfer must see whole: with statement tracking, every Parse, Bind,
 /// Describe and Close at any size up to max_packet_size, since a statement name inside them may
-/// have to be rewritten (a streamed one would reach the server under the client's name).
-pub(super) fn client_whole(tracking: bool) -> impl Fn(u8, usize) -> bool + Copy {
-    move |tag, _| tracking && matches!(tag, b'P' | b'B' | b'D' | b'C')
+/// have to be rewritten (a streamed one would reach the server under the client's name). A
+/// Parse or Bind of the unnamed statement streams (large unnamed Binds are the bulk path), once
+/// enough of its body (`body`, possibly partial) has arrived to show the name is empty.
+pub(super) fn client_whole(tracking: bool) -> impl Fn(u8, usize, &[u8]) -> bool + Copy {
+    move |tag, _, body| {
+        tracking
+            && match tag {
+                b'P' => body.first() != Some(&0),
+                b'B' => match body.iter().position(|b| *b == 0) {
+                    // After the portal name: the statement name's first byte.
+                    Some(end) => body.get(end + 1) != Some(&0),
+                    None => true,
+                },
+                b'D' | b'C' => true,
+                _ => false,
+            }
+    }
 }
 
 fn reserve(buf: &mut BytesMut) {
     if buf.capacity() - buf.len() < READ_CHUNK / 2 {
         buf.reserve(READ_CHUNK);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_whole;
+
+    #[test]
+    fn only_frames_that_name_a_statement_are_held_whole() {
+        let w = client_whole(true);
+        let big = 400 * 1024;
+        assert!(w(b'P', big, b"s1\0SELECT"));
+        assert!(!w(b'P', big, b"\0SELECT"), "unnamed Parse streams");
+        assert!(w(b'P', big, b""), "undecided until the name shows");
+        assert!(w(b'B', big, b"\0s1\0"));
+        assert!(w(b'B', big, b"portal\0s"));
+        assert!(!w(b'B', big, b"\0\0\0\x01"), "unnamed Bind streams");
+        assert!(!w(b'B', big, b"portal\0\0"));
+        assert!(w(b'B', big, b"\0"), "undecided");
+        assert!(w(b'B', big, b"port"), "undecided");
+        assert!(w(b'D', 10, b"S"));
+        assert!(!w(b'Q', big, b"SELECT"));
+        assert!(!client_whole(false)(b'B', big, b"\0s1\0"));
     }
 }

@@ -101,7 +101,7 @@ impl Transfer<'_> {
         loop {
             let item = self
                 .sscan
-                .next(&self.server.buf, self.max_packet, |t, total| {
+                .next(&self.server.buf, self.max_packet, |t, total, _| {
                     total <= WHOLE_FRAME_CAP
                         && (t == b'Z' || t == b'S' || (tracking && matches!(t, b'1' | b'C' | b'E')))
                 })
