@@ -295,3 +295,43 @@ async fn xact_count_counts_sql_transactions_in_every_mode() {
         admin.terminate().await;
     }
 }
+
+/// Item 1's mechanism: a client that stalls half-way through a named Parse holds no server and
+/// costs nothing while it waits (before the fix every loop took a server, gave it back unused and
+/// counted an empty transaction, so the counters raced away); the rest then completes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_half_frame_takes_no_server() {
+    let pg = Pg::start();
+    let pooler = start(&pg, "transaction");
+    let mut admin = Raw::connect(pooler.port, "olly", "olly_pw", "pgbouncer")
+        .await
+        .expect("console login");
+    let mut raw = Raw::connect(pooler.port, "olly", "olly_pw", "testdb")
+        .await
+        .expect("login");
+    let mut out = BytesMut::new();
+    parse(
+        &mut out,
+        "stalled",
+        &format!("SELECT '{}'::text", "1".repeat(40 * 1024)),
+    );
+    bind(&mut out, "stalled", &[]);
+    execute_sync(&mut out);
+    let stats = |a: &Answer| {
+        (
+            a.num("database", "testdb", "total_server_assignment_count"),
+            a.num("database", "testdb", "total_xact_count"),
+        )
+    };
+    let before = stats(&admin.query("SHOW STATS").await);
+    raw.send(&out[..16 * 1024]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let during = stats(&admin.query("SHOW STATS").await);
+    assert_eq!(during, before, "a half-sent frame took a server");
+    let pools = admin.query("SHOW POOLS").await;
+    assert_eq!(pools.num("database", "testdb", "sv_active"), 0);
+    raw.send(&out[16 * 1024..]).await;
+    let a = raw.answer().await;
+    assert!(a.error.is_none(), "{:?}", a.error);
+    assert_eq!(a.rows[0][0].as_ref().map(String::len), Some(40 * 1024));
+}
