@@ -141,7 +141,12 @@ fn check_read_frame(stream: &[u8], max: u32) {
     }
 }
 
-fn check_scanner(stream: &[u8], max: u32, whole: impl Fn(u8, usize, &[u8]) -> bool + Copy, chunk_seed: u8) {
+fn check_scanner(
+    stream: &[u8],
+    max: u32,
+    whole: impl Fn(u8, usize, &[u8]) -> bool + Copy,
+    chunk_seed: u8,
+) {
     let mut scanner = Scanner::default();
     // The session's read buffer: bytes received and not yet forwarded.
     let mut buf: Vec<u8> = Vec::new();
@@ -190,10 +195,7 @@ fn check_scanner(stream: &[u8], max: u32, whole: impl Fn(u8, usize, &[u8]) -> bo
                         received < next_frame + total,
                         "a complete frame was streamed"
                     );
-                    assert!(
-                        !whole(tag, total, &[]),
-                        "a frame wanted whole was streamed"
-                    );
+                    assert!(!whole(tag, total, &[]), "a frame wanted whole was streamed");
                     assert_eq!(scanner.scanned(), buf.len());
                     assert!(!scanner.at_boundary());
                 }
@@ -204,7 +206,10 @@ fn check_scanner(stream: &[u8], max: u32, whole: impl Fn(u8, usize, &[u8]) -> bo
         assert!(scanned <= buf.len(), "scanned past the buffer");
         if scanner.at_boundary() {
             // What it waits for is not there yet: a caller that reads until it is never spins.
-            assert!(scanned + scanner.needs() > buf.len(), "waits for bytes it has");
+            assert!(
+                scanned + scanner.needs() > buf.len(),
+                "waits for bytes it has"
+            );
         }
         if scanner.at_boundary() {
             assert_eq!(forwarded.len() + scanned, next_frame);
