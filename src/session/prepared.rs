@@ -222,42 +222,46 @@ impl ClientStatements {
         (bytes, Some(st.id))
     }
 
-    /// An ErrorResponse (`body` after the header) with every `"OLLY_<id>"` of this client's
-    /// statements replaced by the client's own name, as a whole frame; `None` when it names none.
-    /// The client must read the name it used (`prepared statement "s1" already exists`).
+    /// An ErrorResponse (`body` after the header) with every `prepared statement "OLLY_<id>"`
+    /// of this client's statements given the client's own name, as a whole frame; `None` when
+    /// it names none. The client must read the name it used (`prepared statement "s1" already
+    /// exists`). Only PostgreSQL's "prepared statement" phrase is matched, so a quoted
+    /// identifier that happens to read `"OLLY_<n>"` elsewhere in a message is left alone.
     pub fn rename_in_error(&self, body: &[u8]) -> Option<BytesMut> {
-        const MARK: &[u8] = b"\"OLLY_";
-        if !body.windows(MARK.len()).any(|w| w == MARK) {
+        const MARK: &[u8] = b"prepared statement \"OLLY_";
+        let mut out = Vec::new();
+        // Bytes of `body` already copied to `out`.
+        let mut copied = 0;
+        let mut from = 0;
+        while let Some(at) = body[from..].windows(MARK.len()).position(|w| w == MARK) {
+            let start = from + at;
+            let digits_at = start + MARK.len();
+            let digits = body[digits_at..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            let end = digits_at + digits;
+            from = digits_at;
+            if digits == 0 || body.get(end) != Some(&b'"') {
+                continue;
+            }
+            let name = std::str::from_utf8(&body[digits_at..end])
+                .ok()
+                .and_then(|d| d.parse::<u64>().ok())
+                .and_then(|id| self.name_of(id));
+            if let Some(name) = name {
+                // Keep `prepared statement "`, swap the name, keep the closing quote.
+                out.extend_from_slice(&body[copied..digits_at - b"OLLY_".len()]);
+                out.extend_from_slice(name.as_bytes());
+                copied = end;
+                from = end;
+            }
+        }
+        if copied == 0 {
             return None;
         }
-        let mut out = Vec::with_capacity(body.len());
-        let mut changed = false;
-        let mut i = 0;
-        while i < body.len() {
-            if body[i..].starts_with(MARK) {
-                let digits = body[i + MARK.len()..]
-                    .iter()
-                    .take_while(|b| b.is_ascii_digit())
-                    .count();
-                let end = i + MARK.len() + digits;
-                let client_name = (digits > 0 && body.get(end) == Some(&b'"'))
-                    .then(|| std::str::from_utf8(&body[i + MARK.len()..end]).ok())
-                    .flatten()
-                    .and_then(|d| d.parse::<u64>().ok())
-                    .and_then(|id| self.name_of(id));
-                if let Some(name) = client_name {
-                    out.push(b'"');
-                    out.extend_from_slice(name.as_bytes());
-                    out.push(b'"');
-                    i = end + 1;
-                    changed = true;
-                    continue;
-                }
-            }
-            out.push(body[i]);
-            i += 1;
-        }
-        changed.then(|| frame(b'E', &[&out]))
+        out.extend_from_slice(&body[copied..]);
+        Some(frame(b'E', &[&out]))
     }
 
     fn name_of(&self, id: u64) -> Option<&str> {

@@ -201,6 +201,20 @@ async fn duplicate_parse_is_refused_as_postgres_does() {
         execute_sync(&mut out);
         assert_eq!(value(&mut raw, out, mode).await, "1", "{mode}");
 
+        // Other errors about the statement name it as the client knows it, too.
+        let mut out = BytesMut::new();
+        bind(&mut out, "dup", &["extra"]);
+        execute_sync(&mut out);
+        let e = exchange(&mut raw, out)
+            .await
+            .error
+            .expect("too many parameters");
+        assert_eq!(
+            e.message,
+            "bind message supplies 1 parameters, but prepared statement \"dup\" requires 0",
+            "{mode}"
+        );
+
         // A syntax error is reported first, as PostgreSQL parses before it stores.
         let mut out = BytesMut::new();
         parse(&mut out, "dup", "SELEC 3");

@@ -164,11 +164,23 @@ fn errors_name_the_clients_statement() {
         &renamed[5..],
         &err("prepared statement \"mine\" already exists")[..]
     );
-    // Other statements, other text and half-names are left alone.
+    let bind = format!(
+        "bind message supplies 1 parameters, but prepared statement \"OLLY_{id}\" requires 0"
+    );
+    assert_eq!(
+        &c.rename_in_error(&err(&bind)).expect("renamed")[5..],
+        &err("bind message supplies 1 parameters, but prepared statement \"mine\" requires 0")[..]
+    );
+    // Other statements, other text, half-names and identifiers are left alone.
     assert!(c
         .rename_in_error(&err("prepared statement \"OLLY_999999999\" x"))
         .is_none());
     assert!(c.rename_in_error(&err("division by zero")).is_none());
-    assert!(c.rename_in_error(&err("\"OLLY_")).is_none());
-    assert!(c.rename_in_error(&err(&format!("\"OLLY_{id}"))).is_none());
+    assert!(c
+        .rename_in_error(&err("prepared statement \"OLLY_"))
+        .is_none());
+    let half = format!("prepared statement \"OLLY_{id}");
+    assert!(c.rename_in_error(&err(&half)).is_none());
+    let column = format!("column \"OLLY_{id}\" does not exist");
+    assert!(c.rename_in_error(&err(&column)).is_none());
 }
