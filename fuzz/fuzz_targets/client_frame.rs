@@ -12,12 +12,16 @@
 //! - the scanner, fed the stream in chunks and forwarding what it has scanned (as the session
 //!   does), forwards exactly a prefix of the stream; every `Whole` item is the reference frame at
 //!   that offset, every `Partial` one starts a reference frame that is not all there and that
-//!   the caller did not ask to see whole (or that is over `WHOLE_FRAME_CAP`).
+//!   the caller did not ask to see whole (or that is over `WHOLE_FRAME_CAP`); when it stops at
+//!   a frame boundary, `needs()` asks for more than the buffer holds.
+//! - `front_needs` agrees with the reference about the first frame.
 #![no_main]
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use ollyscale_pooler::proto::{read_frame, FrameError, Item, Scanner, HEADER_LEN, WHOLE_FRAME_CAP};
+use ollyscale_pooler::proto::{
+    front_needs, read_frame, FrameError, Item, Scanner, HEADER_LEN, WHOLE_FRAME_CAP,
+};
 
 /// One step of the reference walk at some offset of the stream.
 #[derive(Debug, PartialEq)]
@@ -66,14 +70,30 @@ fuzz_target!(|data: &[u8]| {
     let max = pick_max(*max_byte);
     let whole_byte = *whole_byte;
     // Tags the session wants whole: none, all, or those whose low bits match.
-    let whole = move |tag: u8| match whole_byte {
+    let whole_tag = move |tag: u8| match whole_byte {
         0 => false,
         0xff => true,
         b => tag & 0x0f == b & 0x0f,
     };
+    // Capped as the session's server side caps it, so whole-wanted frames can still stream.
+    let whole = move |tag: u8, total: usize, _: &[u8]| whole_tag(tag) && total <= WHOLE_FRAME_CAP;
     check_read_frame(stream, max);
+    check_front_needs(stream, max, whole);
     check_scanner(stream, max, whole, *chunk_seed);
 });
+
+/// `front_needs` (may a server be taken for this buffer yet?) agrees with the reference walk.
+fn check_front_needs(stream: &[u8], max: u32, whole: impl Fn(u8, usize, &[u8]) -> bool) {
+    let got = front_needs(stream, max, &whole);
+    match reference(stream, 0, max) {
+        Step::ShortHeader => assert_eq!(got, Ok(Some(HEADER_LEN))),
+        Step::Error(e) => assert_eq!(got, Err(e)),
+        Step::Frame { tag, total } => {
+            let wait = stream.len() < total && whole(tag, total, &stream[HEADER_LEN..]);
+            assert_eq!(got, Ok(wait.then_some(total)));
+        }
+    }
+}
 
 fn check_read_frame(stream: &[u8], max: u32) {
     let mut buf = BytesMut::from(stream);
@@ -121,7 +141,12 @@ fn check_read_frame(stream: &[u8], max: u32) {
     }
 }
 
-fn check_scanner(stream: &[u8], max: u32, whole: impl Fn(u8) -> bool + Copy, chunk_seed: u8) {
+fn check_scanner(
+    stream: &[u8],
+    max: u32,
+    whole: impl Fn(u8, usize, &[u8]) -> bool + Copy,
+    chunk_seed: u8,
+) {
     let mut scanner = Scanner::default();
     // The session's read buffer: bytes received and not yet forwarded.
     let mut buf: Vec<u8> = Vec::new();
@@ -170,10 +195,7 @@ fn check_scanner(stream: &[u8], max: u32, whole: impl Fn(u8) -> bool + Copy, chu
                         received < next_frame + total,
                         "a complete frame was streamed"
                     );
-                    assert!(
-                        !whole(tag) || total > WHOLE_FRAME_CAP,
-                        "a frame wanted whole was streamed"
-                    );
+                    assert!(!whole(tag, total, &[]), "a frame wanted whole was streamed");
                     assert_eq!(scanner.scanned(), buf.len());
                     assert!(!scanner.at_boundary());
                 }
@@ -182,6 +204,13 @@ fn check_scanner(stream: &[u8], max: u32, whole: impl Fn(u8) -> bool + Copy, chu
         }
         let scanned = scanner.scanned();
         assert!(scanned <= buf.len(), "scanned past the buffer");
+        if scanner.at_boundary() {
+            // What it waits for is not there yet: a caller that reads until it is never spins.
+            assert!(
+                scanned + scanner.needs() > buf.len(),
+                "waits for bytes it has"
+            );
+        }
         if scanner.at_boundary() {
             assert_eq!(forwarded.len() + scanned, next_frame);
         } else {
@@ -206,7 +235,7 @@ fn check_scanner(stream: &[u8], max: u32, whole: impl Fn(u8) -> bool + Copy, chu
             Step::ShortHeader => {}
             Step::Frame { tag, total } => {
                 assert!(buf.len() < total, "a whole frame was left unscanned");
-                assert!(whole(tag) && total <= WHOLE_FRAME_CAP);
+                assert!(whole(tag, total, &[]));
             }
             Step::Error(e) => panic!("the scanner missed an error: {e}"),
         }

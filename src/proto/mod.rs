@@ -17,7 +17,8 @@ use bytes::{Buf, Bytes, BytesMut};
 pub const HEADER_LEN: usize = 5;
 
 /// Frames larger than this are streamed in pieces instead of being buffered whole, even when their
-/// tag is one we like to see whole.
+/// tag is one we like to see whole (callers apply it in their `whole` predicate; a frame that must
+/// be rewritten, such as a tracked Bind, is wanted whole at any size up to max_packet_size).
 pub const WHOLE_FRAME_CAP: usize = 64 * 1024;
 
 /// A framing failure: the peer sent something that is not the protocol.
@@ -91,6 +92,27 @@ pub struct Scanner {
     skip: usize,
     /// Offset (into the caller's buffer) up to which the buffer has been examined.
     pos: usize,
+    /// When `next` last returned `None`: how many bytes from `pos` it needs to go on (a header,
+    /// or a frame wanted whole). The caller must keep reading until it has them, whatever its
+    /// usual buffer limit, or it would wait forever.
+    need: usize,
+}
+
+/// How many bytes `buf` must hold before its first frame can be handled, or `None` when it can:
+/// the frame is all there, or it may be streamed (`whole` is false for it). Used before
+/// taking a server, so a client that sent half a frame we must see whole is read further first.
+pub fn front_needs(
+    buf: &[u8],
+    max: u32,
+    whole: impl Fn(u8, usize, &[u8]) -> bool,
+) -> Result<Option<usize>, FrameError> {
+    match header(buf, max)? {
+        None => Ok(Some(HEADER_LEN)),
+        Some((tag, total)) if buf.len() < total && whole(tag, total, &buf[HEADER_LEN..]) => {
+            Ok(Some(total))
+        }
+        Some(_) => Ok(None),
+    }
 }
 
 impl Scanner {
@@ -104,20 +126,30 @@ impl Scanner {
         self.skip == 0
     }
 
+    /// Bytes the buffer must hold past [`Scanner::scanned`] before `next` can yield again
+    /// (0 when it is not waiting for anything).
+    pub fn needs(&self) -> usize {
+        self.need
+    }
+
     /// Tells the scanner that the first `n` scanned bytes were consumed from the buffer.
     pub fn consumed(&mut self, n: usize) {
         debug_assert!(n <= self.pos);
         self.pos -= n.min(self.pos);
     }
 
-    /// The next item in `buf[self.pos..]`, or `None` when more bytes are needed.
-    /// `whole` says which tags must be seen whole (when not larger than [`WHOLE_FRAME_CAP`]).
+    /// The next item in `buf[self.pos..]`, or `None` when more bytes are needed (how many:
+    /// [`Scanner::needs`]). `whole(tag, total, body)` says which frames must be seen whole,
+    /// given the part of the body present so far (it is asked again as more arrives, so it may
+    /// say "whole" until the body shows otherwise); the caller caps their size (see
+    /// [`WHOLE_FRAME_CAP`]).
     pub fn next<'a>(
         &mut self,
         buf: &'a [u8],
         max: u32,
-        whole: impl Fn(u8) -> bool,
+        whole: impl Fn(u8, usize, &[u8]) -> bool,
     ) -> Result<Option<Item<'a>>, FrameError> {
+        self.need = 0;
         loop {
             let avail = buf.len() - self.pos;
             if self.skip > 0 {
@@ -131,6 +163,7 @@ impl Scanner {
             }
             let rest = &buf[self.pos..];
             let Some((tag, total)) = header(rest, max)? else {
+                self.need = HEADER_LEN;
                 return Ok(None);
             };
             if rest.len() >= total {
@@ -140,7 +173,8 @@ impl Scanner {
                     bytes: &rest[..total],
                 }));
             }
-            if whole(tag) && total <= WHOLE_FRAME_CAP {
+            if whole(tag, total, &rest[HEADER_LEN.min(rest.len())..]) {
+                self.need = total;
                 return Ok(None);
             }
             self.skip = total - rest.len();

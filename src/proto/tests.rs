@@ -43,7 +43,10 @@ fn scanner_yields_whole_frames_and_streams_large_ones() {
     // Feed byte by byte: every whole() frame comes out whole, others may stream.
     let mut seen = Vec::new();
     for end in 1..=stream.len() {
-        while let Some(item) = sc.next(&stream[..end], 1 << 20, |t| t == b'Z').unwrap() {
+        while let Some(item) = sc
+            .next(&stream[..end], 1 << 20, |t, _, _| t == b'Z')
+            .unwrap()
+        {
             match item {
                 Item::Whole { tag, bytes } => seen.push((tag, bytes.len(), true)),
                 Item::Partial { tag, total } => seen.push((tag, total, false)),
@@ -63,16 +66,16 @@ fn scanner_consumed_keeps_position_consistent() {
     buf.extend_from_slice(&frame(b'Z', b"I")[..3]);
     let mut sc = Scanner::default();
     assert!(matches!(
-        sc.next(&buf, 1 << 20, |_| true).unwrap(),
+        sc.next(&buf, 1 << 20, |_, _, _| true).unwrap(),
         Some(Item::Whole { tag: b'C', .. })
     ));
-    assert_eq!(sc.next(&buf, 1 << 20, |_| true).unwrap(), None);
+    assert_eq!(sc.next(&buf, 1 << 20, |_, _, _| true).unwrap(), None);
     let n = sc.scanned();
     buf.advance(n);
     sc.consumed(n);
     buf.extend_from_slice(&frame(b'Z', b"I")[3..]);
     assert_eq!(
-        sc.next(&buf, 1 << 20, |_| true).unwrap(),
+        sc.next(&buf, 1 << 20, |_, _, _| true).unwrap(),
         Some(Item::Whole {
             tag: b'Z',
             bytes: &frame(b'Z', b"I")[..]
@@ -91,8 +94,65 @@ fn scanner_never_panics_on_garbage() {
             v.push((seed >> 16) as u8);
         }
         let mut sc = Scanner::default();
-        while let Ok(Some(_)) = sc.next(&v, 1 << 16, |t| t == b'Z') {}
+        while let Ok(Some(_)) = sc.next(&v, 1 << 16, |t, _, _| t == b'Z') {}
         let mut b = BytesMut::from(&v[..]);
         while let Ok(Some(_)) = read_frame(&mut b, 1 << 16) {}
     }
+}
+
+#[test]
+fn scanner_waits_for_a_wanted_frame_of_any_size_and_says_how_much() {
+    // A frame wanted whole, larger than WHOLE_FRAME_CAP and than any read buffer: it is not
+    // streamed, and needs() tells the caller to read on until it is all there.
+    let big = frame(b'B', &vec![7u8; 400 * 1024]);
+    let mut sc = Scanner::default();
+    for cut in [0, 3, 5, 8 * 1024, big.len() - 1] {
+        assert_eq!(
+            sc.next(&big[..cut], u32::MAX, |t, _, _| t == b'B'),
+            Ok(None)
+        );
+        assert_eq!(sc.scanned(), 0);
+        let want = if cut < HEADER_LEN {
+            HEADER_LEN
+        } else {
+            big.len()
+        };
+        assert_eq!(sc.needs(), want, "cut {cut}");
+        assert!(sc.needs() > cut, "waiting for bytes it already has");
+    }
+    assert!(matches!(
+        sc.next(&big, u32::MAX, |t, _, _| t == b'B'),
+        Ok(Some(Item::Whole { tag: b'B', bytes })) if bytes.len() == big.len()
+    ));
+    assert_eq!(sc.needs(), 0);
+    // Not wanted whole (or capped by the caller): streamed as it comes, nothing to wait for.
+    let mut sc = Scanner::default();
+    assert!(matches!(
+        sc.next(&big[..8 * 1024], u32::MAX, |t, total, _| t == b'B'
+            && total <= WHOLE_FRAME_CAP),
+        Ok(Some(Item::Partial { tag: b'B', .. }))
+    ));
+    assert_eq!(sc.scanned(), 8 * 1024);
+}
+
+#[test]
+fn front_needs_holds_back_only_frames_wanted_whole() {
+    let parse = frame(b'P', &vec![b'x'; 9000]);
+    let whole = |t: u8, _: usize, _: &[u8]| t == b'P';
+    assert_eq!(
+        front_needs(&parse[..2], 1 << 20, whole),
+        Ok(Some(HEADER_LEN))
+    );
+    assert_eq!(
+        front_needs(&parse[..8192], 1 << 20, whole),
+        Ok(Some(parse.len()))
+    );
+    assert_eq!(front_needs(&parse, 1 << 20, whole), Ok(None));
+    // A Query may be streamed: a server can be taken as soon as its header is in.
+    let query = frame(b'Q', &vec![b'x'; 9000]);
+    assert_eq!(front_needs(&query[..8192], 1 << 20, whole), Ok(None));
+    assert!(matches!(
+        front_needs(&parse[..8192], 100, whole),
+        Err(FrameError::TooLarge { .. })
+    ));
 }

@@ -201,7 +201,7 @@ impl Client {
     /// The request loop.
     async fn serve(&mut self) -> Result<()> {
         loop {
-            if !self.has_request() {
+            if !self.has_request()? {
                 self.wait_request().await?;
                 continue;
             }
@@ -216,9 +216,27 @@ impl Client {
         }
     }
 
-    /// A whole frame header is buffered.
-    fn has_request(&self) -> bool {
-        self.buf.len() >= crate::proto::HEADER_LEN
+    /// The first frame can be handled: all there, or one the transfer may stream. A frame the
+    /// transfer must see whole (a tracked Parse/Bind) is read in full before a server is taken;
+    /// taking one earlier gave it back at once with nothing sent, in a busy loop.
+    fn has_request(&mut self) -> Result<bool> {
+        let whole = transfer::client_whole(self.tracks_statements());
+        match crate::proto::front_needs(&self.buf, self.settings.max_packet_size, whole) {
+            Ok(None) => Ok(true),
+            Ok(Some(need)) => {
+                if need > self.buf.len() + 8 * 1024 {
+                    self.buf.reserve(need - self.buf.len());
+                }
+                Ok(false)
+            }
+            Err(e) => Err(Error::ClientProtocol(e.to_string())),
+        }
+    }
+
+    /// Named statements are tracked (renamed per client) in transaction and statement mode.
+    fn tracks_statements(&self) -> bool {
+        self.settings.pool_mode != crate::config::PoolMode::Session
+            && self.settings.max_prepared_statements > 0
     }
 
     /// Waits for the client's next bytes, honouring client_idle_timeout, drain and kill.
@@ -357,6 +375,7 @@ impl Client {
                 .request_time_us
                 .store(started_us, std::sync::atomic::Ordering::Relaxed);
         }
+        let tracks = self.tracks_statements();
         let mut t = transfer::Transfer::new(
             &mut self.stream,
             &mut self.buf,
@@ -369,10 +388,11 @@ impl Client {
             self.settings.idle_transaction_timeout,
         );
         t.set_start(started);
-        if self.settings.pool_mode != crate::config::PoolMode::Session
-            && self.settings.max_prepared_statements > 0
-        {
+        if tracks {
             t.track_statements(&mut self.stmts);
+        }
+        if self.settings.pool_mode == crate::config::PoolMode::Session {
+            t.stats_per_xact(&self.pool.stats);
         }
         let info = self.info.clone();
         let end = tokio::select! {
@@ -380,7 +400,7 @@ impl Client {
             r = t.run() => r,
             _ = info.signal(false) => Err(Error::AdminForcedDisconnect),
         };
-        let tally = std::mem::take(&mut t.tally);
+        let mut tally = std::mem::take(&mut t.tally);
         drop(t);
         if tally.params_changed {
             if let Some((_, app)) = self
@@ -396,17 +416,7 @@ impl Client {
             r.info.set_linked(None);
         }
         self.info.set_state(ClientState::Idle);
-        let stats = &self.pool.stats;
-        use crate::pool::stats::PoolStats as S;
-        S::add(&stats.bytes_received, tally.bytes_from_client);
-        S::add(&stats.bytes_sent, tally.bytes_to_client);
-        S::add(&stats.query_count, tally.queries);
-        S::add(&stats.query_time_us, tally.query_time.as_micros() as u64);
-        S::add(&stats.xact_count, 1);
-        S::add(&stats.client_parse_count, tally.client_parses);
-        S::add(&stats.server_parse_count, tally.server_parses);
-        S::add(&stats.bind_count, tally.binds);
-        S::add(&stats.xact_time_us, started.elapsed().as_micros() as u64);
+        tally.flush_into(&self.pool.stats);
         match end {
             Ok(transfer::End::Released) => {
                 self.release(server).await;

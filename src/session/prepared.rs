@@ -7,7 +7,12 @@
 //! just before the Bind/Describe that needs it, whose ParseComplete is swallowed. Parse and
 //! Close are always forwarded (rewritten), so every reply the client sees is the server's own
 //! and the response stream needs no synthetic messages; only injected ParseCompletes are
-//! removed, located by counting ParseCompletes in order (see [`Acks`]).
+//! removed, located by counting ParseCompletes in order (see [`Acks`]). An ErrorResponse that
+//! names a server statement (`OLLY_<id>`) gets the client's name back.
+//!
+//! A Parse of a name the client still holds is refused as PostgreSQL refuses it (ERROR 42P05,
+//! the old statement kept, the connection usable), not with PgBouncer's FATAL: the Parse goes
+//! to the server under the existing server name, so the server produces the error itself.
 //!
 //! Unlike PgBouncer 1.21+, a statement is not shared between clients by query text: two clients
 //! preparing the same query hold two server statements. A server holding more than
@@ -50,12 +55,14 @@ pub enum Rewrite {
     Keep,
     /// Forward these bytes instead. `inject` is a Parse to send first (its ParseComplete must
     /// be swallowed) with the statement id it creates; `parse` is the id of a forwarded Parse
-    /// (its ParseComplete is the client's); `closed` is the id a Close removes.
+    /// (its ParseComplete is the client's); `closed` is the id a Close removes; `duplicate`
+    /// marks a Parse of a name the client still holds, sent so that the server refuses it.
     Replace {
         bytes: BytesMut,
         inject: Option<u64>,
         parse: Option<u64>,
         closed: Option<u64>,
+        duplicate: bool,
     },
 }
 
@@ -96,8 +103,24 @@ impl ClientStatements {
                 let Ok(name) = std::str::from_utf8(name) else {
                     return Rewrite::Keep;
                 };
-                // A re-Parse of a name replaces it (the old server statement is left to the
-                // release-time bound), which is what the client asked for.
+                if let Some(st) = self.by_name.get(name) {
+                    // PostgreSQL refuses a name in use with 42P05 and keeps the statement. Let
+                    // the server itself refuse it: sent under the statement's server name (made
+                    // present first), it fails exactly where and how the client's Parse would
+                    // have (a syntax error first, 25P02 in a failed transaction, the error
+                    // aborting a transaction block); `rename_in_error` puts the client's name
+                    // back into the message.
+                    let (mut bytes, inject) = self.prelude(st, server_has);
+                    let sname = st.server_name();
+                    bytes.extend_from_slice(&frame(b'P', &[sname.as_bytes(), b"\0", rest]));
+                    return Rewrite::Replace {
+                        bytes,
+                        inject,
+                        parse: None,
+                        closed: None,
+                        duplicate: true,
+                    };
+                }
                 let st = Statement {
                     id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
                     parse_rest: Bytes::copy_from_slice(rest),
@@ -111,6 +134,7 @@ impl ClientStatements {
                     inject: None,
                     parse: Some(id),
                     closed: None,
+                    duplicate: false,
                 }
             }
             b'B' => {
@@ -134,6 +158,7 @@ impl ClientStatements {
                     inject,
                     parse: None,
                     closed: None,
+                    duplicate: false,
                 }
             }
             b'D' | b'C' => {
@@ -161,6 +186,7 @@ impl ClientStatements {
                         inject: None,
                         parse: None,
                         closed: Some(id),
+                        duplicate: false,
                     };
                 }
                 let (mut bytes, inject) = self.prelude(st, server_has);
@@ -170,6 +196,7 @@ impl ClientStatements {
                     inject,
                     parse: None,
                     closed: None,
+                    duplicate: false,
                 }
             }
             _ => Rewrite::Keep,
@@ -193,6 +220,61 @@ impl ClientStatements {
         }
         parse_msg(&mut bytes, st);
         (bytes, Some(st.id))
+    }
+
+    /// An ErrorResponse (`body` after the header) with every `prepared statement "OLLY_<id>"`
+    /// of this client's statements given the client's own name, as a whole frame; `None` when
+    /// it names none. The client must read the name it used (`prepared statement "s1" already
+    /// exists`). Only PostgreSQL's "prepared statement" phrase is matched, so a quoted
+    /// identifier that happens to read `"OLLY_<n>"` elsewhere in a message is left alone.
+    pub fn rename_in_error(&self, body: &[u8]) -> Option<BytesMut> {
+        const MARK: &[u8] = b"prepared statement \"OLLY_";
+        let mut out = Vec::new();
+        // Bytes of `body` already copied to `out`.
+        let mut copied = 0;
+        let mut from = 0;
+        while let Some(at) = body[from..].windows(MARK.len()).position(|w| w == MARK) {
+            let start = from + at;
+            let digits_at = start + MARK.len();
+            let digits = body[digits_at..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            let end = digits_at + digits;
+            from = digits_at;
+            if digits == 0 || body.get(end) != Some(&b'"') {
+                continue;
+            }
+            let name = std::str::from_utf8(&body[digits_at..end])
+                .ok()
+                .and_then(|d| d.parse::<u64>().ok())
+                .and_then(|id| self.name_of(id));
+            if let Some(name) = name {
+                // Keep `prepared statement "`, swap the name, keep the closing quote.
+                out.extend_from_slice(&body[copied..digits_at - b"OLLY_".len()]);
+                out.extend_from_slice(name.as_bytes());
+                copied = end;
+                from = end;
+            }
+        }
+        if copied == 0 {
+            return None;
+        }
+        out.extend_from_slice(&body[copied..]);
+        Some(frame(b'E', &[&out]))
+    }
+
+    fn name_of(&self, id: u64) -> Option<&str> {
+        self.by_name
+            .iter()
+            .find(|(_, st)| st.id == id)
+            .map(|(name, _)| &**name)
+    }
+
+    /// The client's Parse that created statement `id` failed (or was skipped after an error):
+    /// the name is free again, as on PostgreSQL.
+    pub fn forget(&mut self, id: u64) {
+        self.by_name.retain(|_, st| st.id != id);
     }
 
     /// DEALLOCATE ALL / DISCARD ALL ran: the client's statements are gone.
@@ -235,13 +317,15 @@ impl Acks {
         self.queue.pop_front().is_none_or(|(_, _, visible)| visible)
     }
 
-    /// An ErrorResponse arrived: the ids whose Parse the server skipped or failed.
-    pub fn error(&mut self) -> Vec<u64> {
+    /// An ErrorResponse arrived: the ids whose Parse the server skipped or failed, each with
+    /// whether it was the client's own Parse (then the client's statement does not exist
+    /// either, as on PostgreSQL) or one we injected (the client's statement stays).
+    pub fn error(&mut self) -> Vec<(u64, bool)> {
         let epoch = self.done_epoch;
         let mut dropped = Vec::new();
-        self.queue.retain(|(e, id, _)| {
+        self.queue.retain(|(e, id, visible)| {
             if *e == epoch {
-                dropped.push(*id);
+                dropped.push((*id, *visible));
                 false
             } else {
                 true

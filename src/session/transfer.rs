@@ -7,8 +7,12 @@
 //!
 //! What it decodes: client tags (Query/Sync/FunctionCall start a wait for ReadyForQuery; other
 //! extended-protocol messages hold the server until Sync; Terminate ends the client), and on the
-//! server side ReadyForQuery (status, outstanding count) and ParameterStatus (tracked params).
-//! Everything else is forwarded untouched, large frames in pieces.
+//! server side ReadyForQuery (status, outstanding count, transactions ended) and ParameterStatus
+//! (tracked params). Everything else is forwarded untouched, large frames in pieces; with
+//! statement tracking a Parse/Bind/Describe/Close is read whole at any size (its statement name
+//! is rewritten), so the client side reads past its usual limit until that frame is all there.
+
+mod scan;
 
 use std::future::poll_fn;
 use std::future::Future;
@@ -26,7 +30,8 @@ use super::prepared::{Acks, ClientStatements, Rewrite};
 use crate::config::PoolMode;
 use crate::error::{Error, Result};
 use crate::net::Stream;
-use crate::proto::{build, FrameError, Item, Scanner};
+use crate::pool::stats::PoolStats;
+use crate::proto::Scanner;
 use crate::server::ServerConn;
 
 /// Stop reading a side while this much is buffered and not yet forwarded (back-pressure).
@@ -50,6 +55,10 @@ pub struct Tally {
     pub bytes_to_client: u64,
     pub queries: u64,
     pub query_time: Duration,
+    /// SQL transactions that ended (a ReadyForQuery back to idle), as PgBouncer counts them:
+    /// an autocommit statement is one, BEGIN..COMMIT is one, whatever the pool mode.
+    pub xacts: u64,
+    pub xact_time: Duration,
     /// A tracked parameter of the client changed (a SET seen through ParameterStatus).
     pub params_changed: bool,
     /// Named Parse messages from the client.
@@ -58,6 +67,26 @@ pub struct Tally {
     pub server_parses: u64,
     /// Bind messages of named statements.
     pub binds: u64,
+}
+
+impl Tally {
+    /// Adds the counters to the pool's and starts again from zero (`params_changed` stays).
+    pub fn flush_into(&mut self, stats: &PoolStats) {
+        use PoolStats as S;
+        S::add(&stats.bytes_received, self.bytes_from_client);
+        S::add(&stats.bytes_sent, self.bytes_to_client);
+        S::add(&stats.query_count, self.queries);
+        S::add(&stats.query_time_us, self.query_time.as_micros() as u64);
+        S::add(&stats.xact_count, self.xacts);
+        S::add(&stats.xact_time_us, self.xact_time.as_micros() as u64);
+        S::add(&stats.client_parse_count, self.client_parses);
+        S::add(&stats.server_parse_count, self.server_parses);
+        S::add(&stats.bind_count, self.binds);
+        *self = Tally {
+            params_changed: self.params_changed,
+            ..Tally::default()
+        };
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -88,6 +117,11 @@ pub struct Transfer<'a> {
     /// The client sent Terminate at this offset of `cbuf`.
     terminate_at: Option<usize>,
     query_started: Option<Instant>,
+    /// When the SQL transaction in progress began (its first client message).
+    xact_started: Option<Instant>,
+    /// Where to add the tally at each transaction end, for links that outlive a transaction
+    /// (session mode): otherwise the caller adds it once when the link ends.
+    live_stats: Option<&'a PoolStats>,
     /// See [`Transfer::set_start`].
     start: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
@@ -101,8 +135,13 @@ pub struct Transfer<'a> {
     c_hold: Option<(usize, usize, Rewrite)>,
     /// Rewritten bytes that go to the server before the rest of `cbuf`.
     c_pending: BytesMut,
-    /// A server frame to drop (an injected Parse's ParseComplete): (offset in the buffer, length).
+    /// A server frame to drop (an injected Parse's ParseComplete) or replace: (offset in the
+    /// buffer, length).
     s_hold: Option<(usize, usize)>,
+    /// What replaces the held server frame (an ErrorResponse with the client's statement name).
+    s_swap: Option<BytesMut>,
+    /// Replacement bytes that go to the client before the rest of the server's buffer.
+    s_pending: BytesMut,
 }
 
 impl<'a> Transfer<'a> {
@@ -140,6 +179,8 @@ impl<'a> Transfer<'a> {
             in_extended: false,
             terminate_at: None,
             query_started: None,
+            xact_started: None,
+            live_stats: None,
             start: None,
             timer: None,
             timer_kind: Timer::Off,
@@ -148,7 +189,15 @@ impl<'a> Transfer<'a> {
             c_hold: None,
             c_pending: BytesMut::new(),
             s_hold: None,
+            s_swap: None,
+            s_pending: BytesMut::new(),
         }
+    }
+
+    /// Adds the tally to `stats` at each transaction end, so a long session-mode link shows up
+    /// in SHOW STATS as it goes.
+    pub fn stats_per_xact(&mut self, stats: &'a PoolStats) {
+        self.live_stats = Some(stats);
     }
 
     /// When the link started: the first request's clock, so it needs no clock read of its own.
@@ -173,6 +222,9 @@ impl<'a> Transfer<'a> {
     }
 
     fn server_ready(&self) -> usize {
+        if !self.s_pending.is_empty() {
+            return 0;
+        }
         match self.s_hold {
             Some((at, _)) => at.min(self.sscan.scanned()),
             None => self.sscan.scanned(),
@@ -194,6 +246,7 @@ impl<'a> Transfer<'a> {
             inject,
             parse,
             closed,
+            duplicate,
         } = rewrite
         {
             if let Some(id) = inject {
@@ -210,6 +263,13 @@ impl<'a> Transfer<'a> {
             if let Some(id) = closed {
                 self.server.prepared.remove(&id);
             }
+            if duplicate {
+                // The server answers it with 42P05; id 0 (no statement) so that error
+                // forgets nothing the server still holds.
+                self.acks.parse_sent(0, true);
+                self.tally.client_parses += 1;
+                self.tally.server_parses += 1;
+            }
             self.tally.bytes_from_client += len as u64;
             self.c_pending = bytes;
         }
@@ -222,9 +282,16 @@ impl<'a> Transfer<'a> {
         let Some((0, len)) = self.s_hold else {
             return Ok(false);
         };
+        if !self.s_pending.is_empty() {
+            // The previous replacement first, so two in a row keep their order.
+            return Ok(false);
+        }
         self.s_hold = None;
         self.server.buf.advance(len);
         self.sscan.consumed(len);
+        if let Some(bytes) = self.s_swap.take() {
+            self.s_pending = bytes;
+        }
         self.scan_server()?;
         Ok(true)
     }
@@ -241,6 +308,7 @@ impl<'a> Transfer<'a> {
             && self.c_hold.is_none()
             && self.c_pending.is_empty()
             && self.s_hold.is_none()
+            && self.s_pending.is_empty()
     }
 
     fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Result<End>> {
@@ -283,6 +351,18 @@ impl<'a> Transfer<'a> {
                 }
             }
 
+            if !self.s_pending.is_empty() {
+                match Pin::new(&mut *self.client).poll_write(cx, &self.s_pending) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Ok(self.client_left())),
+                    Poll::Ready(Ok(n)) => {
+                        self.s_pending.advance(n);
+                        self.tally.bytes_to_client += n as u64;
+                        progress = true;
+                    }
+                    Poll::Ready(Err(_)) => return Poll::Ready(Ok(self.client_left())),
+                    Poll::Pending => {}
+                }
+            }
             let s_ready = self.server_ready();
             if s_ready > 0 {
                 match Pin::new(&mut *self.client).poll_write(cx, &self.server.buf[..s_ready]) {
@@ -324,7 +404,13 @@ impl<'a> Transfer<'a> {
                 }
             }
 
-            if self.terminate_at.is_none() && self.cbuf.len() < BUF_LIMIT {
+            // Past BUF_LIMIT only for a frame the scanner waits to see whole (a tracked Bind of
+            // any size): without its rest nothing can move, and the loop would stall.
+            let wanted = self.cscan.scanned() + self.cscan.needs();
+            if self.terminate_at.is_none() && self.cbuf.len() < BUF_LIMIT.max(wanted) {
+                if wanted > self.cbuf.len() + READ_CHUNK {
+                    self.cbuf.reserve(wanted - self.cbuf.len());
+                }
                 reserve(self.cbuf);
                 match poll_read_buf(Pin::new(&mut *self.client), cx, self.cbuf) {
                     Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
@@ -362,165 +448,9 @@ impl<'a> Transfer<'a> {
             && self.sscan.scanned() == 0
             && self.server.buf.is_empty()
             && self.c_pending.is_empty()
-            && self.s_hold.is_none();
+            && self.s_hold.is_none()
+            && self.s_pending.is_empty();
         End::ClientLeft { clean }
-    }
-
-    fn frame_err(e: FrameError) -> Error {
-        Error::ClientProtocol(e.to_string())
-    }
-
-    /// Looks at newly read client bytes: counts what will be answered, finds Terminate.
-    fn scan_client(&mut self) -> Result<()> {
-        if self.terminate_at.is_some() || self.c_hold.is_some() {
-            return Ok(());
-        }
-        let tracking = self.stmts.is_some();
-        loop {
-            let item = self
-                .cscan
-                .next(self.cbuf, self.max_packet, |t| {
-                    tracking && matches!(t, b'P' | b'B' | b'D' | b'C')
-                })
-                .map_err(Self::frame_err)?;
-            let (tag, whole) = match item {
-                None => return Ok(()),
-                Some(Item::Whole { tag, bytes }) => (tag, Some(bytes.len())),
-                Some(Item::Partial { tag, .. }) => (tag, None),
-            };
-            match tag {
-                b'Q' | b'F' => self.request_sent(),
-                b'S' => {
-                    self.in_extended = false;
-                    self.request_sent();
-                }
-                b'P' | b'B' | b'D' | b'E' | b'C' | b'H' => self.in_extended = true,
-                b'X' => {
-                    // The frame's own start: `before` may precede it by the tail of a streamed frame.
-                    self.terminate_at = Some(self.cscan.scanned() - whole.unwrap_or(0));
-                    return Ok(());
-                }
-                _ => {}
-            }
-            let mut kept = true;
-            if let (Some(len), Some(stmts)) = (whole, self.stmts.as_deref_mut()) {
-                if matches!(tag, b'P' | b'B' | b'D' | b'C') {
-                    let start = self.cscan.scanned() - len;
-                    let body = &self.cbuf[start + 5..start + len];
-                    // Only a named Parse creates the statement map; the rest need one.
-                    let named_parse = tag == b'P' && body.first().is_some_and(|b| *b != 0);
-                    if stmts.is_none() && named_parse {
-                        *stmts = Some(Box::default());
-                    }
-                    if let Some(map) = stmts.as_deref_mut() {
-                        let prepared = &self.server.prepared;
-                        let rw = map.rewrite(tag, body, &|id| prepared.contains(&id));
-                        if rw != Rewrite::Keep {
-                            if tag == b'B' {
-                                self.tally.binds += 1;
-                            }
-                            self.c_hold = Some((self.cscan.scanned() - len, len, rw));
-                            kept = false;
-                        }
-                    }
-                }
-            }
-            if kept && tag == b'P' && self.stmts.is_some() {
-                // A Parse forwarded as it is (unnamed, or too large to look at) still owes a
-                // ParseComplete, which must stay in line with the ones we swallow.
-                self.acks.parse_sent(0, true);
-            }
-            if self.c_hold.is_some() {
-                return Ok(());
-            }
-        }
-    }
-
-    fn request_sent(&mut self) {
-        self.acks.sent_epoch += 1;
-        if self.outstanding == 0 {
-            self.query_started = Some(self.start.take().unwrap_or_else(Instant::now));
-        }
-        self.outstanding += 1;
-    }
-
-    /// Looks at newly read server bytes: ReadyForQuery and ParameterStatus.
-    fn scan_server(&mut self) -> Result<()> {
-        if self.s_hold.is_some() {
-            return Ok(());
-        }
-        let tracking = self.stmts.is_some();
-        loop {
-            let item = self
-                .sscan
-                .next(&self.server.buf, self.max_packet, |t| {
-                    t == b'Z' || t == b'S' || (tracking && (t == b'1' || t == b'C'))
-                })
-                .map_err(|e| Error::ServerProtocol(e.to_string()))?;
-            match item {
-                None => return Ok(()),
-                Some(Item::Whole { tag: b'Z', bytes }) => {
-                    let status = bytes.get(5).copied().unwrap_or(b'I');
-                    self.server.tx_status = status;
-                    self.tally.queries += 1;
-                    self.acks.done_epoch += 1;
-                    self.outstanding = self.outstanding.saturating_sub(1);
-                    if self.outstanding == 0 {
-                        if let Some(t) = self.query_started.take() {
-                            self.tally.query_time += t.elapsed();
-                        }
-                    } else {
-                        self.query_started = Some(Instant::now());
-                    }
-                    if self.mode == PoolMode::Statement && status != b'I' {
-                        return Err(Error::StatementModeTransaction);
-                    }
-                }
-                Some(Item::Whole { tag: b'S', bytes }) => {
-                    if let Ok((k, v)) = build::parse_parameter_status(&bytes[5..]) {
-                        let (k, v) = (k.to_string(), v.to_string());
-                        if let Some(slot) = self
-                            .client_params
-                            .iter_mut()
-                            .find(|(n, _)| n.eq_ignore_ascii_case(&k))
-                        {
-                            if *slot.1 != *v {
-                                slot.1 = Arc::from(v.as_str());
-                                self.tally.params_changed = true;
-                            }
-                        }
-                        self.server.set_param(&k, &v);
-                    }
-                }
-                Some(Item::Whole { tag: b'1', bytes }) if tracking => {
-                    if !self.acks.parse_complete() {
-                        // The ParseComplete of a Parse we injected: the client never asked.
-                        let len = bytes.len();
-                        self.s_hold = Some((self.sscan.scanned() - len, len));
-                        return Ok(());
-                    }
-                }
-                Some(Item::Whole { tag: b'C', bytes }) if tracking => {
-                    let tag_text = &bytes[5..];
-                    if tag_text.starts_with(b"DISCARD ALL")
-                        || tag_text.starts_with(b"DEALLOCATE ALL")
-                    {
-                        self.server.prepared.clear();
-                        if let Some(Some(map)) = self.stmts.as_deref_mut() {
-                            map.clear();
-                        }
-                    }
-                }
-                Some(Item::Whole { tag: b'E', .. }) | Some(Item::Partial { tag: b'E', .. })
-                    if !self.acks.is_empty() =>
-                {
-                    for id in self.acks.error() {
-                        self.server.prepared.remove(&id);
-                    }
-                }
-                Some(_) => {}
-            }
-        }
     }
 
     fn update_timer(&mut self) {
@@ -557,8 +487,52 @@ impl<'a> Transfer<'a> {
     }
 }
 
+/// Which client frames the transfer must see whole: with statement tracking, every Parse, Bind,
+/// Describe and Close at any size up to max_packet_size, since a statement name inside them may
+/// have to be rewritten (a streamed one would reach the server under the client's name). A
+/// Parse or Bind of the unnamed statement streams (large unnamed Binds are the bulk path), once
+/// enough of its body (`body`, possibly partial) has arrived to show the name is empty.
+pub(super) fn client_whole(tracking: bool) -> impl Fn(u8, usize, &[u8]) -> bool + Copy {
+    move |tag, _, body| {
+        tracking
+            && match tag {
+                b'P' => body.first() != Some(&0),
+                b'B' => match body.iter().position(|b| *b == 0) {
+                    // After the portal name: the statement name's first byte.
+                    Some(end) => body.get(end + 1) != Some(&0),
+                    None => true,
+                },
+                b'D' | b'C' => true,
+                _ => false,
+            }
+    }
+}
+
 fn reserve(buf: &mut BytesMut) {
     if buf.capacity() - buf.len() < READ_CHUNK / 2 {
         buf.reserve(READ_CHUNK);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::client_whole;
+
+    #[test]
+    fn only_frames_that_name_a_statement_are_held_whole() {
+        let w = client_whole(true);
+        let big = 400 * 1024;
+        assert!(w(b'P', big, b"s1\0SELECT"));
+        assert!(!w(b'P', big, b"\0SELECT"), "unnamed Parse streams");
+        assert!(w(b'P', big, b""), "undecided until the name shows");
+        assert!(w(b'B', big, b"\0s1\0"));
+        assert!(w(b'B', big, b"portal\0s"));
+        assert!(!w(b'B', big, b"\0\0\0\x01"), "unnamed Bind streams");
+        assert!(!w(b'B', big, b"portal\0\0"));
+        assert!(w(b'B', big, b"\0"), "undecided");
+        assert!(w(b'B', big, b"port"), "undecided");
+        assert!(w(b'D', 10, b"S"));
+        assert!(!w(b'Q', big, b"SELECT"));
+        assert!(!client_whole(false)(b'B', big, b"\0s1\0"));
     }
 }

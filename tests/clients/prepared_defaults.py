@@ -5,7 +5,9 @@ count, so a client's next transaction often runs on a server that never saw its 
   server-side statement (_pg3_N) that later Binds name;
 - asyncpg with its default statement cache: every query is a named statement (__asyncpg_stmt_N__);
 - SQLAlchemy's asyncpg dialect with its default prepared-statement cache;
-- a statement closed by the client and prepared again under the same name.
+- a statement closed by the client and prepared again under the same name;
+- named statements with large query texts and parameters (4 KB to 400 KB) in autocommit, and a
+  Parse of a name still prepared (PostgreSQL's 42P05, the connection kept).
 
 The pooler renames each statement and re-prepares it invisibly where it is missing.
 """
@@ -97,12 +99,35 @@ def close_and_reprepare(t):
     log("close and re-prepare under the same name; unknown names get 26000")
 
 
+def large_and_duplicate(t):
+    # Issue 6: a named Parse/Bind over ~8 KB outside a transaction block spun the pooler; a
+    # 400 KB named Bind reached the server under the client's name ("_pg3_N" does not exist).
+    with psycopg.connect(t.libpq(), autocommit=True) as conn:
+        for n in (4096, 8192, 40960, 409600):
+            got = conn.execute(f"SELECT '{'1' * n}'", prepare=True).fetchone()[0]
+            check_eq(len(got), n, f"prepared {n}-byte query")
+            s = "x" * n
+            got = conn.execute("SELECT %s::text", (s,), prepare=True).fetchone()[0]
+            check_eq(got == s, True, f"prepared query with a {n}-byte parameter")
+        pgconn = conn.pgconn
+        pgconn.prepare(b"dup", b"SELECT 1")
+        res = pgconn.prepare(b"dup", b"SELECT 2")
+        diag = psycopg.pq.DiagnosticField
+        check_eq(res.error_field(diag.SQLSTATE), b"42P05", "duplicate Parse SQLSTATE")
+        check_eq(res.error_field(diag.MESSAGE_PRIMARY), b'prepared statement "dup" already exists',
+                 "duplicate Parse message")
+        check_eq(pgconn.exec_prepared(b"dup", []).get_value(0, 0), b"1", "first statement kept")
+        check_eq(conn.execute("SELECT 5").fetchone()[0], 5, "connection still usable")
+    log("prepared 4 KB..400 KB queries and parameters in autocommit; duplicate Parse gets 42P05")
+
+
 def go():
     t = target("driver defaults (named prepared statements)")
     psycopg_default(t)
     asyncio.run(asyncpg_default(t))
     asyncio.run(sqlalchemy_default(t))
     close_and_reprepare(t)
+    large_and_duplicate(t)
 
 
 if __name__ == "__main__":

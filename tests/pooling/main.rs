@@ -3,8 +3,11 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+#[path = "../console/mod.rs"]
+mod console;
 
 mod auth;
+mod frames;
 mod lifecycle;
 mod limits;
 mod protocol;

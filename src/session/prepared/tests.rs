@@ -94,8 +94,93 @@ fn acks_swallow_injected_and_drop_skipped_on_error() {
     a.parse_sent(3, true);
     a.sent_epoch += 1; // Sync
     a.parse_sent(4, true);
-    assert_eq!(a.error(), vec![3]);
+    assert_eq!(a.error(), vec![(3, true)]);
     a.done_epoch += 1; // its ReadyForQuery
     assert!(a.parse_complete());
     assert!(a.is_empty());
+}
+
+#[test]
+fn parse_of_a_held_name_goes_out_under_the_old_server_name() {
+    let mut c = ClientStatements::default();
+    let Rewrite::Replace { parse, .. } =
+        c.rewrite(b'P', &body(&[b"s1\0", b"select 1\0", &[0, 0]]), &|_| true)
+    else {
+        panic!("rewritten");
+    };
+    let id = parse.unwrap();
+    let sname = format!("OLLY_{id}\0");
+    // The server has it: only the Parse, under the existing name, marked duplicate.
+    let again = body(&[b"s1\0", b"select 2\0", &[0, 0]]);
+    let Rewrite::Replace {
+        bytes,
+        inject,
+        parse,
+        duplicate,
+        ..
+    } = c.rewrite(b'P', &again, &|x| x == id)
+    else {
+        panic!("rewritten");
+    };
+    assert!(duplicate && inject.is_none() && parse.is_none());
+    assert_eq!(&bytes[5..5 + sname.len()], sname.as_bytes());
+    assert!(bytes.ends_with(b"select 2\0\0\0"));
+    // The server lacks it: the old statement is injected first, so the server still refuses.
+    let Rewrite::Replace { bytes, inject, .. } = c.rewrite(b'P', &again, &|_| false) else {
+        panic!("rewritten");
+    };
+    assert_eq!(inject, Some(id));
+    assert_eq!(
+        bytes
+            .windows(sname.len())
+            .filter(|w| *w == sname.as_bytes())
+            .count(),
+        2
+    );
+    assert_eq!(c.len(), 1, "the old statement stays");
+}
+
+#[test]
+fn errors_name_the_clients_statement() {
+    let mut c = ClientStatements::default();
+    let Rewrite::Replace { parse, .. } =
+        c.rewrite(b'P', &body(&[b"mine\0", b"select 1\0", &[0, 0]]), &|_| true)
+    else {
+        panic!("rewritten");
+    };
+    let id = parse.unwrap();
+    let err = |msg: &str| body(&[b"SERROR\0C42P05\0M", msg.as_bytes(), b"\0\0"]);
+    let renamed = c
+        .rename_in_error(&err(&format!(
+            "prepared statement \"OLLY_{id}\" already exists"
+        )))
+        .expect("renamed");
+    assert_eq!(renamed[0], b'E');
+    assert_eq!(
+        u32::from_be_bytes(renamed[1..5].try_into().unwrap()) as usize,
+        renamed.len() - 1
+    );
+    assert_eq!(
+        &renamed[5..],
+        &err("prepared statement \"mine\" already exists")[..]
+    );
+    let bind = format!(
+        "bind message supplies 1 parameters, but prepared statement \"OLLY_{id}\" requires 0"
+    );
+    assert_eq!(
+        &c.rename_in_error(&err(&bind)).expect("renamed")[5..],
+        &err("bind message supplies 1 parameters, but prepared statement \"mine\" requires 0")[..]
+    );
+    // Other statements, other text, half-names and identifiers are left alone.
+    assert!(c
+        .rename_in_error(&err("prepared statement \"OLLY_999999999\" x"))
+        .is_none());
+    assert!(c.rename_in_error(&err("division by zero")).is_none());
+    assert!(c
+        .rename_in_error(&err("prepared statement \"OLLY_"))
+        .is_none());
+    let half = format!("prepared statement \"OLLY_{id}");
+    assert!(c.rename_in_error(&err(&half)).is_none());
+    let column = format!("column \"OLLY_{id}\" does not exist");
+    assert!(c.rename_in_error(&err(&column)).is_none());
 }
