@@ -7,6 +7,7 @@
 
 mod ini;
 mod keys;
+pub mod operator;
 mod userlist;
 
 #[cfg(test)]
