@@ -1,14 +1,19 @@
 //! What the container image and the Kubernetes manifests rely on, against a real PostgreSQL:
-//! `--check` (exit status and `file:line: key:` messages), and operator image mode (the binary
+//! `--check` (exit status and `file:line: key:` messages), operator image mode (the binary
 //! started with no config file from the Zalando operator's pooler environment builds the operator
-//! template's configuration and serves psql).
+//! template's configuration and serves psql), and cancel requests across the two replicas
+//! (`[peers]` + `peer_id`).
 
 mod common;
+mod console;
 
 use std::process::Command;
 use std::sync::OnceLock;
 
+use std::time::Duration;
+
 use common::{free_port, psql, Pg, Pooler};
+use console::Raw;
 
 fn pg() -> &'static Pg {
     static PG: OnceLock<Pg> = OnceLock::new();
@@ -209,4 +214,128 @@ async fn common_http(port: u16) -> (u16, String) {
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     (status, text)
+}
+
+/// Sends a CancelRequest for `key` to 127.0.0.1:`port` and waits until the pooler closes it.
+async fn send_cancel(port: u16, (pid, key): (u32, u32)) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect for cancel");
+    let mut msg = Vec::with_capacity(16);
+    msg.extend_from_slice(&16u32.to_be_bytes());
+    msg.extend_from_slice(&80877102u32.to_be_bytes());
+    msg.extend_from_slice(&pid.to_be_bytes());
+    msg.extend_from_slice(&key.to_be_bytes());
+    s.write_all(&msg).await.expect("send cancel");
+    let mut rest = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut rest)).await;
+    assert!(
+        rest.is_empty(),
+        "nothing is ever written on a cancel connection"
+    );
+}
+
+/// Two pooler processes behind one Service: a `pg_sleep` running through A is cancelled by a
+/// CancelRequest that lands on B, which forwards it to A by the peer id inside the key (57014).
+/// SHOW PEERS / PEER_POOLS / LISTS on B show the peer and the pool the forward made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_lands_on_the_other_peer() {
+    let pg = pg();
+    let (port_a, port_b) = (free_port(), free_port());
+    let peers = format!(
+        "[peers]\n1 = host=127.0.0.1 port={port_a}\n2 = host=127.0.0.1 port={port_b} pool_size=4\n"
+    );
+    let a = Pooler::start(
+        pg,
+        "",
+        &format!("listen_port = {port_a}\npeer_id = 1\n{peers}"),
+        "",
+    );
+    let b = Pooler::start(
+        pg,
+        "",
+        &format!("listen_port = {port_b}\npeer_id = 2\n{peers}"),
+        "",
+    );
+    assert_eq!((a.port, b.port), (port_a, port_b));
+
+    let mut client = Raw::connect(port_a, "md5user", "md5_pw", "testdb")
+        .await
+        .expect("login through A");
+    let key = client.key.expect("BackendKeyData");
+    // PgBouncer's layout: bytes 1-2 of the key hold the peer id, the low 2 bits of byte 7 a TTL.
+    let bytes = key.0.to_be_bytes();
+    assert_eq!(u16::from(bytes[1]) + (u16::from(bytes[2]) << 8), 1);
+    assert_eq!(key.1 & 3, 3);
+
+    let mut q = bytes::BytesMut::new();
+    postgres_protocol::message::frontend::query("SELECT pg_sleep(30)", &mut q).expect("query");
+    client.send(&q).await;
+    // Let the query reach the server (a cancel for an idle client is dropped, as in PgBouncer).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while pg
+        .psql("SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'")
+        != "1"
+    {
+        assert!(std::time::Instant::now() < deadline, "query never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    send_cancel(port_b, key).await;
+    let answer = tokio::time::timeout(Duration::from_secs(10), client.answer())
+        .await
+        .expect("the query ended after the cancel");
+    let error = answer.error.expect("cancelled");
+    assert_eq!(error.code, "57014", "{error:?}");
+    assert_eq!(error.message, "canceling statement due to user request");
+    // The session goes on.
+    assert_eq!(
+        client.query("SELECT 1").await.rows,
+        vec![vec![Some("1".to_string())]]
+    );
+
+    let mut admin = Raw::connect(port_b, "olly", "olly_pw", "pgbouncer")
+        .await
+        .expect("console of B");
+    let peers = admin.query("SHOW PEERS").await;
+    peers.expect_show();
+    assert_eq!(
+        peers.rows,
+        vec![vec![
+            Some("1".to_string()),
+            Some("127.0.0.1".to_string()),
+            Some(port_a.to_string()),
+            Some("20".to_string()),
+        ]],
+        "B lists A (default_pool_size) and not itself"
+    );
+    let pools = admin.query("SHOW PEER_POOLS").await;
+    pools.expect_show();
+    let zero = Some("0".to_string());
+    assert_eq!(
+        pools.rows,
+        vec![vec![
+            Some("1".to_string()),
+            zero.clone(),
+            zero.clone(),
+            zero.clone(),
+            zero
+        ]]
+    );
+    let lists = admin.query("SHOW LISTS").await;
+    assert_eq!(lists.num("list", "peers", "items"), 1);
+    assert_eq!(lists.num("list", "peer_pools", "items"), 1);
+
+    // A key whose TTL is used up is not forwarded again; one naming an unknown peer is dropped.
+    let log_before = b.log();
+    send_cancel(port_b, (key.0, key.1 & !3)).await;
+    let unknown = (key.0 & 0xff00_00ff) | (7 << 16);
+    send_cancel(port_b, (unknown, key.1)).await;
+    assert!(
+        b.wait_for_log("TTL was exhausted", Duration::from_secs(5)),
+        "{}",
+        &b.log()[log_before.len()..]
+    );
+    assert!(b.wait_for_log("could not find peer", Duration::from_secs(5)));
+    drop(a);
 }

@@ -183,6 +183,8 @@ pub struct Clients {
     next_id: AtomicU64,
     /// Connected non-admin clients (max_client_conn).
     pub count: AtomicU32,
+    /// `peer_id` of the config in force, minted into new cancel keys (set by `Context`).
+    pub peer_id: std::sync::atomic::AtomicU16,
 }
 
 fn key64(k: (u32, u32)) -> u64 {
@@ -194,9 +196,7 @@ impl Clients {
     pub fn register(&self, peer: PeerAddr, local: (String, u16)) -> Arc<ClientInfo> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         loop {
-            // PgBouncer clears the top bit so the "pid" reads as positive.
-            let pid = rand::random::<u32>() & 0x7fff_ffff;
-            let key = rand::random::<u32>();
+            let (pid, key) = super::cancel::mint_key(self.peer_id.load(Ordering::Relaxed));
             let info = Arc::new(ClientInfo {
                 id,
                 cancel_key: (pid, key),
