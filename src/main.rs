@@ -200,7 +200,10 @@ fn init_logging(
     } else if args.quiet || args.daemon {
         builder.with_writer(std::io::sink).init();
     } else {
-        builder.with_writer(std::io::stderr).init();
+        // No colour codes when stderr is not a terminal (container logs, files).
+        use std::io::IsTerminal;
+        let ansi = std::io::stderr().is_terminal();
+        builder.with_ansi(ansi).with_writer(std::io::stderr).init();
     }
     Ok(None)
 }
