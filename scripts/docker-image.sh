@@ -2,8 +2,8 @@
 # Build the container image on this machine (no registry) and prove it serves: CI's image step.
 #
 #   1. scripts/docker-base.sh: the local debian:bookworm-slim base (cached);
-#   2. the Dockerfile's `prebuilt` target around a binary built here ($POOLER_BIN, default the debug
-#      build that the test step reuses: the image recipe is the same as the release one's);
+#   2. the Dockerfile with a binary built here ($POOLER_BIN, default the debug build that the test
+#      step reuses) in place of its cargo stage (see the Dockerfile's header);
 #   3. run it the way deploy/ does (read-only root filesystem, all capabilities dropped, the config
 #      mounted read-only, non-root) on the host network, listening on 127.0.0.1 only, in front of
 #      a throwaway PostgreSQL: --check inside the image, psql through it, /readyz, then
@@ -30,9 +30,12 @@ fi
 [ -x "$bin" ] || die "no binary at $bin"
 
 make_tmpdir ctx image
-cp "$bin" "$ctx/ollyscale-pooler"
-log "docker build --target prebuilt -t $IMAGE"
-DOCKER_BUILDKIT=0 docker build --quiet --target prebuilt -f Dockerfile -t "$IMAGE" "$ctx" >/dev/null
+mkdir -p "$ctx/prebuilt"
+cp "$bin" "$ctx/prebuilt/ollyscale-pooler"
+log "docker build -t $IMAGE (prebuilt binary)"
+# The classic builder: this engine has no buildx. The cargo stage runs on the plain base.
+DOCKER_BUILDKIT=0 docker build --quiet --build-arg RUST_IMAGE=debian:bookworm-slim \
+    -f Dockerfile -t "$IMAGE" "$ctx" >/dev/null
 [ "$(docker image inspect -f '{{.Config.User}} {{.Config.StopSignal}}' "$IMAGE")" = "10001:10001 SIGTERM" ] \
     || die "image runs as $(docker image inspect -f '{{.Config.User}}' "$IMAGE"), not 10001:10001 with SIGTERM"
 
