@@ -85,6 +85,20 @@ fn check_mode_reports_file_line_key() {
         );
     }
     assert!(out.stdout.is_empty());
+
+    // Operator mode names the variable it misses.
+    let out = bin()
+        .args(["--operator", "--check"])
+        .env("PGUSER", "pooler")
+        .env("OLLYSCALE_RUNTIME_DIR", dir.path())
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("operator mode: PGHOST: must be set"),
+        "{stderr}"
+    );
 }
 
 /// The operator's pooler container environment, no config file: the pooler renders the operator
