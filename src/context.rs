@@ -57,6 +57,8 @@ pub struct Context {
     pub paused_all: AtomicBool,
     /// Baselines of the current `stats_period` (the avg_* columns); rotated by `stats::run`.
     pub stats: crate::stats::StatsPeriod,
+    /// Cancel forwarding to `[peers]` (SHOW PEER_POOLS).
+    pub peer_pools: crate::session::cancel::PeerPools,
     phase: AtomicU8,
     /// Applies a `verbose` value to the running log filter (installed once by `main`, which owns
     /// the tracing subscriber); called on every config swap so SET verbose and RELOAD take effect.
@@ -71,6 +73,10 @@ impl Context {
     pub fn new(config: Config) -> Arc<Context> {
         let tasks = TaskTracker::new();
         let pools = Arc::new(Pools::new(tasks.clone()));
+        let clients = Clients::default();
+        clients
+            .peer_id
+            .store(config.general.peer_id, Ordering::Relaxed);
         Arc::new(Context {
             config: RwLock::new(Arc::new(config)),
             servers: pools.servers.clone(),
@@ -79,7 +85,8 @@ impl Context {
             paused_all: AtomicBool::new(false),
             stats: crate::stats::StatsPeriod::default(),
             pools,
-            clients: Clients::default(),
+            clients,
+            peer_pools: Default::default(),
             shutdown: CancellationToken::new(),
             drain: CancellationToken::new(),
             tasks,
@@ -96,6 +103,9 @@ impl Context {
     /// Installs a new config snapshot and reconfigures the pools.
     pub fn replace_config(&self, config: Config) {
         let config = Arc::new(config);
+        self.clients
+            .peer_id
+            .store(config.general.peer_id, Ordering::Relaxed);
         *self.config.write() = config.clone();
         self.pools.reconfigure(&config);
         if let Some(hook) = self.verbosity.get() {

@@ -1,5 +1,6 @@
-//! `ollyscale-pooler [-d] [-q] [-v] [-u user] [-V] [-h] pgbouncer.ini`: argument parsing, logging
-//! set-up, the runtime, and a call into `app`. No pooling logic lives here.
+//! `ollyscale-pooler [-d] [-q] [-v] [-u user] [-V] [-h] [--check] [pgbouncer.ini]`: argument
+//! parsing, logging set-up, the runtime, and a call into `app`. No pooling logic lives here.
+//! Without a config file, the Zalando operator's environment renders one (`config::operator`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,8 +15,13 @@ const USAGE: &str = "ollyscale-pooler: a PgBouncer-compatible PostgreSQL connect
 
 Usage:
   ollyscale-pooler [OPTION]... CONFIG_FILE
+  ollyscale-pooler [OPTION]... --operator   (or no CONFIG_FILE with PGHOST and PGUSER set)
 
 Options:
+  -c, --check      load and validate the config, print a summary, then exit
+                   (non-zero, with file:line: key: problem, when it is invalid)
+      --operator   build the config from the Zalando operator's pooler environment
+                   (PGHOST, PGPORT, PGUSER, PGPASSWORD, PGSCHEMA, CONNECTION_POOLER_*)
   -d, --daemon     run in the background (needs logfile in the config)
   -q, --quiet      run quietly (no logging to stderr)
   -v, --verbose    increase verbosity (repeatable)
@@ -29,7 +35,9 @@ struct Args {
     quiet: bool,
     verbose: u32,
     user: Option<String>,
-    config: PathBuf,
+    check: bool,
+    operator: bool,
+    config: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -38,6 +46,8 @@ fn parse_args() -> Result<Args, String> {
     let mut verbose = 0;
     let mut user = None;
     let mut config = None;
+    let mut check = false;
+    let mut operator = false;
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -45,6 +55,8 @@ fn parse_args() -> Result<Args, String> {
             "-q" | "--quiet" => quiet = true,
             "-v" | "--verbose" => verbose += 1,
             "-vv" => verbose += 2,
+            "-c" | "--check" => check = true,
+            "--operator" => operator = true,
             "-u" | "--user" => user = Some(it.next().ok_or("option -u needs a user name")?),
             "-V" | "--version" => {
                 println!("ollyscale-pooler {}", env!("CARGO_PKG_VERSION"));
@@ -63,14 +75,106 @@ fn parse_args() -> Result<Args, String> {
             }
         }
     }
-    let config = config.ok_or("a config file is required")?;
+    if operator && config.is_some() {
+        return Err("--operator takes no config file".into());
+    }
     Ok(Args {
         daemon,
         quiet,
         verbose,
         user,
+        check,
+        operator,
         config,
     })
+}
+
+/// The config file to load: the one given, or the operator-mode files written from the
+/// environment into `$OLLYSCALE_RUNTIME_DIR` (default `$TMPDIR/ollyscale-pooler`).
+fn config_path(args: &Args) -> Result<PathBuf, String> {
+    use ollyscale_pooler::config::operator;
+    if let Some(path) = &args.config {
+        return Ok(path.clone());
+    }
+    let env = |k: &str| std::env::var(k).ok();
+    if !args.operator && !operator::detected(&env) {
+        return Err(
+            "a config file is required (or --operator with the operator's environment)".into(),
+        );
+    }
+    let dir = std::env::var_os("OLLYSCALE_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| std::env::temp_dir().join("ollyscale-pooler"));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    // The operator (>= 2.0) mounts a userlist with the pooler and infrastructure roles; use it
+    // when present, else write one from PGUSER/PGPASSWORD.
+    let mounted = std::env::var_os("OLLYSCALE_OPERATOR_USERLIST")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(operator::OPERATOR_USERLIST));
+    let userlist_path = if mounted.is_file() {
+        mounted.clone()
+    } else {
+        dir.join("userlist.txt")
+    };
+    let rendered =
+        operator::render(&env, &userlist_path, mounted.is_file()).map_err(|e| e.to_string())?;
+    let write = |path: &std::path::Path, text: &str| -> Result<(), String> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        // 0600: the userlist holds the pooler user's password.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    };
+    if let Some(text) = &rendered.userlist {
+        write(&userlist_path, text)?;
+    }
+    let ini = dir.join("pgbouncer.ini");
+    write(&ini, &rendered.ini)?;
+    Ok(ini)
+}
+
+/// `--check`: the config loads and validates; one summary line on stdout, warnings on stderr.
+fn check(path: &std::path::Path) -> ExitCode {
+    match ollyscale_pooler::config::Config::load(path) {
+        Ok(cfg) => {
+            for key in &cfg.unimplemented_keys {
+                eprintln!(
+                    "warning: setting {key} is not supported by ollyscale-pooler and is ignored"
+                );
+            }
+            let g = &cfg.general;
+            let listen = if g.listen_addr.is_empty() {
+                "unix socket only".to_string()
+            } else {
+                format!("{}:{}", g.listen_addr.join(","), g.listen_port)
+            };
+            println!(
+                "{}: OK: {} databases{}, {} users in auth_file, pool_mode {}, listen {listen}",
+                path.display(),
+                cfg.databases.len(),
+                if cfg.fallback_database.is_some() {
+                    " + *"
+                } else {
+                    ""
+                },
+                cfg.userlist.len(),
+                g.pool_mode.as_str(),
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for issue in &errors.0 {
+                eprintln!("{issue}");
+            }
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// The log filter for a verbosity: `-v` count or `verbose`, whichever is higher.
@@ -124,7 +228,10 @@ fn init_logging(args: &Args, cfg: &ollyscale_pooler::config::Config) -> Result<L
     let hook = if args.quiet || args.daemon {
         install!(builder.with_writer(std::io::sink))
     } else {
-        install!(builder.with_writer(std::io::stderr))
+        // No colour codes when stderr is not a terminal (container logs, files).
+        use std::io::IsTerminal;
+        let ansi = std::io::stderr().is_terminal();
+        install!(builder.with_ansi(ansi).with_writer(std::io::stderr))
     };
     Ok((None, hook))
 }
@@ -137,7 +244,17 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let cfg = match ollyscale_pooler::config::Config::load(&args.config) {
+    let path = match config_path(&args) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("ollyscale-pooler: {e}\n\n{USAGE}");
+            return ExitCode::from(1);
+        }
+    };
+    if args.check {
+        return check(&path);
+    }
+    let cfg = match ollyscale_pooler::config::Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("ollyscale-pooler: {e}");

@@ -8,6 +8,7 @@
 
 mod entries;
 mod general;
+mod peers;
 mod value;
 
 use std::path::{Path, PathBuf};
@@ -154,10 +155,7 @@ impl Parser {
             "databases" => Section::Databases,
             "users" => Section::Users,
             "pgbouncer" => Section::Pgbouncer,
-            "peers" => {
-                self.unimplemented("[peers]".to_string());
-                Section::Peers
-            }
+            "peers" => Section::Peers,
             _ => {
                 let shown = value::shown(name);
                 self.issue(
@@ -207,7 +205,8 @@ impl Parser {
             Section::Databases => self.database(key, value, loc),
             Section::Users => self.user(key, value, loc),
             Section::Pgbouncer => self.general(key, value, loc),
-            Section::Peers | Section::Unknown => {}
+            Section::Peers => self.peer(key, value, loc),
+            Section::Unknown => {}
         }
     }
 
@@ -232,6 +231,19 @@ impl Parser {
                 self.cfg.fallback_database = Some(db);
             } else {
                 self.cfg.databases.insert(name.to_string(), db);
+            }
+        }
+    }
+
+    fn peer(&mut self, id: &str, settings: &str, loc: Loc<'_>) {
+        match peers::parse_peer(id, settings) {
+            Ok((id, peer)) => {
+                self.cfg.peers.insert(id, peer);
+            }
+            Err(messages) => {
+                for message in messages {
+                    self.issue(loc, id, message);
+                }
             }
         }
     }

@@ -100,7 +100,7 @@ pub static GENERAL_KEYS: &[KeyInfo] = &[
     key("max_user_client_connections", "0", RELOAD, UNIMPL),
     key("max_user_connections", "0", RELOAD, IMPL),
     key("min_pool_size", "0", RELOAD, IMPL),
-    key("peer_id", "0", RELOAD, UNIMPL),
+    key("peer_id", "0", RELOAD, IMPL),
     key("pidfile", "", NO_RELOAD, IMPL),
     key("pkt_buf", "4096", NO_RELOAD, UNIMPL),
     key("pool_idle_timeout", "0", RELOAD, UNIMPL),

@@ -7,6 +7,7 @@
 
 mod ini;
 mod keys;
+pub mod operator;
 mod userlist;
 
 #[cfg(test)]
@@ -246,6 +247,8 @@ pub struct General {
     pub http_listen_addr: Option<String>,
     /// `http_listen_port` (ours): the HTTP endpoint is off while this is `None`.
     pub http_listen_port: Option<u16>,
+    /// `peer_id`: this process's id inside its cancel keys (0 = peering off; at most 16383).
+    pub peer_id: u16,
 }
 
 impl Default for General {
@@ -304,6 +307,7 @@ impl Default for General {
             shutdown_timeout: Duration::from_secs(30),
             http_listen_addr: None,
             http_listen_port: None,
+            peer_id: 0,
         }
     }
 }
@@ -327,6 +331,20 @@ pub struct Config {
     pub unimplemented_keys: Vec<String>,
     /// Raw `[pgbouncer]` values as written, for SHOW CONFIG.
     pub raw_general: Vec<(String, String)>,
+    /// `[peers]`, by peer id (an entry for our own `peer_id` is kept here and ignored by users).
+    pub peers: std::collections::BTreeMap<u16, PeerConfig>,
+}
+
+/// One `[peers]` entry: another pooler process that cancel requests carrying its id go to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    /// `host=`: name, IP address, or a Unix socket directory.
+    pub host: ServerHost,
+    /// `port=` (6432, PgBouncer's default for peers).
+    pub port: u16,
+    /// `pool_size=`: most cancel requests in flight to this peer at once (`default_pool_size`
+    /// when unset).
+    pub pool_size: Option<u32>,
 }
 
 impl Config {

@@ -1,5 +1,6 @@
-//! A tiny HTTP/1.1 responder for `/metrics`, `/livez` and `/readyz` (GET or HEAD; one request per
-//! connection, then close). Deliberately minimal: no hyper, no keep-alive, a bounded request head.
+//! The HTTP endpoint: `/metrics`, `/livez` and `/readyz` over hyper 1 (HTTP/1.1 server, GET or
+//! HEAD). Owns routing and the readiness probe; it must not keep its own counters (the scrape reads
+//! the same views as the console, `scrape.rs`).
 //!
 //! - `/livez`: 200 while the process serves.
 //! - `/readyz`: 200 once the listeners are bound (this server starts after them) and every
@@ -9,21 +10,28 @@
 //! - `/metrics`: Prometheus text format 0.0.4 (see `scrape.rs`).
 
 use std::collections::BTreeSet;
+use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::ServerHost;
 use crate::context::{Context, Phase};
 
-/// Longest request head we read; anything bigger gets 431.
+/// Largest request head hyper buffers (its minimum); a bigger one gets 431.
 const MAX_HEAD: usize = 8 * 1024;
-/// A client must send its request (and take the answer) within this.
+/// A client must send a request head within this (also ends idle keep-alive connections).
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a readiness probe result is reused.
 const READY_CACHE: Duration = Duration::from_secs(2);
@@ -77,14 +85,8 @@ async fn accept(http: Arc<Http>, listener: TcpListener) {
             Ok((stream, _)) => {
                 let _ = stream.set_nodelay(true);
                 let http = http.clone();
-                // Tracked; bounded by IO_TIMEOUT and by shutdown.
-                http.ctx.tasks.clone().spawn(async move {
-                    let shutdown = http.ctx.shutdown.clone();
-                    tokio::select! {
-                        _ = shutdown.cancelled() => {}
-                        _ = tokio::time::timeout(IO_TIMEOUT, serve(&http, stream)) => {}
-                    }
-                });
+                // Tracked; ends with the connection or at shutdown.
+                http.ctx.tasks.clone().spawn(serve(http, stream));
             }
             Err(e) => {
                 tracing::warn!("http accept failed: {e}");
@@ -94,107 +96,67 @@ async fn accept(http: Arc<Http>, listener: TcpListener) {
     }
 }
 
-/// A parsed request line.
-#[derive(Debug, PartialEq, Eq)]
-struct Request {
-    method: String,
-    path: String,
+/// Serves one connection (keep-alive allowed) until the peer closes it, a request head is late,
+/// or the process shuts down.
+async fn serve<S>(http: Arc<Http>, stream: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let shutdown = http.ctx.shutdown.clone();
+    let service = hyper::service::service_fn(move |req| {
+        let http = http.clone();
+        async move { Ok::<_, Infallible>(handle(&http, &req).await) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(IO_TIMEOUT)
+        .max_buf_size(MAX_HEAD)
+        .serve_connection(TokioIo::new(stream), service);
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        r = conn => {
+            if let Err(e) = r {
+                tracing::debug!("http connection: {e}");
+            }
+        }
+    }
 }
 
-/// Parses the request line of a complete head (`None` when it is not HTTP).
-fn parse_head(head: &[u8]) -> Option<Request> {
-    let line = head.split(|b| *b == b'\n').next()?;
-    let line = std::str::from_utf8(line).ok()?.trim_end_matches('\r');
-    let mut parts = line.split(' ');
-    let (method, target, version) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || !version.starts_with("HTTP/1.") {
-        return None;
-    }
-    let path = target.split('?').next().unwrap_or(target);
-    Some(Request {
-        method: method.to_string(),
-        path: path.to_string(),
-    })
-}
-
-async fn serve(http: &Http, mut stream: TcpStream) -> io::Result<()> {
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        if head.len() > MAX_HEAD {
-            return respond(
-                &mut stream,
-                431,
-                "text/plain",
-                "request head too large\n",
-                false,
-            )
-            .await;
-        }
-        let n = stream.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let Some(req) = parse_head(&head) else {
-        return respond(&mut stream, 400, "text/plain", "bad request\n", false).await;
-    };
-    let head_only = req.method == "HEAD";
-    if req.method != "GET" && !head_only {
+/// Routes one request. HEAD gets GET's status and headers; hyper leaves the body out.
+async fn handle(http: &Http, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
         return respond(
-            &mut stream,
-            405,
+            StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
-            "method not allowed\n",
-            false,
-        )
-        .await;
+            "method not allowed\n".into(),
+        );
     }
-    match req.path.as_str() {
+    match req.uri().path() {
         "/metrics" => {
             let body = super::render(&http.ctx);
             let ctype = "text/plain; version=0.0.4; charset=utf-8";
-            respond(&mut stream, 200, ctype, &body, head_only).await
+            respond(StatusCode::OK, ctype, body)
         }
-        "/livez" => respond(&mut stream, 200, "text/plain", "ok\n", head_only).await,
+        "/livez" => respond(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => match ready(http).await {
-            Ok(()) => respond(&mut stream, 200, "text/plain", "ready\n", head_only).await,
-            Err(why) => {
-                let body = format!("not ready: {why}\n");
-                respond(&mut stream, 503, "text/plain", &body, head_only).await
-            }
+            Ok(()) => respond(StatusCode::OK, "text/plain", "ready\n".into()),
+            Err(why) => respond(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("not ready: {why}\n"),
+            ),
         },
-        _ => respond(&mut stream, 404, "text/plain", "not found\n", head_only).await,
+        _ => respond(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
 }
 
-async fn respond(
-    stream: &mut TcpStream,
-    status: u16,
-    ctype: &str,
-    body: &str,
-    head_only: bool,
-) -> io::Result<()> {
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        431 => "Request Header Fields Too Large",
-        _ => "Service Unavailable",
-    };
-    let mut out = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\n\
-         Cache-Control: no-store\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    if !head_only {
-        out.extend_from_slice(body.as_bytes());
-    }
-    stream.write_all(&out).await?;
-    stream.shutdown().await
+fn respond(status: StatusCode, ctype: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    let headers = resp.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
 }
 
 /// Readiness: serving (not draining) and every configured server reachable.
@@ -265,19 +227,45 @@ async fn probe_servers(ctx: &Context) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    #[test]
-    fn request_lines() {
-        let r = parse_head(b"GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\n\r\n").expect("parses");
-        assert_eq!(
-            r,
-            Request {
-                method: "GET".into(),
-                path: "/metrics".into()
-            }
+    /// One request over an in-memory connection; returns the raw answer.
+    async fn exchange(request: &[u8]) -> String {
+        let ctx = Context::new(crate::config::Config::default());
+        let http = Arc::new(Http {
+            ctx,
+            probe: Mutex::new(None),
+        });
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let task = tokio::spawn(serve(http, server));
+        client.write_all(request).await.expect("write");
+        let mut out = Vec::new();
+        client.read_to_end(&mut out).await.expect("read");
+        task.await.expect("served");
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test]
+    async fn routes_methods_and_limits() {
+        let ok = exchange(b"GET /livez?x=1 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await;
+        assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
+        assert!(ok.ends_with("\r\n\r\nok\n"), "{ok}");
+        assert!(ok.contains("cache-control: no-store"), "{ok}");
+        let head = exchange(b"HEAD /livez HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+        assert!(
+            head.starts_with("HTTP/1.1 200 OK\r\n") && head.ends_with("\r\n\r\n"),
+            "{head}"
         );
-        assert!(parse_head(b"GET /metrics\r\n\r\n").is_none());
-        assert!(parse_head(b"\x16\x03\x01garbage\r\n\r\n").is_none());
-        assert!(parse_head(b"GET / HTTP/2 extra\r\n\r\n").is_none());
+        let post = exchange(b"POST /metrics HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+        assert!(post.starts_with("HTTP/1.1 405 "), "{post}");
+        let nope = exchange(b"GET /nope HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+        assert!(nope.starts_with("HTTP/1.1 404 "), "{nope}");
+        let garbage = exchange(b"\x16\x03\x01garbage\r\n\r\n").await;
+        assert!(garbage.starts_with("HTTP/1.1 400 "), "{garbage}");
+        let mut big = b"GET /livez HTTP/1.1\r\nX-Big: ".to_vec();
+        big.extend(std::iter::repeat_n(b'a', 2 * MAX_HEAD));
+        big.extend_from_slice(b"\r\n\r\n");
+        let big = exchange(&big).await;
+        assert!(big.starts_with("HTTP/1.1 431 "), "{big}");
     }
 }

@@ -182,6 +182,8 @@ pub struct Clients {
     by_key: DashMap<u64, Arc<ClientInfo>>,
     /// Connected non-admin clients (max_client_conn).
     pub count: AtomicU32,
+    /// `peer_id` of the config in force, minted into new cancel keys (set by `Context`).
+    pub peer_id: std::sync::atomic::AtomicU16,
 }
 
 fn key64(k: (u32, u32)) -> u64 {
@@ -193,9 +195,7 @@ impl Clients {
     pub fn register(&self, peer: PeerAddr, local: (String, u16)) -> Arc<ClientInfo> {
         let id = crate::server::registry::next_socket_id();
         loop {
-            // PgBouncer clears the top bit so the "pid" reads as positive.
-            let pid = rand::random::<u32>() & 0x7fff_ffff;
-            let key = rand::random::<u32>();
+            let (pid, key) = super::cancel::mint_key(self.peer_id.load(Ordering::Relaxed));
             let info = Arc::new(ClientInfo {
                 id,
                 cancel_key: (pid, key),

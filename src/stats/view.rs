@@ -285,8 +285,8 @@ pub fn users(ctx: &Context) -> Vec<UserRow> {
         .collect()
 }
 
-/// SHOW LISTS, in PgBouncer's row order. We keep no free lists, peers or DNS cache, so those
-/// counts are truly zero.
+/// SHOW LISTS, in PgBouncer's row order. We keep no free lists or DNS cache, so those counts are
+/// truly zero.
 pub fn lists(ctx: &Context) -> Vec<(&'static str, u64)> {
     let clients = ctx.clients.all();
     let login = clients
@@ -298,9 +298,12 @@ pub fn lists(ctx: &Context) -> Vec<(&'static str, u64)> {
     vec![
         ("databases", databases(ctx).len() as u64),
         ("users", users(ctx).len() as u64),
-        ("peers", 0),
+        (
+            "peers",
+            crate::session::cancel::other_peers(&ctx.config()).count() as u64,
+        ),
         ("pools", pools.len() as u64 + 1),
-        ("peer_pools", 0),
+        ("peer_pools", ctx.peer_pools.len() as u64),
         ("free_clients", 0),
         ("used_clients", clients.len() as u64),
         ("login_clients", login),

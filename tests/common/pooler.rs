@@ -91,6 +91,34 @@ impl Pooler {
         Pooler::launch(program, pre_args, root, pg, extras)
     }
 
+    /// The built pooler started with arguments and environment of the test's choosing (no
+    /// generated config): `setup` gets the fresh temp dir (also the cwd), may write files there,
+    /// and returns the arguments and extra environment. Waits until 127.0.0.1:`port` listens.
+    /// For modes that build their own config, such as operator mode (`--operator`).
+    pub fn start_custom(
+        pg: &Pg,
+        port: u16,
+        setup: impl FnOnce(&Path) -> (Vec<String>, Vec<(String, String)>),
+    ) -> Pooler {
+        let dir = make_temp_dir("olly-pooler-");
+        let pooler = Pooler {
+            port,
+            base_port: port,
+            pg_port: pg.port,
+            ini_path: dir.join("pgbouncer.ini"),
+            log_path: dir.join("pooler.log"),
+            dir,
+            child: Mutex::new(None),
+        };
+        let (args, env) = setup(&pooler.dir);
+        let bin = Path::new(env!("CARGO_BIN_EXE_ollyscale-pooler"));
+        pooler.spawn_with(bin, &args, &env);
+        if let Err(log) = pooler.wait_listening("[pgbouncer]\nlisten_addr = 127.0.0.1\n") {
+            panic!("pooler did not start listening on 127.0.0.1:{port}:\n{log}");
+        }
+        pooler
+    }
+
     fn launch(
         program: &Path,
         pre_args: &[&str],
@@ -226,6 +254,12 @@ impl Pooler {
     }
 
     fn spawn(&self, program: &Path, pre_args: &[&str]) {
+        let mut args: Vec<String> = pre_args.iter().map(|a| a.to_string()).collect();
+        args.push(self.ini_path.display().to_string());
+        self.spawn_with(program, &args, &[]);
+    }
+
+    fn spawn_with(&self, program: &Path, args: &[String], env: &[(String, String)]) {
         let log = OpenOptions::new()
             .create(true)
             .write(true)
@@ -233,8 +267,8 @@ impl Pooler {
             .open(&self.log_path)
             .expect("create pooler.log");
         let mut cmd = Command::new(program);
-        cmd.args(pre_args)
-            .arg(&self.ini_path)
+        cmd.args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup pooler.log"))

@@ -199,18 +199,30 @@ fn dns_zones(_: &Cmd<'_>) -> Result<Reply, CommandError> {
     Ok(rows(&cols, Vec::new()))
 }
 
-/// No `[peers]` support: empty.
-fn peers(_: &Cmd<'_>) -> Result<Reply, CommandError> {
+/// The `[peers]` entries other than ourselves.
+fn peers(cmd: &Cmd<'_>) -> Result<Reply, CommandError> {
     let cols = [
         ("peer_id", oid::INT4),
         ("host", oid::TEXT),
         ("port", oid::INT4),
         ("pool_size", oid::INT4),
     ];
-    Ok(rows(&cols, Vec::new()))
+    let cfg = cmd.s.ctx.config();
+    let data = crate::session::cancel::other_peers(&cfg)
+        .map(|(id, p)| {
+            let host = match &p.host {
+                crate::config::ServerHost::Tcp(h) => h.clone(),
+                crate::config::ServerHost::Unix(dir) => dir.display().to_string(),
+            };
+            let size = p.pool_size.unwrap_or(cfg.general.default_pool_size);
+            vec![num(id), text(host), num(p.port), num(size)]
+        })
+        .collect();
+    Ok(rows(&cols, data))
 }
 
-fn peer_pools(_: &Cmd<'_>) -> Result<Reply, CommandError> {
+/// One row per peer a cancel was forwarded to since start (PgBouncer makes peer pools lazily).
+fn peer_pools(cmd: &Cmd<'_>) -> Result<Reply, CommandError> {
     let cols = [
         ("peer_id", oid::INT4),
         ("cl_active_cancel_req", oid::INT4),
@@ -218,5 +230,22 @@ fn peer_pools(_: &Cmd<'_>) -> Result<Reply, CommandError> {
         ("sv_active_cancel", oid::INT4),
         ("sv_login", oid::INT4),
     ];
-    Ok(rows(&cols, Vec::new()))
+    let load = |c: &std::sync::atomic::AtomicU32| num(c.load(std::sync::atomic::Ordering::Relaxed));
+    let data = cmd
+        .s
+        .ctx
+        .peer_pools
+        .snapshot()
+        .into_iter()
+        .map(|(id, p)| {
+            vec![
+                num(id),
+                load(&p.cl_active),
+                load(&p.cl_waiting),
+                load(&p.sv_active),
+                load(&p.sv_login),
+            ]
+        })
+        .collect();
+    Ok(rows(&cols, data))
 }

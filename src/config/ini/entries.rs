@@ -150,7 +150,7 @@ fn set_user_key(user: &mut UserConfig, key: &str, val: &str) -> Result<(), Strin
 }
 
 /// `host=`: a directory (starts with `/`) is a Unix socket; anything else a host name or address.
-fn host(val: &str) -> Result<ServerHost, String> {
+pub(super) fn host(val: &str) -> Result<ServerHost, String> {
     if val.contains(',') {
         return Err("multiple hosts (host=a,b) are not supported yet".to_string());
     }
@@ -167,7 +167,7 @@ fn host(val: &str) -> Result<ServerHost, String> {
     }
 }
 
-fn port(val: &str) -> Result<u16, String> {
+pub(super) fn port(val: &str) -> Result<u16, String> {
     match val.parse::<u16>() {
         Ok(p) if p != 0 && val.bytes().all(|b| b.is_ascii_digit()) => Ok(p),
         _ => Err(format!(
@@ -180,7 +180,7 @@ fn port(val: &str) -> Result<u16, String> {
 /// Splits a libpq-style `key=value ...` string. Keys are lower-cased. A value is either a run of
 /// non-blank characters or single-quoted, where `''` and `\'` are a quote and `\\` a backslash.
 /// Messages never contain values: the string may hold a password.
-fn split_pairs(s: &str) -> Result<Vec<(String, String)>, String> {
+pub(super) fn split_pairs(s: &str) -> Result<Vec<(String, String)>, String> {
     let mut pairs = Vec::new();
     let mut rest = s.trim_start_matches(is_blank);
     while !rest.is_empty() {

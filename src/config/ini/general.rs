@@ -70,6 +70,7 @@ pub(super) fn apply(g: &mut General, key: &str, value: &str) -> Result<(), Strin
         "user" => g.user = non_empty(value),
         "shutdown_timeout" => g.shutdown_timeout = seconds(value)?,
         "http_listen_addr" => g.http_listen_addr = non_empty(value),
+        "peer_id" => g.peer_id = peer_id(value)?,
         "http_listen_port" => {
             g.http_listen_port = match value {
                 "" => None,
@@ -87,6 +88,11 @@ pub(super) fn apply(g: &mut General, key: &str, value: &str) -> Result<(), Strin
 
 fn u32_value(value: &str) -> Result<u32, String> {
     c_uint(value, u64::from(u32::MAX)).map(|n| n as u32)
+}
+
+/// PgBouncer keeps the id in two bytes of the cancel key and caps it at 16383.
+fn peer_id(value: &str) -> Result<u16, String> {
+    c_uint(value, 16383).map(|n| n as u16)
 }
 
 fn listen_port(value: &str) -> Result<u16, String> {

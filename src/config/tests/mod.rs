@@ -153,7 +153,7 @@ fn every_implemented_key_sets_its_field() {
     let implemented: Vec<_> = GENERAL_KEYS.iter().filter(|k| k.implemented).collect();
     assert_eq!(
         implemented.len(),
-        53,
+        54,
         "one implemented key per General field"
     );
     for k in implemented {
@@ -488,9 +488,44 @@ fn syntax_errors() {
 }
 
 #[test]
-fn peers_are_accepted_with_a_warning() {
-    let cfg = parse("[peers]\n1 = host=/tmp/a\n2 = host=b port=6432\n");
-    assert_eq!(cfg.unimplemented_keys, vec!["[peers]"]);
+fn peers_and_peer_id() {
+    let cfg = parse(
+        "[pgbouncer]\npeer_id = 2\n[peers]\n1 = host=/tmp/a\n2 = host=b port=7000 pool_size=3\n",
+    );
+    assert!(
+        cfg.unimplemented_keys.is_empty(),
+        "{:?}",
+        cfg.unimplemented_keys
+    );
+    assert_eq!(cfg.general.peer_id, 2);
+    let one = &cfg.peers[&1];
+    assert_eq!(one.host, ServerHost::Unix("/tmp/a".into()));
+    assert_eq!((one.port, one.pool_size), (6432, None));
+    let two = &cfg.peers[&2];
+    assert_eq!(two.host, ServerHost::Tcp("b".into()));
+    assert_eq!((two.port, two.pool_size), (7000, Some(3)));
+
+    let errors = parse_ini_str(
+        "[pgbouncer]\npeer_id = 16384\n[peers]\n0 = host=a\nx = host=a\n3 = port=1\n4 = host=a color=red\n",
+        Path::new("p.ini"),
+    )
+    .expect_err("invalid");
+    let shown: Vec<String> = errors.0.iter().map(|i| i.to_string()).collect();
+    assert_eq!(shown.len(), 5, "{shown:#?}");
+    assert!(shown[0].starts_with("p.ini:2: peer_id: "), "{shown:#?}");
+    assert!(
+        shown[1].starts_with("p.ini:4: 0: peer id must be a number"),
+        "{shown:#?}"
+    );
+    assert!(
+        shown[2].starts_with("p.ini:5: x: peer id must be a number"),
+        "{shown:#?}"
+    );
+    assert_eq!(shown[3], "p.ini:6: 3: host: a peer needs host=");
+    assert_eq!(
+        shown[4],
+        "p.ini:7: 4: color: unrecognized peer parameter: color"
+    );
 }
 
 // ---------------------------------------------------------------- [databases]
