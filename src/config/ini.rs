@@ -3,14 +3,17 @@
 //!
 //! Owns the walk over the file(s) and the collection of every problem into one `ConfigErrors`.
 //! The meaning of the values lives in `ini/general.rs` (`[pgbouncer]`), `ini/entries.rs`
-//! (`[databases]`, `[users]`) and `ini/value.rs` (shared value syntax). The only I/O it does is
+//! (`[databases]`, `[users]`, `[clusters]`) and `ini/value.rs` (shared value syntax). The only I/O it does is
 //! reading `%include`d files. It never panics on any input and never puts a password in a message.
 
 mod entries;
 mod general;
 mod value;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+pub(in crate::config) use value::shown;
 
 use super::keys::find_key;
 use super::{Config, ConfigErrors, ConfigIssue};
@@ -31,6 +34,7 @@ pub fn parse_ini_str(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
         },
         issues: Vec::new(),
         section: Section::None,
+        cluster_refs: HashMap::new(),
     };
     parser.parse_text(text, path, 0);
     parser.finish()
@@ -71,6 +75,8 @@ enum Section {
     Users,
     Pgbouncer,
     Peers,
+    /// Ours: Patroni clusters (`name = patroni=http://host:port,...`).
+    Clusters,
     /// An unknown header (already reported); its lines are skipped without more errors.
     Unknown,
 }
@@ -88,6 +94,10 @@ struct Parser {
     cfg: Config,
     issues: Vec<ConfigIssue>,
     section: Section,
+    /// Where each database entry naming a `cluster=` was written (by database name; a later
+    /// entry of the same name replaces it). Checked once the whole file is read, because
+    /// `[clusters]` may come after `[databases]`.
+    cluster_refs: HashMap<String, (String, usize)>,
 }
 
 impl Parser {
@@ -154,6 +164,7 @@ impl Parser {
             "databases" => Section::Databases,
             "users" => Section::Users,
             "pgbouncer" => Section::Pgbouncer,
+            "clusters" => Section::Clusters,
             "peers" => {
                 self.unimplemented("[peers]".to_string());
                 Section::Peers
@@ -163,7 +174,8 @@ impl Parser {
                 self.issue(
                     loc,
                     &format!("[{shown}]"),
-                    "unknown section (expected [databases], [users], [pgbouncer] or [peers])",
+                    "unknown section (expected [databases], [users], [pgbouncer], [clusters] \
+                     or [peers])",
                 );
                 Section::Unknown
             }
@@ -207,6 +219,7 @@ impl Parser {
             Section::Databases => self.database(key, value, loc),
             Section::Users => self.user(key, value, loc),
             Section::Pgbouncer => self.general(key, value, loc),
+            Section::Clusters => self.cluster(key, value, loc),
             Section::Peers | Section::Unknown => {}
         }
     }
@@ -227,12 +240,35 @@ impl Parser {
         for key in outcome.unimplemented {
             self.unimplemented(format!("[databases] {name}: {key}"));
         }
+        match outcome.value.as_ref().and_then(|db| db.cluster.as_ref()) {
+            Some(_) => {
+                self.cluster_refs
+                    .insert(name.to_string(), (loc.file.to_string(), loc.line));
+            }
+            None => {
+                self.cluster_refs.remove(name);
+            }
+        }
         if let Some(db) = outcome.value {
             if name == "*" {
                 self.cfg.fallback_database = Some(db);
             } else {
                 self.cfg.databases.insert(name.to_string(), db);
             }
+        }
+    }
+
+    fn cluster(&mut self, name: &str, settings: &str, loc: Loc<'_>) {
+        if name == "*" {
+            self.issue(loc, name, "a cluster needs a name (\"*\" is not one)");
+            return;
+        }
+        let outcome = entries::parse_cluster(name, settings);
+        for message in outcome.errors {
+            self.issue(loc, name, message);
+        }
+        if let Some(cluster) = outcome.value {
+            self.cfg.clusters.insert(name.to_string(), cluster);
         }
     }
 
@@ -276,11 +312,41 @@ impl Parser {
         }
     }
 
-    fn finish(self) -> Result<Config, ConfigErrors> {
+    fn finish(mut self) -> Result<Config, ConfigErrors> {
+        self.check_cluster_refs();
         if self.issues.is_empty() {
             Ok(self.cfg)
         } else {
             Err(ConfigErrors(self.issues))
+        }
+    }
+}
+
+impl Parser {
+    /// Every `cluster=` must name a `[clusters]` entry of the final file.
+    fn check_cluster_refs(&mut self) {
+        let mut refs: Vec<_> = self.cluster_refs.drain().collect();
+        refs.sort_by(|a, b| (&a.1 .0, a.1 .1).cmp(&(&b.1 .0, b.1 .1)));
+        for (db, (file, line)) in refs {
+            let entry = if db == "*" {
+                self.cfg.fallback_database.as_ref()
+            } else {
+                self.cfg.databases.get(&db)
+            };
+            let Some(cluster) = entry.and_then(|d| d.cluster.clone()) else {
+                continue;
+            };
+            if !self.cfg.clusters.contains_key(&cluster) {
+                let loc = Loc { file: &file, line };
+                self.issue(
+                    loc,
+                    &db,
+                    format!(
+                        "cluster: no cluster named \"{}\" in [clusters]",
+                        value::shown(&cluster)
+                    ),
+                );
+            }
         }
     }
 }

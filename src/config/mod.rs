@@ -5,6 +5,7 @@
 //! `userlist.rs`. Running code holds an `Arc<Config>` snapshot; a reload builds a new one.
 //! Must not do I/O beyond reading the files it is pointed at.
 
+mod cluster;
 mod ini;
 mod keys;
 mod userlist;
@@ -12,10 +13,11 @@ mod userlist;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use cluster::{ClusterConfig, PatroniUrl, Role};
 pub use ini::parse_ini_str;
 pub use keys::{KeyInfo, GENERAL_KEYS};
 pub use userlist::{parse_userlist, Secret, UserList};
@@ -135,6 +137,11 @@ pub struct DatabaseConfig {
     pub timezone: Option<String>,
     /// `application_name=` sent in the server startup packet.
     pub application_name: Option<String>,
+    /// `cluster=`: the `[clusters]` entry whose Patroni members serve this database (then
+    /// `host`/`port` are unset: servers come from the topology).
+    pub cluster: Option<String>,
+    /// `role=`: which members of `cluster` (default primary); only with `cluster=`.
+    pub role: Option<Role>,
 }
 
 impl DatabaseConfig {
@@ -158,6 +165,8 @@ impl DatabaseConfig {
             datestyle: None,
             timezone: None,
             application_name: None,
+            cluster: None,
+            role: None,
         }
     }
 }
@@ -246,6 +255,15 @@ pub struct General {
     pub http_listen_addr: Option<String>,
     /// `http_listen_port` (ours): the HTTP endpoint is off while this is `None`.
     pub http_listen_port: Option<u16>,
+    /// `patroni_poll_interval` (ours): how often each cluster's `GET /cluster` runs (plus jitter).
+    pub patroni_poll_interval: Duration,
+    /// `patroni_timeout` (ours): bound on one Patroni request (connect, answer and body).
+    pub patroni_timeout: Duration,
+    /// `max_replica_lag` (ours): bytes of lag (as Patroni reports it) above which a replica
+    /// takes no reads; 0 = no limit.
+    pub max_replica_lag: u64,
+    /// `failover_hold_timeout` (ours): how long transactions wait for a new confirmed leader.
+    pub failover_hold_timeout: Duration,
 }
 
 impl Default for General {
@@ -304,6 +322,10 @@ impl Default for General {
             shutdown_timeout: Duration::from_secs(30),
             http_listen_addr: None,
             http_listen_port: None,
+            patroni_poll_interval: Duration::from_secs(1),
+            patroni_timeout: Duration::from_secs(2),
+            max_replica_lag: 1024 * 1024,
+            failover_hold_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -321,6 +343,8 @@ pub struct Config {
     pub fallback_database: Option<DatabaseConfig>,
     /// `[users]`, by name.
     pub users: HashMap<String, UserConfig>,
+    /// `[clusters]`, by name (sorted, for SHOW CLUSTERS).
+    pub clusters: BTreeMap<String, ClusterConfig>,
     /// The parsed `auth_file`.
     pub userlist: UserList,
     /// Keys that were accepted but are not implemented: reported at start-up as warnings.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::*;
 
+mod clusters;
 mod userlist;
 
 fn parse(text: &str) -> Config {
@@ -153,7 +154,7 @@ fn every_implemented_key_sets_its_field() {
     let implemented: Vec<_> = GENERAL_KEYS.iter().filter(|k| k.implemented).collect();
     assert_eq!(
         implemented.len(),
-        53,
+        57,
         "one implemented key per General field"
     );
     for k in implemented {
