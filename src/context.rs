@@ -57,6 +57,8 @@ pub struct Context {
     pub paused_all: AtomicBool,
     /// Baselines of the current `stats_period` (the avg_* columns); rotated by `stats::run`.
     pub stats: crate::stats::StatsPeriod,
+    /// Patroni clusters (`[clusters]`) and their published topologies.
+    pub clusters: Arc<crate::discovery::Clusters>,
     phase: AtomicU8,
 }
 
@@ -65,6 +67,9 @@ impl Context {
     pub fn new(config: Config) -> Arc<Context> {
         let tasks = TaskTracker::new();
         let pools = Arc::new(Pools::new(tasks.clone()));
+        let shutdown = CancellationToken::new();
+        let clusters = crate::discovery::Clusters::new(tasks.clone(), shutdown.clone());
+        clusters.reconcile(&config);
         Arc::new(Context {
             config: RwLock::new(Arc::new(config)),
             servers: pools.servers.clone(),
@@ -74,7 +79,8 @@ impl Context {
             stats: crate::stats::StatsPeriod::default(),
             pools,
             clients: Clients::default(),
-            shutdown: CancellationToken::new(),
+            clusters: Arc::new(clusters),
+            shutdown,
             drain: CancellationToken::new(),
             tasks,
             phase: AtomicU8::new(Phase::Running as u8),
@@ -91,6 +97,7 @@ impl Context {
         let config = Arc::new(config);
         *self.config.write() = config.clone();
         self.pools.reconfigure(&config);
+        self.clusters.reconcile(&config);
     }
 
     /// Current phase.
