@@ -208,7 +208,7 @@ async fn discovery_follows_switchover_and_failover() {
         eprintln!("{log}");
     }
     for needle in [
-        format!("patroni cluster lab: first answer from "),
+        "patroni cluster lab: first answer from ".to_string(),
         format!("patroni cluster lab: leader changed: {first} -> "),
         format!("-> {second}"),
         format!("patroni cluster lab: leader changed: {killed} -> "),
