@@ -3,12 +3,16 @@
 //! sync standby, follow a `POST /switchover` within seconds, and show the new leader after a
 //! `kill -9` of the old one (Patroni itself takes about ttl = 10 s to fail over).
 //!
-//! One test, so the cluster (about 8 s to start) is started once.
+//! The real cluster is started once, by one test (about 8 s to start). A second test covers what
+//! needs no Patroni: an unreachable API, and clusters added and removed by RELOAD.
 
 mod common;
 mod console;
 
 use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 use common::{free_port, PatroniLab, Pooler};
 use console::{http, parse_prometheus, Answer, Raw};
@@ -233,4 +237,140 @@ async fn discovery_follows_switchover_and_failover() {
         },
     )
     .await;
+}
+
+/// A fake Patroni API that answers every request with `body` (until the runtime ends).
+async fn fake_patroni(body: &'static str) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    // Detached: ends with the test's runtime.
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = s.write_all(head.as_bytes()).await;
+                let _ = s.write_all(body.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+const ONE_LEADER: &str = r#"{"members":[{"name":"a","role":"leader","state":"running",
+  "host":"127.0.0.1","port":5432,"timeline":3,"api_url":"http://127.0.0.1:1/patroni",
+  "tags":{"nofailover":true}}]}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_patroni_and_clusters_changed_by_reload() {
+    let closed = free_port();
+    let http_port = free_port();
+    let general = format!(
+        "patroni_poll_interval = 0.1\npatroni_timeout = 0.5\n\
+         http_listen_addr = 127.0.0.1\nhttp_listen_port = {http_port}\n"
+    );
+    let gone = format!("[clusters]\ngone = patroni=http://127.0.0.1:{closed}\n");
+    let pooler = Pooler::start_for_port(
+        closed,
+        "app = cluster=gone dbname=app",
+        &format!("{general}{gone}"),
+        "",
+    );
+    let mut admin = Raw::connect(pooler.port, "olly", "olly_pw", "pgbouncer")
+        .await
+        .expect("console login");
+    let a = wait_for(
+        &mut admin,
+        "SHOW CLUSTERS",
+        Duration::from_secs(10),
+        "poll errors in SHOW CLUSTERS",
+        |a| a.rows.len() == 1 && a.num("name", "gone", "consecutive_errors") >= 2,
+    )
+    .await;
+    assert_eq!(
+        a.columns,
+        [
+            ("name", TEXT),
+            ("patroni", TEXT),
+            ("answered_by", TEXT),
+            ("leader", TEXT),
+            ("members", INT4),
+            ("paused", INT4),
+            ("last_poll", TEXT),
+            ("last_success", TEXT),
+            ("poll_errors", INT8),
+            ("consecutive_errors", INT4),
+            ("last_error", TEXT),
+            ("last_change", TEXT),
+            ("leader_changed", TEXT),
+            ("leader_changes", INT8),
+        ]
+        .map(|(n, t)| (n.to_string(), t))
+    );
+    assert_eq!(a.get("name", "gone", "leader"), None);
+    assert_eq!(a.get("name", "gone", "last_success"), None);
+    assert_eq!(a.num("name", "gone", "members"), 0);
+    assert!(a.num("name", "gone", "poll_errors") >= 2);
+    let err = a.get("name", "gone", "last_error").expect("an error");
+    assert!(err.starts_with(&format!("127.0.0.1:{closed}: ")), "{err}");
+    assert!(a
+        .get("name", "gone", "last_poll")
+        .is_some_and(|t| t.ends_with(" UTC")));
+    let m = admin.query("SHOW MEMBERS").await;
+    assert!(m.rows.is_empty() && m.columns.len() == 10, "{m:?}");
+    let (status, body) = http(http_port, "GET", "/readyz").await.expect("readyz");
+    assert_eq!(status, 503);
+    assert!(
+        body.contains("patroni cluster gone has not answered yet"),
+        "{body}"
+    );
+    assert!(pooler.wait_for_log(
+        "patroni cluster gone: poll failed (1 in a row, no topology known yet)",
+        Duration::from_secs(5)
+    ));
+
+    // RELOAD adds a cluster: it is polled at once.
+    let up = fake_patroni(ONE_LEADER).await;
+    let added = format!("{gone}up = patroni=http://127.0.0.1:{up}\n");
+    pooler.rewrite_config(
+        "app = cluster=gone dbname=app",
+        &format!("{general}{added}"),
+        "",
+    );
+    let r = admin.query("RELOAD").await;
+    assert!(r.error.is_none(), "{:?}", r.error);
+    wait_for(
+        &mut admin,
+        "SHOW MEMBERS",
+        Duration::from_secs(10),
+        "the added cluster's member",
+        |a| a.get("name", "a", "role").as_deref() == Some("leader"),
+    )
+    .await;
+    let m = admin.query("SHOW MEMBERS").await;
+    assert_eq!(m.get("name", "a", "cluster").as_deref(), Some("up"));
+    assert_eq!(m.get("name", "a", "tags").as_deref(), Some("nofailover"));
+    assert_eq!(m.num("name", "a", "timeline"), 3);
+    let c = admin.query("SHOW CLUSTERS").await;
+    assert_eq!(c.get("name", "up", "leader").as_deref(), Some("a"));
+    assert_eq!(
+        c.get("name", "up", "answered_by"),
+        Some(format!("127.0.0.1:{up}"))
+    );
+
+    // RELOAD removes one: its row goes, the other keeps its topology.
+    let only_up = format!("[clusters]\nup = patroni=http://127.0.0.1:{up}\n");
+    pooler.rewrite_config("", &format!("{general}{only_up}"), "");
+    let r = admin.query("RELOAD").await;
+    assert!(r.error.is_none(), "{:?}", r.error);
+    let c = admin.query("SHOW CLUSTERS").await;
+    assert_eq!(c.rows.len(), 1, "{:?}", c.rows);
+    assert_eq!(c.get("name", "up", "leader").as_deref(), Some("a"));
+    assert!(pooler
+        .log()
+        .contains("patroni cluster gone: removed from the configuration"));
 }
