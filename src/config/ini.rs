@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 pub(in crate::config) use value::shown;
 
-use super::keys::find_key;
+use super::keys::{find_key, NO_EFFECT_YET};
 use super::{Config, ConfigErrors, ConfigIssue};
 
 /// PgBouncer (libusual) stops at this include depth; so do we, which also breaks include cycles.
@@ -309,6 +309,8 @@ impl Parser {
         }
         if let Err(message) = general::apply(&mut self.cfg.general, info.name, value) {
             self.issue(loc, info.name, message);
+        } else if NO_EFFECT_YET.contains(&info.name) {
+            self.unimplemented(info.name.to_string());
         }
     }
 

@@ -168,6 +168,11 @@ pub static GENERAL_KEYS: &[KeyInfo] = &[
     key("verbose", "0", RELOAD, IMPL),
 ];
 
+/// Keys that are parsed and validated (and shown by SHOW CONFIG) but that nothing uses until the
+/// pools follow Patroni (replica routing, the failover hold). Setting one is reported like an
+/// unimplemented key, so it is never silently without effect.
+pub static NO_EFFECT_YET: &[&str] = &["failover_hold_timeout", "max_replica_lag"];
+
 /// The table row for `name` (exact, lower-case match), if PgBouncer knows the key.
 pub fn find_key(name: &str) -> Option<&'static KeyInfo> {
     GENERAL_KEYS

@@ -126,7 +126,11 @@ fn every_key_accepts_its_default() {
         );
         if k.implemented {
             assert_eq!(cfg.general, General::default(), "key {}", k.name);
-            assert!(cfg.unimplemented_keys.is_empty(), "key {}", k.name);
+            if keys::NO_EFFECT_YET.contains(&k.name) {
+                assert_eq!(cfg.unimplemented_keys, vec![k.name.to_string()]);
+            } else {
+                assert!(cfg.unimplemented_keys.is_empty(), "key {}", k.name);
+            }
         } else {
             assert_eq!(cfg.unimplemented_keys, vec![k.name.to_string()]);
         }
