@@ -59,8 +59,6 @@ pub struct MemberRow {
     /// `nofailover,noloadbalance,key=value`; empty when none.
     pub tags: String,
     pub api_url: Option<String>,
-    /// Whether this member is the one Patroni reports as leader.
-    pub is_leader: bool,
     /// PostgreSQL running (or streaming), per Patroni.
     pub running: bool,
 }
@@ -123,7 +121,6 @@ fn member_rows(cluster: &str, t: &Topology, rows: &mut Vec<MemberRow>) {
             },
             tags: m.tags.to_string(),
             api_url: m.api_url.clone(),
-            is_leader: t.state.leader.as_deref() == Some(m.name.as_str()),
             running: m.is_running(),
         });
     }
