@@ -36,6 +36,7 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
     ctx.tasks
         .spawn(ctx.pools.clone().run_janitor(ctx.shutdown.clone()));
     ctx.tasks.spawn(crate::stats::run(ctx.clone()));
+    ctx.clusters.start();
     Ok(Running {
         ctx,
         addr,

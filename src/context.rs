@@ -59,6 +59,8 @@ pub struct Context {
     pub stats: crate::stats::StatsPeriod,
     /// Cancel forwarding to `[peers]` (SHOW PEER_POOLS).
     pub peer_pools: crate::session::cancel::PeerPools,
+    /// Patroni clusters (`[clusters]`) and their published topologies.
+    pub clusters: Arc<crate::discovery::Clusters>,
     phase: AtomicU8,
     /// Applies a `verbose` value to the running log filter (installed once by `main`, which owns
     /// the tracing subscriber); called on every config swap so SET verbose and RELOAD take effect.
@@ -77,6 +79,9 @@ impl Context {
         clients
             .peer_id
             .store(config.general.peer_id, Ordering::Relaxed);
+        let shutdown = CancellationToken::new();
+        let clusters = crate::discovery::Clusters::new(tasks.clone(), shutdown.clone());
+        clusters.reconcile(&config);
         Arc::new(Context {
             config: RwLock::new(Arc::new(config)),
             servers: pools.servers.clone(),
@@ -87,7 +92,8 @@ impl Context {
             pools,
             clients,
             peer_pools: Default::default(),
-            shutdown: CancellationToken::new(),
+            clusters: Arc::new(clusters),
+            shutdown,
             drain: CancellationToken::new(),
             tasks,
             phase: AtomicU8::new(Phase::Running as u8),
@@ -108,6 +114,7 @@ impl Context {
             .store(config.general.peer_id, Ordering::Relaxed);
         *self.config.write() = config.clone();
         self.pools.reconfigure(&config);
+        self.clusters.reconcile(&config);
         if let Some(hook) = self.verbosity.get() {
             hook(config.general.verbose);
         }

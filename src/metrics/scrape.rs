@@ -37,15 +37,15 @@ pub fn render(ctx: &Context) -> String {
     text
 }
 
-fn gauge(name: &'static str, labels: &[Label], value: f64) {
+pub(super) fn gauge(name: &'static str, labels: &[Label], value: f64) {
     metrics::gauge!(name, labels.to_vec()).set(value);
 }
 
-fn counter(name: &'static str, labels: &[Label], value: u64) {
+pub(super) fn counter(name: &'static str, labels: &[Label], value: u64) {
     metrics::counter!(name, labels.to_vec()).absolute(value);
 }
 
-fn label(k: &'static str, v: impl Into<String>) -> Label {
+pub(super) fn label(k: &'static str, v: impl Into<String>) -> Label {
     Label::new(k, v.into())
 }
 
@@ -145,6 +145,7 @@ fn record(ctx: &Context) {
         &[],
         f64::from(cfg.general.max_user_connections),
     );
+    super::patroni::record(ctx);
 }
 
 /// HELP lines (pgbouncer_exporter's wording where it has one).
@@ -272,4 +273,5 @@ fn describe() {
         CONFIG_MAX_USER_CONN,
         "Config maximum number of server connections per user"
     );
+    super::patroni::describe();
 }

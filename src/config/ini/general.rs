@@ -77,6 +77,10 @@ pub(super) fn apply(g: &mut General, key: &str, value: &str) -> Result<(), Strin
                 v => Some(listen_port(v)?),
             }
         }
+        "patroni_poll_interval" => g.patroni_poll_interval = positive_seconds(value)?,
+        "patroni_timeout" => g.patroni_timeout = positive_seconds(value)?,
+        "max_replica_lag" => g.max_replica_lag = c_uint(value, u64::MAX)?,
+        "failover_hold_timeout" => g.failover_hold_timeout = seconds(value)?,
         _ => {
             return Err(format!(
                 "internal error: {key} is marked implemented but has no parser"
@@ -84,6 +88,18 @@ pub(super) fn apply(g: &mut General, key: &str, value: &str) -> Result<(), Strin
         }
     }
     Ok(())
+}
+
+/// Seconds that must be above zero (a poll loop with no pause would spin), at least 10 ms.
+fn positive_seconds(value: &str) -> Result<std::time::Duration, String> {
+    let d = seconds(value)?;
+    if d < std::time::Duration::from_millis(10) {
+        return Err(format!(
+            "must be at least 0.01 seconds, got \"{}\"",
+            value::shown(value)
+        ));
+    }
+    Ok(d)
 }
 
 fn u32_value(value: &str) -> Result<u32, String> {

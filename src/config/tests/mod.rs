@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use super::*;
 
+mod clusters;
 mod userlist;
 
 fn parse(text: &str) -> Config {
@@ -125,7 +126,11 @@ fn every_key_accepts_its_default() {
         );
         if k.implemented {
             assert_eq!(cfg.general, General::default(), "key {}", k.name);
-            assert!(cfg.unimplemented_keys.is_empty(), "key {}", k.name);
+            if keys::NO_EFFECT_YET.contains(&k.name) {
+                assert_eq!(cfg.unimplemented_keys, vec![k.name.to_string()]);
+            } else {
+                assert!(cfg.unimplemented_keys.is_empty(), "key {}", k.name);
+            }
         } else {
             assert_eq!(cfg.unimplemented_keys, vec![k.name.to_string()]);
         }
@@ -153,7 +158,7 @@ fn every_implemented_key_sets_its_field() {
     let implemented: Vec<_> = GENERAL_KEYS.iter().filter(|k| k.implemented).collect();
     assert_eq!(
         implemented.len(),
-        54,
+        58,
         "one implemented key per General field"
     );
     for k in implemented {
