@@ -1,11 +1,20 @@
-//! The pool registry: one [`Pool`] per (database, server user), created on first use, reconfigured
-//! on reload, and kept tidy by a janitor task. Never sees a client.
+//! The pool registry: one [`PoolSet`] per (database, server user) — one [`Pool`] per member
+//! host — created on first use, reconfigured on reload, paused through the [`PauseBook`], and
+//! kept tidy by a janitor task. Never sees a client.
 
+pub mod connector;
+pub mod pause;
 #[allow(clippy::module_inception)]
 mod pool;
+pub mod set;
 pub mod stats;
+#[cfg(test)]
+mod tests;
 
+pub use connector::{Connector, PgConnector};
+pub use pause::{PauseBook, PauseReasons};
 pub use pool::{Lease, Pool, PoolLinks, PoolSnapshot, Welcome};
+pub use set::{Member, PoolSet, Role, Route, Serves};
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU32;
@@ -152,8 +161,8 @@ pub fn credential_for(cfg: &Config, db: &DatabaseConfig, server_user: &str) -> S
 
 /// All pools.
 pub struct Pools {
-    /// Every pool by key; read on each login, written when a pool is first used.
-    map: DashMap<PoolKey, Arc<Pool>>,
+    /// Every pool set by key; read on each login, written when a set is first used.
+    map: DashMap<PoolKey, Arc<PoolSet>>,
     /// Live server connections per database name (max_db_connections).
     db_conns: DashMap<String, Arc<AtomicU32>>,
     /// Live server connections per server user (max_user_connections).
@@ -162,22 +171,39 @@ pub struct Pools {
     tasks: TaskTracker,
     /// Every live server connection.
     pub servers: Arc<Servers>,
+    /// Console and shutdown pause reasons, per database and for all; the only copy.
+    book: Arc<PauseBook>,
+    /// How every pool makes server connections.
+    connector: Arc<dyn Connector>,
 }
 
 impl Pools {
-    /// An empty registry whose launch tasks are tracked by `tasks`.
+    /// An empty registry whose launch tasks are tracked by `tasks`, connecting to PostgreSQL.
     pub fn new(tasks: TaskTracker) -> Pools {
+        Self::with_connector(tasks, Arc::new(PgConnector))
+    }
+
+    /// An empty registry whose pools make server connections with `connector`.
+    pub fn with_connector(tasks: TaskTracker, connector: Arc<dyn Connector>) -> Pools {
         Pools {
             map: DashMap::new(),
             db_conns: DashMap::new(),
             user_conns: DashMap::new(),
             tasks,
             servers: Arc::new(Servers::default()),
+            book: Arc::new(PauseBook::default()),
+            connector,
         }
     }
 
-    /// The pool for a client of `db` logging in as `client_user`, created on first use.
-    pub fn get_or_create(&self, cfg: &Config, db: &DatabaseConfig, client_user: &str) -> Arc<Pool> {
+    /// The pool set for a client of `db` logging in as `client_user`, created on first use
+    /// (paused for the reasons the book holds for `db`).
+    pub fn get_or_create(
+        &self,
+        cfg: &Config,
+        db: &DatabaseConfig,
+        client_user: &str,
+    ) -> Arc<PoolSet> {
         let user = server_user(db, client_user);
         let key = PoolKey {
             db: db.name.clone(),
@@ -188,10 +214,11 @@ impl Pools {
         }
         let db_conns = self.db_conns.entry(db.name.clone()).or_default().clone();
         let user_conns = self.user_conns.entry(user.to_string()).or_default().clone();
-        self.map
+        let set = self
+            .map
             .entry(key.clone())
             .or_insert_with(|| {
-                Pool::new(
+                PoolSet::fixed(
                     key,
                     Arc::new(PoolSettings::resolve(cfg, db, user)),
                     Arc::new(target_for(cfg, db, user)),
@@ -201,17 +228,54 @@ impl Pools {
                         user_conns,
                         tasks: self.tasks.clone(),
                         servers: self.servers.clone(),
+                        connector: self.connector.clone(),
                     },
+                    self.book.clone(),
                 )
             })
-            .clone()
+            .clone();
+        // Again after insertion: a PAUSE that ran between the set's creation and its insertion
+        // did not see it.
+        set.set_booked(self.book.effective(&db.name));
+        set
     }
 
-    /// Every pool, sorted by key (console order).
-    pub fn all(&self) -> Vec<Arc<Pool>> {
+    /// Every pool set, sorted by key.
+    pub fn sets(&self) -> Vec<Arc<PoolSet>> {
         let mut v: Vec<_> = self.map.iter().map(|e| e.value().clone()).collect();
         v.sort_by(|a, b| a.key.cmp(&b.key));
         v
+    }
+
+    /// Every pool (each member of each set), sorted by key (console order).
+    pub fn all(&self) -> Vec<Arc<Pool>> {
+        self.sets().iter().flat_map(|s| s.pools()).collect()
+    }
+
+    /// The console's and shutdown's pause reasons.
+    pub fn pauses(&self) -> &PauseBook {
+        &self.book
+    }
+
+    /// Holds checkouts of `db` (or of every database) for `reason`, in present and future pools.
+    pub fn pause(&self, db: Option<&str>, reason: PauseReasons) {
+        self.book.insert(db, reason);
+        self.apply_book(db);
+    }
+
+    /// Lifts `reason` for `db` (or the every-database one). A pool resumes once no reason
+    /// of any owner is left.
+    pub fn resume(&self, db: Option<&str>, reason: PauseReasons) {
+        self.book.remove(db, reason);
+        self.apply_book(db);
+    }
+
+    fn apply_book(&self, db: Option<&str>) {
+        for set in self.sets() {
+            if db.is_none_or(|d| d == set.key.db) {
+                set.set_booked(self.book.effective(&set.key.db));
+            }
+        }
     }
 
     /// Pools of one database.
@@ -229,15 +293,17 @@ impl Pools {
 
     /// Applies a reloaded config to every existing pool.
     pub fn reconfigure(&self, cfg: &Config) {
-        for pool in self.all() {
-            let Some(db) = cfg.database(&pool.key.db) else {
+        for set in self.sets() {
+            let Some(db) = cfg.database(&set.key.db) else {
                 // Database removed: servers close at release, new logins are refused.
-                pool.reconnect();
+                for pool in set.pools() {
+                    pool.reconnect();
+                }
                 continue;
             };
             // The client-side user is lost for forced-user pools; it does not matter there.
-            let user = pool.key.user.clone();
-            pool.reconfigure(
+            let user = set.key.user.clone();
+            set.reconfigure(
                 Arc::new(PoolSettings::resolve(cfg, &db, &user)),
                 Arc::new(target_for(cfg, &db, &user)),
                 credential_for(cfg, &db, &user),

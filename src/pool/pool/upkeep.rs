@@ -5,17 +5,19 @@
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::{Pool, State};
 use crate::error::{Error, Result};
-use crate::server::{self, Registration, ServerConn, ServerCredential, ServerTarget};
+use crate::server::{Registration, ServerConn, ServerCredential, ServerTarget};
 
 impl Pool {
     /// Starts a new server connection when clients wait and the limits allow it.
     pub(super) fn maybe_launch(self: &Arc<Self>, st: &mut State, reserve: bool) -> bool {
         st.waiters.retain(|w| !w.tx.is_closed());
-        if st.paused || st.waiters.len() as u32 <= st.connecting {
+        if !st.paused.is_empty() || st.waiters.len() as u32 <= st.connecting {
             return false;
         }
         let s = &st.settings;
@@ -70,7 +72,7 @@ impl Pool {
     ) {
         let mut delay = Duration::from_millis(50);
         loop {
-            let result = server::connect(&target, &cred, max_packet).await;
+            let result = self.connector.connect(&target, &cred, max_packet).await;
             if self.settle_launch(result, generation) {
                 return;
             }
@@ -194,7 +196,11 @@ impl Pool {
             self.maybe_launch(&mut st, false);
         }
         // min_pool_size is filled only once the pool has logged in (it has clients), as PgBouncer.
-        if s.min_pool_size > 0 && st.total < s.min_pool_size && !st.paused && st.welcome.is_some() {
+        if s.min_pool_size > 0
+            && st.total < s.min_pool_size
+            && st.paused.is_empty()
+            && st.welcome.is_some()
+        {
             let need = s.min_pool_size - st.total;
             self.fill_min(&mut st, need);
         }
