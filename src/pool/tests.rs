@@ -367,3 +367,21 @@ async fn a_route_follows_the_primary_when_the_set_changes() {
     ));
     assert_eq!(set.members().len(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_server_starting_up_keeps_clients_queued_and_is_not_cached() {
+    // 57P03 "the database system is starting up": every restart and switchover shows it.
+    let fake = Fake::scripted(&[Outcome::Login("57P03"), Outcome::Login("57P03")]);
+    let pool = one_pool(&fake, settings(1));
+    let lease = pool.checkout().await.expect("served once the server is up");
+    assert_eq!(fake.calls(), 3);
+    lease.release(true);
+    // Nothing was cached: a client that finds no idle server gets a new login at once.
+    let _held = pool.checkout().await.expect("idle server");
+    let mut s = settings(2);
+    s.query_wait_timeout = Duration::from_secs(1);
+    let fake = Fake::scripted(&[Outcome::Login("57P03")]);
+    let pool = one_pool(&fake, s);
+    pool.checkout().await.expect("retried");
+    assert_eq!(fake.calls(), 2);
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{Pool, State};
-use crate::error::{Error, Result};
+use crate::error::{sqlstate, Error, Result};
 use crate::server::{Registration, ServerConn, ServerCredential, ServerTarget};
 
 impl Pool {
@@ -109,7 +109,9 @@ impl Pool {
                     self.give(&mut st, conn);
                     return true;
                 }
-                Err(Error::ServerLogin(fields)) => {
+                // 57P03 (starting up / shutting down) is a restart or a switchover in
+                // progress, not a refusal: retried like a network failure, never cached.
+                Err(Error::ServerLogin(fields)) if fields.code != sqlstate::CANNOT_CONNECT_NOW => {
                     tracing::warn!(pool = %self.key, "server login failed: {}", fields.message);
                     st.connecting -= 1;
                     st.total -= 1;
