@@ -394,8 +394,7 @@ impl Pool {
             pool: self.clone(),
         };
         let rx = guard.rx.as_mut().expect("invariant: set above");
-        let wait_limit = settings.query_wait_timeout;
-        let deadline = (!wait_limit.is_zero()).then(|| started + wait_limit);
+        let (deadline, query_timeout_first) = wait_deadline(settings, started);
         if settings.reserve_pool_size > 0 {
             let reserve_at = started + settings.reserve_pool_timeout;
             if deadline.is_none_or(|d| reserve_at < d) {
@@ -413,6 +412,7 @@ impl Pool {
             Some(d) => match tokio::time::timeout_at(d, &mut *rx).await {
                 Ok(r) => Self::taken(&mut guard, r),
                 // Dropping the guard returns a server sent between the timeout and now.
+                Err(_) if query_timeout_first => Err(Error::QueryTimeout),
                 Err(_) => Err(Error::QueryWaitTimeout),
             },
             None => {
@@ -590,5 +590,20 @@ impl Pool {
     /// Live servers (idle + active + connecting).
     pub fn total(&self) -> u32 {
         self.state.lock().total
+    }
+}
+
+/// When a queued client stops waiting, and whether query_timeout (rather than
+/// query_wait_timeout) is what ends it: as in PgBouncer, a query's timeout counts from its
+/// arrival, so it bounds the wait for a server too.
+fn wait_deadline(settings: &PoolSettings, started: Instant) -> (Option<Instant>, bool) {
+    let wait = settings.query_wait_timeout;
+    let query = settings.query_timeout;
+    match (wait.is_zero(), query.is_zero()) {
+        (true, true) => (None, false),
+        (false, true) => (Some(started + wait), false),
+        (true, false) => (Some(started + query), true),
+        (false, false) if query < wait => (Some(started + query), true),
+        (false, false) => (Some(started + wait), false),
     }
 }

@@ -385,3 +385,25 @@ async fn a_server_starting_up_keeps_clients_queued_and_is_not_cached() {
     pool.checkout().await.expect("retried");
     assert_eq!(fake.calls(), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn query_timeout_also_bounds_the_wait_for_a_server() {
+    let fake = Arc::new(Fake::default());
+    let mut s = settings(1);
+    s.query_timeout = Duration::from_secs(3);
+    let pool = one_pool(&fake, s);
+    let _held = pool.checkout().await.expect("checkout");
+    let started = tokio::time::Instant::now();
+    let r = pool.checkout().await;
+    assert!(matches!(r, Err(Error::QueryTimeout)), "{:?}", r.err());
+    assert_eq!(started.elapsed(), Duration::from_secs(3));
+    // The shorter of the two wins: here query_wait_timeout.
+    let mut s = settings(1);
+    s.query_timeout = Duration::from_secs(30);
+    let pool = one_pool(&fake, s);
+    let _held = pool.checkout().await.expect("checkout");
+    assert!(matches!(
+        pool.checkout().await,
+        Err(Error::QueryWaitTimeout)
+    ));
+}
