@@ -61,6 +61,7 @@ impl Context {
     pub fn new(config: Config) -> Arc<Context> {
         let tasks = TaskTracker::new();
         let pools = Arc::new(Pools::new(tasks.clone()));
+        pools.open_forced_user_pools(&config);
         Arc::new(Context {
             config: RwLock::new(Arc::new(config)),
             servers: pools.servers.clone(),
@@ -85,6 +86,7 @@ impl Context {
         let config = Arc::new(config);
         *self.config.write() = config.clone();
         self.pools.reconfigure(&config);
+        self.pools.open_forced_user_pools(&config);
     }
 
     /// Current phase.

@@ -69,6 +69,9 @@ pub struct PoolSettings {
     /// Named prepared statements are tracked (transaction/statement mode, limit > 0): the most
     /// a server may hold before it is closed at release.
     pub max_prepared_statements: u32,
+    /// The database forces its server user (`user=`): min_pool_size is kept even before any
+    /// client came, as PgBouncer does.
+    pub forced_user: bool,
 }
 
 impl PoolSettings {
@@ -104,6 +107,7 @@ impl PoolSettings {
                 .unwrap_or(g.client_idle_timeout),
             max_packet_size: g.max_packet_size,
             max_prepared_statements: g.max_prepared_statements,
+            forced_user: db.user.is_some(),
         }
     }
 }
@@ -238,6 +242,17 @@ impl Pools {
         // did not see it.
         set.set_booked(self.book.effective(&db.name));
         set
+    }
+
+    /// Creates the pools of databases with a forced user and a min_pool_size, so the janitor
+    /// fills them before any client arrives (at start and after a reload).
+    pub fn open_forced_user_pools(&self, cfg: &Config) {
+        for db in cfg.databases.values() {
+            let Some(user) = &db.user else { continue };
+            if db.min_pool_size.unwrap_or(cfg.general.min_pool_size) > 0 {
+                self.get_or_create(cfg, db, user);
+            }
+        }
     }
 
     /// Every pool set, sorted by key.

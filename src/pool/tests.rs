@@ -407,3 +407,52 @@ async fn query_timeout_also_bounds_the_wait_for_a_server() {
         Err(Error::QueryWaitTimeout)
     ));
 }
+
+#[tokio::test(start_paused = true)]
+async fn min_pool_size_is_filled_within_pool_size_and_the_user_cap() {
+    let fake = Arc::new(Fake::default());
+    let mut s = settings(2);
+    s.min_pool_size = 5;
+    s.forced_user = true;
+    let pool = one_pool(&fake, s.clone());
+    pool.maintain();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!((pool.total(), fake.calls()), (2, 2), "capped at pool_size");
+
+    let fake = Arc::new(Fake::default());
+    s.pool_size = 10;
+    s.max_user_connections = 1;
+    let pool = one_pool(&fake, s);
+    pool.maintain();
+    pool.maintain();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(
+        (pool.total(), fake.calls()),
+        (1, 1),
+        "capped at max_user_connections"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn forced_user_pools_are_filled_before_any_client() {
+    let fake = Arc::new(Fake::default());
+    let pools = Pools::with_connector(TaskTracker::new(), fake.clone());
+    let mut cfg = Config::default();
+    let mut db = DatabaseConfig::new("forced");
+    db.host = Some(ServerHost::Tcp("10.0.0.1".into()));
+    db.user = Some("owner".into());
+    db.min_pool_size = Some(2);
+    cfg.databases.insert("forced".into(), db);
+    // Without a forced user, a database gets pools only when clients come.
+    let mut per_client = DatabaseConfig::new("per_client");
+    per_client.min_pool_size = Some(2);
+    cfg.databases.insert("per_client".into(), per_client);
+    pools.open_forced_user_pools(&cfg);
+    let all = pools.all();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].key.user, "owner");
+    all[0].maintain();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(all[0].snapshot().idle, 2);
+    assert_eq!(fake.calls(), 2);
+}

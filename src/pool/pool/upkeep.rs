@@ -20,6 +20,16 @@ impl Pool {
         if !st.paused.is_empty() || st.waiters.len() as u32 <= st.connecting {
             return false;
         }
+        if !self.within_limits(st, reserve) {
+            return false;
+        }
+        self.start_launch(st);
+        true
+    }
+
+    /// True when one more server fits pool_size (plus the reserve when `reserve`),
+    /// max_db_connections and max_user_connections.
+    fn within_limits(&self, st: &State, reserve: bool) -> bool {
         let s = &st.settings;
         let limit = if reserve {
             s.pool_size + s.reserve_pool_size
@@ -39,7 +49,6 @@ impl Pool {
         {
             return false;
         }
-        self.start_launch(st);
         true
     }
 
@@ -197,11 +206,12 @@ impl Pool {
         if !st.waiters.is_empty() {
             self.maybe_launch(&mut st, false);
         }
-        // min_pool_size is filled only once the pool has logged in (it has clients), as PgBouncer.
+        // min_pool_size is filled once the pool has had a client (it has logged in), or at
+        // once for a forced-user database, as PgBouncer does.
         if s.min_pool_size > 0
             && st.total < s.min_pool_size
             && st.paused.is_empty()
-            && st.welcome.is_some()
+            && (st.welcome.is_some() || s.forced_user)
         {
             let need = s.min_pool_size - st.total;
             self.fill_min(&mut st, need);
@@ -212,6 +222,10 @@ impl Pool {
         // With no client waiting, a launch that fails is not retried: the next janitor tick
         // tries again.
         for _ in 0..need {
+            // The same limits as for a waiting client: min_pool_size never exceeds them.
+            if !self.within_limits(st, false) {
+                break;
+            }
             self.start_launch(st);
         }
     }
