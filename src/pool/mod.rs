@@ -333,21 +333,37 @@ impl Pools {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {
-                    let pools = self.all();
-                    for pool in &pools {
-                        if pool.starved_by_db_cap() {
-                            let _ = pools
-                                .iter()
-                                .filter(|p| p.key.db == pool.key.db && p.key != pool.key)
-                                .any(|p| p.close_one_idle());
-                        }
-                    }
-                    for pool in &pools {
-                        pool.maintain();
-                    }
-                }
+                _ = tick.tick() => self.janitor_step(),
             }
+        }
+    }
+
+    /// One janitor pass: make room for clients starved by max_db_connections or
+    /// max_user_connections by closing one idle server of a sibling pool that shares the cap,
+    /// then let every pool do its upkeep (which launches for the waiters).
+    pub fn janitor_step(&self) {
+        let pools = self.all();
+        for pool in &pools {
+            for by_user in [false, true] {
+                if !pool.starved_by_cap(by_user) {
+                    continue;
+                }
+                let shares_cap = |p: &Arc<Pool>| {
+                    !Arc::ptr_eq(p, pool)
+                        && if by_user {
+                            p.key.user == pool.key.user
+                        } else {
+                            p.key.db == pool.key.db
+                        }
+                };
+                let _ = pools
+                    .iter()
+                    .filter(|p| shares_cap(p))
+                    .any(|p| p.close_one_idle());
+            }
+        }
+        for pool in &pools {
+            pool.maintain();
         }
     }
 }

@@ -540,36 +540,6 @@ impl Pool {
         self.maybe_launch(st, false);
     }
 
-    /// True when clients wait here only because max_db_connections is used up by the database's
-    /// other pools: the janitor then closes an idle server of a sibling (as PgBouncer does).
-    pub fn starved_by_db_cap(&self) -> bool {
-        let st = self.state.lock();
-        let s = &st.settings;
-        s.max_db_connections != 0
-            && st.paused.is_empty()
-            && st.waiters.iter().any(|w| !w.tx.is_closed())
-            && (s.pool_size == 0 || st.total < s.pool_size)
-            && self.db_conns.load(Ordering::Relaxed) >= s.max_db_connections
-    }
-
-    /// Closes this pool's longest-idle server, if it has one. Returns whether it did.
-    pub fn close_one_idle(&self) -> bool {
-        let mut st = self.state.lock();
-        let Some(oldest) = st
-            .idle
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, c)| c.last_used)
-            .map(|(i, _)| i)
-        else {
-            return false;
-        };
-        st.idle.remove(oldest);
-        st.total -= 1;
-        self.release_counts(1);
-        true
-    }
-
     /// Drops every idle server now (shutdown, KILL).
     pub fn close_idle(&self) {
         let mut st = self.state.lock();

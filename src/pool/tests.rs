@@ -456,3 +456,33 @@ async fn forced_user_pools_are_filled_before_any_client() {
     assert_eq!(all[0].snapshot().idle, 2);
     assert_eq!(fake.calls(), 2);
 }
+
+#[tokio::test(start_paused = true)]
+async fn max_user_connections_evicts_an_idle_server_of_the_users_other_pool() {
+    let fake = Arc::new(Fake::default());
+    let pools = Pools::with_connector(TaskTracker::new(), fake.clone());
+    let mut cfg = Config::default();
+    cfg.general.max_user_connections = 1;
+    cfg.general.query_wait_timeout = Duration::from_secs(10);
+    let mut a = DatabaseConfig::new("a");
+    a.host = Some(ServerHost::Tcp("10.0.0.1".into()));
+    let mut b = a.clone();
+    b.name = "b".into();
+    let pool_a = pools.get_or_create(&cfg, &a, "u").pools()[0].clone();
+    let pool_b = pools.get_or_create(&cfg, &b, "u").pools()[0].clone();
+    pool_a.checkout().await.expect("a's server").release(true);
+    let waiter = tokio::spawn(async move { pool_b.checkout().await.map(|l| l.id) });
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(
+        !waiter.is_finished(),
+        "the user's only slot is idle in pool a"
+    );
+    pools.janitor_step();
+    let served = tokio::time::timeout(Duration::from_secs(1), waiter).await;
+    served
+        .expect("served before query_wait_timeout")
+        .expect("task")
+        .expect("a server of b");
+    assert_eq!(pool_a.total(), 0, "a's idle server made room");
+    assert_eq!(fake.calls(), 2);
+}

@@ -229,4 +229,40 @@ impl Pool {
             self.start_launch(st);
         }
     }
+
+    /// True when clients wait here only because a cap shared with other pools is used up:
+    /// max_db_connections (`by_user` false) or max_user_connections (`by_user` true). The
+    /// janitor then closes an idle server of a sibling, as PgBouncer does.
+    pub fn starved_by_cap(&self, by_user: bool) -> bool {
+        let st = self.state.lock();
+        let s = &st.settings;
+        let (cap, used) = if by_user {
+            (s.max_user_connections, &self.user_conns)
+        } else {
+            (s.max_db_connections, &self.db_conns)
+        };
+        cap != 0
+            && st.paused.is_empty()
+            && st.waiters.iter().any(|w| !w.tx.is_closed())
+            && (s.pool_size == 0 || st.total < s.pool_size)
+            && used.load(Ordering::Relaxed) >= cap
+    }
+
+    /// Closes this pool's longest-idle server, if it has one. Returns whether it did.
+    pub fn close_one_idle(&self) -> bool {
+        let mut st = self.state.lock();
+        let Some(oldest) = st
+            .idle
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, c)| c.last_used)
+            .map(|(i, _)| i)
+        else {
+            return false;
+        };
+        st.idle.remove(oldest);
+        st.total -= 1;
+        self.release_counts(1);
+        true
+    }
 }
