@@ -291,7 +291,8 @@ impl Default for General {
             track_extra_parameters: vec!["IntervalStyle".to_string()],
             server_reset_query: "DISCARD ALL".to_string(),
             server_reset_query_always: false,
-            server_check_query: String::new(),
+            // PgBouncer's default: send an empty query. An empty string turns the check off.
+            server_check_query: "<empty>".to_string(),
             server_check_delay: Duration::from_secs(30),
             server_lifetime: Duration::from_secs(3600),
             server_idle_timeout: Duration::from_secs(600),

@@ -6,8 +6,6 @@
 //! counters are fractional seconds. Those are recorded as gauges and their `# TYPE` line is
 //! switched to `counter` after rendering ([`FLOAT_COUNTERS`]).
 
-use std::sync::atomic::Ordering;
-
 use metrics::{describe_counter, describe_gauge, Label};
 use metrics_exporter_prometheus::PrometheusBuilder;
 
@@ -62,11 +60,7 @@ fn record(ctx: &Context) {
         &[],
         f64::from(u8::from(ctx.phase() != Phase::Running)),
     );
-    gauge(
-        OWN_PAUSED,
-        &[],
-        f64::from(u8::from(ctx.paused_all.load(Ordering::Relaxed))),
-    );
+    gauge(OWN_PAUSED, &[], f64::from(u8::from(ctx.paused_all())));
 
     for d in view::stats_per_database(ctx) {
         let l = [label("database", d.database)];

@@ -157,11 +157,7 @@ fn lists(cmd: &Cmd<'_>) -> Result<Reply, CommandError> {
 }
 
 fn state(cmd: &Cmd<'_>) -> Result<Reply, CommandError> {
-    let paused = cmd
-        .s
-        .ctx
-        .paused_all
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let paused = cmd.s.ctx.paused_all();
     let yes_no = |b: bool| text(if b { "yes" } else { "no" });
     Ok(rows(
         &[("key", oid::TEXT), ("value", oid::TEXT)],

@@ -37,7 +37,7 @@ pub(super) fn apply(g: &mut General, key: &str, value: &str) -> Result<(), Strin
         "track_extra_parameters" => g.track_extra_parameters = list(value),
         "server_reset_query" => g.server_reset_query = value.to_string(),
         "server_reset_query_always" => g.server_reset_query_always = boolean(value)?,
-        "server_check_query" => g.server_check_query = check_query(value),
+        "server_check_query" => g.server_check_query = value.to_string(),
         "server_check_delay" => g.server_check_delay = seconds(value)?,
         "server_lifetime" => g.server_lifetime = seconds(value)?,
         "server_idle_timeout" => g.server_idle_timeout = seconds(value)?,
@@ -163,16 +163,6 @@ fn max_packet_size(value: &str) -> Result<u32, String> {
         ));
     }
     Ok(n as u32)
-}
-
-/// PgBouncer's default spelling `<empty>` means "send an empty query"; `General` spells that as
-/// the empty string (its default), so both map to "".
-fn check_query(value: &str) -> String {
-    if value == "<empty>" {
-        String::new()
-    } else {
-        value.to_string()
-    }
 }
 
 /// An unset path is written as an empty value.

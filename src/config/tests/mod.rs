@@ -301,7 +301,10 @@ fn pool_modes_and_strings() {
     let g = general("pool_mode = Transaction\nserver_reset_query =\nserver_check_query = <empty>");
     assert_eq!(g.pool_mode, PoolMode::Transaction);
     assert_eq!(g.server_reset_query, "");
-    assert_eq!(g.server_check_query, "");
+    // `<empty>` (the default) sends an empty query; only an empty value turns the check off.
+    assert_eq!(g.server_check_query, "<empty>");
+    assert_eq!(General::default().server_check_query, "<empty>");
+    assert_eq!(general("server_check_query =").server_check_query, "");
     assert_eq!(
         general("server_check_query = select 1").server_check_query,
         "select 1"
