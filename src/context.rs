@@ -57,6 +57,8 @@ pub struct Context {
     pub peer_pools: crate::session::cancel::PeerPools,
     /// Patroni clusters (`[clusters]`) and their published topologies.
     pub clusters: Arc<crate::discovery::Clusters>,
+    /// Protocol-level prepared statements shared by every client (max_prepared_statements).
+    pub statements: crate::server::statements::StatementCache,
     phase: AtomicU8,
     /// Applies a `verbose` value to the running log filter (installed once by `main`, which owns
     /// the tracing subscriber); called on every config swap so SET verbose and RELOAD take effect.
@@ -88,6 +90,7 @@ impl Context {
             clients,
             peer_pools: Default::default(),
             clusters: Arc::new(clusters),
+            statements: Default::default(),
             shutdown,
             drain: CancellationToken::new(),
             tasks,

@@ -3,6 +3,7 @@
 
 mod login;
 pub mod registry;
+pub mod statements;
 
 pub use login::{connect, open_cancel, send_cancel};
 pub use registry::{Registration, ServerInfo, ServerState, Servers};
@@ -124,8 +125,9 @@ pub struct ServerConn {
     /// strings): lets the next client with the same values skip the comparison by name.
     /// Cleared whenever the server reports a parameter change.
     pub synced: Vec<(std::sync::Arc<str>, std::sync::Arc<str>)>,
-    /// Ids of the pooler-named prepared statements this server holds (see session::prepared).
-    pub prepared: std::collections::HashSet<u64>,
+    /// The shared prepared statements this server holds (an LRU capped at
+    /// max_prepared_statements; see `statements`).
+    pub prepared: statements::ServerStatements,
 }
 
 impl ServerConn {
@@ -147,7 +149,7 @@ impl ServerConn {
             tx_status: b'I',
             registration: None,
             synced: Vec::new(),
-            prepared: std::collections::HashSet::new(),
+            prepared: statements::ServerStatements::default(),
         }
     }
 

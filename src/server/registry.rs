@@ -58,6 +58,8 @@ pub struct ServerInfo {
     close_needed: AtomicBool,
     /// The linked client's application_name.
     pub application_name: Mutex<String>,
+    /// Named prepared statements held (SHOW CLIENTS/SERVERS `prepared_statements`).
+    pub prepared_statements: std::sync::atomic::AtomicU32,
 }
 
 impl ServerInfo {
@@ -171,6 +173,7 @@ impl Registration {
             request_time_us: AtomicU64::new(0),
             close_needed: AtomicBool::new(false),
             application_name: Mutex::new(String::new()),
+            prepared_statements: Default::default(),
         });
         servers.map.insert(id, info.clone());
         Registration {

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod cancel;
 mod link;
+pub mod pipeline;
 pub mod prepared;
 pub mod registry;
 pub mod startup;
@@ -15,6 +16,7 @@ mod transfer;
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::Poll;
 
@@ -385,7 +387,11 @@ impl Client {
         );
         t.set_start(started);
         if tracks {
-            t.track_statements(&mut self.stmts);
+            t.track_statements(
+                &mut self.stmts,
+                &self.ctx.statements,
+                self.settings.max_prepared_statements as usize,
+            );
         }
         if self.settings.pool_mode == crate::config::PoolMode::Session {
             t.stats_per_xact(&server_pool.stats);
@@ -398,6 +404,15 @@ impl Client {
         };
         let mut tally = std::mem::take(&mut t.tally);
         drop(t);
+        if tracks {
+            let n = self.stmts.as_ref().map_or(0, |m| m.len()) as u32;
+            self.info.prepared_statements.store(n, Relaxed);
+            if let Some(r) = &server.registration {
+                r.info
+                    .prepared_statements
+                    .store(server.prepared.len() as u32, Relaxed);
+            }
+        }
         if tally.params_changed {
             if let Some((_, app)) = self
                 .params
@@ -443,11 +458,6 @@ impl Client {
 
     /// Back to the pool after a transaction, with server_reset_query when always asked for.
     async fn release(&mut self, mut server: Lease) {
-        if server.prepared.len() > self.settings.max_prepared_statements as usize {
-            // The bound on statements per server: a fresh connection starts empty.
-            server.release(false);
-            return;
-        }
         if self.settings.server_reset_query_always && !self.settings.server_reset_query.is_empty() {
             let ok = matches!(
                 server

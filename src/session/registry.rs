@@ -69,6 +69,8 @@ pub struct ClientInfo {
     pub user: Mutex<String>,
     /// application_name the client uses.
     pub application_name: Mutex<String>,
+    /// Named prepared statements held (SHOW CLIENTS/SERVERS `prepared_statements`).
+    pub prepared_statements: std::sync::atomic::AtomicU32,
     /// [`ClientState`] as u8.
     state: AtomicU8,
     /// When the current request started (µs since `epoch`), for SHOW CLIENTS.
@@ -205,6 +207,7 @@ impl Clients {
                 db: Mutex::new(String::new()),
                 user: Mutex::new(String::new()),
                 application_name: Mutex::new(String::new()),
+                prepared_statements: Default::default(),
                 state: AtomicU8::new(ClientState::Login as u8),
                 request_time_us: AtomicU64::new(now_us()),
                 wait_start_us: AtomicU64::new(0),

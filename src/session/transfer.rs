@@ -1,17 +1,17 @@
 //! The hot path: while a client holds a server, move bytes both ways until the server can go back.
 //!
-//! One hand-rolled poll loop instead of a `select!` over four futures: each direction's buffer
-//! is both where bytes are read into and where they are forwarded from, which one closure with
-//! `&mut` access to everything can do without splitting buffers or copying. Writes go first,
-//! then reads, until nothing moves; tokio's budget keeps one busy client from starving others.
+//! A plain poll loop instead of a `select!` over four futures: each direction's buffer is both
+//! where bytes are read into and where they are forwarded from. Writes go first, then reads,
+//! until nothing moves; tokio's budget keeps one busy client from starving others.
 //!
-//! What it decodes: client tags (Query/Sync/FunctionCall start a wait for ReadyForQuery; other
-//! extended-protocol messages hold the server until Sync; Terminate ends the client), and on the
-//! server side ReadyForQuery (status, outstanding count, transactions ended) and ParameterStatus
-//! (tracked params). Everything else is forwarded untouched, large frames in pieces; with
-//! statement tracking a Parse/Bind/Describe/Close is read whole at any size (its statement name
-//! is rewritten), so the client side reads past its usual limit until that frame is all there.
+//! The protocol decisions (what each frame owes, what is rewritten, swallowed or synthesised)
+//! are `session::pipeline`'s; `scan.rs` feeds it the frames as they arrive and turns its answers
+//! into each direction's output plan (`out.rs`), which this loop writes. Frames nobody needs to
+//! read are forwarded untouched, large ones in pieces; with statement tracking a named
+//! Parse/Bind/Describe/Close is read whole at any size (its statement name is rewritten), so the
+//! client side reads past its usual limit until that frame is all there.
 
+mod out;
 mod scan;
 
 use std::future::poll_fn;
@@ -21,18 +21,20 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
-use tokio::io::AsyncWrite;
+use bytes::BytesMut;
 use tokio::time::Sleep;
 use tokio_util::io::poll_read_buf;
 
-use super::prepared::{Acks, ClientStatements, Rewrite};
+use super::pipeline::Pipeline;
+use super::prepared::ClientStatements;
 use crate::config::PoolMode;
 use crate::error::{Error, Result};
 use crate::net::Stream;
 use crate::pool::stats::{PoolStats, XactTally};
 use crate::proto::Scanner;
+use crate::server::statements::StatementCache;
 use crate::server::ServerConn;
+use out::{Flushed, Out};
 
 /// Stop reading a side while this much is buffered and not yet forwarded (back-pressure).
 const BUF_LIMIT: usize = 256 * 1024;
@@ -118,12 +120,14 @@ pub struct Transfer<'a> {
     pub idle_tx_timeout: Duration,
     pub tally: Tally,
     sscan: Scanner,
-    /// ReadyForQuery messages still owed for requests already forwarded.
-    outstanding: u32,
-    /// An extended-protocol message went out with no Sync after it yet.
-    in_extended: bool,
-    /// The client sent Terminate at this offset of `cbuf`.
-    terminate_at: Option<usize>,
+    /// What each reply owes and what to rewrite: the protocol half of the link.
+    pipe: Pipeline,
+    /// Client bytes (and rewrites) on their way to the server.
+    c_out: Out,
+    /// Server bytes (and synthetic replies) on their way to the client.
+    s_out: Out,
+    /// The client sent Terminate; everything before it still goes out.
+    terminated: bool,
     query_started: Option<Instant>,
     /// When the SQL transaction in progress began (its first client message).
     xact_started: Option<Instant>,
@@ -134,28 +138,28 @@ pub struct Transfer<'a> {
     start: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
     timer_kind: Timer,
-    /// The client's named statements; `None` when they are not tracked (session mode, or
-    /// max_prepared_statements = 0). The inner box is made on the first named Parse.
-    stmts: Option<&'a mut Option<Box<ClientStatements>>>,
-    /// ParseCompletes owed by the server (tracked statements only).
-    acks: Acks,
-    /// A client frame to replace: (its offset in `cbuf`, its length, what to do).
-    c_hold: Option<(usize, usize, Rewrite)>,
-    /// Rewritten bytes that go to the server before the rest of `cbuf`.
-    c_pending: BytesMut,
-    /// A server frame to drop (an injected Parse's ParseComplete) or replace: (offset in the
-    /// buffer, length).
-    s_hold: Option<(usize, usize)>,
-    /// What replaces the held server frame (an ErrorResponse with the client's statement name).
-    s_swap: Option<BytesMut>,
-    /// Replacement bytes that go to the client before the rest of the server's buffer.
-    s_pending: BytesMut,
+    /// Named-statement tracking: the client's map (`None` when statements are not tracked:
+    /// session mode, or max_prepared_statements = 0), the shared table, and the server cap.
+    stmts: Option<Tracking<'a>>,
+}
+
+/// What a tracked link needs besides the server's own statements.
+pub(super) struct Tracking<'a> {
+    client: &'a mut Option<Box<ClientStatements>>,
+    cache: &'a StatementCache,
+    cap: usize,
 }
 
 impl<'a> Transfer<'a> {
-    /// Turns on named-statement tracking for this link.
-    pub fn track_statements(&mut self, stmts: &'a mut Option<Box<ClientStatements>>) {
-        self.stmts = Some(stmts);
+    /// Turns on named-statement tracking for this link: the client's map, the process-wide
+    /// statement table, and each server's cap (max_prepared_statements).
+    pub fn track_statements(
+        &mut self,
+        client: &'a mut Option<Box<ClientStatements>>,
+        cache: &'a StatementCache,
+        cap: usize,
+    ) {
+        self.stmts = Some(Tracking { client, cache, cap });
     }
 
     /// A link over a server that is at a message boundary.
@@ -183,9 +187,10 @@ impl<'a> Transfer<'a> {
             idle_tx_timeout,
             tally: Tally::default(),
             sscan: Scanner::default(),
-            outstanding: 0,
-            in_extended: false,
-            terminate_at: None,
+            pipe: Pipeline::default(),
+            c_out: Out::default(),
+            s_out: Out::default(),
+            terminated: false,
             query_started: None,
             xact_started: None,
             live_stats: None,
@@ -193,12 +198,6 @@ impl<'a> Transfer<'a> {
             timer: None,
             timer_kind: Timer::Off,
             stmts: None,
-            acks: Acks::default(),
-            c_hold: None,
-            c_pending: BytesMut::new(),
-            s_hold: None,
-            s_swap: None,
-            s_pending: BytesMut::new(),
         }
     }
 
@@ -221,178 +220,53 @@ impl<'a> Transfer<'a> {
         poll_fn(|cx| self.poll_step(cx)).await
     }
 
-    fn client_ready(&self) -> usize {
-        let mut n = self.terminate_at.unwrap_or(self.cscan.scanned());
-        if let Some((at, _, _)) = &self.c_hold {
-            n = n.min(*at);
-        }
-        n
-    }
-
-    fn server_ready(&self) -> usize {
-        if !self.s_pending.is_empty() {
-            return 0;
-        }
-        match self.s_hold {
-            Some((at, _)) => at.min(self.sscan.scanned()),
-            None => self.sscan.scanned(),
-        }
-    }
-
-    /// Once everything before a held client frame is written: swap in its rewrite.
-    fn apply_client_hold(&mut self) -> Result<bool> {
-        if !matches!(self.c_hold, Some((0, _, _))) || !self.c_pending.is_empty() {
-            return Ok(false);
-        }
-        let Some((_, len, rewrite)) = self.c_hold.take() else {
-            return Ok(false);
-        };
-        self.cbuf.advance(len);
-        self.cscan.consumed(len);
-        if let Rewrite::Replace {
-            bytes,
-            inject,
-            parse,
-            closed,
-            duplicate,
-        } = rewrite
-        {
-            if let Some(id) = inject {
-                self.acks.parse_sent(id, false);
-                self.server.prepared.insert(id);
-                self.tally.server_parses += 1;
-            }
-            if let Some(id) = parse {
-                self.acks.parse_sent(id, true);
-                self.server.prepared.insert(id);
-                self.tally.client_parses += 1;
-                self.tally.server_parses += 1;
-            }
-            if let Some(id) = closed {
-                self.server.prepared.remove(&id);
-            }
-            if duplicate {
-                // The server answers it with 42P05; id 0 (no statement) so that error
-                // forgets nothing the server still holds.
-                self.acks.parse_sent(0, true);
-                self.tally.client_parses += 1;
-                self.tally.server_parses += 1;
-            }
-            self.tally.bytes_from_client += len as u64;
-            self.c_pending = bytes;
-        }
-        self.scan_client()?;
-        Ok(true)
-    }
-
-    /// Once everything before a held server frame is written: drop it.
-    fn apply_server_hold(&mut self) -> Result<bool> {
-        let Some((0, len)) = self.s_hold else {
-            return Ok(false);
-        };
-        if !self.s_pending.is_empty() {
-            // The previous replacement first, so two in a row keep their order.
-            return Ok(false);
-        }
-        self.s_hold = None;
-        self.server.buf.advance(len);
-        self.sscan.consumed(len);
-        if let Some(bytes) = self.s_swap.take() {
-            self.s_pending = bytes;
-        }
-        self.scan_server()?;
-        Ok(true)
-    }
-
     fn releasable(&self) -> bool {
         self.mode != PoolMode::Session
-            && self.outstanding == 0
-            && !self.in_extended
+            && self.pipe.is_idle()
             && self.server.tx_status == b'I'
             && self.sscan.scanned() == 0
             && self.server.buf.is_empty()
             && self.cscan.at_boundary()
-            && self.client_ready() == 0
-            && self.c_hold.is_none()
-            && self.c_pending.is_empty()
-            && self.s_hold.is_none()
-            && self.s_pending.is_empty()
+            && self.c_out.is_empty()
+            && self.s_out.is_empty()
     }
 
     fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Result<End>> {
         loop {
             let mut progress = false;
 
-            if !self.c_pending.is_empty() {
-                match Pin::new(&mut self.server.stream).poll_write(cx, &self.c_pending) {
-                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(Error::ServerGone)),
-                    Poll::Ready(Ok(n)) => {
-                        self.c_pending.advance(n);
-                        progress = true;
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::ServerIo(e))),
-                    Poll::Pending => {}
+            match self
+                .c_out
+                .poll_flush(self.cbuf, self.cscan, &mut self.server.stream, cx)
+            {
+                Poll::Ready(Ok(Flushed::Wrote { n: 0, .. })) => {
+                    return Poll::Ready(Err(Error::ServerGone))
                 }
-            }
-            let c_ready = if self.c_pending.is_empty() {
-                self.client_ready()
-            } else {
-                0
-            };
-            if c_ready > 0 {
-                match Pin::new(&mut self.server.stream).poll_write(cx, &self.cbuf[..c_ready]) {
-                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(Error::ServerGone)),
-                    Poll::Ready(Ok(n)) => {
-                        self.cbuf.advance(n);
-                        self.cscan.consumed(n);
-                        if let Some(t) = self.terminate_at.as_mut() {
-                            *t -= n;
-                        }
-                        if let Some((at, _, _)) = self.c_hold.as_mut() {
-                            *at -= n;
-                        }
-                        self.tally.bytes_from_client += n as u64;
-                        progress = true;
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::ServerIo(e))),
-                    Poll::Pending => {}
+                Poll::Ready(Ok(Flushed::Wrote { from_buf, .. })) => {
+                    self.tally.bytes_from_client += from_buf as u64;
+                    progress = true;
                 }
+                Poll::Ready(Ok(Flushed::Idle)) | Poll::Pending => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::ServerIo(e))),
             }
 
-            if !self.s_pending.is_empty() {
-                match Pin::new(&mut *self.client).poll_write(cx, &self.s_pending) {
-                    Poll::Ready(Ok(0)) => return Poll::Ready(Ok(self.client_left())),
-                    Poll::Ready(Ok(n)) => {
-                        self.s_pending.advance(n);
-                        self.tally.bytes_to_client += n as u64;
-                        progress = true;
-                    }
-                    Poll::Ready(Err(_)) => return Poll::Ready(Ok(self.client_left())),
-                    Poll::Pending => {}
+            match self.s_out.poll_flush(
+                &mut self.server.buf,
+                &mut self.sscan,
+                &mut *self.client,
+                cx,
+            ) {
+                Poll::Ready(Ok(Flushed::Wrote { n: 0, .. })) | Poll::Ready(Err(_)) => {
+                    return Poll::Ready(Ok(self.client_left()))
                 }
-            }
-            let s_ready = self.server_ready();
-            if s_ready > 0 {
-                match Pin::new(&mut *self.client).poll_write(cx, &self.server.buf[..s_ready]) {
-                    Poll::Ready(Ok(0)) => return Poll::Ready(Ok(self.client_left())),
-                    Poll::Ready(Ok(n)) => {
-                        self.server.buf.advance(n);
-                        self.sscan.consumed(n);
-                        if let Some((at, _)) = self.s_hold.as_mut() {
-                            *at -= n;
-                        }
-                        self.tally.bytes_to_client += n as u64;
-                        progress = true;
-                    }
-                    Poll::Ready(Err(_)) => return Poll::Ready(Ok(self.client_left())),
-                    Poll::Pending => {}
+                Poll::Ready(Ok(Flushed::Wrote { n, .. })) => {
+                    self.tally.bytes_to_client += n as u64;
+                    progress = true;
                 }
+                Poll::Ready(Ok(Flushed::Idle)) | Poll::Pending => {}
             }
 
-            if self.apply_client_hold()? | self.apply_server_hold()? {
-                progress = true;
-            }
-            if self.terminate_at == Some(0) {
+            if self.terminated && self.c_out.is_empty() {
                 return Poll::Ready(Ok(self.client_left()));
             }
             if self.releasable() {
@@ -415,7 +289,7 @@ impl<'a> Transfer<'a> {
             // Past BUF_LIMIT only for a frame the scanner waits to see whole (a tracked Bind of
             // any size): without its rest nothing can move, and the loop would stall.
             let wanted = self.cscan.scanned() + self.cscan.needs();
-            if self.terminate_at.is_none() && self.cbuf.len() < BUF_LIMIT.max(wanted) {
+            if !self.terminated && self.cbuf.len() < BUF_LIMIT.max(wanted) {
                 if wanted > self.cbuf.len() + READ_CHUNK {
                     self.cbuf.reserve(wanted - self.cbuf.len());
                 }
@@ -450,19 +324,17 @@ impl<'a> Transfer<'a> {
 
     /// The client went away: the server is reusable only if it is idle with nothing owed.
     fn client_left(&self) -> End {
-        let clean = self.outstanding == 0
-            && !self.in_extended
+        let clean = self.pipe.is_idle()
             && self.server.tx_status == b'I'
             && self.sscan.scanned() == 0
             && self.server.buf.is_empty()
-            && self.c_pending.is_empty()
-            && self.s_hold.is_none()
-            && self.s_pending.is_empty();
+            && self.c_out.is_empty()
+            && self.s_out.is_empty();
         End::ClientLeft { clean }
     }
 
     fn update_timer(&mut self) {
-        let want = if self.outstanding > 0 || self.in_extended {
+        let want = if self.pipe.ready_owed() > 0 || self.pipe.in_extended() {
             if self.query_timeout.is_zero() {
                 Timer::Off
             } else {

@@ -10,6 +10,7 @@ mod auth;
 mod frames;
 mod lifecycle;
 mod limits;
+mod prepared;
 mod protocol;
 mod transactions;
 

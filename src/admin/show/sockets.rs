@@ -1,8 +1,7 @@
 //! SHOW CLIENTS, SERVERS, SOCKETS and ACTIVE_SOCKETS: one row per connection, PgBouncer 1.25's
 //! 21 columns (SOCKETS adds its 7 buffer columns).
 //!
-//! What we cannot know is shown as PgBouncer shows "none": no TLS yet (`tls` empty), no prepared
-//! statement tracking (0), no peer PID of Unix-socket clients (0), no per-socket buffer positions
+//! What we cannot know is shown as PgBouncer shows "none": no TLS yet (`tls` empty), no peer PID of Unix-socket clients (0), no per-socket buffer positions
 //! (0). `ptr`/`link` are stable per-connection tokens (there are no C pointers to print).
 //! Timestamps are `YYYY-MM-DD HH:MM:SS UTC`.
 
@@ -72,6 +71,7 @@ struct Sock {
     link: String,
     remote_pid: u32,
     application_name: String,
+    prepared_statements: u32,
     id: u64,
 }
 
@@ -153,6 +153,7 @@ fn client_sock(c: &ClientInfo) -> Sock {
         link,
         remote_pid: 0,
         application_name: c.application_name.lock().clone(),
+        prepared_statements: c.prepared_statements.load(Ordering::Relaxed),
         id: c.id,
     }
 }
@@ -211,6 +212,7 @@ fn server_socks(cmd: &Cmd<'_>) -> Vec<Sock> {
                 link: linked.map(client_ptr).unwrap_or_default(),
                 remote_pid: s.remote_pid,
                 application_name: s.application_name.lock().clone(),
+                prepared_statements: s.prepared_statements.load(Ordering::Relaxed),
                 id: s.id,
             }
         })
@@ -247,7 +249,7 @@ fn render(socks: Vec<Sock>, debug: bool) -> Reply {
                 num(s.remote_pid),
                 text(""),
                 text(s.application_name),
-                num(0),
+                num(s.prepared_statements),
                 num(s.id),
             ];
             if debug {
