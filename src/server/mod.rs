@@ -125,6 +125,13 @@ pub struct ServerConn {
     /// strings): lets the next client with the same values skip the comparison by name.
     /// Cleared whenever the server reports a parameter change.
     pub synced: Vec<(std::sync::Arc<str>, std::sync::Arc<str>)>,
+    /// Tracked parameters the server does not report (no ParameterStatus, e.g. search_path
+    /// before PostgreSQL 18) that the pooler SET on it: their values live in `params` too, so
+    /// the next client's comparison sees them.
+    pub unreported: Vec<String>,
+    /// A client ran SET, RESET or DISCARD ALL: the values of unreported parameters are unknown
+    /// and are set (or reset) again for the next client.
+    pub unreported_unknown: bool,
     /// The shared prepared statements this server holds (an LRU capped at
     /// max_prepared_statements; see `statements`).
     pub prepared: statements::ServerStatements,
@@ -149,6 +156,8 @@ impl ServerConn {
             tx_status: b'I',
             registration: None,
             synced: Vec::new(),
+            unreported: Vec::new(),
+            unreported_unknown: false,
             prepared: statements::ServerStatements::default(),
         }
     }
@@ -181,6 +190,29 @@ impl ServerConn {
             self.params.push((name.to_string(), value.to_string()));
             self.synced.clear();
         }
+    }
+
+    /// Records the value the pooler SET for a parameter the server does not report.
+    pub fn set_unreported(&mut self, name: &str, value: Option<&str>) {
+        self.params.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        self.unreported.retain(|k| !k.eq_ignore_ascii_case(name));
+        if let Some(v) = value {
+            self.params.push((name.to_string(), v.to_string()));
+            self.unreported.push(name.to_string());
+        }
+    }
+
+    /// A client's SET, RESET or DISCARD ALL (seen as its CommandComplete tag) may have changed
+    /// parameters the server does not report: forget what the pooler set.
+    pub fn forget_unreported(&mut self) {
+        if self.unreported.is_empty() && self.unreported_unknown {
+            return;
+        }
+        for k in std::mem::take(&mut self.unreported) {
+            self.params.retain(|(n, _)| !n.eq_ignore_ascii_case(&k));
+        }
+        self.unreported_unknown = true;
+        self.synced.clear();
     }
 
     /// Runs one simple query for the pooler's own purposes (SET re-sync, reset, check,

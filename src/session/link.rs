@@ -24,6 +24,10 @@ pub const ADMIN_DB: &str = "pgbouncer";
 /// A client's tracked parameters: (canonical name, value).
 pub type Params = Vec<(Arc<str>, Arc<str>)>;
 
+/// The value of a tracked parameter the server does not report and the client did not ask
+/// for: whatever the server's own default is (`RESET`). A NUL cannot be in a startup value.
+pub const SERVER_DEFAULT: &str = "\0";
+
 /// A place under max_client_conn, given back on drop.
 pub struct ClientSlot(Arc<Context>);
 
@@ -158,8 +162,11 @@ pub async fn login(
         let name = current
             .map(|(k, _)| k.clone())
             .unwrap_or_else(|| Arc::from(name.as_str()));
-        if let Some(v) = asked.or_else(|| current.map(|(_, v)| v.clone())) {
-            client_params.push((name, v));
+        match asked.or_else(|| current.map(|(_, v)| v.clone())) {
+            Some(v) => client_params.push((name, v)),
+            // Not reported by the server (track_extra_parameters = search_path on PostgreSQL
+            // < 18): the client still wants the default, not what a previous client set.
+            None => client_params.push((name, Arc::from(SERVER_DEFAULT))),
         }
     }
     client_params.shrink_to_fit();
@@ -181,7 +188,7 @@ pub async fn login(
         build::parameter_status(&mut out, k, v);
     }
     for (k, v) in &client_params {
-        if !welcome.iter().any(|(n, _)| n.eq_ignore_ascii_case(k)) {
+        if &**v != SERVER_DEFAULT && !welcome.iter().any(|(n, _)| n.eq_ignore_ascii_case(k)) {
             build::parameter_status(&mut out, k, v);
         }
     }
@@ -240,6 +247,14 @@ pub fn param_diff(server: &ServerConn, params: &[(Arc<str>, Arc<str>)]) -> Optio
     }
     let mut sql = String::new();
     for (k, v) in params {
+        if &**v == SERVER_DEFAULT {
+            if server.unreported_unknown || server.param(k).is_some() {
+                sql.push_str("RESET ");
+                sql.push_str(k);
+                sql.push(';');
+            }
+            continue;
+        }
         let same = server.param(k).is_some_and(|sv| sv.eq_ignore_ascii_case(v));
         if !same {
             sql.push_str("SET ");
@@ -264,6 +279,16 @@ pub async fn sync_params(
     };
     match server.run_internal(&sql, max_packet).await? {
         None => {
+            // Parameters the server does not report keep the value the pooler set.
+            for (k, v) in params.iter() {
+                let reported = server.param(k).is_some()
+                    && !server.unreported.iter().any(|u| u.eq_ignore_ascii_case(k));
+                if !reported {
+                    let value = (&**v != SERVER_DEFAULT).then_some(&**v);
+                    server.set_unreported(k, value);
+                }
+            }
+            server.unreported_unknown = false;
             // Take the server's canonical spelling (e.g. DateStyle "ISO, MDY").
             for (k, v) in params.iter_mut() {
                 if let Some(sv) = server.param(k) {

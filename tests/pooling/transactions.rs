@@ -112,6 +112,41 @@ async fn tracked_parameters_follow_each_client() {
     assert!(value(&b, "SHOW DateStyle").await.starts_with("German"));
 }
 
+/// track_extra_parameters = search_path (issue 9): PostgreSQL 15 does not report search_path,
+/// so the pooler remembers what it SET on each server; a client that asked for none gets the
+/// server's default back (RESET), also after another client changed it with a plain SET.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn track_extra_parameters_search_path_follows_each_client() {
+    let pg = Pg::start();
+    pg.psql("CREATE SCHEMA sa AUTHORIZATION olly; CREATE SCHEMA sc AUTHORIZATION olly");
+    let pooler = Pooler::start(
+        &pg,
+        "",
+        "default_pool_size = 1\ntrack_extra_parameters = IntervalStyle, search_path",
+        "",
+    );
+    let a = crate::common::connect_to(&format!(
+        "{} options='-c search_path=sa'",
+        pooler.conn_str("olly", "olly_pw", "testdb")
+    ))
+    .await;
+    let b = pooler.connect("olly", "olly_pw", "testdb").await;
+    let default = value(&b, "SHOW search_path").await;
+    assert_eq!(default, "\"$user\", public");
+    // One server: both clients run on it in turn.
+    for _ in 0..3 {
+        assert_eq!(value(&a, "SHOW search_path").await, "sa");
+        assert_eq!(value(&b, "SHOW search_path").await, default);
+    }
+    // A plain SET (no ParameterStatus on PostgreSQL 15) does not leak to the next client.
+    let c = pooler.connect("olly", "olly_pw", "testdb").await;
+    c.batch_execute("SET search_path = sc").await.unwrap();
+    assert_eq!(value(&b, "SHOW search_path").await, default);
+    assert_eq!(value(&a, "SHOW search_path").await, "sa");
+    c.batch_execute("SET search_path = sc").await.unwrap();
+    assert_eq!(value(&a, "SHOW search_path").await, "sa");
+}
+
 async fn value(c: &tokio_postgres::Client, sql: &str) -> String {
     for m in c.simple_query(sql).await.unwrap() {
         if let tokio_postgres::SimpleQueryMessage::Row(r) = m {

@@ -108,9 +108,8 @@ impl Transfer<'_> {
                 .sscan
                 .next(&self.server.buf, self.max_packet, |t, total, _| {
                     total <= WHOLE_FRAME_CAP
-                        && (t == b'Z'
-                            || t == b'S'
-                            || (tracking && matches!(t, b'1' | b'3' | b'C' | b'E')))
+                        && (matches!(t, b'Z' | b'S' | b'C')
+                            || (tracking && matches!(t, b'1' | b'3' | b'E')))
                 })
                 .map_err(|e| Error::ServerProtocol(e.to_string()))?;
             let after = self.sscan.scanned();
@@ -131,6 +130,14 @@ impl Transfer<'_> {
                     param = Some((k.to_string(), v.to_string()));
                 }
             }
+            // A client's SET/RESET/DISCARD ALL may change parameters the server does not report.
+            let set_by_client = match (tag, body) {
+                (b'C', Some(bytes)) => {
+                    let done = &bytes[5..];
+                    done == b"SET\0" || done == b"RESET\0" || done.starts_with(b"DISCARD ALL")
+                }
+                _ => false,
+            };
             let status = match (tag, body) {
                 (b'Z', Some(bytes)) => Some(bytes.get(5).copied().unwrap_or(b'I')),
                 _ => None,
@@ -149,6 +156,9 @@ impl Transfer<'_> {
             }
             if tracking {
                 self.after_frame();
+            }
+            if set_by_client {
+                self.server.forget_unreported();
             }
             if let Some((k, v)) = param {
                 self.param_status(&k, &v);
