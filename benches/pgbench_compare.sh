@@ -13,7 +13,10 @@
 #   WORKLOADS      space-separated KIND:MODE:CLIENTS, KIND = select (-S) | tpcb (built-in TPC-B-like)
 #                  | connect (-S -C, new connection per transaction), MODE = simple | extended | prepared
 #                  [select:simple:{1,10,50,200} select:extended:{1,10,50,200} tpcb:simple:20 connect:simple:10]
-#   TARGETS        which of ollyscale pgbouncer direct to run, in interleaving order [all three]
+#   TARGETS        which of ollyscale pgbouncer direct baseline to run, in interleaving order
+#                  [ollyscale pgbouncer direct]
+#   BASELINE_BIN   for the target `baseline`: another ollyscale-pooler binary (e.g. built from
+#                  main) measured the same way, for before/after ratios in one run
 #   IDLE_CLIENTS   idle authenticated clients for the memory test, 0 = skip [2000]
 #   RESULTS_DIR    CSVs and raw pgbench logs [<repo>/target/bench]
 #   PG_PASSWORD_ENCRYPTION, POOLER_INI_EXTRA, KEEP_TMP: see scripts/lib.sh
@@ -39,10 +42,11 @@ RESULTS_DIR=${RESULTS_DIR:-$REPO/target/bench}
 PGBOUNCER_BIN=${PGBOUNCER_BIN:-/usr/sbin/pgbouncer}
 POOLER_BIN_DEFAULT=$REPO/target/release/ollyscale-pooler
 POOLER_BIN=${POOLER_BIN:-$POOLER_BIN_DEFAULT}
+BASELINE_BIN=${BASELINE_BIN:-}
 
 # ---- the exact command line -----------------------------------------------------------------
 cmdline="cd $(printf '%q' "$PWD") &&"
-for v in POOLER_BIN PGBOUNCER_BIN DURATION ROUNDS POOL_SIZE SCALE JOBS WORKLOADS TARGETS IDLE_CLIENTS \
+for v in POOLER_BIN BASELINE_BIN PGBOUNCER_BIN DURATION ROUNDS POOL_SIZE SCALE JOBS WORKLOADS TARGETS IDLE_CLIENTS \
          RESULTS_DIR PG_PASSWORD_ENCRYPTION POOLER_INI_EXTRA; do
     cmdline+=" $v=$(printf '%q' "${!v}")"
 done
@@ -59,7 +63,7 @@ for w in $WORKLOADS; do
     if ! [[ "$clients" =~ ^[0-9]+$ ]] || [ "$clients" -eq 0 ]; then die "workload $w: bad client count"; fi
 done
 for t in $TARGETS; do
-    case "$t" in ollyscale|pgbouncer|direct) ;; *) die "unknown target $t (ollyscale, pgbouncer, direct)" ;; esac
+    case "$t" in ollyscale|pgbouncer|direct|baseline) ;; *) die "unknown target $t (ollyscale, pgbouncer, direct, baseline)" ;; esac
 done
 want_target() { case " $TARGETS " in *" $1 "*) return 0 ;; esac; return 1; }
 
@@ -70,6 +74,9 @@ if want_target ollyscale && [ ! -x "$POOLER_BIN" ]; then
         (cd "$REPO" && cargo build --release) || die "cargo build --release failed"
     fi
     [ -x "$POOLER_BIN" ] || die "POOLER_BIN=$POOLER_BIN not found or not executable"
+fi
+if want_target baseline && [ ! -x "$BASELINE_BIN" ]; then
+    die "target baseline needs BASELINE_BIN (an ollyscale-pooler binary)"
 fi
 if want_target pgbouncer && [ ! -x "$PGBOUNCER_BIN" ]; then
     [ "$PGBOUNCER_BIN" = /usr/sbin/pgbouncer ] && ensure_packages pgbouncer
@@ -107,16 +114,17 @@ log "pgbench -i -s $SCALE (directly)"
 declare -A T_PORT T_PID T_DIR T_BIN T_INI
 T_BIN[ollyscale]=$POOLER_BIN
 T_BIN[pgbouncer]=$PGBOUNCER_BIN
+T_BIN[baseline]=$BASELINE_BIN
 T_PORT[direct]=$PGP
 T_PID[direct]=""
 
-start_target() {  # start_target <ollyscale|pgbouncer>
+start_target() {  # start_target <ollyscale|pgbouncer|baseline>
     local t=$1
     pooler_up "${T_BIN[$t]}" "${T_INI[$t]}" "$t" || return 1
     T_PID[$t]=$POOLER_PID
 }
 
-for t in ollyscale pgbouncer; do
+for t in ollyscale pgbouncer baseline; do
     want_target "$t" || continue
     make_tmpdir "T_DIR[$t]" "$t"
     free_port "T_PORT[$t]"
@@ -210,7 +218,7 @@ done
 # ---- memory: idle authenticated clients ---------------------------------------------------------------
 echo "target,idle_clients,rss_before_kib,rss_with_clients_kib,kib_per_client,status" > "$MEMCSV"
 if [ "$IDLE_CLIENTS" -gt 0 ]; then
-    for t in ollyscale pgbouncer; do
+    for t in ollyscale pgbouncer baseline; do
         want_target "$t" || continue
         log "memory: $IDLE_CLIENTS idle clients through $t (fresh process)"
         [ -n "${T_PID[$t]:-}" ] && pooler_down "${T_PID[$t]}"
@@ -290,6 +298,9 @@ awk -F, -v order="$WORKLOADS" -v targets="$TARGETS" -v rounds="$ROUNDS" '
             printf "  ratios: ollyscale/pgbouncer TPS %s, ollyscale/pgbouncer CPU per xact %s, ollyscale/direct TPS %s\n",
                 ratio(mt["ollyscale"], mt["pgbouncer"]), ratio(mc["ollyscale"], mc["pgbouncer"]),
                 ratio(mt["ollyscale"], mt["direct"])
+            if ("baseline" in mt)
+                printf "  ratios: ollyscale/baseline TPS %s, ollyscale/baseline CPU per xact %s\n",
+                    ratio(mt["ollyscale"], mt["baseline"]), ratio(mc["ollyscale"], mc["baseline"])
         }
     }
     function describe(w,   p, s) {
@@ -309,5 +320,7 @@ if [ "$IDLE_CLIENTS" -gt 0 ]; then
             if (("ollyscale" in per) && ("pgbouncer" in per) && per["pgbouncer"] > 0)
                 printf "  ratio ollyscale/pgbouncer KiB per idle client: %.3f\n", per["ollyscale"] / per["pgbouncer"]
             else print "  ratio ollyscale/pgbouncer KiB per idle client: -"
+            if (("ollyscale" in per) && ("baseline" in per) && per["baseline"] > 0)
+                printf "  ratio ollyscale/baseline KiB per idle client: %.3f\n", per["ollyscale"] / per["baseline"]
         }' "$MEMCSV"
 fi

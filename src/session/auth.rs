@@ -46,6 +46,16 @@ async fn read_password_msg(stream: &mut Stream, buf: &mut BytesMut) -> Result<by
 
 /// Runs the exchange `auth_type` calls for. Sends AuthenticationOk on success.
 pub async fn authenticate(stream: &mut Stream, cfg: &Config, user: &str) -> Result<Authenticated> {
+    let auth = exchange(stream, cfg, user).await?;
+    let mut out = BytesMut::with_capacity(16);
+    build::auth_ok(&mut out);
+    send(stream, &out).await?;
+    Ok(auth)
+}
+
+/// Runs the exchange `auth_type` calls for, without the AuthenticationOk: the caller sends it
+/// at the head of the welcome, so a login costs one write less.
+pub async fn exchange(stream: &mut Stream, cfg: &Config, user: &str) -> Result<Authenticated> {
     let secret = cfg.userlist.get(user).cloned();
     let mut out = BytesMut::with_capacity(128);
     let mut inbuf = BytesMut::with_capacity(256);
@@ -105,11 +115,7 @@ pub async fn authenticate(stream: &mut Stream, cfg: &Config, user: &str) -> Resu
             scram_exchange(stream, &mut inbuf, parsed).await
         }
     };
-    let auth = result?;
-    out.clear();
-    build::auth_ok(&mut out);
-    send(stream, &out).await?;
-    Ok(auth)
+    result
 }
 
 fn check_plain(secret: &Secret, user: &str, pw: &str) -> bool {

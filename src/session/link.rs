@@ -110,7 +110,8 @@ pub async fn login(
     if count > cfg.general.max_client_conn {
         return Err(Error::MaxClientConn);
     }
-    let authed = auth::authenticate(stream, cfg, &params.user).await?;
+    // AuthenticationOk goes out with the welcome below, in one write.
+    let authed = auth::exchange(stream, cfg, &params.user).await?;
     let db = cfg
         .database(&params.database)
         .ok_or_else(|| Error::NoSuchDatabase(params.database.clone()))?;
@@ -171,6 +172,7 @@ pub async fn login(
     }
     client_params.shrink_to_fit();
     let mut out = BytesMut::with_capacity(512);
+    build::auth_ok(&mut out);
     if !params.unrecognized_protocol_options.is_empty() {
         let names: Vec<&str> = params
             .unrecognized_protocol_options

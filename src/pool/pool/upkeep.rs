@@ -16,11 +16,14 @@ use crate::server::{Registration, ServerConn, ServerCredential, ServerTarget};
 impl Pool {
     /// Starts a new server connection when clients wait and the limits allow it.
     pub(super) fn maybe_launch(self: &Arc<Self>, st: &mut State, reserve: bool) -> bool {
-        st.waiters.retain(|w| !w.tx.is_closed());
-        if !st.paused.is_empty() || st.waiters.len() as u32 <= st.connecting {
+        // The cheap checks first: under load the pool is full, and pruning gone waiters walks the
+        // whole queue (500 clients on 20 servers: ~480 entries per checkout). The periodic upkeep
+        // prunes them anyway, and checkin skips them.
+        if !st.paused.is_empty() || !self.within_limits(st, reserve) {
             return false;
         }
-        if !self.within_limits(st, reserve) {
+        st.waiters.retain(|w| !w.tx.is_closed());
+        if st.waiters.len() as u32 <= st.connecting {
             return false;
         }
         self.start_launch(st);
@@ -222,6 +225,7 @@ impl Pool {
         st.total -= closed;
         self.release_counts(closed);
         if !st.waiters.is_empty() {
+            st.waiters.retain(|w| !w.tx.is_closed());
             self.maybe_launch(&mut st, false);
         }
         // min_pool_size is filled once the pool has had a client (it has logged in), or at
