@@ -112,9 +112,15 @@ pub async fn login(
     }
     // AuthenticationOk goes out with the welcome below, in one write.
     let authed = auth::exchange(stream, cfg, &params.user).await?;
-    let db = cfg
-        .database(&params.database)
-        .ok_or_else(|| Error::NoSuchDatabase(params.database.clone()))?;
+    // Borrowed when configured: a clone of the entry (a dozen strings) per login shows up in a
+    // connect storm; only the `*` fallback needs its own copy.
+    let db = match cfg.databases.get(&params.database) {
+        Some(db) => std::borrow::Cow::Borrowed(db),
+        None => std::borrow::Cow::Owned(
+            cfg.database(&params.database)
+                .ok_or_else(|| Error::NoSuchDatabase(params.database.clone()))?,
+        ),
+    };
     if !cfg.databases.contains_key(&db.name) && ctx.pools.of_db(&db.name).is_empty() {
         // The `*` entry serves a name for the first time (PgBouncer's line).
         tracing::info!("C-{} registered new auto-database: {}", info.id, db.name);
@@ -162,7 +168,7 @@ pub async fn login(
         // Share the welcome's strings: a client that keeps the defaults owns no copies.
         let name = current
             .map(|(k, _)| k.clone())
-            .unwrap_or_else(|| Arc::from(name.as_str()));
+            .unwrap_or_else(|| Arc::from(*name));
         match asked.or_else(|| current.map(|(_, v)| v.clone())) {
             Some(v) => client_params.push((name, v)),
             // Not reported by the server (track_extra_parameters = search_path on PostgreSQL

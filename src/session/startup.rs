@@ -60,20 +60,18 @@ pub struct StartupParams {
 }
 
 /// The tracked parameter names for this config: PgBouncer's fixed set plus track_extra_parameters.
-pub fn tracked_names(cfg: &Config) -> Vec<String> {
-    let mut names: Vec<String> = [
+pub fn tracked_names(cfg: &Config) -> Vec<&str> {
+    // Borrowed, not copied: this runs twice per login.
+    let mut names: Vec<&str> = vec![
         "client_encoding",
         "DateStyle",
         "TimeZone",
         "standard_conforming_strings",
         "application_name",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ];
     for extra in &cfg.general.track_extra_parameters {
         if !names.iter().any(|n| n.eq_ignore_ascii_case(extra)) {
-            names.push(extra.clone());
+            names.push(extra);
         }
     }
     names
