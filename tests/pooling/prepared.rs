@@ -370,3 +370,55 @@ async fn a_flood_of_distinct_statements_keeps_memory_bounded() {
     assert_eq!(a.rows, vec![vec![Some("t".to_string())]]);
     raw.terminate().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_with_an_error_in_the_middle_on_another_server() {
+    let pg = Pg::start();
+    let pooler = start(&pg, "");
+    let mut a = Raw::connect(pooler.port, "olly", "olly_pw", "testdb")
+        .await
+        .expect("login");
+    let mut out = BytesMut::new();
+    parse(&mut out, "s", "SELECT 's'::text");
+    let (tags, _) = run(&mut a, out).await;
+    assert_eq!(tags, b"1Z");
+    // That server is held elsewhere: `s` must be prepared, invisibly, on the other one.
+    let mut holder = Raw::connect(pooler.port, "olly", "olly_pw", "testdb")
+        .await
+        .expect("login");
+    assert!(holder.query("BEGIN").await.error.is_none());
+    let mut out = BytesMut::new();
+    parse(&mut out, "n1", "SELECT 'n1'::text");
+    bind(&mut out, "n1", &[]);
+    execute(&mut out);
+    bind(&mut out, "s", &[]);
+    execute(&mut out);
+    parse(&mut out, "bad", "SELEC 1");
+    parse(&mut out, "skipped", "SELECT 2");
+    close(&mut out, "s");
+    bind(&mut out, "n1", &[]);
+    execute(&mut out);
+    let (tags, ans) = run(&mut a, out).await;
+    assert_eq!(tags, b"12DC2DCEZ", "{ans:?}");
+    assert_eq!(ans.error.as_ref().map(|e| e.code.as_str()), Some("42601"));
+    assert_eq!(
+        ans.rows,
+        vec![vec![Some("n1".to_string())], vec![Some("s".to_string())]]
+    );
+    // After the error nothing ran: `s` was not closed, `skipped` and `bad` do not exist.
+    let mut out = BytesMut::new();
+    bind(&mut out, "s", &[]);
+    execute(&mut out);
+    bind(&mut out, "n1", &[]);
+    execute(&mut out);
+    let (tags, ans) = run(&mut a, out).await;
+    assert_eq!(tags, b"2DC2DCZ", "{ans:?}");
+    let mut out = BytesMut::new();
+    bind(&mut out, "skipped", &[]);
+    execute(&mut out);
+    let (_, ans) = run(&mut a, out).await;
+    assert_eq!(ans.error.map(|e| e.code), Some("26000".to_string()));
+    assert!(holder.query("COMMIT").await.error.is_none());
+    a.terminate().await;
+    holder.terminate().await;
+}
