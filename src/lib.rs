@@ -2,7 +2,7 @@
 //!
 //! The modules follow the path a client's bytes take:
 //! `listener` accepts → `session` (startup, auth, the request loop; `session::transfer` is the
-//! hot path) → `pool` (checkout/checkin of `server` connections) → `server` (login, internal
+//! hot path's byte pump, `session::pipeline` its I/O-free protocol bookkeeping) → `pool` (checkout/checkin of `server` connections) → `server` (login, internal
 //! queries). `proto` frames bytes, `auth` holds the md5/SCRAM arithmetic, `config` reads
 //! pgbouncer.ini and userlist.txt, `admin` is the console on the virtual database `pgbouncer`,
 //! `stats` keeps the per-period averages and the read-only views that the console and `metrics`
