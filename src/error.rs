@@ -108,6 +108,18 @@ pub enum Error {
     AdminForcedDisconnect,
     #[error("client connections exceeded (max_user_connections)")]
     MaxUserConnections,
+    #[error("client connections exceeded (max_db_client_connections)")]
+    MaxDbClientConnections,
+    #[error("client connections exceeded (max_user_client_connections)")]
+    MaxUserClientConnections,
+    #[error("transaction timeout")]
+    TransactionTimeout,
+    /// auth_type peer (or the console's own-user rule) refused a Unix-socket client.
+    #[error("unix socket login rejected")]
+    UnixSocketLoginRejected,
+    /// SUSPEND did not find the client at a boundary within suspend_timeout.
+    #[error("suspend_timeout")]
+    SuspendTimeout,
 }
 
 impl Error {
@@ -206,6 +218,16 @@ mod tests {
             (Error::QueryWaitTimeout, "query_wait_timeout"),
             (Error::IdleTransactionTimeout, "idle transaction timeout"),
             (Error::QueryTimeout, "query timeout"),
+            (Error::TransactionTimeout, "transaction timeout"),
+            (
+                Error::MaxDbClientConnections,
+                "client connections exceeded (max_db_client_connections)",
+            ),
+            (
+                Error::MaxUserClientConnections,
+                "client connections exceeded (max_user_client_connections)",
+            ),
+            (Error::UnixSocketLoginRejected, "unix socket login rejected"),
             (Error::ClientIdleTimeout, "client_idle_timeout"),
             (Error::NoSuchDatabase("x".into()), "no such database: x"),
             (Error::PasswordAuthFailed, "password authentication failed"),

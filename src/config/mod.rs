@@ -126,6 +126,10 @@ pub struct DatabaseConfig {
     pub max_db_connections: Option<u32>,
     /// `server_lifetime=`.
     pub server_lifetime: Option<Duration>,
+    /// `max_db_client_connections=`; `None` = global.
+    pub max_db_client_connections: Option<u32>,
+    /// `query_wait_timeout=`; `None` (or -1) = the user's or the global value.
+    pub query_wait_timeout: Option<Duration>,
     /// `connect_query=`: run once after each server login.
     pub connect_query: Option<String>,
     /// `client_encoding=` sent in the server startup packet.
@@ -154,6 +158,8 @@ impl DatabaseConfig {
             pool_mode: None,
             max_db_connections: None,
             server_lifetime: None,
+            max_db_client_connections: None,
+            query_wait_timeout: None,
             connect_query: None,
             client_encoding: None,
             datestyle: None,
@@ -182,6 +188,12 @@ pub struct UserConfig {
     pub idle_transaction_timeout: Option<Duration>,
     /// `client_idle_timeout=`.
     pub client_idle_timeout: Option<Duration>,
+    /// `max_user_client_connections=`; `None` = global.
+    pub max_user_client_connections: Option<u32>,
+    /// `transaction_timeout=`.
+    pub transaction_timeout: Option<Duration>,
+    /// `query_wait_timeout=`; `None` (or -1) = the database's or the global value.
+    pub query_wait_timeout: Option<Duration>,
 }
 
 /// The `[pgbouncer]` section. A zero `Duration` means "disabled" where PgBouncer uses 0 that way.
@@ -219,6 +231,30 @@ pub struct General {
     pub query_wait_timeout: Duration,
     pub client_idle_timeout: Duration,
     pub idle_transaction_timeout: Duration,
+    /// `transaction_timeout`: longest a transaction may stay open (0 = off).
+    pub transaction_timeout: Duration,
+    /// `query_wait_notify`: a queued client gets a NOTICE after waiting this long (0 = never).
+    pub query_wait_notify: Duration,
+    /// `server_fast_close`: in session mode, close a server marked close_needed at the end of
+    /// the transaction instead of at the end of the session.
+    pub server_fast_close: bool,
+    /// `max_db_client_connections` / `max_user_client_connections`: client caps (0 = none).
+    pub max_db_client_connections: u32,
+    pub max_user_client_connections: u32,
+    /// `suspend_timeout`: how long SUSPEND waits for clients to reach a transaction boundary.
+    pub suspend_timeout: Duration,
+    /// `so_reuseport`: bind the TCP listeners with SO_REUSEPORT (several processes, one port).
+    pub so_reuseport: bool,
+    /// `tcp_defer_accept`: TCP_DEFER_ACCEPT seconds on the listeners (0 = off).
+    pub tcp_defer_accept: u32,
+    /// `tcp_socket_buffer`: SO_SNDBUF/SO_RCVBUF in bytes for every TCP socket (0 = OS default).
+    pub tcp_socket_buffer: u32,
+    /// `unix_socket_group`: group that owns the Unix socket (`None` = unchanged).
+    pub unix_socket_group: Option<String>,
+    /// `syslog`, `syslog_ident`, `syslog_facility`: also log to syslog(3).
+    pub syslog: bool,
+    pub syslog_ident: String,
+    pub syslog_facility: String,
     pub max_packet_size: u32,
     /// Protocol-level named statements tracked per server in transaction/statement mode; 0 = off.
     pub max_prepared_statements: u32,
@@ -284,6 +320,20 @@ impl Default for General {
             query_wait_timeout: Duration::from_secs(120),
             client_idle_timeout: Duration::ZERO,
             idle_transaction_timeout: Duration::ZERO,
+            transaction_timeout: Duration::ZERO,
+            query_wait_notify: Duration::from_secs(5),
+            server_fast_close: false,
+            max_db_client_connections: 0,
+            max_user_client_connections: 0,
+            suspend_timeout: Duration::from_secs(10),
+            so_reuseport: false,
+            // PgBouncer's default on Linux.
+            tcp_defer_accept: 1,
+            tcp_socket_buffer: 0,
+            unix_socket_group: None,
+            syslog: false,
+            syslog_ident: "pgbouncer".to_string(),
+            syslog_facility: "daemon".to_string(),
             max_packet_size: 2147483647,
             max_prepared_statements: 200,
             listen_backlog: 128,
@@ -418,6 +468,23 @@ impl Config {
     /// SHOW CONFIG shows the new value. The error says what was wrong (for the log).
     pub fn set_general(&mut self, key: &str, value: &str) -> Result<(), String> {
         ini::set_general(self, key, value)
+    }
+
+    /// Client cap of a database: its own `max_db_client_connections`, else the global one
+    /// (0 = none).
+    pub fn max_db_client_connections(&self, db: &DatabaseConfig) -> u32 {
+        db.max_db_client_connections
+            .filter(|&n| n > 0)
+            .unwrap_or(self.general.max_db_client_connections)
+    }
+
+    /// Client cap of a user: its `[users]` value, else the global one (0 = none).
+    pub fn max_user_client_connections(&self, user: &str) -> u32 {
+        self.users
+            .get(user)
+            .and_then(|u| u.max_user_client_connections)
+            .filter(|&n| n > 0)
+            .unwrap_or(self.general.max_user_client_connections)
     }
 
     /// Reserve pool size for (db, user).

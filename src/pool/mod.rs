@@ -56,6 +56,12 @@ pub struct PoolSettings {
     pub query_timeout: Duration,
     pub idle_transaction_timeout: Duration,
     pub client_idle_timeout: Duration,
+    /// transaction_timeout (user over global): longest a transaction may stay open.
+    pub transaction_timeout: Duration,
+    /// query_wait_notify: when a queued client is told it waits (0 = never).
+    pub query_wait_notify: Duration,
+    /// server_fast_close: session mode closes a close_needed server at transaction end.
+    pub server_fast_close: bool,
     pub max_packet_size: u32,
     /// Named prepared statements are tracked (transaction/statement mode, limit > 0): the most
     /// a server may hold before it is closed at release.
@@ -87,7 +93,10 @@ impl PoolSettings {
             server_login_retry: g.server_login_retry,
             server_reset_query: g.server_reset_query.clone(),
             server_reset_query_always: g.server_reset_query_always,
-            query_wait_timeout: g.query_wait_timeout,
+            query_wait_timeout: u
+                .and_then(|u| u.query_wait_timeout)
+                .or(db.query_wait_timeout)
+                .unwrap_or(g.query_wait_timeout),
             query_timeout: u.and_then(|u| u.query_timeout).unwrap_or(g.query_timeout),
             idle_transaction_timeout: u
                 .and_then(|u| u.idle_transaction_timeout)
@@ -95,6 +104,11 @@ impl PoolSettings {
             client_idle_timeout: u
                 .and_then(|u| u.client_idle_timeout)
                 .unwrap_or(g.client_idle_timeout),
+            transaction_timeout: u
+                .and_then(|u| u.transaction_timeout)
+                .unwrap_or(g.transaction_timeout),
+            query_wait_notify: g.query_wait_notify,
+            server_fast_close: g.server_fast_close,
             max_packet_size: g.max_packet_size,
             max_prepared_statements: g.max_prepared_statements,
             log_connections: g.log_connections,

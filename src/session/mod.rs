@@ -32,6 +32,10 @@ use crate::proto::{build, Scanner};
 use registry::{ClientInfo, ClientState};
 use startup::Opening;
 
+/// PgBouncer's NOTICE to a client still queued after `query_wait_notify` (sent once per client).
+const QUEUED_NOTICE: &str =
+    "No server connection available in postgres backend, client being queued";
+
 /// How much a queued client may pipeline before we stop reading it (back-pressure).
 const QUEUED_BUF_LIMIT: usize = 256 * 1024;
 
@@ -53,6 +57,8 @@ pub struct Client {
     pub(crate) _slot: link::ClientSlot,
     /// Named prepared statements (transaction mode); boxed on first use.
     pub(crate) stmts: Option<Box<prepared::ClientStatements>>,
+    /// The query_wait_notify NOTICE went out already (PgBouncer sends it once per client).
+    pub(crate) queue_noticed: bool,
 }
 
 /// Registers an accepted connection and spawns its session on the context's task tracker.
@@ -173,6 +179,7 @@ async fn session(
             server: None,
             _slot: w.slot,
             stmts: None,
+            queue_noticed: false,
         },
         Ok(link::LoggedIn::Admin { user, admin }) => {
             let session = crate::admin::AdminSession {
@@ -322,6 +329,9 @@ impl Client {
         let pool = self.pool.clone();
         let checkout = pool.checkout();
         tokio::pin!(checkout);
+        let notify_after = self.settings.query_wait_notify;
+        let mut notice = (!notify_after.is_zero() && !self.queue_noticed)
+            .then(|| Box::pin(tokio::time::sleep(notify_after)));
         let got = loop {
             // Keep reading while queued: a client that gives up (EOF) must leave the queue with
             // its request unsent, as with PgBouncer; more pipelined requests just join the buffer.
@@ -333,6 +343,17 @@ impl Client {
                 biased;
                 r = &mut checkout => break r,
                 _ = self.info.signal(false) => break Err(self.kill_error()),
+                _ = async { notice.as_mut().expect("invariant: branch enabled").await },
+                    if notice.is_some() =>
+                {
+                    notice = None;
+                    self.queue_noticed = true;
+                    let mut out = BytesMut::with_capacity(128);
+                    build::notice_response(&mut out, "00000", QUEUED_NOTICE, None);
+                    if let Err(e) = self.stream.write_all(&out).await {
+                        break Err(Error::ClientIo(e));
+                    }
+                }
                 r = self.stream.read_buf(&mut self.buf), if room => match r {
                     Ok(0) => break Err(Error::ClientGone),
                     Ok(_) => {}
@@ -354,6 +375,8 @@ impl Client {
 
     /// One transaction (or, in session mode, the rest of the session).
     async fn transaction(&mut self) -> Result<()> {
+        // SET and RELOAD change the pool's settings; each transaction runs under the current ones.
+        self.settings = self.pool.settings();
         let mut server = self.acquire().await?;
         if let Err(e) =
             link::sync_params(&mut server, &mut self.params, self.settings.max_packet_size).await
@@ -388,6 +411,8 @@ impl Client {
             self.settings.idle_transaction_timeout,
         );
         t.set_start(started);
+        t.xact_timeout = self.settings.transaction_timeout;
+        t.fast_close = self.settings.server_fast_close;
         if tracks {
             t.track_statements(&mut self.stmts);
         }

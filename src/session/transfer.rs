@@ -108,6 +108,11 @@ pub struct Transfer<'a> {
     pub max_packet: u32,
     pub query_timeout: Duration,
     pub idle_tx_timeout: Duration,
+    /// transaction_timeout: the whole transaction, from its first client message (0 = off).
+    pub xact_timeout: Duration,
+    /// server_fast_close: in session mode, give the server back at a transaction boundary once
+    /// it is marked close_needed (RECONNECT, a changed database), so it is closed.
+    pub fast_close: bool,
     pub tally: Tally,
     sscan: Scanner,
     /// ReadyForQuery messages still owed for requests already forwarded.
@@ -126,6 +131,10 @@ pub struct Transfer<'a> {
     start: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
     timer_kind: Timer,
+    /// Fires at `xact_started + xact_timeout`; separate from `timer`, which restarts with
+    /// activity while this one never does.
+    /// Keyed by the transaction start it was armed for.
+    xact_timer: Option<(Instant, Pin<Box<Sleep>>)>,
     /// The client's named statements; `None` when they are not tracked (session mode, or
     /// max_prepared_statements = 0). The inner box is made on the first named Parse.
     stmts: Option<&'a mut Option<Box<ClientStatements>>>,
@@ -173,6 +182,8 @@ impl<'a> Transfer<'a> {
             max_packet,
             query_timeout,
             idle_tx_timeout,
+            xact_timeout: Duration::ZERO,
+            fast_close: false,
             tally: Tally::default(),
             sscan: Scanner::default(),
             outstanding: 0,
@@ -184,6 +195,7 @@ impl<'a> Transfer<'a> {
             start: None,
             timer: None,
             timer_kind: Timer::Off,
+            xact_timer: None,
             stmts: None,
             acks: Acks::default(),
             c_hold: None,
@@ -297,8 +309,22 @@ impl<'a> Transfer<'a> {
     }
 
     fn releasable(&self) -> bool {
-        self.mode != PoolMode::Session
-            && self.outstanding == 0
+        (self.mode != PoolMode::Session || self.fast_close_needed()) && self.at_boundary()
+    }
+
+    /// server_fast_close applies and the server is marked to close.
+    fn fast_close_needed(&self) -> bool {
+        self.fast_close
+            && self
+                .server
+                .registration
+                .as_ref()
+                .is_some_and(|r| r.info.close_needed())
+    }
+
+    /// Nothing is in flight either way: the server could change hands here.
+    fn at_boundary(&self) -> bool {
+        self.outstanding == 0
             && !self.in_extended
             && self.server.tx_status == b'I'
             && self.sscan.scanned() == 0
@@ -417,6 +443,13 @@ impl<'a> Transfer<'a> {
                         return Poll::Ready(Ok(self.client_left()))
                     }
                     Poll::Ready(Ok(_)) => {
+                        if self.mode == PoolMode::Session
+                            && self.fast_close_needed()
+                            && self.at_boundary()
+                        {
+                            // The new request stays unscanned in the buffer for the next server.
+                            return Poll::Ready(Ok(End::Released));
+                        }
                         self.scan_client()?;
                         progress = true;
                     }
@@ -434,6 +467,11 @@ impl<'a> Transfer<'a> {
                         Timer::Query => Error::QueryTimeout,
                         _ => Error::IdleTransactionTimeout,
                     }));
+                }
+            }
+            if let Some((_, t)) = self.xact_timer.as_mut() {
+                if t.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(Error::TransactionTimeout));
                 }
             }
             return Poll::Pending;
@@ -454,6 +492,16 @@ impl<'a> Transfer<'a> {
     }
 
     fn update_timer(&mut self) {
+        if !self.xact_timeout.is_zero() {
+            match self.xact_started {
+                Some(at) if self.xact_timer.as_ref().map(|(t, _)| *t) != Some(at) => {
+                    let deadline = tokio::time::Instant::from_std(at + self.xact_timeout);
+                    self.xact_timer = Some((at, Box::pin(tokio::time::sleep_until(deadline))));
+                }
+                None => self.xact_timer = None,
+                Some(_) => {}
+            }
+        }
         let want = if self.outstanding > 0 || self.in_extended {
             if self.query_timeout.is_zero() {
                 Timer::Off

@@ -37,17 +37,11 @@ const DB_UNIMPLEMENTED: &[&str] = &[
     "auth_user",
     "auth_query",
     "auth_dbname",
-    "max_db_client_connections",
     "load_balance_hosts",
-    "query_wait_timeout",
 ];
 
 /// `[users]` keys PgBouncer accepts that we do not implement yet.
-const USER_UNIMPLEMENTED: &[&str] = &[
-    "max_user_client_connections",
-    "transaction_timeout",
-    "query_wait_timeout",
-];
+const USER_UNIMPLEMENTED: &[&str] = &[];
 
 /// Parses the connection string of `[databases] name = ...`. `name` may be `*`.
 pub(super) fn parse_database(name: &str, connstr: &str) -> Outcome<DatabaseConfig> {
@@ -86,6 +80,10 @@ fn set_database_key(db: &mut DatabaseConfig, key: &str, val: String) -> Result<(
         "pool_mode" => db.pool_mode = Some(pool_mode(&val).map_err(with_key)?),
         "max_db_connections" => db.max_db_connections = Some(dec_u32(&val).map_err(with_key)?),
         "server_lifetime" => db.server_lifetime = Some(seconds(&val).map_err(with_key)?),
+        "max_db_client_connections" => {
+            db.max_db_client_connections = Some(dec_u32(&val).map_err(with_key)?)
+        }
+        "query_wait_timeout" => db.query_wait_timeout = optional_seconds(&val).map_err(with_key)?,
         "connect_query" => db.connect_query = Some(val),
         "client_encoding" => db.client_encoding = Some(val),
         "datestyle" => db.datestyle = Some(val),
@@ -138,6 +136,13 @@ fn set_user_key(user: &mut UserConfig, key: &str, val: &str) -> Result<(), Strin
             user.idle_transaction_timeout = Some(seconds(val).map_err(with_key)?)
         }
         "client_idle_timeout" => user.client_idle_timeout = Some(seconds(val).map_err(with_key)?),
+        "max_user_client_connections" => {
+            user.max_user_client_connections = Some(dec_u32(val).map_err(with_key)?)
+        }
+        "transaction_timeout" => user.transaction_timeout = Some(seconds(val).map_err(with_key)?),
+        "query_wait_timeout" => {
+            user.query_wait_timeout = optional_seconds(val).map_err(with_key)?
+        }
         k if USER_UNIMPLEMENTED.contains(&k) => {}
         _ => {
             return Err(format!(
@@ -147,6 +152,15 @@ fn set_user_key(user: &mut UserConfig, key: &str, val: &str) -> Result<(), Strin
         }
     }
     Ok(())
+}
+
+/// PgBouncer's per-database and per-user `query_wait_timeout`: -1 (its default) means "not set
+/// here, use the next level"; anything else is seconds as usual.
+fn optional_seconds(val: &str) -> Result<Option<std::time::Duration>, String> {
+    if val.trim() == "-1" {
+        return Ok(None);
+    }
+    seconds(val).map(Some)
 }
 
 /// `host=`: a directory (starts with `/`) is a Unix socket; anything else a host name or address.

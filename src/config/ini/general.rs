@@ -49,6 +49,19 @@ pub(super) fn apply(g: &mut General, key: &str, value: &str) -> Result<(), Strin
         "client_idle_timeout" => g.client_idle_timeout = seconds(value)?,
         "idle_transaction_timeout" => g.idle_transaction_timeout = seconds(value)?,
         "max_packet_size" => g.max_packet_size = max_packet_size(value)?,
+        "transaction_timeout" => g.transaction_timeout = seconds(value)?,
+        "query_wait_notify" => g.query_wait_notify = seconds(value)?,
+        "server_fast_close" => g.server_fast_close = boolean(value)?,
+        "max_db_client_connections" => g.max_db_client_connections = u32_value(value)?,
+        "max_user_client_connections" => g.max_user_client_connections = u32_value(value)?,
+        "suspend_timeout" => g.suspend_timeout = seconds(value)?,
+        "so_reuseport" => g.so_reuseport = boolean(value)?,
+        "tcp_defer_accept" => g.tcp_defer_accept = u32_value(value)?,
+        "tcp_socket_buffer" => g.tcp_socket_buffer = u32_value(value)?,
+        "unix_socket_group" => g.unix_socket_group = non_empty(value),
+        "syslog" => g.syslog = boolean(value)?,
+        "syslog_ident" => g.syslog_ident = value.to_string(),
+        "syslog_facility" => g.syslog_facility = syslog_facility(value)?,
         "listen_backlog" => g.listen_backlog = u32_value(value)?,
         "max_prepared_statements" => g.max_prepared_statements = u32_value(value)?,
         "tcp_keepalive" => g.tcp_keepalive = boolean(value)?,
@@ -135,6 +148,23 @@ fn auth_type(value: &str) -> Result<AuthType, String> {
             "expected one of any, trust, plain, md5, scram-sha-256, got \"{}\"",
             value::shown(value)
         )),
+    }
+}
+
+/// The facility names PgBouncer accepts (`auth`, `authpriv`, `daemon`, `user`, `local0`..`local7`).
+fn syslog_facility(value: &str) -> Result<String, String> {
+    let lower = value.to_ascii_lowercase();
+    let known = matches!(lower.as_str(), "auth" | "authpriv" | "daemon" | "user")
+        || (lower.len() == 6
+            && lower.starts_with("local")
+            && (b'0'..=b'7').contains(&lower.as_bytes()[5]));
+    if known {
+        Ok(lower)
+    } else {
+        Err(format!(
+            "expected auth, authpriv, daemon, user or local0..local7, got \"{}\"",
+            value::shown(value)
+        ))
     }
 }
 

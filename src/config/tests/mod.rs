@@ -145,7 +145,13 @@ fn every_implemented_key_sets_its_field() {
         "server_reset_query" | "server_check_query" => "SELECT 1",
         "user" => "postgres",
         "max_packet_size" => "4096",
-        "server_round_robin" | "server_reset_query_always" | "application_name_add_host" => "1",
+        "server_round_robin"
+        | "server_reset_query_always"
+        | "application_name_add_host"
+        | "server_fast_close"
+        | "so_reuseport"
+        | "syslog" => "1",
+        "syslog_facility" => "local3",
         "tcp_keepalive" | "log_connections" | "log_disconnections" | "log_pooler_errors"
         | "log_stats" => "0",
         _ => "7",
@@ -153,7 +159,7 @@ fn every_implemented_key_sets_its_field() {
     let implemented: Vec<_> = GENERAL_KEYS.iter().filter(|k| k.implemented).collect();
     assert_eq!(
         implemented.len(),
-        54,
+        67,
         "one implemented key per General field"
     );
     for k in implemented {
@@ -618,7 +624,10 @@ fn unimplemented_connection_keys_are_listed() {
         "[databases]\nd = auth_user=a auth_query='SELECT 1' auth_dbname=x \
          max_db_client_connections=1 load_balance_hosts=disable query_wait_timeout=3\n",
     );
-    assert_eq!(cfg.unimplemented_keys.len(), 6);
+    assert_eq!(cfg.unimplemented_keys.len(), 4);
+    let d = &cfg.databases["d"];
+    assert_eq!(d.max_db_client_connections, Some(1));
+    assert_eq!(d.query_wait_timeout, Some(Duration::from_secs(3)));
     assert!(cfg
         .unimplemented_keys
         .iter()
@@ -665,8 +674,19 @@ fn users_section() {
         Some(Duration::from_millis(1500))
     );
     assert_eq!(bob.client_idle_timeout, Some(Duration::from_secs(60)));
-    assert_eq!(cfg.users["carol@corp"].name, "carol@corp");
-    assert_eq!(cfg.unimplemented_keys.len(), 3);
+    let carol = &cfg.users["carol@corp"];
+    assert_eq!(carol.name, "carol@corp");
+    assert_eq!(carol.transaction_timeout, Some(Duration::from_secs(5)));
+    assert_eq!(carol.max_user_client_connections, Some(2));
+    assert_eq!(carol.query_wait_timeout, Some(Duration::from_secs(1)));
+    assert!(cfg.unimplemented_keys.is_empty());
+    // PgBouncer's "unset" spelling for the per-level query_wait_timeout.
+    let cfg = parse(
+        "[users]
+dan = query_wait_timeout=-1
+",
+    );
+    assert_eq!(cfg.users["dan"].query_wait_timeout, None);
     let e = one_error("[users]\nbob = pool_size=2 password=x\n");
     assert_eq!(
         (e.key.as_str(), e.message.as_str()),
@@ -799,4 +819,46 @@ fn load_reads_the_auth_file() {
     );
     let cfg = Config::load(&main).expect("loads");
     assert!(matches!(cfg.userlist.get("admin"), Some(Secret::Md5(_))));
+}
+
+// ---------------------------------------------------------------- console SET
+
+#[test]
+fn set_changes_reloadable_keys_and_keeps_restart_only_ones() {
+    let mut cfg = parse("[pgbouncer]\nlisten_port = 7000\n");
+    cfg.set_general("transaction_timeout", "2.5").unwrap();
+    assert_eq!(cfg.general.transaction_timeout, Duration::from_millis(2500));
+    cfg.set_general("max_db_client_connections", "3").unwrap();
+    cfg.set_general("query_wait_notify", "0").unwrap();
+    cfg.set_general("server_fast_close", "1").unwrap();
+    cfg.set_general("syslog_facility", "local0").unwrap();
+    assert_eq!(cfg.general.max_db_client_connections, 3);
+    assert!(cfg.general.query_wait_notify.is_zero() && cfg.general.server_fast_close);
+    assert!(cfg
+        .raw_general
+        .contains(&("transaction_timeout".to_string(), "2.5".to_string())));
+    // PgBouncer's cf_set: a restart-only key is accepted and left as it was, even a bad value.
+    cfg.set_general("listen_port", "7001").unwrap();
+    cfg.set_general("so_reuseport", "nonsense").unwrap();
+    assert_eq!(cfg.general.listen_port, 7000);
+    assert!(!cfg.general.so_reuseport);
+    assert!(cfg
+        .raw_general
+        .contains(&("listen_port".to_string(), "7000".to_string())));
+    assert!(cfg.set_general("no_such_key", "1").is_err());
+    assert!(cfg.set_general("transaction_timeout", "soon").is_err());
+    assert!(cfg.set_general("syslog_facility", "kern").is_err());
+}
+
+#[test]
+fn client_caps_resolve_entry_over_global() {
+    let cfg = parse(
+        "[databases]\ncapped = host=h max_db_client_connections=2\nopen = host=h\n\
+         [pgbouncer]\nmax_db_client_connections = 5\nmax_user_client_connections = 4\n\
+         [users]\nbob = max_user_client_connections=1\n",
+    );
+    assert_eq!(cfg.max_db_client_connections(&cfg.databases["capped"]), 2);
+    assert_eq!(cfg.max_db_client_connections(&cfg.databases["open"]), 5);
+    assert_eq!(cfg.max_user_client_connections("bob"), 1);
+    assert_eq!(cfg.max_user_client_connections("alice"), 4);
 }
