@@ -24,13 +24,43 @@ pub const ADMIN_DB: &str = "pgbouncer";
 /// A client's tracked parameters: (canonical name, value).
 pub type Params = Vec<(Arc<str>, Arc<str>)>;
 
-/// A place under max_client_conn, given back on drop.
-pub struct ClientSlot(Arc<Context>);
+/// A place under max_client_conn and, once the database is known, under the per-database and
+/// per-user client caps; given back on drop.
+pub struct ClientSlot {
+    ctx: Arc<Context>,
+    /// (database, user) counted by `Clients::enter`.
+    counted: Option<Box<(String, String)>>,
+}
 
 impl Drop for ClientSlot {
     fn drop(&mut self) {
-        self.0.clients.count.fetch_sub(1, Ordering::Relaxed);
+        self.ctx.clients.count.fetch_sub(1, Ordering::Relaxed);
+        if let Some(c) = self.counted.take() {
+            self.ctx.clients.leave(&c.0, &c.1);
+        }
     }
+}
+
+/// PgBouncer's `check_db_connection_count` / `check_user_connection_count`: the client is
+/// counted in first, then refused if that puts its database or user over the cap.
+fn enter_caps(
+    ctx: &Context,
+    cfg: &Config,
+    slot: &mut ClientSlot,
+    db: &crate::config::DatabaseConfig,
+    user: &str,
+) -> Result<()> {
+    let (db_n, user_n) = ctx.clients.enter(&db.name, user);
+    slot.counted = Some(Box::new((db.name.clone(), user.to_string())));
+    let db_max = cfg.max_db_client_connections(db);
+    if db_max > 0 && db_n > db_max {
+        return Err(Error::MaxDbClientConnections);
+    }
+    let user_max = cfg.max_user_client_connections(user);
+    if user_max > 0 && user_n > user_max {
+        return Err(Error::MaxUserClientConnections);
+    }
+    Ok(())
 }
 
 /// What a normal client's login produced (the session adds its stream).
@@ -101,7 +131,10 @@ pub async fn login(
         return Err(Error::ShuttingDown);
     }
     let count = ctx.clients.count.fetch_add(1, Ordering::Relaxed) + 1;
-    let slot = ClientSlot(ctx.clone());
+    let mut slot = ClientSlot {
+        ctx: ctx.clone(),
+        counted: None,
+    };
     if count > cfg.general.max_client_conn {
         return Err(Error::MaxClientConn);
     }
@@ -116,6 +149,7 @@ pub async fn login(
     if ctx.disabled_dbs.contains(&db.name) {
         return Err(Error::DatabaseDisabled(db.name.clone()));
     }
+    enter_caps(ctx, cfg, &mut slot, &db, &params.user)?;
     if cfg.general.auth_type == AuthType::Any && db.user.is_none() {
         return Err(Error::ServerAuth(
             "no user for database with auth_type any".into(),

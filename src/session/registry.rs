@@ -184,6 +184,10 @@ pub struct Clients {
     pub count: AtomicU32,
     /// `peer_id` of the config in force, minted into new cancel keys (set by `Context`).
     pub peer_id: std::sync::atomic::AtomicU16,
+    /// Logged-in clients per database name and per user name, for max_db_client_connections
+    /// and max_user_client_connections (written at login and disconnect only).
+    per_db: DashMap<String, u32>,
+    per_user: DashMap<String, u32>,
 }
 
 fn key64(k: (u32, u32)) -> u64 {
@@ -224,6 +228,37 @@ impl Clients {
             self.by_id.insert(id, info.clone());
             return info;
         }
+    }
+
+    /// Counts a client in for its database and user; returns both counts including it.
+    /// Every call is paired with [`Clients::leave`].
+    pub fn enter(&self, db: &str, user: &str) -> (u32, u32) {
+        let bump = |map: &DashMap<String, u32>, key: &str| {
+            let mut n = map.entry(key.to_string()).or_insert(0);
+            *n += 1;
+            *n
+        };
+        (bump(&self.per_db, db), bump(&self.per_user, user))
+    }
+
+    /// Undoes one [`Clients::enter`].
+    pub fn leave(&self, db: &str, user: &str) {
+        for (map, key) in [(&self.per_db, db), (&self.per_user, user)] {
+            map.remove_if_mut(key, |_, n| {
+                *n = n.saturating_sub(1);
+                *n == 0
+            });
+        }
+    }
+
+    /// Clients counted for a database (SHOW DATABASES `current_client_connections`).
+    pub fn db_count(&self, db: &str) -> u32 {
+        self.per_db.get(db).map(|n| *n).unwrap_or(0)
+    }
+
+    /// Clients counted for a user (SHOW USERS `current_client_connections`).
+    pub fn user_count(&self, user: &str) -> u32 {
+        self.per_user.get(user).map(|n| *n).unwrap_or(0)
     }
 
     /// Removes a client at disconnect.

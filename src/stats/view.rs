@@ -201,8 +201,7 @@ pub fn databases(ctx: &Context) -> Vec<DatabaseRow> {
             pool_mode: db.pool_mode.map(|m| m.as_str()),
             max_connections: db.max_db_connections.unwrap_or(g.max_db_connections),
             current_connections: ctx.pools.db_connections(&db.name),
-            // max_db_client_connections is not implemented: its PgBouncer default, unlimited.
-            max_client_connections: 0,
+            max_client_connections: cfg.max_db_client_connections(&db),
             current_client_connections: clients.get(&db.name).copied().unwrap_or(0),
             paused: ctx.paused_dbs.contains(&db.name),
             disabled: ctx.disabled_dbs.contains(&db.name),
@@ -222,7 +221,7 @@ pub fn databases(ctx: &Context) -> Vec<DatabaseRow> {
         pool_mode: Some("statement"),
         max_connections: g.max_db_connections,
         current_connections: 0,
-        max_client_connections: 0,
+        max_client_connections: g.max_db_client_connections,
         current_client_connections: clients.get(ADMIN_DB).copied().unwrap_or(0),
         paused: false,
         disabled: false,
@@ -277,7 +276,7 @@ pub fn users(ctx: &Context) -> Vec<UserRow> {
                     .and_then(|u| u.max_user_connections)
                     .unwrap_or(cfg.general.max_user_connections),
                 current_connections: servers.get(&name).copied().unwrap_or(0),
-                max_user_client_connections: 0,
+                max_user_client_connections: cfg.max_user_client_connections(&name),
                 current_client_connections: clients.get(&name).copied().unwrap_or(0),
                 name,
             }
