@@ -63,6 +63,9 @@ pub struct Context {
     /// Applies a `verbose` value to the running log filter (installed once by `main`, which owns
     /// the tracing subscriber); called on every config swap so SET verbose and RELOAD take effect.
     verbosity: std::sync::OnceLock<VerbosityHook>,
+    /// The syslog(3) connection logging tees into (installed once by `main`); every config swap
+    /// re-applies `syslog`, `syslog_ident` and `syslog_facility`.
+    syslog: std::sync::OnceLock<Arc<crate::sys::Syslog>>,
 }
 
 /// See [`Context::set_verbosity_hook`].
@@ -92,6 +95,7 @@ impl Context {
             tasks,
             phase: AtomicU8::new(Phase::Running as u8),
             verbosity: std::sync::OnceLock::new(),
+            syslog: std::sync::OnceLock::new(),
         })
     }
 
@@ -111,6 +115,15 @@ impl Context {
         if let Some(hook) = self.verbosity.get() {
             hook(config.general.verbose);
         }
+        if let Some(syslog) = self.syslog.get() {
+            let g = &config.general;
+            syslog.configure(g.syslog, &g.syslog_ident, &g.syslog_facility);
+        }
+    }
+
+    /// Lets config swaps turn syslog on and off. Set once; a second call is ignored.
+    pub fn set_syslog(&self, syslog: Arc<crate::sys::Syslog>) {
+        let _ = self.syslog.set(syslog);
     }
 
     /// Lets config swaps change the log level: `hook` gets each new `verbose` value. Set once;

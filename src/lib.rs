@@ -19,6 +19,7 @@ pub mod context;
 pub mod error;
 pub mod listener;
 pub mod logfile;
+pub mod logsink;
 pub mod metrics;
 pub mod net;
 pub mod pool;
@@ -27,6 +28,7 @@ pub mod proto;
 pub mod server;
 pub mod session;
 pub mod stats;
+pub mod sys;
 
 /// Worker threads: `OLLYSCALE_WORKERS`, else half the cores (at least one).
 ///

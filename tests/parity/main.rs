@@ -10,6 +10,8 @@ mod console;
 
 mod caps;
 mod keys;
+mod listen;
+mod syslog;
 
 use std::sync::OnceLock;
 use std::time::Duration;
