@@ -55,6 +55,10 @@ pub struct Context {
     pub paused_dbs: DashSet<String>,
     /// PAUSE without a database: every pool, present and future.
     pub paused_all: AtomicBool,
+    /// SUSPEND: no connection is accepted and no client starts a transaction until RESUME.
+    suspended: AtomicBool,
+    /// Woken by RESUME after SUSPEND.
+    unsuspended: tokio::sync::Notify,
     /// Baselines of the current `stats_period` (the avg_* columns); rotated by `stats::run`.
     pub stats: crate::stats::StatsPeriod,
     /// Cancel forwarding to `[peers]` (SHOW PEER_POOLS).
@@ -86,6 +90,8 @@ impl Context {
             disabled_dbs: DashSet::new(),
             paused_dbs: DashSet::new(),
             paused_all: AtomicBool::new(false),
+            suspended: AtomicBool::new(false),
+            unsuspended: tokio::sync::Notify::new(),
             stats: crate::stats::StatsPeriod::default(),
             pools,
             clients,
@@ -160,6 +166,33 @@ impl Context {
             for c in self.clients.all() {
                 c.kill(KillReason::Shutdown);
             }
+        }
+    }
+
+    /// Whether SUSPEND is in force.
+    pub fn is_suspended(&self) -> bool {
+        self.suspended.load(Ordering::Acquire)
+    }
+
+    /// SUSPEND (true) or RESUME after it (false).
+    pub fn set_suspended(&self, on: bool) {
+        self.suspended.store(on, Ordering::Release);
+        if !on {
+            self.unsuspended.notify_waiters();
+        }
+    }
+
+    /// Returns once SUSPEND is lifted (at once when it is not in force).
+    pub async fn wait_unsuspended(&self) {
+        loop {
+            let woken = self.unsuspended.notified();
+            tokio::pin!(woken);
+            // Registered before the flag is read, so a RESUME in between is not missed.
+            woken.as_mut().enable();
+            if !self.is_suspended() {
+                return;
+            }
+            woken.await;
         }
     }
 
@@ -273,6 +306,8 @@ impl Context {
                 new.general.track_extra_parameters = old.general.track_extra_parameters.clone();
                 new.general.pidfile = old.general.pidfile.clone();
                 new.general.user = old.general.user.clone();
+                new.general.so_reuseport = old.general.so_reuseport;
+                new.general.unix_socket_group = old.general.unix_socket_group.clone();
                 // SHOW CONFIG must show what is in force for the keys that did not change.
                 for key in crate::config::GENERAL_KEYS.iter().filter(|k| !k.reloadable) {
                     new.raw_general.retain(|(k, _)| k != key.name);

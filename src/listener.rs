@@ -143,6 +143,14 @@ async fn accept_tcp(ctx: Arc<Context>, l: TcpListener) {
             _ = ctx.drain.cancelled() => return,
             r = l.accept() => r,
         };
+        // SUSPEND: this connection waits unserved, and later ones in the kernel's backlog,
+        // until RESUME.
+        if ctx.is_suspended() {
+            tokio::select! {
+                _ = ctx.drain.cancelled() => return,
+                _ = ctx.wait_unsuspended() => {}
+            }
+        }
         match accepted {
             Ok((s, peer)) => {
                 let cfg = ctx.config();
@@ -173,6 +181,12 @@ async fn accept_unix(ctx: Arc<Context>, l: UnixListener) {
             _ = ctx.shutdown.cancelled() => return,
             r = l.accept() => r,
         };
+        if ctx.is_suspended() {
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => return,
+                _ = ctx.wait_unsuspended() => {}
+            }
+        }
         match accepted {
             Ok((s, _)) => {
                 let local = ("unix".to_string(), ctx.config().general.listen_port);

@@ -75,6 +75,9 @@ pub enum AuthType {
     Md5,
     /// SCRAM-SHA-256.
     ScramSha256,
+    /// Unix-socket clients whose OS user (peer credentials) has the name they log in with; the
+    /// user must be known (auth_file). TCP clients are refused.
+    Peer,
 }
 
 impl AuthType {
@@ -86,6 +89,7 @@ impl AuthType {
             AuthType::Plain => "plain",
             AuthType::Md5 => "md5",
             AuthType::ScramSha256 => "scram-sha-256",
+            AuthType::Peer => "peer",
         }
     }
 }

@@ -93,6 +93,14 @@ pub async fn authenticate(stream: &mut Stream, cfg: &Config, user: &str) -> Resu
                 }
             }
         },
+        // PgBouncer's login_as_unix_peer: a known user, over the Unix socket, from the OS user
+        // of the same name.
+        AuthType::Peer => match (secret, unix_peer_uid(stream)) {
+            (Some(_), Some(uid)) if crate::sys::user_name(uid).as_deref() == Some(user) => {
+                Ok(Authenticated::default())
+            }
+            _ => Err(Error::UnixSocketLoginRejected),
+        },
         AuthType::ScramSha256 => {
             let parsed = match &secret {
                 Some(Secret::Scram(s)) => scram::ScramSecret::parse(s),
@@ -110,6 +118,14 @@ pub async fn authenticate(stream: &mut Stream, cfg: &Config, user: &str) -> Resu
     build::auth_ok(&mut out);
     send(stream, &out).await?;
     Ok(auth)
+}
+
+/// The uid of the process at the other end of a Unix-socket client (SO_PEERCRED).
+pub fn unix_peer_uid(stream: &Stream) -> Option<u32> {
+    match stream {
+        Stream::Unix(s) => s.peer_cred().ok().map(|c| c.uid()),
+        _ => None,
+    }
 }
 
 fn check_plain(secret: &Secret, user: &str, pw: &str) -> bool {

@@ -21,6 +21,9 @@ use crate::server::ServerConn;
 /// The virtual database of the admin console.
 pub const ADMIN_DB: &str = "pgbouncer";
 
+/// The user name that gets the console without a password over the Unix socket.
+const OWN_USER: &str = "pgbouncer";
+
 /// A client's tracked parameters: (canonical name, value).
 pub type Params = Vec<(Arc<str>, Arc<str>)>;
 
@@ -79,6 +82,11 @@ pub enum LoggedIn {
     Admin { user: String, admin: bool },
 }
 
+/// The console's own user: `pgbouncer`, connecting over the Unix socket from the pooler's uid.
+fn own_user(stream: &Stream, user: &str) -> bool {
+    user == OWN_USER && auth::unix_peer_uid(stream) == Some(crate::sys::euid())
+}
+
 /// Runs the whole login. On error the caller reports it to the client.
 pub async fn login(
     ctx: &Arc<Context>,
@@ -113,6 +121,22 @@ pub async fn login(
         *info.application_name.lock() = app.clone();
     }
     if params.database == ADMIN_DB {
+        if own_user(stream, &params.user) {
+            // PgBouncer's admin_pre_login: user `pgbouncer` over the Unix socket from our own
+            // uid is an admin without a password.
+            let mut out = BytesMut::with_capacity(16);
+            build::auth_ok(&mut out);
+            stream.write_all(&out).await.map_err(Error::ClientIo)?;
+            if cfg.general.log_connections {
+                tracing::info!("C-{} pgbouncer access from unix socket", info.id);
+            }
+            info.is_admin.store(true, Ordering::Relaxed);
+            crate::pool::stats::PoolStats::add(&ctx.stats.console.client_login_count, 1);
+            return Ok(LoggedIn::Admin {
+                user: params.user,
+                admin: true,
+            });
+        }
         auth::authenticate(stream, cfg, &params.user).await?;
         let g = &cfg.general;
         let is_admin = g.auth_type == AuthType::Any || g.admin_users.contains(&params.user);

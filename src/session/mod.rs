@@ -215,6 +215,13 @@ impl Client {
             if self.buf[0] == b'X' && self.server.is_none() {
                 return Ok(());
             }
+            if self.ctx.is_suspended() && self.server.is_none() {
+                // SUSPEND: the request waits, unread by any server, until RESUME.
+                tokio::select! {
+                    _ = self.ctx.wait_unsuspended() => {}
+                    _ = self.info.signal(false) => return Err(self.kill_error()),
+                }
+            }
             Box::pin(self.transaction()).await?;
             if self.buf.is_empty() {
                 // Idle clients own no buffer.

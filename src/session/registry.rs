@@ -39,6 +39,8 @@ pub enum KillReason {
     AdminForced,
     /// The process is stopping now: the client sees its connection close, nothing more.
     Shutdown,
+    /// SUSPEND found the client inside a transaction after suspend_timeout.
+    SuspendTimeout,
 }
 
 impl KillReason {
@@ -48,6 +50,7 @@ impl KillReason {
             KillReason::DatabaseRemoved => Error::DatabaseRemoved,
             KillReason::AdminForced => Error::AdminForcedDisconnect,
             KillReason::Shutdown => Error::Exiting,
+            KillReason::SuspendTimeout => Error::SuspendTimeout,
         }
     }
 }

@@ -11,6 +11,7 @@ mod console;
 mod caps;
 mod keys;
 mod listen;
+mod local;
 mod syslog;
 
 use std::sync::OnceLock;

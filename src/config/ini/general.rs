@@ -141,11 +141,12 @@ fn auth_type(value: &str) -> Result<AuthType, String> {
         "plain" => Ok(AuthType::Plain),
         "md5" => Ok(AuthType::Md5),
         "scram-sha-256" => Ok(AuthType::ScramSha256),
-        other @ ("cert" | "hba" | "pam" | "ldap" | "peer") => Err(format!(
-            "auth_type {other} is not supported (use any, trust, plain, md5 or scram-sha-256)"
+        "peer" => Ok(AuthType::Peer),
+        other @ ("cert" | "hba" | "pam" | "ldap") => Err(format!(
+            "auth_type {other} is not supported (use any, trust, plain, md5, scram-sha-256 or peer)"
         )),
         _ => Err(format!(
-            "expected one of any, trust, plain, md5, scram-sha-256, got \"{}\"",
+            "expected one of any, trust, plain, md5, scram-sha-256, peer, got \"{}\"",
             value::shown(value)
         )),
     }

@@ -284,10 +284,11 @@ fn auth_types() {
         ("plain", AuthType::Plain),
         ("md5", AuthType::Md5),
         ("SCRAM-SHA-256", AuthType::ScramSha256),
+        ("peer", AuthType::Peer),
     ] {
         assert_eq!(general(&format!("auth_type = {text}")).auth_type, want);
     }
-    for unsupported in ["cert", "hba", "pam", "ldap", "peer"] {
+    for unsupported in ["cert", "hba", "pam", "ldap"] {
         let msg = general_error(&format!("auth_type = {unsupported}"));
         assert!(
             msg.starts_with(&format!("auth_type {unsupported} is not supported")),
