@@ -80,6 +80,11 @@ pub enum LoggedIn {
     Client(Welcomed),
     /// An admin-console client (authenticated; the console sends its own welcome).
     Admin { user: String, admin: bool },
+    /// A replication client with its own server connection (see `replication`).
+    Replication {
+        server: Box<ServerConn>,
+        slot: ClientSlot,
+    },
 }
 
 /// The console's own user: `pgbouncer`, connecting over the Unix socket from the pooler's uid.
@@ -178,6 +183,22 @@ pub async fn login(
         return Err(Error::ServerAuth(
             "no user for database with auth_type any".into(),
         ));
+    }
+    if let Some(mode) = &params.replication {
+        let server = super::replication::open(cfg, &db, &params, mode, authed.scram_keys).await?;
+        *info.replication.lock() = super::replication::kind(mode);
+        if cfg.general.log_connections {
+            tracing::info!(
+                "C-{} login attempt: db={} user={} replication={mode}",
+                info.id,
+                params.database,
+                params.user
+            );
+        }
+        return Ok(LoggedIn::Replication {
+            server: Box::new(server),
+            slot,
+        });
     }
     let pool = ctx.pools.get_or_create(cfg, &db, &params.user);
     // Counted once authenticated with a pool known, as PgBouncer does: a login that then waits

@@ -10,6 +10,7 @@ pub mod cancel;
 mod link;
 pub mod prepared;
 pub mod registry;
+mod replication;
 pub mod startup;
 mod transfer;
 
@@ -181,6 +182,11 @@ async fn session(
             stmts: None,
             queue_noticed: false,
         },
+        Ok(link::LoggedIn::Replication { server, slot }) => {
+            let result = replication::relay(info, &mut stream, *server).await;
+            drop(slot);
+            return result;
+        }
         Ok(link::LoggedIn::Admin { user, admin }) => {
             let session = crate::admin::AdminSession {
                 ctx: ctx.clone(),

@@ -72,6 +72,8 @@ pub struct ClientInfo {
     pub user: Mutex<String>,
     /// application_name the client uses.
     pub application_name: Mutex<String>,
+    /// SHOW CLIENTS `replication`: `none`, `logical` or `physical`.
+    pub replication: Mutex<&'static str>,
     /// [`ClientState`] as u8.
     state: AtomicU8,
     /// When the current request started (µs since `epoch`), for SHOW CLIENTS.
@@ -212,6 +214,7 @@ impl Clients {
                 db: Mutex::new(String::new()),
                 user: Mutex::new(String::new()),
                 application_name: Mutex::new(String::new()),
+                replication: Mutex::new("none"),
                 state: AtomicU8::new(ClientState::Login as u8),
                 request_time_us: AtomicU64::new(now_us()),
                 wait_start_us: AtomicU64::new(0),

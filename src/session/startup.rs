@@ -57,6 +57,9 @@ pub struct StartupParams {
     pub tracked: Vec<(String, String)>,
     /// `_pq_.*` protocol options we must report as unrecognized.
     pub unrecognized_protocol_options: Vec<String>,
+    /// `replication=` as the client sent it, when it asks for a replication connection
+    /// (`database`, or a true boolean); `None` for a normal session.
+    pub replication: Option<String>,
 }
 
 /// The tracked parameter names for this config: PgBouncer's fixed set plus track_extra_parameters.
@@ -91,8 +94,11 @@ pub fn check_params(cfg: &Config, raw: Vec<(String, String)>) -> Result<StartupP
             "user" => out.user = v,
             "database" => out.database = v,
             "replication" => {
-                if !matches!(v.as_str(), "false" | "off" | "no" | "0") {
-                    return Err(Error::UnsupportedStartupParameter(k));
+                // PostgreSQL's spellings: `database` (logical) or a boolean (physical).
+                match v.to_ascii_lowercase().as_str() {
+                    "false" | "off" | "no" | "0" => {}
+                    "database" | "true" | "on" | "yes" | "1" => out.replication = Some(v),
+                    _ => return Err(Error::UnsupportedStartupParameter(k)),
                 }
             }
             "options" => {

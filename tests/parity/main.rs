@@ -12,6 +12,7 @@ mod caps;
 mod keys;
 mod listen;
 mod local;
+mod replication;
 mod syslog;
 
 use std::sync::OnceLock;

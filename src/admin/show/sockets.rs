@@ -72,6 +72,8 @@ struct Sock {
     link: String,
     remote_pid: u32,
     application_name: String,
+    /// `none`, `logical` or `physical` (replication connections).
+    replication: &'static str,
     id: u64,
 }
 
@@ -153,6 +155,7 @@ fn client_sock(c: &ClientInfo) -> Sock {
         link,
         remote_pid: 0,
         application_name: c.application_name.lock().clone(),
+        replication: *c.replication.lock(),
         id: c.id,
     }
 }
@@ -211,6 +214,8 @@ fn server_socks(cmd: &Cmd<'_>) -> Vec<Sock> {
                 link: linked.map(client_ptr).unwrap_or_default(),
                 remote_pid: s.remote_pid,
                 application_name: s.application_name.lock().clone(),
+                // Replication servers are not pooled, so none is listed here.
+                replication: "none",
                 id: s.id,
             }
         })
@@ -231,7 +236,7 @@ fn render(socks: Vec<Sock>, debug: bool) -> Reply {
                 text(if s.server { "S" } else { "C" }),
                 text(s.user),
                 text(s.database),
-                text("none"),
+                text(s.replication),
                 text(if debug { s.list } else { s.state }),
                 text(s.addr),
                 num(s.port),

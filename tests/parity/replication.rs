@@ -1,0 +1,145 @@
+//! Replication connections through the pooler: `pg_recvlogical` (replication=database) creates a
+//! slot and streams changes, and a physical replication connection (replication=true) runs
+//! IDENTIFY_SYSTEM; each has a server connection of its own, outside the pools.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::common::{Pg, Pooler};
+use crate::console::Raw;
+use crate::{admin, eventually};
+
+/// A PostgreSQL with logical decoding.
+fn logical_pg() -> &'static Pg {
+    static PG: OnceLock<Pg> = OnceLock::new();
+    PG.get_or_init(|| Pg::start_with_conf("wal_level = logical"))
+}
+
+/// Kills the child (by its pid) when dropped, also on panic.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn recvlogical(p: &Pooler, args: &[&str]) -> Command {
+    let mut cmd = Command::new("pg_recvlogical");
+    cmd.env("PGPASSWORD", "olly_pw")
+        .env("PGCONNECT_TIMEOUT", "10")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &p.port.to_string(),
+            "-U",
+            "olly",
+            "-d",
+            "testdb",
+        ])
+        .args(args);
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_recvlogical_streams_through_the_pooler() {
+    let pg = logical_pg();
+    let p = Pooler::start(pg, "", "", "");
+    let out = recvlogical(
+        &p,
+        &[
+            "--slot",
+            "olly_slot",
+            "--create-slot",
+            "-P",
+            "test_decoding",
+        ],
+    )
+    .output()
+    .expect("run pg_recvlogical");
+    assert!(
+        out.status.success(),
+        "create slot: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        p.log()
+    );
+    let file = p.dir.join("changes.txt");
+    let child = recvlogical(
+        &p,
+        &[
+            "--slot",
+            "olly_slot",
+            "--start",
+            "-f",
+            file.to_str().unwrap(),
+            "-F",
+            "1",
+            "--no-loop",
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("start pg_recvlogical");
+    let mut child = Reaped(child);
+    pg.psql("CREATE TABLE IF NOT EXISTS repl_t (x int); INSERT INTO repl_t VALUES (4242)");
+    let seen = eventually(Duration::from_secs(20), || {
+        std::fs::read_to_string(&file).is_ok_and(|t| t.contains("4242"))
+    })
+    .await;
+    assert!(
+        seen,
+        "change streamed: {:?}",
+        std::fs::read_to_string(&file)
+    );
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains("table public.repl_t: INSERT: x[integer]:4242"),
+        "{text}"
+    );
+    // The console lists it as a logical replication client; no pool holds its server.
+    let mut c = admin(&p).await;
+    let clients = c.query("SHOW CLIENTS").await;
+    let repl: Vec<_> = clients.rows_where("replication", "logical");
+    assert_eq!(repl.len(), 1, "{:?}", clients.rows);
+    let pools = c.query("SHOW POOLS").await;
+    assert!(pools
+        .rows_where("database", "testdb")
+        .iter()
+        .all(|r| { r[pools.col("sv_active")].as_deref() == Some("0") }));
+    // Normal clients are served beside it.
+    let mut normal = Raw::connect(p.port, "olly", "olly_pw", "testdb")
+        .await
+        .unwrap();
+    assert!(normal.query("SELECT 1").await.error.is_none());
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+    pg.psql("SELECT pg_drop_replication_slot('olly_slot')");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn physical_replication_connection_runs_replication_commands() {
+    let pg = logical_pg();
+    let pg_port = pg.port;
+    let p = Pooler::start(
+        pg,
+        &format!("replication = host=127.0.0.1 port={pg_port} dbname=testdb"),
+        "",
+        "",
+    );
+    let conn = format!(
+        "host=127.0.0.1 port={} user=olly password=olly_pw dbname=replication replication=true",
+        p.port
+    );
+    let (code, out, err) = crate::common::psql(&conn, "IDENTIFY_SYSTEM");
+    assert_eq!(code, 0, "{err}\n{}", p.log());
+    let system_id = pg.psql("SELECT system_identifier FROM pg_control_system()");
+    assert!(out.starts_with(system_id.trim()), "{out} vs {system_id}");
+    // A normal (non-replication) query is refused by the walsender, not by the pooler.
+    let (code, _, err) = crate::common::psql(&conn, "SELECT 1");
+    assert_ne!(code, 0);
+    assert!(!err.contains("unsupported startup parameter"), "{err}");
+}
