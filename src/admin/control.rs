@@ -5,7 +5,6 @@
 //! The work itself is done by `Context` methods (pause/resume/kill/reload/drain); this file only
 //! validates, logs "X command issued" like PgBouncer, and answers.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::command::Cmd;
@@ -68,7 +67,7 @@ fn database(cmd: &Cmd<'_>, verb: &str) -> Result<(), CommandError> {
 
 /// PAUSE or SUSPEND without a database is in force (PgBouncer's `cf_pause_mode`).
 fn paused_all(cmd: &Cmd<'_>) -> bool {
-    cmd.s.ctx.paused_all.load(Ordering::Relaxed) || cmd.s.ctx.is_suspended()
+    cmd.s.ctx.paused_all() || cmd.s.ctx.is_suspended()
 }
 
 /// SUSPEND: stop accepting connections and starting transactions; answer once no client is
@@ -83,12 +82,15 @@ async fn suspend(cmd: &Cmd<'_>) -> Result<Reply, CommandError> {
         return Err(CommandError::new("already suspended/paused"));
     }
     let ctx = &cmd.s.ctx;
-    if !ctx.paused_dbs.is_empty() {
+    let cfg = ctx.config();
+    let db_paused = cfg.databases.keys().any(|d| ctx.db_paused(d))
+        || ctx.pools.all().iter().any(|p| ctx.db_paused(&p.key.db));
+    if db_paused {
         return Err(CommandError::new("cannot suspend with paused databases"));
     }
     tracing::info!("SUSPEND command issued");
     ctx.set_suspended(true);
-    let limit = ctx.config().general.suspend_timeout;
+    let limit = cfg.general.suspend_timeout;
     let deadline = tokio::time::Instant::now() + limit;
     loop {
         let busy: Vec<_> = ctx
@@ -96,7 +98,7 @@ async fn suspend(cmd: &Cmd<'_>) -> Result<Reply, CommandError> {
             .all()
             .into_iter()
             .filter(|c| {
-                !c.is_admin.load(Ordering::Relaxed)
+                !c.is_admin.load(std::sync::atomic::Ordering::Relaxed)
                     && matches!(c.state(), ClientState::Active | ClientState::Waiting)
             })
             .collect();
@@ -152,7 +154,7 @@ fn resume(cmd: &Cmd<'_>) -> Result<Reply, CommandError> {
         if cmd.arg != ADMIN_DB && ctx.config().database(cmd.arg).is_none() {
             return Err(CommandError::new(format!("no such database: {}", cmd.arg)));
         }
-        if !ctx.paused_dbs.contains(cmd.arg) {
+        if !ctx.db_paused(cmd.arg) {
             return Err(CommandError::new(format!(
                 "database {} is not paused",
                 cmd.arg

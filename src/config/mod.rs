@@ -5,6 +5,7 @@
 //! `userlist.rs`. Running code holds an `Arc<Config>` snapshot; a reload builds a new one.
 //! Must not do I/O beyond reading the files it is pointed at.
 
+mod cluster;
 mod ini;
 mod keys;
 pub mod operator;
@@ -13,10 +14,11 @@ mod userlist;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use cluster::{ClusterConfig, PatroniUrl, Role};
 pub use ini::parse_ini_str;
 pub use keys::{KeyInfo, GENERAL_KEYS};
 pub use userlist::{parse_userlist, Secret, UserList};
@@ -144,6 +146,11 @@ pub struct DatabaseConfig {
     pub timezone: Option<String>,
     /// `application_name=` sent in the server startup packet.
     pub application_name: Option<String>,
+    /// `cluster=`: the `[clusters]` entry whose Patroni members serve this database (then
+    /// `host`/`port` are unset: servers come from the topology).
+    pub cluster: Option<String>,
+    /// `role=`: which members of `cluster` (default primary); only with `cluster=`.
+    pub role: Option<Role>,
 }
 
 impl DatabaseConfig {
@@ -169,6 +176,8 @@ impl DatabaseConfig {
             datestyle: None,
             timezone: None,
             application_name: None,
+            cluster: None,
+            role: None,
         }
     }
 }
@@ -289,6 +298,15 @@ pub struct General {
     pub http_listen_port: Option<u16>,
     /// `peer_id`: this process's id inside its cancel keys (0 = peering off; at most 16383).
     pub peer_id: u16,
+    /// `patroni_poll_interval` (ours): how often each cluster's `GET /cluster` runs (plus jitter).
+    pub patroni_poll_interval: Duration,
+    /// `patroni_timeout` (ours): bound on one Patroni request (connect, answer and body).
+    pub patroni_timeout: Duration,
+    /// `max_replica_lag` (ours): bytes of lag (as Patroni reports it) above which a replica
+    /// takes no reads; 0 = no limit.
+    pub max_replica_lag: u64,
+    /// `failover_hold_timeout` (ours): how long transactions wait for a new confirmed leader.
+    pub failover_hold_timeout: Duration,
 }
 
 impl Default for General {
@@ -313,7 +331,8 @@ impl Default for General {
             track_extra_parameters: vec!["IntervalStyle".to_string()],
             server_reset_query: "DISCARD ALL".to_string(),
             server_reset_query_always: false,
-            server_check_query: String::new(),
+            // PgBouncer's default: send an empty query. An empty string turns the check off.
+            server_check_query: "<empty>".to_string(),
             server_check_delay: Duration::from_secs(30),
             server_lifetime: Duration::from_secs(3600),
             server_idle_timeout: Duration::from_secs(600),
@@ -362,6 +381,10 @@ impl Default for General {
             http_listen_addr: None,
             http_listen_port: None,
             peer_id: 0,
+            patroni_poll_interval: Duration::from_secs(1),
+            patroni_timeout: Duration::from_secs(2),
+            max_replica_lag: 1024 * 1024,
+            failover_hold_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -379,6 +402,8 @@ pub struct Config {
     pub fallback_database: Option<DatabaseConfig>,
     /// `[users]`, by name.
     pub users: HashMap<String, UserConfig>,
+    /// `[clusters]`, by name (sorted, for SHOW CLUSTERS).
+    pub clusters: BTreeMap<String, ClusterConfig>,
     /// The parsed `auth_file`.
     pub userlist: UserList,
     /// Keys that were accepted but are not implemented: reported at start-up as warnings.

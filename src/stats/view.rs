@@ -203,7 +203,7 @@ pub fn databases(ctx: &Context) -> Vec<DatabaseRow> {
             current_connections: ctx.pools.db_connections(&db.name),
             max_client_connections: cfg.max_db_client_connections(&db),
             current_client_connections: clients.get(&db.name).copied().unwrap_or(0),
-            paused: ctx.paused_dbs.contains(&db.name),
+            paused: ctx.db_paused(&db.name),
             disabled: ctx.disabled_dbs.contains(&db.name),
             name: db.name,
         })
