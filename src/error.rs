@@ -135,6 +135,10 @@ pub enum Error {
     /// auth_type peer (or the console's own-user rule) refused a Unix-socket client.
     #[error("unix socket login rejected")]
     UnixSocketLoginRejected,
+    /// Host lists: the host a client was queued on is unreachable (the route moves the client
+    /// to another host; a client only sees it when every try failed).
+    #[error("server connection failed")]
+    HostDown,
     /// SUSPEND did not find the client at a boundary within suspend_timeout.
     #[error("suspend_timeout")]
     SuspendTimeout,

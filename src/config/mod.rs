@@ -96,6 +96,26 @@ impl AuthType {
     }
 }
 
+/// `load_balance_hosts` of a database with a host list (PgBouncer 1.24).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LoadBalanceHosts {
+    /// Each new client goes to the next host in turn.
+    #[default]
+    RoundRobin,
+    /// The first host that works, until it fails.
+    Disable,
+}
+
+impl LoadBalanceHosts {
+    /// The ini spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoadBalanceHosts::RoundRobin => "round-robin",
+            LoadBalanceHosts::Disable => "disable",
+        }
+    }
+}
+
 /// Where a server lives.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ServerHost {
@@ -114,6 +134,11 @@ pub struct DatabaseConfig {
     pub host: Option<ServerHost>,
     /// `port=` (5432).
     pub port: u16,
+    /// `host=a,b,...` with `port=p` or `port=p1,p2,...`: every (host, port), in order. Empty for
+    /// a single host (then `host`/`port` say where); `host`/`port` hold the first entry.
+    pub hosts: Vec<(ServerHost, u16)>,
+    /// `load_balance_hosts=` (only meaningful with a host list).
+    pub load_balance_hosts: LoadBalanceHosts,
     /// `dbname=`; `None` = the client's database name.
     pub dbname: Option<String>,
     /// `user=`: forced server user (single pool for the database).
@@ -154,12 +179,19 @@ pub struct DatabaseConfig {
 }
 
 impl DatabaseConfig {
+    /// Every (host, port) of a host list; `None` for a single host.
+    pub fn host_list(&self) -> Option<&[(ServerHost, u16)]> {
+        (self.hosts.len() > 1).then_some(self.hosts.as_slice())
+    }
+
     /// An entry with only a name and PgBouncer's defaults.
     pub fn new(name: &str) -> Self {
         DatabaseConfig {
             name: name.to_string(),
             host: None,
             port: 5432,
+            hosts: Vec::new(),
+            load_balance_hosts: LoadBalanceHosts::RoundRobin,
             dbname: None,
             user: None,
             password: None,

@@ -3,6 +3,7 @@
 //! kept tidy by a janitor task. Never sees a client.
 
 pub mod connector;
+mod hosts;
 pub mod pause;
 #[allow(clippy::module_inception)]
 mod pool;
@@ -239,20 +240,34 @@ impl Pools {
             .map
             .entry(key.clone())
             .or_insert_with(|| {
-                PoolSet::fixed(
-                    key,
-                    Arc::new(PoolSettings::resolve(cfg, db, user)),
-                    Arc::new(target_for(cfg, db, user)),
-                    credential_for(cfg, db, user),
-                    PoolLinks {
-                        db_conns,
-                        user_conns,
-                        tasks: self.tasks.clone(),
-                        servers: self.servers.clone(),
-                        connector: self.connector.clone(),
-                    },
-                    self.book.clone(),
-                )
+                let settings = Arc::new(PoolSettings::resolve(cfg, db, user));
+                let target = Arc::new(target_for(cfg, db, user));
+                let credential = credential_for(cfg, db, user);
+                let links = PoolLinks {
+                    db_conns,
+                    user_conns,
+                    tasks: self.tasks.clone(),
+                    servers: self.servers.clone(),
+                    connector: self.connector.clone(),
+                };
+                match db.host_list() {
+                    // host=a,b,...: one member per host (see `hosts`).
+                    Some(hosts) => {
+                        let set = PoolSet::new(
+                            key,
+                            settings,
+                            target,
+                            credential,
+                            links,
+                            self.book.clone(),
+                        );
+                        set.set_host_list(hosts, db.load_balance_hosts);
+                        set
+                    }
+                    None => {
+                        PoolSet::fixed(key, settings, target, credential, links, self.book.clone())
+                    }
+                }
             })
             .clone();
         // Again after insertion: a PAUSE that ran between the set's creation and its insertion
@@ -333,6 +348,16 @@ impl Pools {
                 }
                 continue;
             };
+            if set.is_fixed() == db.host_list().is_some() && db.cluster.is_none() {
+                // Between one host and a host list: the set is rebuilt for new clients; the old
+                // one's servers close as they are released.
+                tracing::info!("{}: host list changed shape, rebuilding its pools", set.key);
+                self.map.remove(&set.key);
+                for pool in set.pools() {
+                    pool.reconnect();
+                }
+                continue;
+            }
             // The client-side user is lost for forced-user pools; it does not matter there.
             let user = set.key.user.clone();
             set.reconfigure(
@@ -340,6 +365,9 @@ impl Pools {
                 Arc::new(target_for(cfg, &db, &user)),
                 credential_for(cfg, &db, &user),
             );
+            if let Some(hosts) = db.host_list() {
+                set.set_host_list(hosts, db.load_balance_hosts);
+            }
         }
     }
 

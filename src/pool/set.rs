@@ -11,13 +11,14 @@
 //! changed (one atomic load per checkout; no lock, no allocation).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Instant;
 
 use parking_lot::Mutex;
 
 use super::pause::{PauseBook, PauseReasons};
 use super::{Lease, Pool, PoolKey, PoolLinks, PoolSettings, Welcome};
-use crate::config::ServerHost;
+use crate::config::{LoadBalanceHosts, ServerHost};
 use crate::error::{Error, Result};
 use crate::server::{ServerCredential, ServerTarget};
 
@@ -89,6 +90,14 @@ pub struct Member {
     pub serves: Serves,
     /// Its pool.
     pub pool: Arc<Pool>,
+    /// Host lists: connecting to it failed; checkouts go to the other hosts until then.
+    pub down_until: Option<Instant>,
+}
+
+impl Member {
+    fn usable(&self, role: Role, now: Instant) -> bool {
+        self.serves.serves(role) && self.down_until.is_none_or(|t| t <= now)
+    }
 }
 
 /// Mutable state of a set; guarded by `PoolSet::state`, never held across an await.
@@ -103,6 +112,8 @@ struct SetState {
     members: Vec<Member>,
     /// Pause reasons the set itself owns (a failover hold), applied to new members too.
     held: PauseReasons,
+    /// `host=a,b,...`: how members are chosen; `None` for one host or discovered members.
+    balance: Option<LoadBalanceHosts>,
 }
 
 /// The pools of one (database, user).
@@ -121,6 +132,8 @@ pub struct PoolSet {
     links: PoolLinks,
     /// Console and shutdown pause reasons, which new members start with.
     book: Arc<PauseBook>,
+    /// This set, for the connectors of host-list members (see `hosts::FallThrough`).
+    me: Weak<PoolSet>,
 }
 
 impl PoolSet {
@@ -160,7 +173,7 @@ impl PoolSet {
         book: Arc<PauseBook>,
         fixed: bool,
     ) -> Arc<PoolSet> {
-        Arc::new(PoolSet {
+        Arc::new_cyclic(|me| PoolSet {
             key,
             state: Mutex::new(SetState {
                 settings,
@@ -168,12 +181,14 @@ impl PoolSet {
                 credential,
                 members: Vec::new(),
                 held: PauseReasons::NONE,
+                balance: None,
             }),
             epoch: AtomicU64::new(0),
             next: AtomicUsize::new(0),
             fixed,
             links,
             book,
+            me: me.clone(),
         })
     }
 
@@ -198,12 +213,16 @@ impl PoolSet {
         let mut target = (*st.target).clone();
         target.host = host.clone();
         target.port = port;
+        let mut links = self.links.clone();
+        if st.balance.is_some() {
+            links.connector = super::hosts::FallThrough::wrap(links.connector, self.me.clone());
+        }
         let pool = Pool::new(
             self.key.clone(),
             st.settings.clone(),
             Arc::new(target),
             st.credential.clone(),
-            self.links.clone(),
+            links,
         );
         pool.set_booked(self.book.effective(&self.key.db));
         if !st.held.is_empty() {
@@ -214,6 +233,7 @@ impl PoolSet {
             port,
             serves,
             pool: pool.clone(),
+            down_until: None,
         });
         drop(st);
         self.bump();
@@ -252,23 +272,121 @@ impl PoolSet {
             .collect()
     }
 
-    /// The pool a checkout for `role` goes to now: the members serving it in turn.
+    /// The pool a checkout for `role` goes to now: the members serving it in turn (with
+    /// `load_balance_hosts = disable`, the first one). A host that failed is skipped while
+    /// another one is usable.
     pub fn pick(&self, role: Role) -> Option<Arc<Pool>> {
         let st = self.state.lock();
-        let n = st.members.iter().filter(|m| m.serves.serves(role)).count();
+        let now = Instant::now();
+        let usable = |m: &&Member| m.usable(role, now);
+        let serving = |m: &&Member| m.serves.serves(role);
+        let up = st.members.iter().filter(usable).count();
+        let (n, filter): (usize, &dyn Fn(&&Member) -> bool) = if up > 0 {
+            (up, &usable)
+        } else {
+            (st.members.iter().filter(serving).count(), &serving)
+        };
         if n == 0 {
             return None;
         }
-        let i = if n == 1 {
+        let i = if n == 1 || st.balance == Some(LoadBalanceHosts::Disable) {
             0
         } else {
             self.next.fetch_add(1, Ordering::Relaxed) % n
         };
         st.members
             .iter()
-            .filter(|m| m.serves.serves(role))
+            .filter(filter)
             .nth(i)
             .map(|m| m.pool.clone())
+    }
+
+    /// Makes the members exactly `hosts` (a `host=a,b,...` list), each serving every role,
+    /// chosen as `balance` says. Members that left the list close their servers as they are
+    /// released.
+    pub fn set_host_list(&self, hosts: &[(ServerHost, u16)], balance: LoadBalanceHosts) {
+        let gone: Vec<(ServerHost, u16)> = {
+            let mut st = self.state.lock();
+            st.balance = Some(balance);
+            st.members
+                .iter()
+                .filter(|m| !hosts.iter().any(|(h, p)| *h == m.host && *p == m.port))
+                .map(|m| (m.host.clone(), m.port))
+                .collect()
+        };
+        for (h, p) in &gone {
+            self.remove_member(h, *p);
+        }
+        for (h, p) in hosts {
+            self.add_member(h.clone(), *p, Serves::ALL);
+        }
+        self.bump();
+    }
+
+    /// True for the one-member set of a single `host=`.
+    pub fn is_fixed(&self) -> bool {
+        self.fixed
+    }
+
+    /// `load_balance_hosts` for the console; `None` unless this is a host list.
+    pub fn load_balance_hosts(&self) -> Option<LoadBalanceHosts> {
+        self.state.lock().balance
+    }
+
+    /// A host-list member could not be reached: new checkouts go to the other hosts for
+    /// server_login_retry, and the clients queued on it move there. The last usable host is
+    /// never set aside (its clients wait and it is retried, as with one host).
+    pub fn host_failed(&self, host: &ServerHost, port: u16) {
+        let pool = {
+            let mut st = self.state.lock();
+            if st.balance.is_none() {
+                return;
+            }
+            let now = Instant::now();
+            let others_up = st
+                .members
+                .iter()
+                .filter(|m| !(m.host == *host && m.port == port) && m.usable(Role::Any, now))
+                .count();
+            let retry = st
+                .settings
+                .server_login_retry
+                .max(std::time::Duration::from_secs(1));
+            let Some(m) = st
+                .members
+                .iter_mut()
+                .find(|m| m.host == *host && m.port == port)
+            else {
+                return;
+            };
+            if others_up == 0 {
+                return;
+            }
+            m.down_until = Some(now + retry);
+            m.pool.clone()
+        };
+        tracing::warn!(
+            "{}: host {}:{port} is unreachable, trying the other hosts",
+            self.key,
+            host_text(host)
+        );
+        self.bump();
+        pool.fail_waiters(|| Error::HostDown);
+    }
+
+    /// A host-list member logged a server in: it is usable again.
+    pub fn host_ok(&self, host: &ServerHost, port: u16) {
+        let changed = {
+            let mut st = self.state.lock();
+            st.members
+                .iter_mut()
+                .find(|m| m.host == *host && m.port == port)
+                .and_then(|m| m.down_until.take())
+                .is_some()
+        };
+        if changed {
+            self.bump();
+        }
     }
 
     /// A route for clients that need `role`.
@@ -372,8 +490,16 @@ impl PoolSet {
     }
 }
 
+fn host_text(host: &ServerHost) -> String {
+    match host {
+        ServerHost::Tcp(h) => h.clone(),
+        ServerHost::Unix(p) => p.display().to_string(),
+    }
+}
+
 /// How a session reaches its servers: a set and the role it needs. Caches the member it picked,
 /// so the per-transaction cost is one atomic load until the set changes.
+#[derive(Clone)]
 pub struct Route {
     /// The set the client's database and user map to.
     set: Arc<PoolSet>,
@@ -413,9 +539,17 @@ impl Route {
         self.pool().ok()?.try_take_idle()
     }
 
-    /// A server of the current member, queueing if needed (see [`Pool::checkout`]).
+    /// A server of the current member, queueing if needed (see [`Pool::checkout`]). With a
+    /// host list, a client queued on a host that turns out unreachable moves to the next one.
     pub async fn checkout(&mut self) -> Result<Lease> {
-        let pool = self.pool()?.clone();
-        pool.checkout().await
+        let tries = self.set.state.lock().members.len() + 1;
+        for _ in 0..tries {
+            let pool = self.pool()?.clone();
+            match pool.checkout().await {
+                Err(Error::HostDown) => self.pool = None,
+                other => return other,
+            }
+        }
+        Err(Error::HostDown)
     }
 }

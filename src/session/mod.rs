@@ -339,8 +339,10 @@ impl Client {
             .wait_start_us
             .store(registry::now_us(), std::sync::atomic::Ordering::Relaxed);
         // The pool counts the assignment and the time waited.
-        let pool = self.route.pool()?.clone();
-        let checkout = pool.checkout();
+        // A copy of the route: with a host list the checkout may move to another host, and
+        // the session's own route re-picks from the set's new epoch afterwards.
+        let mut route = self.route.clone();
+        let checkout = async move { route.checkout().await };
         tokio::pin!(checkout);
         let notify_after = self.settings.query_wait_notify;
         let mut notice = (!notify_after.is_zero() && !self.queue_noticed)

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use crate::config::{Config, ServerHost};
 use crate::context::Context;
 use crate::pool::stats::StatsSnapshot;
-use crate::pool::PoolKey;
+use crate::pool::{Pool, PoolKey, PoolSnapshot};
 use crate::server::ServerState;
 use crate::session::registry::{now_us, ClientState};
 
@@ -41,6 +41,8 @@ pub struct PoolRow {
     pub maxwait_us: u64,
     pub pool_mode: &'static str,
     pub paused: bool,
+    /// `round-robin` / `disable` for a host list, else `None` (NULL).
+    pub load_balance_hosts: Option<&'static str>,
 }
 
 /// Client counts per (database, pool user).
@@ -86,8 +88,31 @@ pub fn pools(ctx: &Context) -> Vec<PoolRow> {
     let counts = client_counts(ctx, &cfg);
     let servers = ctx.servers.all();
     let mut rows = Vec::new();
-    for pool in ctx.pools.all() {
-        let snap = pool.snapshot();
+    // A host list is one logical pool, as in PgBouncer: its members are summed into one row.
+    let mut groups: Vec<(Vec<std::sync::Arc<Pool>>, Option<&'static str>)> = Vec::new();
+    for set in ctx.pools.sets() {
+        match set.load_balance_hosts() {
+            Some(lb) => groups.push((set.pools(), Some(lb.as_str()))),
+            None => groups.extend(set.pools().into_iter().map(|p| (vec![p], None))),
+        }
+    }
+    for (members, load_balance_hosts) in groups {
+        let Some(pool) = members.first().cloned() else {
+            continue;
+        };
+        let snap = members
+            .iter()
+            .map(|p| p.snapshot())
+            .reduce(|a, b| PoolSnapshot {
+                idle: a.idle + b.idle,
+                used: a.used + b.used,
+                active: a.active + b.active,
+                login: a.login + b.login,
+                waiting: a.waiting + b.waiting,
+                maxwait_us: a.maxwait_us.max(b.maxwait_us),
+                paused: a.paused || b.paused,
+            })
+            .expect("invariant: a group has a member");
         let key = (pool.key.db.clone(), pool.key.user.clone());
         let c = counts.get(&key).copied().unwrap_or_default();
         let mine = servers
@@ -113,6 +138,7 @@ pub fn pools(ctx: &Context) -> Vec<PoolRow> {
             maxwait_us: snap.maxwait_us,
             pool_mode: pool.settings().pool_mode.as_str(),
             paused: snap.paused,
+            load_balance_hosts,
         });
     }
     let admin = counts
@@ -133,6 +159,7 @@ pub fn pools(ctx: &Context) -> Vec<PoolRow> {
         maxwait_us: 0,
         pool_mode: "statement",
         paused: false,
+        load_balance_hosts: None,
     });
     rows.sort_by(|a, b| (&a.database, &a.user).cmp(&(&b.database, &b.user)));
     rows
@@ -156,6 +183,8 @@ pub struct DatabaseRow {
     pub current_connections: u32,
     pub max_client_connections: u32,
     pub current_client_connections: u32,
+    /// `round-robin` / `disable` for a host list, else `None` (NULL).
+    pub load_balance_hosts: Option<&'static str>,
     pub paused: bool,
     pub disabled: bool,
 }
@@ -187,10 +216,17 @@ pub fn databases(ctx: &Context) -> Vec<DatabaseRow> {
         .iter()
         .filter_map(|name| cfg.database(name))
         .map(|db| DatabaseRow {
-            host: db.host.as_ref().map(|h| match h {
-                ServerHost::Tcp(h) => h.clone(),
-                ServerHost::Unix(p) => p.display().to_string(),
-            }),
+            host: match db.host_list() {
+                // As written: `a,b,c`.
+                Some(list) => Some(
+                    list.iter()
+                        .map(|(h, _)| host_text(h))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
+                None => db.host.as_ref().map(host_text),
+            },
+            load_balance_hosts: db.host_list().map(|_| db.load_balance_hosts.as_str()),
             port: db.port,
             database: db.dbname.clone().unwrap_or_else(|| db.name.clone()),
             force_user: db.user.clone(),
@@ -223,11 +259,19 @@ pub fn databases(ctx: &Context) -> Vec<DatabaseRow> {
         current_connections: 0,
         max_client_connections: g.max_db_client_connections,
         current_client_connections: clients.get(ADMIN_DB).copied().unwrap_or(0),
+        load_balance_hosts: None,
         paused: false,
         disabled: false,
     });
     rows.sort_by(|a, b| a.name.cmp(&b.name));
     rows
+}
+
+fn host_text(h: &ServerHost) -> String {
+    match h {
+        ServerHost::Tcp(h) => h.clone(),
+        ServerHost::Unix(p) => p.display().to_string(),
+    }
 }
 
 /// One SHOW USERS row.

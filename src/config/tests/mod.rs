@@ -596,9 +596,51 @@ app = host=/var/run/postgresql port=5433 dbname='my app' user=svc password='it''
 }
 
 #[test]
+fn host_lists_pair_hosts_with_ports() {
+    let cfg = parse(
+        "[databases]\nlist = host=a,/run/pg,c port=5433 load_balance_hosts=disable\n\
+         pairs = host=a,b port=1,2\nsingle = host=a port=7\n",
+    );
+    let list = &cfg.databases["list"];
+    assert_eq!(
+        list.host_list().unwrap(),
+        &[
+            (ServerHost::Tcp("a".into()), 5433),
+            (ServerHost::Unix("/run/pg".into()), 5433),
+            (ServerHost::Tcp("c".into()), 5433),
+        ]
+    );
+    assert_eq!(
+        list.load_balance_hosts,
+        crate::config::LoadBalanceHosts::Disable
+    );
+    assert_eq!(
+        (list.host.clone(), list.port),
+        (Some(ServerHost::Tcp("a".into())), 5433)
+    );
+    let pairs = &cfg.databases["pairs"];
+    assert_eq!(
+        pairs.host_list().unwrap(),
+        &[
+            (ServerHost::Tcp("a".into()), 1),
+            (ServerHost::Tcp("b".into()), 2)
+        ]
+    );
+    assert_eq!(
+        pairs.load_balance_hosts,
+        crate::config::LoadBalanceHosts::RoundRobin
+    );
+    let single = &cfg.databases["single"];
+    assert!(single.host_list().is_none());
+    assert_eq!(single.port, 7);
+}
+
+#[test]
 fn connection_string_errors() {
     let err = |connstr: &str| one_error(&format!("[databases]\nd = {connstr}\n")).message;
-    assert!(err("host=a,b").contains("not supported yet"));
+    assert!(err("host=a,b port=1,2,3").contains("3 ports for 2 hosts"));
+    assert!(err("port=1,2").contains("needs a host list"));
+    assert!(err("host=a,b load_balance_hosts=random").contains("round-robin or disable"));
     assert!(err("host=@abstract").contains("not supported"));
     assert!(err("port=0").contains("port number"));
     assert!(err("port=65536").contains("port number"));
@@ -633,7 +675,7 @@ fn unimplemented_connection_keys_are_listed() {
         "[databases]\nd = auth_user=a auth_query='SELECT 1' auth_dbname=x \
          max_db_client_connections=1 load_balance_hosts=disable query_wait_timeout=3\n",
     );
-    assert_eq!(cfg.unimplemented_keys.len(), 4);
+    assert_eq!(cfg.unimplemented_keys.len(), 3);
     let d = &cfg.databases["d"];
     assert_eq!(d.max_db_client_connections, Some(1));
     assert_eq!(d.query_wait_timeout, Some(Duration::from_secs(3)));
