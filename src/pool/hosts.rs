@@ -40,7 +40,13 @@ impl Connector for FallThrough {
                     Ok(_) => set.host_ok(&target.host, target.port),
                     // Only a host that cannot be reached is set aside; a login the server
                     // refuses is the same on every host and is reported as it is.
-                    Err(Error::ServerConnect { .. }) => set.host_failed(&target.host, target.port),
+                    Err(Error::ServerConnect { addr, source }) => {
+                        if source.to_string().contains("lookup") {
+                            // PgBouncer's words, which its operators grep for.
+                            tracing::warn!("{addr} closing because: server DNS lookup failed");
+                        }
+                        set.host_failed(&target.host, target.port)
+                    }
                     Err(_) => {}
                 }
             }

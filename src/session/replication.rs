@@ -50,6 +50,9 @@ pub async fn open(
     }
     target
         .startup_params
+        .extend(params.passthrough.iter().cloned());
+    target
+        .startup_params
         .push(("replication".to_string(), replication.to_string()));
     let mut cred = pool::credential_for(cfg, db, server_user);
     if let (ServerCredential::ScramSecretOnly, Some((client_key, server_key))) = (&cred, scram_keys)

@@ -60,6 +60,17 @@ pub struct StartupParams {
     /// `replication=` as the client sent it, when it asks for a replication connection
     /// (`database`, or a true boolean); `None` for a normal session.
     pub replication: Option<String>,
+    /// Replication connections only: `options` and other keys a pooled session could not take,
+    /// handed to the dedicated server as they are (PgBouncer does the same).
+    pub passthrough: Vec<(String, String)>,
+}
+
+/// `replication=` values that ask for a replication connection.
+fn wants_replication(v: &str) -> bool {
+    matches!(
+        v.to_ascii_lowercase().as_str(),
+        "database" | "true" | "on" | "yes" | "1"
+    )
 }
 
 /// The tracked parameter names for this config: PgBouncer's fixed set plus track_extra_parameters.
@@ -89,7 +100,19 @@ pub fn check_params(cfg: &Config, raw: Vec<(String, String)>) -> Result<StartupP
     let is_tracked = |k: &str| tracked.iter().any(|t| t.eq_ignore_ascii_case(k));
     let is_ignored = |k: &str| ignored.iter().any(|i| i.eq_ignore_ascii_case(k));
     let mut out = StartupParams::default();
+    // A replication connection has a server of its own: nothing needs to match a pool.
+    let replication = raw
+        .iter()
+        .any(|(k, v)| k == "replication" && wants_replication(v));
     for (k, v) in raw {
+        match k.as_str() {
+            "user" | "database" | "replication" => {}
+            _ if replication && !k.starts_with("_pq_.") && !is_tracked(&k) => {
+                out.passthrough.push((k, v));
+                continue;
+            }
+            _ => {}
+        }
         match k.as_str() {
             "user" => out.user = v,
             "database" => out.database = v,
@@ -97,7 +120,7 @@ pub fn check_params(cfg: &Config, raw: Vec<(String, String)>) -> Result<StartupP
                 // PostgreSQL's spellings: `database` (logical) or a boolean (physical).
                 match v.to_ascii_lowercase().as_str() {
                     "false" | "off" | "no" | "0" => {}
-                    "database" | "true" | "on" | "yes" | "1" => out.replication = Some(v),
+                    _ if wants_replication(&v) => out.replication = Some(v),
                     _ => return Err(Error::UnsupportedStartupParameter(k)),
                 }
             }
@@ -175,5 +198,27 @@ mod tests {
             e.to_string(),
             "unsupported startup parameter in options: work_mem"
         );
+    }
+
+    #[test]
+    fn replication_connections_pass_options_through() {
+        let cfg = Config::default();
+        let s = check_params(
+            &cfg,
+            p(&[
+                ("options", "-c enable_seqscan=off"),
+                ("user", "u"),
+                ("replication", "database"),
+                ("application_name", "abc"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.replication.as_deref(), Some("database"));
+        assert_eq!(s.passthrough, p(&[("options", "-c enable_seqscan=off")]));
+        assert_eq!(s.tracked, p(&[("application_name", "abc")]));
+        let s = check_params(&cfg, p(&[("user", "u"), ("replication", "off")])).unwrap();
+        assert!(s.replication.is_none() && s.passthrough.is_empty());
+        let e = check_params(&cfg, p(&[("user", "u"), ("replication", "maybe")])).unwrap_err();
+        assert_eq!(e.to_string(), "unsupported startup parameter: replication");
     }
 }

@@ -143,3 +143,34 @@ async fn physical_replication_connection_runs_replication_commands() {
     assert_ne!(code, 0);
     assert!(!err.contains("unsupported startup parameter"), "{err}");
 }
+
+/// A logical replication connection takes SQL too (PostgreSQL 10+), with the client's
+/// `options` and application_name passed to its server as they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_connection_keeps_options_and_application_name() {
+    let pg = logical_pg();
+    let p = Pooler::start(pg, "", "", "");
+    let conn = format!(
+        "host=127.0.0.1 port={} user=olly password=olly_pw dbname=testdb replication=database \
+         application_name=abc options='-c enable_seqscan=off'",
+        p.port
+    );
+    let (code, out, err) = crate::common::psql(
+        &conn,
+        "SELECT current_setting('application_name') || ',' || current_setting('enable_seqscan')",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "abc,off");
+    // The same options on a pooled connection are refused, as PgBouncer refuses them.
+    let conn = format!(
+        "host=127.0.0.1 port={} user=olly password=olly_pw dbname=testdb \
+         options='-c enable_seqscan=off'",
+        p.port
+    );
+    let (code, _, err) = crate::common::psql(&conn, "SELECT 1");
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("unsupported startup parameter in options: enable_seqscan"),
+        "{err}"
+    );
+}
