@@ -106,3 +106,69 @@ async fn disable_uses_the_first_host_until_it_fails() {
     }
     assert!(p.log().contains("is unreachable, trying the other hosts"));
 }
+
+/// PgBouncer's test_multi_port: in session mode three clients in a row get the first, second,
+/// then first port again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_takes_the_hosts_in_turn() {
+    let a = Pg::start();
+    let b = Pg::start();
+    let p = Pooler::start(&a, &list_entry(&a, &b, ""), "pool_mode = session", "");
+    let mut ports = Vec::new();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut c = Raw::connect(p.port, "olly", "olly_pw", "listdb")
+            .await
+            .unwrap();
+        ports.push(served_by(&mut c).await);
+        held.push(c);
+    }
+    assert_eq!(
+        ports,
+        vec![a.port.to_string(), b.port.to_string(), a.port.to_string()]
+    );
+}
+
+/// PgBouncer's test_load_balance_hosts_disable_bad_first: a first host whose name does not
+/// resolve is skipped, with PgBouncer's log line; RELOAD changes load_balance_hosts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_that_does_not_resolve_is_skipped_and_reload_changes_the_mode() {
+    let a = Pg::start();
+    let entry = |mode: &str| {
+        format!(
+            "listdb = host=no-such-host.invalid,127.0.0.1 port={0},{0} dbname=testdb \
+             load_balance_hosts={mode}",
+            a.port
+        )
+    };
+    let p = Pooler::start(&a, &entry("disable"), "server_login_retry = 1", "");
+    for _ in 0..2 {
+        let mut c = Raw::connect(p.port, "olly", "olly_pw", "listdb")
+            .await
+            .unwrap();
+        assert_eq!(served_by(&mut c).await, a.port.to_string());
+    }
+    assert!(p
+        .log()
+        .contains("closing because: server DNS lookup failed"));
+    let mut console = admin(&p).await;
+    let dbs = console.query("SHOW DATABASES").await;
+    assert_eq!(
+        dbs.get("name", "listdb", "load_balance_hosts").as_deref(),
+        Some("disable")
+    );
+    p.rewrite_config(&entry("round-robin"), "server_login_retry = 1", "");
+    assert!(console.query("RELOAD").await.error.is_none());
+    let dbs = console.query("SHOW DATABASES").await;
+    assert_eq!(
+        dbs.get("name", "listdb", "load_balance_hosts").as_deref(),
+        Some("round-robin")
+    );
+    let pools = console.query("SHOW POOLS").await;
+    assert_eq!(
+        pools
+            .get("database", "listdb", "load_balance_hosts")
+            .as_deref(),
+        Some("round-robin")
+    );
+}
