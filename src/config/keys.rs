@@ -60,7 +60,7 @@ pub static GENERAL_KEYS: &[KeyInfo] = &[
     key("auth_type", "md5", RELOAD, IMPL),
     key("auth_user", "", RELOAD, UNIMPL),
     key("autodb_idle_timeout", "3600", RELOAD, UNIMPL),
-    key("cancel_wait_timeout", "10", RELOAD, UNIMPL),
+    key("cancel_wait_timeout", "10", RELOAD, IMPL),
     key("client_idle_timeout", "0", RELOAD, IMPL),
     key("client_login_timeout", "60", RELOAD, IMPL),
     key("client_tls13_ciphers", "", RELOAD, UNIMPL),

@@ -286,6 +286,8 @@ pub struct General {
     /// `max_db_client_connections` / `max_user_client_connections`: client caps (0 = none).
     pub max_db_client_connections: u32,
     pub max_user_client_connections: u32,
+    /// `cancel_wait_timeout`: how long a forwarded cancel may wait for a slot (0 = no bound).
+    pub cancel_wait_timeout: Duration,
     /// `suspend_timeout`: how long SUSPEND waits for clients to reach a transaction boundary.
     pub suspend_timeout: Duration,
     /// `so_reuseport`: bind the TCP listeners with SO_REUSEPORT (several processes, one port).
@@ -380,6 +382,7 @@ impl Default for General {
             server_fast_close: false,
             max_db_client_connections: 0,
             max_user_client_connections: 0,
+            cancel_wait_timeout: Duration::from_secs(10),
             suspend_timeout: Duration::from_secs(10),
             so_reuseport: false,
             // PgBouncer's default on Linux.

@@ -13,6 +13,7 @@ const SAMPLES: &[(&str, &str)] = &[
     ("admin_users", "olly"),
     ("application_name_add_host", "1"),
     ("auth_type", "md5"),
+    ("cancel_wait_timeout", "5"),
     ("client_idle_timeout", "30"),
     ("client_login_timeout", "30"),
     ("default_pool_size", "7"),
@@ -233,4 +234,54 @@ async fn server_fast_close_in_session_mode() {
         let second = backend_pid(&mut client).await;
         assert_eq!(first != second, fast, "server_fast_close = {fast}");
     }
+}
+
+/// cancel_wait_timeout bounds how long a cancel forwarded to a `[peers]` process waits for a free
+/// slot: with the peer's one slot taken, the second cancel gives up after 1 s (the built-in wait
+/// was 10 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_wait_timeout_bounds_the_wait_for_a_peer_slot() {
+    // A "peer" that takes connections and never answers: each forwarded cancel holds the slot.
+    let peer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer_port = peer.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let count = accepted.clone();
+    let holder = tokio::spawn(async move {
+        let mut keep = Vec::new();
+        while let Ok((s, _)) = peer.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            keep.push(s);
+        }
+    });
+    let p = Pooler::start(
+        pg(),
+        "",
+        &format!(
+            "peer_id = 1\ncancel_wait_timeout = 1\n[peers]\n2 = host=127.0.0.1 port={peer_port} pool_size=1"
+        ),
+        "",
+    );
+    // A cancel key that names peer 2 (bytes 1-2 of the pid) with hops left (low key bits).
+    let pid: u32 = 0x1000_0000 | (2 << 16);
+    let key: u32 = 0x0000_1003;
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", p.port))
+            .await
+            .unwrap();
+        let mut req = Vec::new();
+        req.extend_from_slice(&16u32.to_be_bytes());
+        req.extend_from_slice(&80877102u32.to_be_bytes());
+        req.extend_from_slice(&pid.to_be_bytes());
+        req.extend_from_slice(&key.to_be_bytes());
+        tokio::io::AsyncWriteExt::write_all(&mut s, &req)
+            .await
+            .unwrap();
+    }
+    let gave_up = crate::eventually(Duration::from_secs(3), || {
+        p.log().contains("cancel request to peer timed out waiting")
+    })
+    .await;
+    assert!(gave_up, "{}", p.log());
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    holder.abort();
 }

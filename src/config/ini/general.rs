@@ -55,6 +55,7 @@ pub(super) fn apply(g: &mut General, key: &str, value: &str) -> Result<(), Strin
         "max_db_client_connections" => g.max_db_client_connections = u32_value(value)?,
         "max_user_client_connections" => g.max_user_client_connections = u32_value(value)?,
         "suspend_timeout" => g.suspend_timeout = seconds(value)?,
+        "cancel_wait_timeout" => g.cancel_wait_timeout = seconds(value)?,
         "so_reuseport" => g.so_reuseport = boolean(value)?,
         "tcp_defer_accept" => g.tcp_defer_accept = u32_value(value)?,
         "tcp_socket_buffer" => g.tcp_socket_buffer = u32_value(value)?,
