@@ -454,6 +454,13 @@ impl Client {
         self.info.set_state(ClientState::Idle);
         server.record(&tally.take_xact());
         match end {
+            // Session mode gives a server back mid-session only for server_fast_close.
+            Ok(transfer::End::Released)
+                if self.settings.pool_mode == crate::config::PoolMode::Session =>
+            {
+                server.release(false);
+                Ok(())
+            }
             Ok(transfer::End::Released) => {
                 self.release(server).await;
                 Ok(())
