@@ -174,3 +174,43 @@ async fn replication_connection_keeps_options_and_application_name() {
         "{err}"
     );
 }
+
+/// PgBouncer's test_physical_rep_pg_basebackup: a base backup (with its WAL streamed over a
+/// second replication connection) through the pooler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_basebackup_through_the_pooler() {
+    let pg = logical_pg();
+    let pg_port = pg.port;
+    let p = Pooler::start(
+        pg,
+        &format!("replication = host=127.0.0.1 port={pg_port} dbname=testdb"),
+        "",
+        "",
+    );
+    let dest = p.dir.join("backup");
+    let out = Command::new("pg_basebackup")
+        .env("PGCONNECT_TIMEOUT", "10")
+        .args([
+            "-d",
+            &format!(
+                "host=127.0.0.1 port={} user=olly password=olly_pw dbname=replication",
+                p.port
+            ),
+            "-D",
+            dest.to_str().unwrap(),
+            "--checkpoint=fast",
+            "-X",
+            "stream",
+            "--no-sync",
+        ])
+        .output()
+        .expect("run pg_basebackup");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        p.log()
+    );
+    assert!(dest.join("PG_VERSION").exists());
+    assert!(dest.join("backup_label").exists() || dest.join("backup_manifest").exists());
+}
