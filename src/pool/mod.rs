@@ -14,7 +14,7 @@ mod tests;
 
 pub use connector::{Connector, PgConnector};
 pub use pause::{PauseBook, PauseReasons};
-pub use pool::{Lease, Pool, PoolLinks, PoolSnapshot, Welcome};
+pub use pool::{Lease, Pool, PoolLinks, PoolSnapshot, ReplicationSlot, Welcome};
 pub use set::{Member, PoolSet, Role, Route, Serves};
 
 use std::path::PathBuf;

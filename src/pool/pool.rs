@@ -15,10 +15,12 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 mod lease;
+mod replication;
 mod upkeep;
 
 pub use lease::Lease;
 use lease::{Handoff, WaitClock};
+pub use replication::ReplicationSlot;
 
 use super::connector::Connector;
 use super::pause::PauseReasons;

@@ -85,6 +85,8 @@ pub enum LoggedIn {
     Replication {
         server: Box<ServerConn>,
         slot: ClientSlot,
+        /// Its place in the (database, user) pool, as PgBouncer counts it.
+        place: crate::pool::ReplicationSlot,
     },
 }
 
@@ -186,6 +188,9 @@ pub async fn login(
         ));
     }
     if let Some(mode) = &params.replication {
+        let set = ctx.pools.get_or_create(cfg, &db, &params.user);
+        let pool = set.route(Role::Any).pool()?.clone();
+        let place = pool.replication_slot().await?;
         let server = super::replication::open(cfg, &db, &params, mode, authed.scram_keys).await?;
         *info.replication.lock() = super::replication::kind(mode);
         if cfg.general.log_connections {
@@ -199,6 +204,7 @@ pub async fn login(
         return Ok(LoggedIn::Replication {
             server: Box::new(server),
             slot,
+            place,
         });
     }
     let set = ctx.pools.get_or_create(cfg, &db, &params.user);

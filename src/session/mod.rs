@@ -182,9 +182,13 @@ async fn session(
             stmts: None,
             queue_noticed: false,
         },
-        Ok(link::LoggedIn::Replication { server, slot }) => {
+        Ok(link::LoggedIn::Replication {
+            server,
+            slot,
+            place,
+        }) => {
             let result = replication::relay(info, &mut stream, *server).await;
-            drop(slot);
+            drop((slot, place));
             return result;
         }
         Ok(link::LoggedIn::Admin { user, admin }) => {

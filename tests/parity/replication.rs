@@ -214,3 +214,43 @@ async fn pg_basebackup_through_the_pooler() {
     assert!(dest.join("PG_VERSION").exists());
     assert!(dest.join("backup_label").exists() || dest.join("backup_manifest").exists());
 }
+
+/// PgBouncer's test_replication_pool_size / _mixed_clients: a replication connection takes a
+/// place in its pool. With pool_size = 1 it evicts the idle pooled server, and two replication
+/// clients run one after the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_connections_count_against_pool_size() {
+    let pg = logical_pg();
+    let p = Pooler::start(pg, "", "default_pool_size = 1", "");
+    let mut normal = Raw::connect(p.port, "olly", "olly_pw", "testdb")
+        .await
+        .unwrap();
+    assert!(normal.query("SELECT 1").await.error.is_none());
+    let conn = format!(
+        "host=127.0.0.1 port={} user=olly password=olly_pw dbname=testdb replication=database",
+        p.port
+    );
+    let started = std::time::Instant::now();
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let conn = conn.clone();
+            std::thread::spawn(move || crate::common::psql(&conn, "SELECT pg_sleep(1)"))
+        })
+        .collect();
+    for r in runs {
+        let (code, _, err) = r.join().unwrap();
+        assert_eq!(code, 0, "{err}");
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "one place: the second waited for the first ({:?})",
+        started.elapsed()
+    );
+    assert!(
+        p.log().contains("closing because: evicted for pool_size"),
+        "{}",
+        p.log()
+    );
+    // The pooled client gets a server again once the replication clients are gone.
+    assert!(normal.query("SELECT 2").await.error.is_none());
+}
