@@ -59,6 +59,10 @@ pub struct Context {
     pub stats: crate::stats::StatsPeriod,
     /// Cancel forwarding to `[peers]` (SHOW PEER_POOLS).
     pub peer_pools: crate::session::cancel::PeerPools,
+    /// The client-facing TLS config; re-read on every config swap (RELOAD, SIGHUP, SET).
+    pub client_tls: crate::net::ClientTls,
+    /// Recent auth_query answers (see session::auth_query).
+    pub auth_cache: crate::session::auth_query::Cache,
     phase: AtomicU8,
     /// Applies a `verbose` value to the running log filter (installed once by `main`, which owns
     /// the tracing subscriber); called on every config swap so SET verbose and RELOAD take effect.
@@ -77,7 +81,13 @@ impl Context {
         clients
             .peer_id
             .store(config.general.peer_id, Ordering::Relaxed);
+        let client_tls = crate::net::ClientTls::default();
+        if let Err(e) = client_tls.reload(&config.general.security.client_tls) {
+            tracing::error!("client TLS setup failed: {e}");
+        }
         Arc::new(Context {
+            client_tls,
+            auth_cache: Default::default(),
             config: RwLock::new(Arc::new(config)),
             servers: pools.servers.clone(),
             disabled_dbs: DashSet::new(),
@@ -106,6 +116,13 @@ impl Context {
         self.clients
             .peer_id
             .store(config.general.peer_id, Ordering::Relaxed);
+        // New handshakes use the new files; live TLS connections keep theirs.
+        if let Err(e) = self
+            .client_tls
+            .reload(&config.general.security.client_tls)
+        {
+            tracing::error!("client TLS settings could not be applied, keeping the old ones: {e}");
+        }
         *self.config.write() = config.clone();
         self.pools.reconfigure(&config);
         if let Some(hook) = self.verbosity.get() {

@@ -8,6 +8,7 @@
 mod ini;
 mod keys;
 pub mod operator;
+mod security;
 mod userlist;
 
 #[cfg(test)]
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 pub use ini::parse_ini_str;
 pub use keys::{KeyInfo, GENERAL_KEYS};
+pub use security::{Security, SslMode, TlsSettings, DEFAULT_AUTH_QUERY};
 pub use userlist::{parse_userlist, Secret, UserList};
 
 /// A configuration problem, with enough context to fix it.
@@ -75,6 +77,10 @@ pub enum AuthType {
     Md5,
     /// SCRAM-SHA-256.
     ScramSha256,
+    /// TLS client certificate; the user name must be the certificate's CN.
+    Cert,
+    /// Method chosen per connection by the auth_hba_file.
+    Hba,
 }
 
 impl AuthType {
@@ -86,6 +92,8 @@ impl AuthType {
             AuthType::Plain => "plain",
             AuthType::Md5 => "md5",
             AuthType::ScramSha256 => "scram-sha-256",
+            AuthType::Cert => "cert",
+            AuthType::Hba => "hba",
         }
     }
 }
@@ -136,6 +144,12 @@ pub struct DatabaseConfig {
     pub timezone: Option<String>,
     /// `application_name=` sent in the server startup packet.
     pub application_name: Option<String>,
+    /// `auth_user=`: who runs auth_query for this database (overrides the global one).
+    pub auth_user: Option<String>,
+    /// `auth_query=`: this database's own auth_query.
+    pub auth_query: Option<String>,
+    /// `auth_dbname=`: where this database's auth_query runs.
+    pub auth_dbname: Option<String>,
 }
 
 impl DatabaseConfig {
@@ -159,6 +173,9 @@ impl DatabaseConfig {
             datestyle: None,
             timezone: None,
             application_name: None,
+            auth_user: None,
+            auth_query: None,
+            auth_dbname: None,
         }
     }
 }
@@ -249,6 +266,8 @@ pub struct General {
     pub http_listen_port: Option<u16>,
     /// `peer_id`: this process's id inside its cancel keys (0 = peering off; at most 16383).
     pub peer_id: u16,
+    /// TLS on both sides, auth_query and HBA (config/security.rs).
+    pub security: Security,
 }
 
 impl Default for General {
@@ -308,6 +327,7 @@ impl Default for General {
             http_listen_addr: None,
             http_listen_port: None,
             peer_id: 0,
+            security: Security::default(),
         }
     }
 }
@@ -333,6 +353,8 @@ pub struct Config {
     pub raw_general: Vec<(String, String)>,
     /// `[peers]`, by peer id (an entry for our own `peer_id` is kept here and ignored by users).
     pub peers: std::collections::BTreeMap<u16, PeerConfig>,
+    /// The parsed `auth_hba_file` (read when auth_type is hba).
+    pub hba: Option<crate::auth::hba::Hba>,
 }
 
 /// One `[peers]` entry: another pooler process that cancel requests carrying its id go to.
@@ -370,6 +392,23 @@ impl Config {
                 }])
             })?;
             cfg.userlist = parse_userlist(&text, &auth_file)?;
+        }
+        if cfg.general.auth_type == AuthType::Hba {
+            let issue = |message: String| {
+                ConfigErrors(vec![ConfigIssue {
+                    file: path.display().to_string(),
+                    line: 0,
+                    key: "auth_hba_file".into(),
+                    message,
+                }])
+            };
+            let file = cfg
+                .general
+                .security
+                .auth_hba_file
+                .clone()
+                .ok_or_else(|| issue("auth_type hba needs auth_hba_file".into()))?;
+            cfg.hba = Some(crate::auth::hba::Hba::load(&file).map_err(issue)?);
         }
         Ok(cfg)
     }

@@ -1,15 +1,19 @@
-//! `Stream`: one byte stream to a client or a server, over TCP or a Unix socket.
+//! `Stream`: one byte stream to a client or a server, over TCP, TLS over TCP, or a Unix socket.
 //!
-//! An enum rather than a boxed trait object so the hot path dispatches with a match and idle
-//! clients pay no extra allocation. TLS will become one more variant; callers already use only
-//! `readable()` + the AsyncRead/AsyncWrite impls, which a TLS variant can provide.
+//! An enum rather than a boxed trait object so the plaintext hot path dispatches with a match and
+//! idle clients pay no extra allocation; only the TLS variant is boxed (rustls state is large).
+//! TLS changes two things callers must respect: readiness also counts plaintext rustls already
+//! decrypted (the socket may be quiet while a whole request waits in rustls), and writes may
+//! stay buffered in rustls until `poll_flush`, so whoever stops writing to wait for an answer
+//! flushes first (`send` does both).
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
+use tokio_rustls::TlsStream;
 
 /// A connected byte stream.
 #[derive(Debug)]
@@ -18,6 +22,8 @@ pub enum Stream {
     Tcp(TcpStream),
     /// Unix domain socket.
     Unix(UnixStream),
+    /// TLS over TCP, either side (boxed: a rustls connection is tens of KiB of state).
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 /// Where the peer of a stream is, for logs and SHOW CLIENTS.
@@ -59,17 +65,60 @@ impl std::fmt::Display for PeerAddr {
 impl Stream {
     /// Waits until a read would not block, without reading: lets an idle client own no buffer.
     pub async fn readable(&self) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.readable().await,
-            Stream::Unix(s) => s.readable().await,
-        }
+        std::future::poll_fn(|cx| self.poll_read_ready(cx)).await
     }
 
     /// Polls for read readiness without reading (the socket's registration keeps the waker).
+    /// For TLS, plaintext rustls holds already counts as ready.
     pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
             Stream::Tcp(s) => s.poll_read_ready(cx),
             Stream::Unix(s) => s.poll_read_ready(cx),
+            Stream::Tls(t) => {
+                let (tcp, conn) = t.get_ref();
+                // rustls stops wanting socket bytes while it holds unread plaintext (or after
+                // close_notify): either way a read would not block.
+                if !conn.wants_read() {
+                    return Poll::Ready(Ok(()));
+                }
+                tcp.poll_read_ready(cx)
+            }
+        }
+    }
+
+    /// Writes all of `buf` and flushes: for the login and the pooler's own messages, after
+    /// which we wait for the peer (TLS would otherwise keep the tail in rustls).
+    pub async fn send(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.write_all(buf).await?;
+        if let Stream::Tls(_) = self {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// True for the TLS variant.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    /// PgBouncer's `tls` column text for this stream (empty when plain).
+    pub fn tls_description(&self) -> String {
+        match self {
+            Stream::Tls(t) => super::tls::describe(t.get_ref().1),
+            _ => String::new(),
+        }
+    }
+
+    /// The client certificate the peer presented, if any (DER of the end entity).
+    pub fn peer_certificate(&self) -> Option<&[u8]> {
+        match self {
+            Stream::Tls(t) => t
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.as_ref()),
+            _ => None,
         }
     }
 
@@ -82,6 +131,12 @@ impl Stream {
         let ready = match self {
             Stream::Tcp(s) => s.poll_read_ready(&mut cx),
             Stream::Unix(s) => s.poll_read_ready(&mut cx),
+            Stream::Tls(t) => {
+                if !t.get_ref().1.wants_read() {
+                    return true;
+                }
+                t.get_ref().0.poll_read_ready(&mut cx)
+            }
         };
         if !matches!(ready, Poll::Ready(_)) {
             return false;
@@ -89,9 +144,11 @@ impl Stream {
         // Readiness can be stale: confirm with a non-blocking read. Consuming a byte is fine,
         // because a server that sent anything while idle is closed anyway.
         let mut b = [0u8; 1];
+        // For TLS this eats a record byte; the connection is closed anyway if anything came.
         let r = match self {
             Stream::Tcp(s) => s.try_read(&mut b),
             Stream::Unix(s) => s.try_read(&mut b),
+            Stream::Tls(t) => t.get_ref().0.try_read(&mut b),
         };
         !matches!(r, Err(ref e) if e.kind() == io::ErrorKind::WouldBlock)
     }
@@ -106,6 +163,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
         }
     }
 }
@@ -119,6 +177,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
         }
     }
 
@@ -126,6 +185,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
             Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
         }
     }
 
@@ -133,6 +193,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
         }
     }
 }

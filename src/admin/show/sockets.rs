@@ -1,7 +1,7 @@
 //! SHOW CLIENTS, SERVERS, SOCKETS and ACTIVE_SOCKETS: one row per connection, PgBouncer 1.25's
 //! 21 columns (SOCKETS adds its 7 buffer columns).
 //!
-//! What we cannot know is shown as PgBouncer shows "none": no TLS yet (`tls` empty), no prepared
+//! What we cannot know is shown as PgBouncer shows "none" (`tls` is empty for plain sockets), no prepared
 //! statement tracking (0), no peer PID of Unix-socket clients (0), no per-socket buffer positions
 //! (0). `ptr`/`link` are stable per-connection tokens (there are no C pointers to print).
 //! Timestamps are `YYYY-MM-DD HH:MM:SS UTC`.
@@ -72,6 +72,8 @@ struct Sock {
     link: String,
     remote_pid: u32,
     application_name: String,
+    /// PgBouncer's TLS description, empty for plain sockets.
+    tls: String,
     id: u64,
 }
 
@@ -153,6 +155,7 @@ fn client_sock(c: &ClientInfo) -> Sock {
         link,
         remote_pid: 0,
         application_name: c.application_name.lock().clone(),
+        tls: c.tls.get().cloned().unwrap_or_default(),
         id: c.id,
     }
 }
@@ -211,6 +214,7 @@ fn server_socks(cmd: &Cmd<'_>) -> Vec<Sock> {
                 link: linked.map(client_ptr).unwrap_or_default(),
                 remote_pid: s.remote_pid,
                 application_name: s.application_name.lock().clone(),
+                tls: s.tls.get().cloned().unwrap_or_default(),
                 id: s.id,
             }
         })
@@ -245,7 +249,7 @@ fn render(socks: Vec<Sock>, debug: bool) -> Reply {
                 text(s.ptr),
                 text(s.link),
                 num(s.remote_pid),
-                text(""),
+                text(s.tls),
                 text(s.application_name),
                 num(0),
                 num(s.id),

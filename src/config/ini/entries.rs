@@ -34,9 +34,6 @@ impl<T> Outcome<T> {
 
 /// Connection-string keys PgBouncer accepts that we do not implement yet.
 const DB_UNIMPLEMENTED: &[&str] = &[
-    "auth_user",
-    "auth_query",
-    "auth_dbname",
     "max_db_client_connections",
     "load_balance_hosts",
     "query_wait_timeout",
@@ -78,6 +75,9 @@ fn set_database_key(db: &mut DatabaseConfig, key: &str, val: String) -> Result<(
         "port" => db.port = port(&val).map_err(with_key)?,
         "user" => db.user = Some(val),
         "password" => db.password = Some(val),
+        "auth_user" => db.auth_user = Some(val),
+        "auth_query" => db.auth_query = Some(val),
+        "auth_dbname" => db.auth_dbname = Some(val),
         "pool_size" => db.pool_size = Some(dec_u32(&val).map_err(with_key)?),
         "min_pool_size" => db.min_pool_size = Some(dec_u32(&val).map_err(with_key)?),
         "reserve_pool_size" | "reserve_pool" => {
