@@ -117,10 +117,7 @@ impl Context {
             .peer_id
             .store(config.general.peer_id, Ordering::Relaxed);
         // New handshakes use the new files; live TLS connections keep theirs.
-        if let Err(e) = self
-            .client_tls
-            .reload(&config.general.security.client_tls)
-        {
+        if let Err(e) = self.client_tls.reload(&config.general.security.client_tls) {
             tracing::error!("client TLS settings could not be applied, keeping the old ones: {e}");
         }
         *self.config.write() = config.clone();

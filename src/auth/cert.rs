@@ -94,16 +94,16 @@ mod tests {
             .push(rcgen::DnType::CommonName, "app_user");
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.self_signed(&key).unwrap();
-        assert_eq!(
-            subject_common_name(cert.der()).as_deref(),
-            Some("app_user")
-        );
+        assert_eq!(subject_common_name(cert.der()).as_deref(), Some("app_user"));
     }
 
     #[test]
     fn garbage_gives_none() {
         assert_eq!(subject_common_name(b""), None);
-        assert_eq!(subject_common_name(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]), None);
+        assert_eq!(
+            subject_common_name(&[0x30, 0x84, 0xff, 0xff, 0xff, 0xff]),
+            None
+        );
         assert_eq!(subject_common_name(&[0x30, 0x03, 0x30, 0x01, 0x00]), None);
     }
 }

@@ -163,7 +163,9 @@ fn names(
                 "sameuser" => Name::SameUser,
                 "replication" => Name::Replication,
                 g if g.starts_with('+') => {
-                    tracing::warn!("hba: group {g} cannot be resolved by the pooler and matches nobody");
+                    tracing::warn!(
+                        "hba: group {g} cannot be resolved by the pooler and matches nobody"
+                    );
                     Name::Group(g[1..].to_string())
                 }
                 n => Name::Exact(n.to_string()),
@@ -233,9 +235,9 @@ fn parse_addr(f: &[String]) -> Result<(Addr, &[String]), String> {
             .ok_or_else(|| format!("bad prefix length in \"{a}\""))?;
         return Ok((Addr::Net(ip, bits), &f[1..]));
     }
-    let ip: IpAddr = a
-        .parse()
-        .map_err(|_| format!("unsupported address \"{a}\" (host names, samehost and samenet are not supported)"))?;
+    let ip: IpAddr = a.parse().map_err(|_| {
+        format!("unsupported address \"{a}\" (host names, samehost and samenet are not supported)")
+    })?;
     let mask: IpAddr = f
         .get(1)
         .and_then(|m| m.parse().ok())

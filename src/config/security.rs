@@ -131,7 +131,10 @@ pub(crate) fn apply(s: &mut Security, key: &str, value: &str) -> Option<Result<(
         let _ = s;
         k.strip_prefix("client_tls_")
             .map(|r| (true, r.to_string()))
-            .or_else(|| k.strip_prefix("server_tls_").map(|r| (false, r.to_string())))
+            .or_else(|| {
+                k.strip_prefix("server_tls_")
+                    .map(|r| (false, r.to_string()))
+            })
     };
     match key {
         "auth_user" => s.auth_user = name(value),
@@ -178,7 +181,9 @@ mod tests {
         assert!(apply(&mut s, "server_tls_sslmode", "sometimes")
             .unwrap()
             .is_err());
-        assert!(apply(&mut s, "server_tls_ca_file", "/x/ca.crt").unwrap().is_ok());
+        assert!(apply(&mut s, "server_tls_ca_file", "/x/ca.crt")
+            .unwrap()
+            .is_ok());
         assert_eq!(s.server_tls.ca_file, Some(PathBuf::from("/x/ca.crt")));
         assert!(apply(&mut s, "auth_user", "pooler").unwrap().is_ok());
         assert_eq!(s.auth_user.as_deref(), Some("pooler"));

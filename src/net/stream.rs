@@ -197,3 +197,92 @@ impl AsyncWrite for Stream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+
+    use super::*;
+
+    /// A TLS pair over loopback TCP with a throwaway self-signed certificate.
+    async fn tls_pair() -> (Stream, tokio_rustls::client::TlsStream<TcpStream>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server_cfg = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.der().clone()).unwrap();
+        let client_cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (c, s) = tokio::join!(TcpStream::connect(addr), l.accept());
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let (c, s) = tokio::join!(
+            tokio_rustls::TlsConnector::from(Arc::new(client_cfg)).connect(name, c.unwrap()),
+            tokio_rustls::TlsAcceptor::from(Arc::new(server_cfg)).accept(s.unwrap().0)
+        );
+        (
+            Stream::Tls(Box::new(TlsStream::Server(s.unwrap()))),
+            c.unwrap(),
+        )
+    }
+
+    /// Plaintext rustls already decrypted counts as readable even when the socket itself has
+    /// nothing more (an idle wait on the socket alone would sleep on a request it holds).
+    #[tokio::test]
+    async fn buffered_plaintext_is_readable() {
+        let (mut server, mut client) = tls_pair().await;
+        client.write_all(b"first-second").await.unwrap();
+        client.flush().await.unwrap();
+        let mut five = [0u8; 5];
+        server.read_exact(&mut five).await.unwrap();
+        assert_eq!(&five, b"first");
+        // Drain the socket's readiness: the rest sits in rustls, not in the kernel.
+        if let Stream::Tls(t) = &server {
+            let mut b = [0u8; 16];
+            assert_eq!(
+                t.get_ref().0.try_read(&mut b).unwrap_err().kind(),
+                io::ErrorKind::WouldBlock
+            );
+        }
+        let ready = std::future::poll_fn(|cx| Poll::Ready(server.poll_read_ready(cx))).await;
+        assert!(matches!(ready, Poll::Ready(Ok(()))));
+        let mut rest = [0u8; 7];
+        server.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest, b"-second");
+        assert!(server.is_tls());
+        assert!(server.tls_description().starts_with("TLSv1.3/TLS_"));
+    }
+
+    /// `send` leaves nothing in rustls: the peer gets every byte without further writes.
+    #[tokio::test]
+    async fn send_flushes_tls() {
+        let (mut server, mut client) = tls_pair().await;
+        let big = vec![7u8; 300_000];
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0u8; 300_000];
+            client.read_exact(&mut got).await.unwrap();
+            got
+        });
+        server.send(&big).await.unwrap();
+        assert_eq!(reader.await.unwrap(), big);
+    }
+}

@@ -29,7 +29,10 @@ use crate::config::{SslMode, TlsSettings};
 const SUITE_NAMES: &[(&str, &str)] = &[
     ("TLS13_AES_256_GCM_SHA384", "TLS_AES_256_GCM_SHA384"),
     ("TLS13_AES_128_GCM_SHA256", "TLS_AES_128_GCM_SHA256"),
-    ("TLS13_CHACHA20_POLY1305_SHA256", "TLS_CHACHA20_POLY1305_SHA256"),
+    (
+        "TLS13_CHACHA20_POLY1305_SHA256",
+        "TLS_CHACHA20_POLY1305_SHA256",
+    ),
     (
         "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
         "ECDHE-ECDSA-AES256-GCM-SHA384",
@@ -58,7 +61,9 @@ const SUITE_NAMES: &[(&str, &str)] = &[
 
 /// PgBouncer's named cipher sets; rustls's defaults are all modern AEAD suites, so each named
 /// set means "the provider's defaults".
-const NAMED_CIPHER_SETS: &[&str] = &["default", "secure", "fast", "normal", "compat", "legacy", "all"];
+const NAMED_CIPHER_SETS: &[&str] = &[
+    "default", "secure", "fast", "normal", "compat", "legacy", "all",
+];
 
 fn suite_name(suite: rustls::SupportedCipherSuite) -> String {
     let rust = format!("{:?}", suite.suite());
@@ -476,7 +481,9 @@ mod tests {
         let mut s = crate::config::Security::default().client_tls;
         assert!(acceptor_config(&s).unwrap().is_none());
         s.sslmode = SslMode::Require;
-        assert!(acceptor_config(&s).unwrap_err().contains("client_tls_key_file"));
+        assert!(acceptor_config(&s)
+            .unwrap_err()
+            .contains("client_tls_key_file"));
         let mut s = crate::config::Security::default().server_tls;
         s.sslmode = SslMode::VerifyFull;
         assert!(ServerTls::build(&s)

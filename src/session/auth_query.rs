@@ -33,7 +33,10 @@ pub struct Cache {
 
 /// Where auth_query runs for a database, if it is configured for it: (auth db name, auth user,
 /// query). Per-database keys win over the global ones.
-pub fn auth_source<'a>(cfg: &'a Config, db: &'a DatabaseConfig) -> Option<(&'a str, &'a str, &'a str)> {
+pub fn auth_source<'a>(
+    cfg: &'a Config,
+    db: &'a DatabaseConfig,
+) -> Option<(&'a str, &'a str, &'a str)> {
     let sec = &cfg.general.security;
     let user = db.auth_user.as_deref().or(sec.auth_user.as_deref())?;
     let dbname = db
@@ -85,10 +88,14 @@ pub async fn lookup(
         }
     }
     let auth_db_cfg = cfg.database(auth_db).ok_or_else(|| {
-        Error::AuthQuery(format!("auth_dbname {auth_db} is not a configured database"))
+        Error::AuthQuery(format!(
+            "auth_dbname {auth_db} is not a configured database"
+        ))
     })?;
     if auth_db == crate::session::link::ADMIN_DB {
-        return Err(Error::AuthQuery("auth_dbname cannot be the admin database".into()));
+        return Err(Error::AuthQuery(
+            "auth_dbname cannot be the admin database".into(),
+        ));
     }
     let pool = ctx.pools.get_or_create(cfg, &auth_db_cfg, auth_user);
     let mut lease = pool.checkout().await?;
@@ -97,7 +104,9 @@ pub async fn lookup(
     pool.checkin(lease, reusable);
     let secret = answer?;
     let now = Instant::now();
-    ctx.auth_cache.map.retain(|_, v| now.duration_since(v.0) < CACHE_TTL);
+    ctx.auth_cache
+        .map
+        .retain(|_, v| now.duration_since(v.0) < CACHE_TTL);
     ctx.auth_cache.map.insert(key, (now, secret.clone()));
     Ok(Found::Query(secret))
 }
@@ -168,7 +177,9 @@ fn parse_row(body: &[u8]) -> Result<Option<Secret>> {
     let short = || Error::AuthQuery("short DataRow".into());
     let mut b = body;
     if b.remaining() < 2 || b.get_i16() != 2 {
-        return Err(Error::AuthQuery("expected 2 columns from auth_query".into()));
+        return Err(Error::AuthQuery(
+            "expected 2 columns from auth_query".into(),
+        ));
     }
     let mut secret = None;
     for i in 0..2 {

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use super::registry::{ClientInfo, ClientState};
 use super::auth::Method;
+use super::registry::{ClientInfo, ClientState};
 use super::{auth, auth_query, startup};
 use crate::config::{AuthType, Config};
 use crate::context::{Context, Phase};

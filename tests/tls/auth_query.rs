@@ -54,7 +54,10 @@ fn start(pg: &Pg) -> Pooler {
             d = dir.display()
         );
         std::fs::write(dir.join("pgbouncer.ini"), ini).unwrap();
-        (vec![dir.join("pgbouncer.ini").display().to_string()], vec![])
+        (
+            vec![dir.join("pgbouncer.ini").display().to_string()],
+            vec![],
+        )
     })
 }
 
@@ -120,5 +123,8 @@ async fn operator_user_lookup_serves_md5_and_scram_users() {
     );
     assert!(md5_secret.starts_with("md5"));
     assert!(!pooler.log().contains(&md5_secret), "secret in the log");
-    assert!(!pooler.log().contains("SCRAM-SHA-256$"), "secret in the log");
+    assert!(
+        !pooler.log().contains("SCRAM-SHA-256$"),
+        "secret in the log"
+    );
 }

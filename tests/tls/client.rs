@@ -27,7 +27,14 @@ async fn require_serves_psql_and_refuses_plain_clients() {
     let pooler = Pooler::start(&pg, "", &tls_lines(&certs, "require"), "");
     let port = pooler.port;
 
-    let ci = conninfo("127.0.0.1", port, "olly", "olly_pw", "testdb", "sslmode=require");
+    let ci = conninfo(
+        "127.0.0.1",
+        port,
+        "olly",
+        "olly_pw",
+        "testdb",
+        "sslmode=require",
+    );
     let (code, out, err) = run_psql(&ci, "SELECT 40 + 2");
     assert_eq!((code, out.as_str()), (0, "42"), "{err}");
 
@@ -56,36 +63,43 @@ async fn require_serves_psql_and_refuses_plain_clients() {
     assert!(out.ends_with("last"), "{out}");
 
     // Plain clients get PgBouncer's FATAL.
-    let plain = conninfo("127.0.0.1", port, "olly", "olly_pw", "testdb", "sslmode=disable");
+    let plain = conninfo(
+        "127.0.0.1",
+        port,
+        "olly",
+        "olly_pw",
+        "testdb",
+        "sslmode=disable",
+    );
     let (code, _, err) = run_psql(&plain, "SELECT 1");
     assert_ne!(code, 0);
     assert!(err.contains("SSL required"), "{err}");
-    let e = pooler
-        .try_connect("olly", "olly_pw", "testdb")
-        .await
-        .err()
-        .expect("plain login refused");
+    let Err(e) = pooler.try_connect("olly", "olly_pw", "testdb").await else {
+        panic!("plain login must be refused");
+    };
     let db = e.as_db_error().expect("server error");
     assert_eq!((db.code().code(), db.message()), ("08P01", "SSL required"));
 
     // SHOW CLIENTS shows the TLS description of the TLS client (the console session itself).
-    let admin = conninfo("127.0.0.1", port, "olly", "olly_pw", "pgbouncer", "sslmode=require");
+    let admin = conninfo(
+        "127.0.0.1",
+        port,
+        "olly",
+        "olly_pw",
+        "pgbouncer",
+        "sslmode=require",
+    );
     let (code, out, err) = run_psql(&admin, "SHOW CLIENTS");
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("|TLSv1.3/TLS_"), "{out}");
     assert!(out.contains("/ECDH="), "{out}");
 }
 
-/// A raw TLS client that pipelines many queries in one write: rustls decrypts more than one
-/// read takes, so the session must count rustls's plaintext as readable between transactions.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pipelined_queries_over_tls_are_all_answered() {
-    let certs = Certs::new("pipe");
-    certs.leaf("pooler", "pooler", &["localhost"]);
-    let pg = Pg::start();
-    let extra = tls_lines(&certs, "require") + "auth_type = trust\n";
-    let pooler = Pooler::start(&pg, "", &extra, "");
-
+/// A raw TLS client (tokio-rustls) logged in as olly to testdb under auth_type trust.
+async fn raw_tls_client(
+    certs: &Certs,
+    port: u16,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let mut roots = tokio_rustls::rustls::RootCertStore::empty();
     let pem = std::fs::read(certs.path("ca.crt")).unwrap();
     for c in rustls_pki_types::pem::PemObject::pem_slice_iter(&pem) {
@@ -97,17 +111,18 @@ async fn pipelined_queries_over_tls_are_all_answered() {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", pooler.port))
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
-    tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await.unwrap();
+    tcp.write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
+        .await
+        .unwrap();
     assert_eq!(tcp.read_u8().await.unwrap(), b'S');
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
     let mut s = tokio_rustls::TlsConnector::from(Arc::new(cfg))
         .connect(name, tcp)
         .await
         .unwrap();
-
     let mut out = BytesMut::new();
     let body = b"user\0olly\0database\0testdb\0\0";
     out.put_i32(8 + body.len() as i32);
@@ -117,14 +132,33 @@ async fn pipelined_queries_over_tls_are_all_answered() {
     s.flush().await.unwrap();
     let mut inbuf = BytesMut::new();
     assert_eq!(read_until_ready(&mut s, &mut inbuf, 1).await, 0);
+    assert!(inbuf.is_empty());
+    s
+}
+
+fn query(out: &mut BytesMut, sql: &str) {
+    out.put_u8(b'Q');
+    out.put_i32(5 + sql.len() as i32);
+    out.put_slice(sql.as_bytes());
+    out.put_u8(0);
+}
+
+/// Many queries pipelined in one write, and large answers to a client that reads late (rustls
+/// holds written bytes while the socket is full: all of them, and the ReadyForQuery, must come).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_and_large_answers_over_tls_all_arrive() {
+    let certs = Certs::new("pipe");
+    certs.leaf("pooler", "pooler", &["localhost"]);
+    let pg = Pg::start();
+    let extra = tls_lines(&certs, "require") + "auth_type = trust\n";
+    let pooler = Pooler::start(&pg, "", &extra, "");
+    let mut s = raw_tls_client(&certs, pooler.port).await;
+    let mut inbuf = BytesMut::new();
 
     const N: usize = 40;
-    out.clear();
+    let mut out = BytesMut::new();
     for i in 0..N {
-        let sql = format!("SELECT {i}, '{}'\0", "y".repeat(20_000));
-        out.put_u8(b'Q');
-        out.put_i32(4 + sql.len() as i32);
-        out.put_slice(sql.as_bytes());
+        query(&mut out, &format!("SELECT {i}, '{}'", "y".repeat(20_000)));
     }
     s.write_all(&out).await.unwrap();
     s.flush().await.unwrap();
@@ -135,6 +169,25 @@ async fn pipelined_queries_over_tls_are_all_answered() {
     .await
     .expect("every pipelined query answered");
     assert_eq!(rows, N);
+
+    for round in 0..2 {
+        out.clear();
+        query(
+            &mut out,
+            "SELECT repeat('z', 1000000) FROM generate_series(1, 16)",
+        );
+        s.write_all(&out).await.unwrap();
+        s.flush().await.unwrap();
+        // Let the socket buffers fill while the pooler still writes.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        let rows = tokio::time::timeout(
+            Duration::from_secs(60),
+            read_until_ready(&mut s, &mut inbuf, 1),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("round {round}: the answer's tail never arrived"));
+        assert_eq!(rows, 16);
+    }
 }
 
 /// Reads messages until `n` ReadyForQuery arrived; returns the DataRows seen.
@@ -216,7 +269,10 @@ async fn cert_auth_matches_the_common_name() {
     other.leaf("olly", "olly", &[]);
     let pg = Pg::start();
     let extra = tls_lines(&certs, "verify-full")
-        + &format!("client_tls_ca_file = {}\nauth_type = cert\n", certs.p("ca.crt"));
+        + &format!(
+            "client_tls_ca_file = {}\nauth_type = cert\n",
+            certs.p("ca.crt")
+        );
     let pooler = Pooler::start(&pg, "", &extra, "");
     let with_cert = |c: &Certs, user: &str| {
         let ci = conninfo(
@@ -240,6 +296,13 @@ async fn cert_auth_matches_the_common_name() {
     assert!(err.contains("certificate authentication failed"), "{err}");
     // A certificate from another CA, or none, fails the handshake.
     assert_ne!(with_cert(&other, "olly").0, 0);
-    let none = conninfo("127.0.0.1", pooler.port, "olly", "x", "testdb", "sslmode=require");
+    let none = conninfo(
+        "127.0.0.1",
+        pooler.port,
+        "olly",
+        "x",
+        "testdb",
+        "sslmode=require",
+    );
     assert_ne!(run_psql(&none, "SELECT 1").0, 0);
 }

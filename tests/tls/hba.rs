@@ -50,7 +50,14 @@ async fn hba_allow_deny_matrix() {
     // reject, per database.
     let (_, _, err) = login("olly", "olly_pw", "testdb", "disable");
     assert!(err.contains("login rejected"), "{err}");
-    let admin = conninfo("127.0.0.1", port, "olly", "olly_pw", "pgbouncer", "sslmode=disable");
+    let admin = conninfo(
+        "127.0.0.1",
+        port,
+        "olly",
+        "olly_pw",
+        "pgbouncer",
+        "sslmode=disable",
+    );
     let (code, out, err) = run_psql(&admin, "SHOW VERSION");
     assert_eq!(code, 0, "{err}: {out}");
     // An IPv6-only line does not match an IPv4 client.

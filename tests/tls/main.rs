@@ -70,7 +70,9 @@ impl Certs {
     pub fn leaf(&self, stem: &str, cn: &str, sans: &[&str]) {
         let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
         let mut params = rcgen::CertificateParams::new(sans).expect("params");
-        params.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
         let key = rcgen::KeyPair::generate().expect("key");
         let cert = params
             .signed_by(&key, &self.ca_cert, &self.ca_key)
@@ -137,6 +139,13 @@ pub fn run_psql(conninfo: &str, sql: &str) -> (i32, String, String) {
 }
 
 /// conninfo to the pooler over TCP with extra libpq keys (`sslmode=...` and friends).
-pub fn conninfo(host: &str, port: u16, user: &str, password: &str, db: &str, extra: &str) -> String {
+pub fn conninfo(
+    host: &str,
+    port: u16,
+    user: &str,
+    password: &str,
+    db: &str,
+    extra: &str,
+) -> String {
     format!("host={host} port={port} user={user} password={password} dbname={db} {extra}")
 }

@@ -65,7 +65,10 @@ async fn verify_full_checks_certificate_and_host_name() {
     // Another CA: refused in both modes.
     let stranger = Certs::new("stranger");
     let pooler = Pooler::start(&pg, &dbs(&pg), &tls("verify-ca", &stranger), "");
-    assert!(pooler.try_connect("olly", "olly_pw", "byname").await.is_err());
+    assert!(pooler
+        .try_connect("olly", "olly_pw", "byname")
+        .await
+        .is_err());
     assert!(pooler.log().contains("server TLS"), "{}", pooler.log());
     drop(pooler);
 
@@ -80,7 +83,10 @@ async fn require_refuses_a_plain_server_and_prefer_falls_back() {
     let pg = Pg::start();
     let extra = "server_tls_sslmode = require\nclient_login_timeout = 3";
     let pooler = Pooler::start(&pg, "", extra, "");
-    assert!(pooler.try_connect("olly", "olly_pw", "testdb").await.is_err());
+    assert!(pooler
+        .try_connect("olly", "olly_pw", "testdb")
+        .await
+        .is_err());
     assert!(
         pooler.log().contains("does not support TLS"),
         "{}",

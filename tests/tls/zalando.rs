@@ -109,7 +109,12 @@ async fn operator_pooler_ini_serves_psql_with_sslmode_require() {
             ini = ini.replace(k, v);
         }
         let root = dir.join("root");
-        for d in ["etc/pgbouncer", "etc/ssl/certs", "var/log/pgbouncer", "var/run/pgbouncer"] {
+        for d in [
+            "etc/pgbouncer",
+            "etc/ssl/certs",
+            "var/log/pgbouncer",
+            "var/run/pgbouncer",
+        ] {
             std::fs::create_dir_all(root.join(d)).unwrap();
             ini = ini.replace(&format!("/{d}/"), &format!("{}/{d}/", root.display()));
         }
@@ -134,7 +139,14 @@ async fn operator_pooler_ini_serves_psql_with_sslmode_require() {
         (vec![path.display().to_string()], vec![])
     });
 
-    let ci = conninfo("127.0.0.1", port, "md5user", "md5_pw", "testdb", "sslmode=require");
+    let ci = conninfo(
+        "127.0.0.1",
+        port,
+        "md5user",
+        "md5_pw",
+        "testdb",
+        "sslmode=require",
+    );
     let (code, out, err) = run_psql(
         &ci,
         "SELECT current_user || ' ' || ssl::text FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
@@ -152,12 +164,26 @@ async fn operator_pooler_ini_serves_psql_with_sslmode_require() {
     let (code, out, err) = run_psql(&ci, "SELECT current_user");
     assert_eq!((code, out.as_str()), (0, "scramuser"), "{err}");
     // The admin console as $PGUSER, over TLS.
-    let admin = conninfo("127.0.0.1", port, "pooler", "pooler_pw", "pgbouncer", "sslmode=require");
+    let admin = conninfo(
+        "127.0.0.1",
+        port,
+        "pooler",
+        "pooler_pw",
+        "pgbouncer",
+        "sslmode=require",
+    );
     let (code, out, err) = run_psql(&admin, "SHOW CLIENTS");
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("TLSv1.3"), "{out}");
     // Plain clients are refused.
-    let plain = conninfo("127.0.0.1", port, "md5user", "md5_pw", "testdb", "sslmode=disable");
+    let plain = conninfo(
+        "127.0.0.1",
+        port,
+        "md5user",
+        "md5_pw",
+        "testdb",
+        "sslmode=disable",
+    );
     let (code, _, err) = run_psql(&plain, "SELECT 1");
     assert_ne!(code, 0);
     assert!(err.contains("SSL required"), "{err}");

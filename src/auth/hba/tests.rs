@@ -33,11 +33,14 @@ host       all        all         fe80::/10          scram-sha-256
 host       all        all         all                md5
 "#;
 
+/// (client address, TLS, database, user, expected method).
+type Case<'a> = (Option<&'a str>, bool, &'a str, &'a str, Option<HbaMethod>);
+
 #[test]
 fn first_match_wins_across_the_matrix() {
     let h = parse(FILE);
     use HbaMethod::*;
-    let cases: &[(Option<&str>, bool, &str, &str, Option<HbaMethod>)] = &[
+    let cases: &[Case] = &[
         (None, false, "db", "anyone", Some(Trust)),
         (Some("1.2.3.4"), true, "db", "bob", Some(Cert)),
         (Some("1.2.3.4"), false, "db", "bob", Some(Md5)),
