@@ -285,7 +285,7 @@ async fn set_and_show_config() {
         "SET no_such_key = 1",
         "SET default_pool_size = lots",
         "SET listen_port = 7000",
-        "SET server_tls_sslmode = require",
+        "SET auth_ident_file = abc",
     ] {
         expect_error(&mut c, bad, "08P01", "SET failed").await;
     }

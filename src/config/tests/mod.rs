@@ -141,6 +141,7 @@ fn every_implemented_key_sets_its_field() {
         "unix_socket_dir" | "auth_file" | "logfile" | "pidfile" => "/x",
         "unix_socket_mode" => "0700",
         "auth_type" => "scram-sha-256",
+        "client_tls_sslmode" | "server_tls_sslmode" => "verify-full",
         "pool_mode" => "transaction",
         "server_reset_query" | "server_check_query" => "SELECT 1",
         "user" => "postgres",
@@ -153,7 +154,7 @@ fn every_implemented_key_sets_its_field() {
     let implemented: Vec<_> = GENERAL_KEYS.iter().filter(|k| k.implemented).collect();
     assert_eq!(
         implemented.len(),
-        54,
+        70,
         "one implemented key per General field"
     );
     for k in implemented {
@@ -278,10 +279,12 @@ fn auth_types() {
         ("plain", AuthType::Plain),
         ("md5", AuthType::Md5),
         ("SCRAM-SHA-256", AuthType::ScramSha256),
+        ("cert", AuthType::Cert),
+        ("hba", AuthType::Hba),
     ] {
         assert_eq!(general(&format!("auth_type = {text}")).auth_type, want);
     }
-    for unsupported in ["cert", "hba", "pam", "ldap", "peer"] {
+    for unsupported in ["pam", "ldap", "peer"] {
         let msg = general_error(&format!("auth_type = {unsupported}"));
         assert!(
             msg.starts_with(&format!("auth_type {unsupported} is not supported")),
@@ -395,17 +398,21 @@ fn zalando_operator_config() {
         Some(ServerHost::Tcp("acid-minimal-cluster".into()))
     );
     assert_eq!(cfg.databases["postgres"].port, 5432);
-    for key in [
-        "server_tls_sslmode",
-        "client_tls_sslmode",
-        "auth_query",
-        "auth_dbname",
-    ] {
-        assert!(cfg.unimplemented_keys.iter().any(|k| k == key), "{key}");
-    }
-    assert!(cfg
-        .unimplemented_keys
-        .contains(&"[databases] postgres: auth_user".to_string()));
+    // TLS and auth_query are implemented: nothing of theirs is reported.
+    assert!(
+        cfg.unimplemented_keys.is_empty(),
+        "{:?}",
+        cfg.unimplemented_keys
+    );
+    let sec = &g.security;
+    assert_eq!(sec.server_tls.sslmode, SslMode::Require);
+    assert_eq!(sec.client_tls.sslmode, SslMode::Require);
+    assert_eq!(sec.auth_dbname.as_deref(), Some("postgres"));
+    assert_eq!(sec.auth_query, "SELECT * FROM pooler.user_lookup($1)");
+    assert_eq!(
+        cfg.databases["postgres"].auth_user.as_deref(),
+        Some("pooler")
+    );
     assert_eq!(cfg.raw_general.len(), 25);
 }
 
@@ -618,7 +625,16 @@ fn unimplemented_connection_keys_are_listed() {
         "[databases]\nd = auth_user=a auth_query='SELECT 1' auth_dbname=x \
          max_db_client_connections=1 load_balance_hosts=disable query_wait_timeout=3\n",
     );
-    assert_eq!(cfg.unimplemented_keys.len(), 6);
+    assert_eq!(cfg.unimplemented_keys.len(), 3);
+    let d = &cfg.databases["d"];
+    assert_eq!(
+        (
+            d.auth_user.as_deref(),
+            d.auth_query.as_deref(),
+            d.auth_dbname.as_deref()
+        ),
+        (Some("a"), Some("SELECT 1"), Some("x"))
+    );
     assert!(cfg
         .unimplemented_keys
         .iter()
