@@ -3,7 +3,8 @@
 #
 # Works on a fresh Debian 12 as root or as a sudo-capable user:
 #   1. installs the Debian packages the integration tests need (PostgreSQL server + client
-#      tools, pgbouncer) when they are missing, and the Python venv of tests/clients.rs;
+#      tools, pgbouncer, and for the HA tests Patroni + etcd) when they are missing, and the
+#      Python venv of tests/clients.rs;
 #   2. cargo fmt --check, cargo clippy -D warnings;
 #   3. the deployment: deploy/ rendered with kubectl kustomize and validated (schemas, selectors,
 #      `ollyscale-pooler --check` on the ConfigMap's ini: scripts/check-deploy.sh), and the container
@@ -29,7 +30,9 @@ as_root() {
 }
 
 # 1. System packages.
-packages=(postgresql postgresql-contrib pgbouncer)
+# patroni, etcd-server, etcd-client and python3-etcd: tests/patroni.rs runs a real two-node
+# Patroni cluster (Patroni's etcd3 module imports python-etcd even though it talks v3).
+packages=(postgresql postgresql-contrib pgbouncer patroni etcd-server etcd-client python3-etcd)
 step "checking Debian packages: ${packages[*]}"
 missing=()
 for p in "${packages[@]}"; do
@@ -46,7 +49,7 @@ pg_bin=$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/d
 if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ] || [ ! -x "$pg_bin/postgres" ]; then
     die "no PostgreSQL server under /usr/lib/postgresql/<version>/bin"
 fi
-for tool in psql pgbench pgbouncer; do
+for tool in psql pgbench pgbouncer patroni etcd etcdctl; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool not found after installing packages"
 done
 echo "PostgreSQL: $("$pg_bin/postgres" --version); $(pgbouncer --version | head -n 1)"

@@ -39,6 +39,7 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
     ctx.tasks
         .spawn(ctx.pools.clone().run_janitor(ctx.shutdown.clone()));
     ctx.tasks.spawn(crate::stats::run(ctx.clone()));
+    ctx.clusters.start();
     Ok(Running {
         ctx,
         addr,
@@ -72,7 +73,7 @@ impl Running {
                     }
                 }
                 _ = usr1.recv() => {
-                    if ctx.paused_all.load(std::sync::atomic::Ordering::Relaxed) {
+                    if ctx.paused_all() {
                         tracing::info!("got SIGUSR1, but already paused/suspended");
                         continue;
                     }
@@ -85,7 +86,7 @@ impl Running {
                 _ = usr2.recv() => {
                     if ctx.phase() != Phase::Running {
                         tracing::info!("got SIGUSR2 while shutting down, ignoring");
-                    } else if ctx.paused_all.load(std::sync::atomic::Ordering::Relaxed) {
+                    } else if ctx.paused_all() {
                         tracing::info!("got SIGUSR2, continuing from PAUSE");
                         ctx.resume_db(None);
                     } else {

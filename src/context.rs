@@ -2,7 +2,7 @@
 //! Built once by `app`; passed down explicitly as `Arc<Context>`. Holds no logic beyond
 //! swapping the config snapshot and reporting shutdown phases.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use dashmap::DashSet;
@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::pool::{Pool, Pools};
+use crate::pool::{PauseReasons, Pool, Pools};
 use crate::server::Servers;
 use crate::session::registry::Clients;
 use crate::session::registry::KillReason;
@@ -51,10 +51,6 @@ pub struct Context {
     pub servers: Arc<Servers>,
     /// Databases refused to new clients (DISABLE).
     pub disabled_dbs: DashSet<String>,
-    /// Databases whose pools are paused (PAUSE db / KILL db).
-    pub paused_dbs: DashSet<String>,
-    /// PAUSE without a database: every pool, present and future.
-    pub paused_all: AtomicBool,
     /// Baselines of the current `stats_period` (the avg_* columns); rotated by `stats::run`.
     pub stats: crate::stats::StatsPeriod,
     /// Cancel forwarding to `[peers]` (SHOW PEER_POOLS).
@@ -63,6 +59,8 @@ pub struct Context {
     pub client_tls: crate::net::ClientTls,
     /// Recent auth_query answers (see session::auth_query).
     pub auth_cache: crate::session::auth_query::Cache,
+    /// Patroni clusters (`[clusters]`) and their published topologies.
+    pub clusters: Arc<crate::discovery::Clusters>,
     phase: AtomicU8,
     /// Applies a `verbose` value to the running log filter (installed once by `main`, which owns
     /// the tracing subscriber); called on every config swap so SET verbose and RELOAD take effect.
@@ -85,19 +83,22 @@ impl Context {
         if let Err(e) = client_tls.reload(&config.general.security.client_tls) {
             tracing::error!("client TLS setup failed: {e}");
         }
+        let shutdown = CancellationToken::new();
+        let clusters = crate::discovery::Clusters::new(tasks.clone(), shutdown.clone());
+        clusters.reconcile(&config);
+        pools.open_forced_user_pools(&config);
         Arc::new(Context {
             client_tls,
             auth_cache: Default::default(),
             config: RwLock::new(Arc::new(config)),
             servers: pools.servers.clone(),
             disabled_dbs: DashSet::new(),
-            paused_dbs: DashSet::new(),
-            paused_all: AtomicBool::new(false),
             stats: crate::stats::StatsPeriod::default(),
             pools,
             clients,
             peer_pools: Default::default(),
-            shutdown: CancellationToken::new(),
+            clusters: Arc::new(clusters),
+            shutdown,
             drain: CancellationToken::new(),
             tasks,
             phase: AtomicU8::new(Phase::Running as u8),
@@ -122,6 +123,8 @@ impl Context {
         }
         *self.config.write() = config.clone();
         self.pools.reconfigure(&config);
+        self.pools.open_forced_user_pools(&config);
+        self.clusters.reconcile(&config);
         if let Some(hook) = self.verbosity.get() {
             hook(config.general.verbose);
         }
@@ -164,18 +167,6 @@ impl Context {
         }
     }
 
-    /// Whether checkouts of `db` are paused right now.
-    pub fn is_paused(&self, db: &str) -> bool {
-        self.paused_all.load(Ordering::Relaxed) || self.paused_dbs.contains(db)
-    }
-
-    /// Makes a pool that was just created follow PAUSE/KILL state.
-    pub fn adopt_pool(&self, pool: &Arc<Pool>) {
-        if self.is_paused(&pool.key.db) {
-            pool.set_paused(true);
-        }
-    }
-
     fn pools_of(&self, db: Option<&str>) -> Vec<Arc<Pool>> {
         match db {
             Some(db) => self.pools.of_db(db),
@@ -185,16 +176,8 @@ impl Context {
 
     /// PAUSE [db]: new checkouts wait; returns once the servers are back, then closes them.
     pub async fn pause_db(&self, db: Option<&str>) {
-        match db {
-            Some(db) => {
-                self.paused_dbs.insert(db.to_string());
-            }
-            None => self.paused_all.store(true, Ordering::Relaxed),
-        }
+        self.pools.pause(db, PauseReasons::ADMIN);
         let pools = self.pools_of(db);
-        for p in &pools {
-            p.set_paused(true);
-        }
         loop {
             if pools.iter().all(|p| p.snapshot().active == 0) {
                 break;
@@ -209,32 +192,26 @@ impl Context {
         }
     }
 
-    /// RESUME [db]: undoes PAUSE / KILL.
+    /// RESUME [db]: undoes PAUSE / KILL. A plain RESUME undoes a plain PAUSE only (`PAUSE db` /
+    /// `KILL db` need `RESUME db`), and neither lifts a shutdown or a failover hold.
     pub fn resume_db(&self, db: Option<&str>) {
-        match db {
-            Some(db) => {
-                self.paused_dbs.remove(db);
-            }
-            // A plain RESUME undoes a plain PAUSE only; `PAUSE db` / `KILL db` need `RESUME db`.
-            None => self.paused_all.store(false, Ordering::Relaxed),
-        }
-        for p in self.pools_of(db) {
-            if !self.is_paused(&p.key.db) {
-                p.set_paused(false);
-            }
-        }
+        self.pools.resume(db, PauseReasons::ADMIN);
+    }
+
+    /// True when PAUSE/KILL (or a shutdown) holds every database.
+    pub fn paused_all(&self) -> bool {
+        !self.pools.pauses().all().is_empty()
+    }
+
+    /// True when `PAUSE db` / `KILL db` holds `db` itself.
+    pub fn db_paused(&self, db: &str) -> bool {
+        !self.pools.pauses().of_db(db).is_empty()
     }
 
     /// KILL [db]: drops every client and server of db at once and leaves it paused.
     pub fn kill_db(&self, db: Option<&str>) {
-        match db {
-            Some(db) => {
-                self.paused_dbs.insert(db.to_string());
-            }
-            None => self.paused_all.store(true, Ordering::Relaxed),
-        }
+        self.pools.pause(db, PauseReasons::ADMIN);
         for p in self.pools_of(db) {
-            p.set_paused(true);
             p.fail_waiters(|| Error::DatabaseRemoved);
             p.close_idle();
             p.reconnect();
@@ -299,9 +276,8 @@ impl Context {
         if phase == Phase::DrainServers {
             // PgBouncer's safe shutdown: PAUSE (running transactions finish, new ones wait),
             // queued clients are told, and the process exits once the servers are back.
-            self.paused_all.store(true, Ordering::Relaxed);
+            self.pools.pause(None, PauseReasons::SHUTDOWN);
             for p in self.pools.all() {
-                p.set_paused(true);
                 p.fail_waiters(|| Error::ServerShuttingDown);
             }
         }

@@ -14,6 +14,14 @@ pub mod sqlstate {
     pub const CONFIG_FILE_ERROR: &str = "F0000";
     /// Informational notice.
     pub const SUCCESSFUL_COMPLETION: &str = "00000";
+    /// The server is being shut down by an administrator (fast/immediate stop, switchover).
+    pub const ADMIN_SHUTDOWN: &str = "57P01";
+    /// The server is restarting after a crash of another backend.
+    pub const CRASH_SHUTDOWN: &str = "57P02";
+    /// The database system is starting up / shutting down / in recovery mode.
+    pub const CANNOT_CONNECT_NOW: &str = "57P03";
+    /// A write on a read-only server (a demoted primary, a replica).
+    pub const READ_ONLY_SQL_TRANSACTION: &str = "25006";
 }
 
 /// Which party an error came from: it decides whether the other side can go on.
@@ -51,8 +59,18 @@ pub enum Error {
     ServerAuth(String),
     #[error("server login has been failing, cached error: {0} (server_login_retry)")]
     ServerLoginRetry(String),
-    #[error("server connect: {0}")]
-    ServerConnect(String),
+    /// Opening the socket failed or timed out (`TimedOut`). The io::Error is kept whole so the
+    /// pool can tell "connection refused" (a stopped or demoted server) from the rest.
+    #[error("server connect to {addr}: {source}")]
+    ServerConnect {
+        /// `host:port` (or the socket directory and port) that was tried.
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
+    /// No member of the database's pool set serves the role asked for (no primary known yet).
+    #[error("no server available for role {0}")]
+    NoServerForRole(&'static str),
     /// A SET of tracked parameters failed on the server.
     #[error("invalid server parameter")]
     InvalidServerParameter,
@@ -144,7 +162,8 @@ impl Error {
             | ServerLogin(_)
             | ServerAuth(_)
             | ServerLoginRetry(_)
-            | ServerConnect(_)
+            | ServerConnect { .. }
+            | NoServerForRole(_)
             | InvalidServerParameter
             | ServerTls(_)
             | ServerCrashed => Side::Server,
@@ -195,7 +214,7 @@ impl Error {
                 sqlstate::PROTOCOL_VIOLATION.to_string(),
                 "bouncer config error".to_string(),
             ),
-            ServerConnect(_) | ServerTls(_) => (
+            ServerConnect { .. } | ServerTls(_) => (
                 Severity::Fatal,
                 sqlstate::PROTOCOL_VIOLATION.to_string(),
                 "server connection failed".to_string(),
@@ -206,6 +225,28 @@ impl Error {
                 other.to_string(),
             ),
         }
+    }
+
+    /// True when this error suggests the server changed role or is going away (a stopped,
+    /// restarting or demoted PostgreSQL): discovery should look again now rather than at its
+    /// next poll. Connection refused (or a vanished Unix socket), an admin/crash shutdown or
+    /// "starting up / shutting down" at login (57P01/57P02/57P03), and a write refused by a
+    /// read-only server (25006).
+    pub fn is_role_change_signal(&self) -> bool {
+        match self {
+            Error::ServerConnect { source, .. } => matches!(
+                source.kind(),
+                io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound
+            ),
+            Error::ServerLogin(fields) => is_role_change_sqlstate(&fields.code),
+            _ => false,
+        }
+    }
+
+    /// True for a server login refusal that is temporary (the server is starting up or
+    /// shutting down): queued clients keep waiting and the login is retried, as PgBouncer does.
+    pub fn is_temporary_login_failure(&self) -> bool {
+        matches!(self, Error::ServerLogin(f) if f.code == sqlstate::CANNOT_CONNECT_NOW)
     }
 
     /// True when this is a peer simply going away: logged at debug, not error.
@@ -222,6 +263,19 @@ impl Error {
             _ => false,
         }
     }
+}
+
+/// True for the SQLSTATEs a server sends when it is shutting down, starting up or read-only:
+/// 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now, 25006
+/// read_only_sql_transaction. The session can test a forwarded ErrorResponse with this too.
+pub fn is_role_change_sqlstate(code: &str) -> bool {
+    matches!(
+        code,
+        sqlstate::ADMIN_SHUTDOWN
+            | sqlstate::CRASH_SHUTDOWN
+            | sqlstate::CANNOT_CONNECT_NOW
+            | sqlstate::READ_ONLY_SQL_TRANSACTION
+    )
 }
 
 /// Result with the pooler's error.
@@ -257,6 +311,59 @@ mod tests {
             assert_eq!(code, "08P01");
             assert_eq!(msg, text);
         }
+    }
+
+    fn login_error(code: &str) -> Error {
+        Error::ServerLogin(Box::new(ErrorFields {
+            severity: "FATAL".into(),
+            code: code.into(),
+            message: "x".into(),
+            detail: None,
+            hint: None,
+            all: vec![],
+        }))
+    }
+
+    fn connect_error(kind: io::ErrorKind) -> Error {
+        Error::ServerConnect {
+            addr: "127.0.0.1:5432".into(),
+            source: io::Error::from(kind),
+        }
+    }
+
+    #[test]
+    fn role_change_signals_are_recognised() {
+        assert!(connect_error(io::ErrorKind::ConnectionRefused).is_role_change_signal());
+        assert!(connect_error(io::ErrorKind::NotFound).is_role_change_signal());
+        assert!(!connect_error(io::ErrorKind::TimedOut).is_role_change_signal());
+        for code in ["57P01", "57P02", "57P03", "25006"] {
+            assert!(login_error(code).is_role_change_signal(), "{code}");
+        }
+        assert!(!login_error("28P01").is_role_change_signal());
+        assert!(!login_error("3D000").is_role_change_signal());
+        assert!(!Error::QueryWaitTimeout.is_role_change_signal());
+        assert!(!Error::ServerGone.is_role_change_signal());
+    }
+
+    #[test]
+    fn only_57p03_is_a_temporary_login_failure() {
+        assert!(login_error("57P03").is_temporary_login_failure());
+        assert!(!login_error("57P01").is_temporary_login_failure());
+        assert!(!login_error("28P01").is_temporary_login_failure());
+        assert!(!connect_error(io::ErrorKind::ConnectionRefused).is_temporary_login_failure());
+    }
+
+    #[test]
+    fn connect_errors_keep_their_io_kind_and_a_pgbouncer_text() {
+        let e = connect_error(io::ErrorKind::ConnectionRefused);
+        let src = std::error::Error::source(&e).expect("source kept");
+        let io = src.downcast_ref::<io::Error>().expect("an io::Error");
+        assert_eq!(io.kind(), io::ErrorKind::ConnectionRefused);
+        let (_, code, msg) = e.to_response();
+        assert_eq!(
+            (code.as_str(), msg.as_str()),
+            ("08P01", "server connection failed")
+        );
     }
 
     #[test]

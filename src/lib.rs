@@ -7,6 +7,7 @@
 //! pgbouncer.ini and userlist.txt, `admin` is the console on the virtual database `pgbouncer`,
 //! `stats` keeps the per-period averages and the read-only views that the console and `metrics`
 //! (Prometheus and health endpoints over HTTP) both show,
+//! `discovery` polls Patroni and publishes each cluster's topology,
 //! `context` holds the shared handles and `app` wires it all together.
 #![deny(unsafe_code)]
 #![warn(clippy::large_futures)]
@@ -16,6 +17,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod context;
+pub mod discovery;
 pub mod error;
 pub mod listener;
 pub mod logfile;

@@ -139,3 +139,12 @@ USERLIST = ('"alice" "md5a3556571e93b0d20722ba62be61e8c2d"\n'
 write("ini_config", "pgbouncer_ini", b"\x00" + INI.encode())
 write("ini_config", "userlist", b"\x00" + USERLIST.encode())
 write("ini_config", "password_entry", b"\x02host=db.local port=5432 dbname=app\n[pgbouncer]\nlisten_port = 6432\n")
+
+# patroni_cluster: the /cluster answers the discovery unit tests use, and one api_url.
+import re  # noqa: E402
+
+with open(os.path.join(HERE, "..", "..", "src", "discovery", "tests", "mod.rs")) as f:
+    fixtures = f.read()
+for name, body in re.findall(r'pub const (\w+): &str = r#"(.*?)"#;', fixtures, re.S):
+    write("patroni_cluster", name.lower() + ".json", body)
+write("patroni_cluster", "url.txt", "http://[::1]:8008/patroni")

@@ -5,7 +5,6 @@
 //! The work itself is done by `Context` methods (pause/resume/kill/reload/drain); this file only
 //! validates, logs "X command issued" like PgBouncer, and answers.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::command::Cmd;
@@ -66,7 +65,7 @@ fn database(cmd: &Cmd<'_>, verb: &str) -> Result<(), CommandError> {
 }
 
 fn paused_all(cmd: &Cmd<'_>) -> bool {
-    cmd.s.ctx.paused_all.load(Ordering::Relaxed)
+    cmd.s.ctx.paused_all()
 }
 
 /// PAUSE [db]: returns once the servers are back in the pool, then closes them.
@@ -101,7 +100,7 @@ fn resume(cmd: &Cmd<'_>) -> Result<Reply, CommandError> {
         if cmd.arg != ADMIN_DB && ctx.config().database(cmd.arg).is_none() {
             return Err(CommandError::new(format!("no such database: {}", cmd.arg)));
         }
-        if !ctx.paused_dbs.contains(cmd.arg) {
+        if !ctx.db_paused(cmd.arg) {
             return Err(CommandError::new(format!(
                 "database {} is not paused",
                 cmd.arg

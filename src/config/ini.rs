@@ -3,7 +3,7 @@
 //!
 //! Owns the walk over the file(s) and the collection of every problem into one `ConfigErrors`.
 //! The meaning of the values lives in `ini/general.rs` (`[pgbouncer]`), `ini/entries.rs`
-//! (`[databases]`, `[users]`) and `ini/value.rs` (shared value syntax). The only I/O it does is
+//! (`[databases]`, `[users]`, `[clusters]`) and `ini/value.rs` (shared value syntax). The only I/O it does is
 //! reading `%include`d files. It never panics on any input and never puts a password in a message.
 
 mod entries;
@@ -11,9 +11,12 @@ mod general;
 mod peers;
 mod value;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::keys::find_key;
+pub(in crate::config) use value::shown;
+
+use super::keys::{find_key, NO_EFFECT_YET};
 use super::{Config, ConfigErrors, ConfigIssue};
 
 /// PgBouncer (libusual) stops at this include depth; so do we, which also breaks include cycles.
@@ -32,6 +35,7 @@ pub fn parse_ini_str(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
         },
         issues: Vec::new(),
         section: Section::None,
+        cluster_refs: HashMap::new(),
     };
     parser.parse_text(text, path, 0);
     parser.finish()
@@ -72,6 +76,8 @@ enum Section {
     Users,
     Pgbouncer,
     Peers,
+    /// Ours: Patroni clusters (`name = patroni=http://host:port,...`).
+    Clusters,
     /// An unknown header (already reported); its lines are skipped without more errors.
     Unknown,
 }
@@ -89,6 +95,10 @@ struct Parser {
     cfg: Config,
     issues: Vec<ConfigIssue>,
     section: Section,
+    /// Where each database entry naming a `cluster=` was written (by database name; a later
+    /// entry of the same name replaces it). Checked once the whole file is read, because
+    /// `[clusters]` may come after `[databases]`.
+    cluster_refs: HashMap<String, (String, usize)>,
 }
 
 impl Parser {
@@ -155,13 +165,15 @@ impl Parser {
             "databases" => Section::Databases,
             "users" => Section::Users,
             "pgbouncer" => Section::Pgbouncer,
+            "clusters" => Section::Clusters,
             "peers" => Section::Peers,
             _ => {
                 let shown = value::shown(name);
                 self.issue(
                     loc,
                     &format!("[{shown}]"),
-                    "unknown section (expected [databases], [users], [pgbouncer] or [peers])",
+                    "unknown section (expected [databases], [users], [pgbouncer], [clusters] \
+                     or [peers])",
                 );
                 Section::Unknown
             }
@@ -206,6 +218,7 @@ impl Parser {
             Section::Users => self.user(key, value, loc),
             Section::Pgbouncer => self.general(key, value, loc),
             Section::Peers => self.peer(key, value, loc),
+            Section::Clusters => self.cluster(key, value, loc),
             Section::Unknown => {}
         }
     }
@@ -226,6 +239,15 @@ impl Parser {
         for key in outcome.unimplemented {
             self.unimplemented(format!("[databases] {name}: {key}"));
         }
+        match outcome.value.as_ref().and_then(|db| db.cluster.as_ref()) {
+            Some(_) => {
+                self.cluster_refs
+                    .insert(name.to_string(), (loc.file.to_string(), loc.line));
+            }
+            None => {
+                self.cluster_refs.remove(name);
+            }
+        }
         if let Some(db) = outcome.value {
             if name == "*" {
                 self.cfg.fallback_database = Some(db);
@@ -245,6 +267,20 @@ impl Parser {
                     self.issue(loc, id, message);
                 }
             }
+        }
+    }
+
+    fn cluster(&mut self, name: &str, settings: &str, loc: Loc<'_>) {
+        if name == "*" {
+            self.issue(loc, name, "a cluster needs a name (\"*\" is not one)");
+            return;
+        }
+        let outcome = entries::parse_cluster(name, settings);
+        for message in outcome.errors {
+            self.issue(loc, name, message);
+        }
+        if let Some(cluster) = outcome.value {
+            self.cfg.clusters.insert(name.to_string(), cluster);
         }
     }
 
@@ -285,14 +321,46 @@ impl Parser {
         }
         if let Err(message) = general::apply(&mut self.cfg.general, info.name, value) {
             self.issue(loc, info.name, message);
+        } else if NO_EFFECT_YET.contains(&info.name) {
+            self.unimplemented(info.name.to_string());
         }
     }
 
-    fn finish(self) -> Result<Config, ConfigErrors> {
+    fn finish(mut self) -> Result<Config, ConfigErrors> {
+        self.check_cluster_refs();
         if self.issues.is_empty() {
             Ok(self.cfg)
         } else {
             Err(ConfigErrors(self.issues))
+        }
+    }
+}
+
+impl Parser {
+    /// Every `cluster=` must name a `[clusters]` entry of the final file.
+    fn check_cluster_refs(&mut self) {
+        let mut refs: Vec<_> = self.cluster_refs.drain().collect();
+        refs.sort_by(|a, b| (&a.1 .0, a.1 .1).cmp(&(&b.1 .0, b.1 .1)));
+        for (db, (file, line)) in refs {
+            let entry = if db == "*" {
+                self.cfg.fallback_database.as_ref()
+            } else {
+                self.cfg.databases.get(&db)
+            };
+            let Some(cluster) = entry.and_then(|d| d.cluster.clone()) else {
+                continue;
+            };
+            if !self.cfg.clusters.contains_key(&cluster) {
+                let loc = Loc { file: &file, line };
+                self.issue(
+                    loc,
+                    &db,
+                    format!(
+                        "cluster: no cluster named \"{}\" in [clusters]",
+                        value::shown(&cluster)
+                    ),
+                );
+            }
         }
     }
 }

@@ -4,7 +4,8 @@
 //! Owns only the static table and lookups into it. It must not parse values: `ini.rs` does that.
 //! Source: PgBouncer 1.25.2 `main.c` (`bouncer_params`), plus the master/1.26 keys
 //! `login_notify_message` and `pool_idle_timeout`, plus our own `shutdown_timeout`,
-//! `http_listen_addr` and `http_listen_port`.
+//! `http_listen_addr`, `http_listen_port` and the Patroni keys (`patroni_poll_interval`,
+//! `patroni_timeout`, `max_replica_lag`, `failover_hold_timeout`).
 
 /// One `[pgbouncer]` setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +78,8 @@ pub static GENERAL_KEYS: &[KeyInfo] = &[
     key("dns_max_ttl", "15", RELOAD, UNIMPL),
     key("dns_nxdomain_ttl", "15", RELOAD, UNIMPL),
     key("dns_zone_check_period", "0", RELOAD, UNIMPL),
+    // Ours (Patroni): how long transactions wait for a new confirmed leader.
+    key("failover_hold_timeout", "30", RELOAD, IMPL),
     // Ours: the HTTP endpoint for /metrics, /livez and /readyz; off while the port is unset.
     key("http_listen_addr", "", NO_RELOAD, IMPL),
     key("http_listen_port", "", NO_RELOAD, IMPL),
@@ -97,9 +100,14 @@ pub static GENERAL_KEYS: &[KeyInfo] = &[
     key("max_db_connections", "0", RELOAD, IMPL),
     key("max_packet_size", "2147483647", RELOAD, IMPL),
     key("max_prepared_statements", "200", RELOAD, IMPL),
+    // Ours (Patroni): replica lag in bytes above which a replica takes no reads; 0 = no limit.
+    key("max_replica_lag", "1048576", RELOAD, IMPL),
     key("max_user_client_connections", "0", RELOAD, UNIMPL),
     key("max_user_connections", "0", RELOAD, IMPL),
     key("min_pool_size", "0", RELOAD, IMPL),
+    // Ours (Patroni): the `GET /cluster` poll interval and the bound on one request.
+    key("patroni_poll_interval", "1", RELOAD, IMPL),
+    key("patroni_timeout", "2", RELOAD, IMPL),
     key("peer_id", "0", RELOAD, IMPL),
     key("pidfile", "", NO_RELOAD, IMPL),
     key("pkt_buf", "4096", NO_RELOAD, UNIMPL),
@@ -159,6 +167,11 @@ pub static GENERAL_KEYS: &[KeyInfo] = &[
     // PgBouncer's table has no default (NULL); the effective value is 0.
     key("verbose", "0", RELOAD, IMPL),
 ];
+
+/// Keys that are parsed and validated (and shown by SHOW CONFIG) but that nothing uses until the
+/// pools follow Patroni (replica routing, the failover hold). Setting one is reported like an
+/// unimplemented key, so it is never silently without effect.
+pub static NO_EFFECT_YET: &[&str] = &["failover_hold_timeout", "max_replica_lag"];
 
 /// The table row for `name` (exact, lower-case match), if PgBouncer knows the key.
 pub fn find_key(name: &str) -> Option<&'static KeyInfo> {

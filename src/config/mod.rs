@@ -5,6 +5,7 @@
 //! `userlist.rs`. Running code holds an `Arc<Config>` snapshot; a reload builds a new one.
 //! Must not do I/O beyond reading the files it is pointed at.
 
+mod cluster;
 mod ini;
 mod keys;
 pub mod operator;
@@ -14,10 +15,11 @@ mod userlist;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use cluster::{ClusterConfig, PatroniUrl, Role};
 pub use ini::parse_ini_str;
 pub use keys::{KeyInfo, GENERAL_KEYS};
 pub use security::{Security, SslMode, TlsSettings, DEFAULT_AUTH_QUERY};
@@ -150,6 +152,11 @@ pub struct DatabaseConfig {
     pub auth_query: Option<String>,
     /// `auth_dbname=`: where this database's auth_query runs.
     pub auth_dbname: Option<String>,
+    /// `cluster=`: the `[clusters]` entry whose Patroni members serve this database (then
+    /// `host`/`port` are unset: servers come from the topology).
+    pub cluster: Option<String>,
+    /// `role=`: which members of `cluster` (default primary); only with `cluster=`.
+    pub role: Option<Role>,
 }
 
 impl DatabaseConfig {
@@ -176,6 +183,8 @@ impl DatabaseConfig {
             auth_user: None,
             auth_query: None,
             auth_dbname: None,
+            cluster: None,
+            role: None,
         }
     }
 }
@@ -268,6 +277,15 @@ pub struct General {
     pub peer_id: u16,
     /// TLS on both sides, auth_query and HBA (config/security.rs).
     pub security: Security,
+    /// `patroni_poll_interval` (ours): how often each cluster's `GET /cluster` runs (plus jitter).
+    pub patroni_poll_interval: Duration,
+    /// `patroni_timeout` (ours): bound on one Patroni request (connect, answer and body).
+    pub patroni_timeout: Duration,
+    /// `max_replica_lag` (ours): bytes of lag (as Patroni reports it) above which a replica
+    /// takes no reads; 0 = no limit.
+    pub max_replica_lag: u64,
+    /// `failover_hold_timeout` (ours): how long transactions wait for a new confirmed leader.
+    pub failover_hold_timeout: Duration,
 }
 
 impl Default for General {
@@ -292,7 +310,8 @@ impl Default for General {
             track_extra_parameters: vec!["IntervalStyle".to_string()],
             server_reset_query: "DISCARD ALL".to_string(),
             server_reset_query_always: false,
-            server_check_query: String::new(),
+            // PgBouncer's default: send an empty query. An empty string turns the check off.
+            server_check_query: "<empty>".to_string(),
             server_check_delay: Duration::from_secs(30),
             server_lifetime: Duration::from_secs(3600),
             server_idle_timeout: Duration::from_secs(600),
@@ -328,6 +347,10 @@ impl Default for General {
             http_listen_port: None,
             peer_id: 0,
             security: Security::default(),
+            patroni_poll_interval: Duration::from_secs(1),
+            patroni_timeout: Duration::from_secs(2),
+            max_replica_lag: 1024 * 1024,
+            failover_hold_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -345,6 +368,8 @@ pub struct Config {
     pub fallback_database: Option<DatabaseConfig>,
     /// `[users]`, by name.
     pub users: HashMap<String, UserConfig>,
+    /// `[clusters]`, by name (sorted, for SHOW CLUSTERS).
+    pub clusters: BTreeMap<String, ClusterConfig>,
     /// The parsed `auth_file`.
     pub userlist: UserList,
     /// Keys that were accepted but are not implemented: reported at start-up as warnings.

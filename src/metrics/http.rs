@@ -3,8 +3,9 @@
 //! the same views as the console, `scrape.rs`).
 //!
 //! - `/livez`: 200 while the process serves.
-//! - `/readyz`: 200 once the listeners are bound (this server starts after them) and every
-//!   configured database's server answers a TCP (or Unix socket) connect; 503 while draining or
+//! - `/readyz`: 200 once the listeners are bound (this server starts after them), every
+//!   configured database's server answers a TCP (or Unix socket) connect and every Patroni
+//!   cluster has answered at least once; 503 while draining or
 //!   stopping, or when a server is unreachable. A server the pools are already connected to counts
 //!   as reachable without a probe; probe results are cached for [`READY_CACHE`].
 //! - `/metrics`: Prometheus text format 0.0.4 (see `scrape.rs`).
@@ -179,12 +180,17 @@ async fn ready(http: &Http) -> Result<(), String> {
     result
 }
 
-/// Checks every distinct server of `[databases]` that no pool is connected to right now.
+/// Checks every distinct server of `[databases]` that no pool is connected to right now. A
+/// `cluster=` database has no fixed server: its cluster must have answered once instead.
 async fn probe_servers(ctx: &Context) -> Result<(), String> {
+    if let Some(c) = ctx.clusters.all().iter().find(|c| !c.topology().is_known()) {
+        return Err(format!("patroni cluster {} has not answered yet", c.name));
+    }
     let cfg = ctx.config();
     let targets: BTreeSet<(String, u16, bool)> = cfg
         .databases
         .values()
+        .filter(|db| db.cluster.is_none())
         .map(|db| {
             let t = crate::pool::target_for(&cfg, db, "");
             let unix = matches!(t.host, ServerHost::Unix(_));

@@ -7,6 +7,7 @@
 //! `scrape.rs` maps views to metrics, `http.rs` serves them.
 
 pub mod http;
+mod patroni;
 mod scrape;
 
 pub use scrape::render;
@@ -90,3 +91,27 @@ pub const OWN_CLIENT_LOGINS: &str = "ollyscale_pooler_stats_client_logins_total"
 pub const OWN_SV_CLOSE_NEEDED: &str = "ollyscale_pooler_pools_server_close_needed_connections";
 /// Clients connected to a database, labels as the databases family.
 pub const OWN_DB_CLIENT_CONNECTIONS: &str = "ollyscale_pooler_databases_current_client_connections";
+
+// ---- ours, Patroni clusters (SHOW CLUSTERS / MEMBERS); labels `cluster`, `member`, `role` only
+/// 1 when the last poll of the cluster's Patroni API succeeded, label `cluster`.
+pub const PATRONI_UP: &str = "ollyscale_pooler_patroni_up";
+/// Members Patroni lists, label `cluster`.
+pub const PATRONI_MEMBERS: &str = "ollyscale_pooler_patroni_members";
+/// 1 when Patroni reports a leader, label `cluster`.
+pub const PATRONI_HAS_LEADER: &str = "ollyscale_pooler_patroni_has_leader";
+/// Failed polls since start, label `cluster`.
+pub const PATRONI_POLL_ERRORS: &str = "ollyscale_pooler_patroni_poll_errors_total";
+/// Failed polls since the last success, label `cluster`.
+pub const PATRONI_CONSECUTIVE_ERRORS: &str = "ollyscale_pooler_patroni_consecutive_poll_errors";
+/// Unix time of the last accepted answer, label `cluster` (absent until the first).
+pub const PATRONI_LAST_SUCCESS: &str = "ollyscale_pooler_patroni_last_success_timestamp_seconds";
+/// Leader changes seen since start, label `cluster`.
+pub const PATRONI_LEADER_CHANGES: &str = "ollyscale_pooler_patroni_leader_changes_total";
+/// 1 per member (`role` is Patroni's), labels `cluster`, `member`, `role`.
+pub const PATRONI_MEMBER_INFO: &str = "ollyscale_pooler_patroni_member_info";
+/// 1 when the member's PostgreSQL is running/streaming, labels `cluster`, `member`, `role`.
+pub const PATRONI_MEMBER_RUNNING: &str = "ollyscale_pooler_patroni_member_running";
+/// Replication lag in bytes as Patroni reports it (absent on the leader or when unknown).
+pub const PATRONI_MEMBER_LAG: &str = "ollyscale_pooler_patroni_member_lag_bytes";
+/// The member's timeline (absent when unknown).
+pub const PATRONI_MEMBER_TIMELINE: &str = "ollyscale_pooler_patroni_member_timeline";

@@ -6,8 +6,6 @@
 //! counters are fractional seconds. Those are recorded as gauges and their `# TYPE` line is
 //! switched to `counter` after rendering ([`FLOAT_COUNTERS`]).
 
-use std::sync::atomic::Ordering;
-
 use metrics::{describe_counter, describe_gauge, Label};
 use metrics_exporter_prometheus::PrometheusBuilder;
 
@@ -37,15 +35,15 @@ pub fn render(ctx: &Context) -> String {
     text
 }
 
-fn gauge(name: &'static str, labels: &[Label], value: f64) {
+pub(super) fn gauge(name: &'static str, labels: &[Label], value: f64) {
     metrics::gauge!(name, labels.to_vec()).set(value);
 }
 
-fn counter(name: &'static str, labels: &[Label], value: u64) {
+pub(super) fn counter(name: &'static str, labels: &[Label], value: u64) {
     metrics::counter!(name, labels.to_vec()).absolute(value);
 }
 
-fn label(k: &'static str, v: impl Into<String>) -> Label {
+pub(super) fn label(k: &'static str, v: impl Into<String>) -> Label {
     Label::new(k, v.into())
 }
 
@@ -62,11 +60,7 @@ fn record(ctx: &Context) {
         &[],
         f64::from(u8::from(ctx.phase() != Phase::Running)),
     );
-    gauge(
-        OWN_PAUSED,
-        &[],
-        f64::from(u8::from(ctx.paused_all.load(Ordering::Relaxed))),
-    );
+    gauge(OWN_PAUSED, &[], f64::from(u8::from(ctx.paused_all())));
 
     for d in view::stats_per_database(ctx) {
         let l = [label("database", d.database)];
@@ -145,6 +139,7 @@ fn record(ctx: &Context) {
         &[],
         f64::from(cfg.general.max_user_connections),
     );
+    super::patroni::record(ctx);
 }
 
 /// HELP lines (pgbouncer_exporter's wording where it has one).
@@ -272,4 +267,5 @@ fn describe() {
         CONFIG_MAX_USER_CONN,
         "Config maximum number of server connections per user"
     );
+    super::patroni::describe();
 }

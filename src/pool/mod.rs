@@ -1,11 +1,20 @@
-//! The pool registry: one [`Pool`] per (database, server user), created on first use, reconfigured
-//! on reload, and kept tidy by a janitor task. Never sees a client.
+//! The pool registry: one [`PoolSet`] per (database, server user) — one [`Pool`] per member
+//! host — created on first use, reconfigured on reload, paused through the [`PauseBook`], and
+//! kept tidy by a janitor task. Never sees a client.
 
+pub mod connector;
+pub mod pause;
 #[allow(clippy::module_inception)]
 mod pool;
+pub mod set;
 pub mod stats;
+#[cfg(test)]
+mod tests;
 
+pub use connector::{Connector, PgConnector};
+pub use pause::{PauseBook, PauseReasons};
 pub use pool::{Lease, Pool, PoolLinks, PoolSnapshot, Welcome};
+pub use set::{Member, PoolSet, Role, Route, Serves};
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU32;
@@ -62,6 +71,9 @@ pub struct PoolSettings {
     pub max_prepared_statements: u32,
     /// log_connections: log each new server connection.
     pub log_connections: bool,
+    /// The database forces its server user (`user=`): min_pool_size is kept even before any
+    /// client came, as PgBouncer does.
+    pub forced_user: bool,
 }
 
 impl PoolSettings {
@@ -98,6 +110,7 @@ impl PoolSettings {
             max_packet_size: g.max_packet_size,
             max_prepared_statements: g.max_prepared_statements,
             log_connections: g.log_connections,
+            forced_user: db.user.is_some(),
         }
     }
 }
@@ -163,8 +176,8 @@ pub fn credential_of(secret: &Secret) -> ServerCredential {
 
 /// All pools.
 pub struct Pools {
-    /// Every pool by key; read on each login, written when a pool is first used.
-    map: DashMap<PoolKey, Arc<Pool>>,
+    /// Every pool set by key; read on each login, written when a set is first used.
+    map: DashMap<PoolKey, Arc<PoolSet>>,
     /// Live server connections per database name (max_db_connections).
     db_conns: DashMap<String, Arc<AtomicU32>>,
     /// Live server connections per server user (max_user_connections).
@@ -173,22 +186,39 @@ pub struct Pools {
     tasks: TaskTracker,
     /// Every live server connection.
     pub servers: Arc<Servers>,
+    /// Console and shutdown pause reasons, per database and for all; the only copy.
+    book: Arc<PauseBook>,
+    /// How every pool makes server connections.
+    connector: Arc<dyn Connector>,
 }
 
 impl Pools {
-    /// An empty registry whose launch tasks are tracked by `tasks`.
+    /// An empty registry whose launch tasks are tracked by `tasks`, connecting to PostgreSQL.
     pub fn new(tasks: TaskTracker) -> Pools {
+        Self::with_connector(tasks, Arc::new(PgConnector))
+    }
+
+    /// An empty registry whose pools make server connections with `connector`.
+    pub fn with_connector(tasks: TaskTracker, connector: Arc<dyn Connector>) -> Pools {
         Pools {
             map: DashMap::new(),
             db_conns: DashMap::new(),
             user_conns: DashMap::new(),
             tasks,
             servers: Arc::new(Servers::default()),
+            book: Arc::new(PauseBook::default()),
+            connector,
         }
     }
 
-    /// The pool for a client of `db` logging in as `client_user`, created on first use.
-    pub fn get_or_create(&self, cfg: &Config, db: &DatabaseConfig, client_user: &str) -> Arc<Pool> {
+    /// The pool set for a client of `db` logging in as `client_user`, created on first use
+    /// (paused for the reasons the book holds for `db`).
+    pub fn get_or_create(
+        &self,
+        cfg: &Config,
+        db: &DatabaseConfig,
+        client_user: &str,
+    ) -> Arc<PoolSet> {
         let user = server_user(db, client_user);
         let key = PoolKey {
             db: db.name.clone(),
@@ -199,10 +229,11 @@ impl Pools {
         }
         let db_conns = self.db_conns.entry(db.name.clone()).or_default().clone();
         let user_conns = self.user_conns.entry(user.to_string()).or_default().clone();
-        self.map
+        let set = self
+            .map
             .entry(key.clone())
             .or_insert_with(|| {
-                Pool::new(
+                PoolSet::fixed(
                     key,
                     Arc::new(PoolSettings::resolve(cfg, db, user)),
                     Arc::new(target_for(cfg, db, user)),
@@ -212,17 +243,65 @@ impl Pools {
                         user_conns,
                         tasks: self.tasks.clone(),
                         servers: self.servers.clone(),
+                        connector: self.connector.clone(),
                     },
+                    self.book.clone(),
                 )
             })
-            .clone()
+            .clone();
+        // Again after insertion: a PAUSE that ran between the set's creation and its insertion
+        // did not see it.
+        set.set_booked(self.book.effective(&db.name));
+        set
     }
 
-    /// Every pool, sorted by key (console order).
-    pub fn all(&self) -> Vec<Arc<Pool>> {
+    /// Creates the pools of databases with a forced user and a min_pool_size, so the janitor
+    /// fills them before any client arrives (at start and after a reload).
+    pub fn open_forced_user_pools(&self, cfg: &Config) {
+        for db in cfg.databases.values() {
+            let Some(user) = &db.user else { continue };
+            if db.min_pool_size.unwrap_or(cfg.general.min_pool_size) > 0 {
+                self.get_or_create(cfg, db, user);
+            }
+        }
+    }
+
+    /// Every pool set, sorted by key.
+    pub fn sets(&self) -> Vec<Arc<PoolSet>> {
         let mut v: Vec<_> = self.map.iter().map(|e| e.value().clone()).collect();
         v.sort_by(|a, b| a.key.cmp(&b.key));
         v
+    }
+
+    /// Every pool (each member of each set), sorted by key (console order).
+    pub fn all(&self) -> Vec<Arc<Pool>> {
+        self.sets().iter().flat_map(|s| s.pools()).collect()
+    }
+
+    /// The console's and shutdown's pause reasons.
+    pub fn pauses(&self) -> &PauseBook {
+        &self.book
+    }
+
+    /// Holds checkouts of `db` (or of every database) for `reason`, in present and future pools.
+    pub fn pause(&self, db: Option<&str>, reason: PauseReasons) {
+        self.book.insert(db, reason);
+        self.apply_book(db);
+    }
+
+    /// Lifts `reason` for `db` (or the every-database one). A pool resumes once no reason
+    /// of any owner is left.
+    pub fn resume(&self, db: Option<&str>, reason: PauseReasons) {
+        self.book.remove(db, reason);
+        self.apply_book(db);
+    }
+
+    fn apply_book(&self, db: Option<&str>) {
+        for set in self.sets() {
+            if db.is_none_or(|d| d == set.key.db) {
+                set.set_booked(self.book.effective(&set.key.db));
+            }
+        }
     }
 
     /// Pools of one database.
@@ -240,15 +319,17 @@ impl Pools {
 
     /// Applies a reloaded config to every existing pool.
     pub fn reconfigure(&self, cfg: &Config) {
-        for pool in self.all() {
-            let Some(db) = cfg.database(&pool.key.db) else {
+        for set in self.sets() {
+            let Some(db) = cfg.database(&set.key.db) else {
                 // Database removed: servers close at release, new logins are refused.
-                pool.reconnect();
+                for pool in set.pools() {
+                    pool.reconnect();
+                }
                 continue;
             };
             // The client-side user is lost for forced-user pools; it does not matter there.
-            let user = pool.key.user.clone();
-            pool.reconfigure(
+            let user = set.key.user.clone();
+            set.reconfigure(
                 Arc::new(PoolSettings::resolve(cfg, &db, &user)),
                 Arc::new(target_for(cfg, &db, &user)),
                 credential_for(cfg, &db, &user),
@@ -263,21 +344,37 @@ impl Pools {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {
-                    let pools = self.all();
-                    for pool in &pools {
-                        if pool.starved_by_db_cap() {
-                            let _ = pools
-                                .iter()
-                                .filter(|p| p.key.db == pool.key.db && p.key != pool.key)
-                                .any(|p| p.close_one_idle());
-                        }
-                    }
-                    for pool in &pools {
-                        pool.maintain();
-                    }
-                }
+                _ = tick.tick() => self.janitor_step(),
             }
+        }
+    }
+
+    /// One janitor pass: make room for clients starved by max_db_connections or
+    /// max_user_connections by closing one idle server of a sibling pool that shares the cap,
+    /// then let every pool do its upkeep (which launches for the waiters).
+    pub fn janitor_step(&self) {
+        let pools = self.all();
+        for pool in &pools {
+            for by_user in [false, true] {
+                if !pool.starved_by_cap(by_user) {
+                    continue;
+                }
+                let shares_cap = |p: &Arc<Pool>| {
+                    !Arc::ptr_eq(p, pool)
+                        && if by_user {
+                            p.key.user == pool.key.user
+                        } else {
+                            p.key.db == pool.key.db
+                        }
+                };
+                let _ = pools
+                    .iter()
+                    .filter(|p| shares_cap(p))
+                    .any(|p| p.close_one_idle());
+            }
+        }
+        for pool in &pools {
+            pool.maintain();
         }
     }
 }

@@ -9,37 +9,25 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
+mod lease;
 mod upkeep;
 
+pub use lease::Lease;
+use lease::{Handoff, WaitClock};
+
+use super::connector::Connector;
+use super::pause::PauseReasons;
 use super::stats::PoolStats;
 use super::{PoolKey, PoolSettings};
 use crate::error::{Error, Result};
 use crate::server::{ServerConn, ServerCredential, ServerState, ServerTarget, Servers};
 
 type HandoffTx = oneshot::Sender<Result<ServerConn>>;
-
-/// The receiving end of a waiter, returning anything it receives after its owner gave up.
-struct Handoff {
-    /// `None` once the result was taken by the waiting client.
-    rx: Option<oneshot::Receiver<Result<ServerConn>>>,
-    pool: Arc<Pool>,
-}
-
-impl Drop for Handoff {
-    fn drop(&mut self) {
-        if let Some(mut rx) = self.rx.take() {
-            rx.close();
-            if let Ok(Ok(conn)) = rx.try_recv() {
-                self.pool.checkin_conn(conn, true);
-            }
-        }
-    }
-}
 
 /// A queued client.
 struct Waiter {
@@ -64,7 +52,7 @@ pub struct PoolSnapshot {
     pub waiting: u32,
     /// Age of the oldest queued client in µs (maxwait).
     pub maxwait_us: u64,
-    /// Checkouts are paused.
+    /// Checkouts are held (some pause reason is set).
     pub paused: bool,
 }
 
@@ -72,41 +60,8 @@ pub struct PoolSnapshot {
 /// Shared `Arc<str>`s so the clients that keep the default values own no copies of them.
 pub type Welcome = Vec<(Arc<str>, Arc<str>)>;
 
-/// A server handed out by the pool: derefs to the connection. Give it back with
-/// [`Pool::checkin`]; dropped any other way (a cancelled wait, a panic, a task aborted at
-/// shutdown) it is closed and its slot freed, so the pool's counts can never leak.
-pub struct Lease {
-    /// Always `Some` until checkin or drop.
-    conn: Option<ServerConn>,
-    pool: Arc<Pool>,
-}
-
-impl std::ops::Deref for Lease {
-    type Target = ServerConn;
-    fn deref(&self) -> &ServerConn {
-        self.conn
-            .as_ref()
-            .expect("invariant: a lease holds its connection until checkin")
-    }
-}
-
-impl std::ops::DerefMut for Lease {
-    fn deref_mut(&mut self) -> &mut ServerConn {
-        self.conn
-            .as_mut()
-            .expect("invariant: a lease holds its connection until checkin")
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            self.pool.checkin_conn(conn, false);
-        }
-    }
-}
-
 /// What a pool shares with its siblings and the rest of the process.
+#[derive(Clone)]
 pub struct PoolLinks {
     /// Server connections of the whole database (max_db_connections).
     pub db_conns: Arc<AtomicU32>,
@@ -116,6 +71,8 @@ pub struct PoolLinks {
     pub tasks: tokio_util::task::TaskTracker,
     /// The server registry.
     pub servers: Arc<Servers>,
+    /// How new server connections are made (PostgreSQL, or a fake in unit tests).
+    pub connector: Arc<dyn Connector>,
 }
 
 /// Mutable pool state; guarded by `Pool::state`.
@@ -134,7 +91,8 @@ struct State {
     welcome: Option<Arc<Welcome>>,
     /// Last login refusal and when it happened (server_login_retry).
     login_failure: Option<(Instant, String)>,
-    paused: bool,
+    /// Why checkouts are held; none set means they proceed.
+    paused: PauseReasons,
 }
 
 /// One pool.
@@ -154,6 +112,8 @@ pub struct Pool {
     tasks: tokio_util::task::TaskTracker,
     /// The server registry new connections join.
     servers: Arc<Servers>,
+    /// Makes new server connections (launch tasks only).
+    connector: Arc<dyn Connector>,
 }
 
 impl Pool {
@@ -170,6 +130,7 @@ impl Pool {
             user_conns,
             tasks,
             servers,
+            connector,
         } = links;
         Arc::new(Pool {
             key,
@@ -188,10 +149,11 @@ impl Pool {
                 waiters: VecDeque::new(),
                 welcome: None,
                 login_failure: None,
-                paused: false,
+                paused: PauseReasons::NONE,
             }),
             tasks,
             servers,
+            connector,
         })
     }
 
@@ -220,7 +182,7 @@ impl Pool {
         let mut st = self.state.lock();
         if *st.target != *target || st.credential != credential {
             st.generation += 1;
-            self.mark_close_needed();
+            self.mark_close_needed(&st.target);
             st.welcome = None;
             st.login_failure = None;
             let stale: Vec<_> = st.idle.drain(..).collect();
@@ -263,34 +225,65 @@ impl Pool {
     pub fn reconnect(&self) {
         let mut st = self.state.lock();
         st.generation += 1;
-        self.mark_close_needed();
+        self.mark_close_needed(&st.target);
         let stale: Vec<_> = st.idle.drain(..).collect();
         st.total -= stale.len() as u32;
         self.release_counts(stale.len() as u32);
     }
 
-    fn mark_close_needed(&self) {
-        for s in self.servers.of_pool(&self.key.db, &self.key.user) {
+    /// Called with the state locked, so it takes the target rather than locking again.
+    fn mark_close_needed(&self, target: &ServerTarget) {
+        for s in self.own_servers(target) {
             s.mark_close_needed();
         }
     }
 
+    /// The registered servers of this pool: its (db, user) and its host, since a pool set
+    /// has one pool per member host under the same (db, user).
+    fn own_servers(&self, target: &ServerTarget) -> Vec<Arc<crate::server::ServerInfo>> {
+        let host = target.host_text();
+        let mut v = self.servers.of_pool(&self.key.db, &self.key.user);
+        v.retain(|s| s.addr == host && s.port == target.port);
+        v
+    }
+
     /// Servers of this pool marked to close at release.
     pub fn close_needed(&self) -> u32 {
-        self.servers
-            .of_pool(&self.key.db, &self.key.user)
+        let target = self.target();
+        self.own_servers(&target)
             .iter()
             .filter(|s| s.close_needed())
             .count() as u32
     }
 
-    /// PAUSE / RESUME of checkouts.
-    pub fn set_paused(self: &Arc<Self>, paused: bool) {
+    /// Holds checkouts for `reason` (added to any already set).
+    pub fn pause(self: &Arc<Self>, reason: PauseReasons) {
+        self.state.lock().paused.insert(reason);
+    }
+
+    /// Lifts `reason`; waiters are served once no reason is left.
+    pub fn resume(self: &Arc<Self>, reason: PauseReasons) {
         let mut st = self.state.lock();
-        st.paused = paused;
-        if !paused {
+        st.paused.remove(reason);
+        if st.paused.is_empty() {
             self.serve_waiters(&mut st);
         }
+    }
+
+    /// Sets the reasons the registry's [`super::pause::PauseBook`] owns to exactly `booked`,
+    /// leaving the others (a failover hold) as they are.
+    pub fn set_booked(self: &Arc<Self>, booked: PauseReasons) {
+        let mut st = self.state.lock();
+        st.paused.remove(PauseReasons::BOOKED);
+        st.paused.insert(booked.intersect(PauseReasons::BOOKED));
+        if st.paused.is_empty() {
+            self.serve_waiters(&mut st);
+        }
+    }
+
+    /// The pause reasons in force.
+    pub fn pause_reasons(&self) -> PauseReasons {
+        self.state.lock().paused
     }
 
     /// Counts for the console.
@@ -316,7 +309,7 @@ impl Pool {
                 .map(|w| w.since.elapsed().as_micros() as u64)
                 .max()
                 .unwrap_or(0),
-            paused: st.paused,
+            paused: !st.paused.is_empty(),
         }
     }
 
@@ -327,9 +320,22 @@ impl Pool {
         }
     }
 
-    /// Takes a server, waiting FIFO behind earlier clients up to query_wait_timeout.
+    /// Takes a server, waiting FIFO behind earlier clients up to query_wait_timeout. Counts
+    /// the assignment and the time waited on the pool's stats.
     pub async fn checkout(self: &Arc<Self>) -> Result<Lease> {
         let started = Instant::now();
+        let _clock = WaitClock {
+            pool: self,
+            started,
+        };
+        let lease = self.checkout_from(started).await;
+        if lease.is_ok() {
+            PoolStats::add(&self.stats.server_assignment_count, 1);
+        }
+        lease
+    }
+
+    async fn checkout_from(self: &Arc<Self>, started: Instant) -> Result<Lease> {
         loop {
             let (rx, settings) = {
                 let mut st = self.state.lock();
@@ -370,14 +376,12 @@ impl Pool {
             let mut st = self.state.lock();
             self.pop_idle(&mut st)
         }?;
+        PoolStats::add(&self.stats.server_assignment_count, 1);
         Some(self.lease(conn))
     }
 
     fn lease(self: &Arc<Self>, conn: ServerConn) -> Lease {
-        Lease {
-            conn: Some(conn),
-            pool: self.clone(),
-        }
+        Lease::new(conn, self.clone())
     }
 
     /// True when `conn` idled long enough to need server_check_query before use.
@@ -402,12 +406,11 @@ impl Pool {
             pool: self.clone(),
         };
         let rx = guard.rx.as_mut().expect("invariant: set above");
-        let wait_limit = settings.query_wait_timeout;
-        let deadline = (!wait_limit.is_zero()).then(|| started + wait_limit);
+        let (deadline, query_timeout_first) = wait_deadline(settings, started);
         if settings.reserve_pool_size > 0 {
             let reserve_at = started + settings.reserve_pool_timeout;
             if deadline.is_none_or(|d| reserve_at < d) {
-                match tokio::time::timeout_at(reserve_at.into(), &mut *rx).await {
+                match tokio::time::timeout_at(reserve_at, &mut *rx).await {
                     Ok(r) => return Self::taken(&mut guard, r),
                     Err(_) => {
                         let mut st = self.state.lock();
@@ -418,9 +421,10 @@ impl Pool {
         }
         let rx = guard.rx.as_mut().expect("invariant: set above");
         match deadline {
-            Some(d) => match tokio::time::timeout_at(d.into(), &mut *rx).await {
+            Some(d) => match tokio::time::timeout_at(d, &mut *rx).await {
                 Ok(r) => Self::taken(&mut guard, r),
                 // Dropping the guard returns a server sent between the timeout and now.
+                Err(_) if query_timeout_first => Err(Error::QueryTimeout),
                 Err(_) => Err(Error::QueryWaitTimeout),
             },
             None => {
@@ -466,16 +470,16 @@ impl Pool {
         match conn.run_internal(q, settings.max_packet_size).await {
             Ok(None) if conn.tx_status == b'I' => Ok(conn),
             _ => {
-                self.checkin(conn, false);
+                conn.release(false);
                 // Try again with whatever the pool has next.
-                Box::pin(self.checkout()).await
+                Box::pin(self.checkout_from(Instant::now())).await
             }
         }
     }
 
     /// Pops a usable idle server, closing stale or broken ones on the way.
     fn pop_idle(&self, st: &mut State) -> Option<ServerConn> {
-        if st.paused {
+        if !st.paused.is_empty() {
             return None;
         }
         loop {
@@ -497,13 +501,8 @@ impl Pool {
         }
     }
 
-    /// Returns a server. `reusable` is false when the session knows it is dirty or broken.
-    pub fn checkin(self: &Arc<Self>, mut lease: Lease, reusable: bool) {
-        if let Some(conn) = lease.conn.take() {
-            self.checkin_conn(conn, reusable);
-        }
-    }
-
+    /// Takes back a server of this pool (from [`Lease`] and `Handoff` only, so a server can
+    /// only ever return to the pool it came from).
     fn checkin_conn(self: &Arc<Self>, mut conn: ServerConn, reusable: bool) {
         self.active.fetch_sub(1, Ordering::Relaxed);
         let mut st = self.state.lock();
@@ -518,13 +517,13 @@ impl Pool {
             drop(conn);
             return;
         }
-        conn.last_used = Instant::now();
+        conn.last_used = std::time::Instant::now();
         self.give(&mut st, conn);
     }
 
     /// Hands a ready server to the oldest live waiter, or parks it idle.
     fn give(&self, st: &mut State, mut conn: ServerConn) {
-        if !st.paused {
+        if st.paused.is_empty() {
             while let Some(w) = st.waiters.pop_front() {
                 self.active.fetch_add(1, Ordering::Relaxed);
                 conn.set_state(ServerState::Active);
@@ -553,36 +552,6 @@ impl Pool {
         self.maybe_launch(st, false);
     }
 
-    /// True when clients wait here only because max_db_connections is used up by the database's
-    /// other pools: the janitor then closes an idle server of a sibling (as PgBouncer does).
-    pub fn starved_by_db_cap(&self) -> bool {
-        let st = self.state.lock();
-        let s = &st.settings;
-        s.max_db_connections != 0
-            && !st.paused
-            && st.waiters.iter().any(|w| !w.tx.is_closed())
-            && (s.pool_size == 0 || st.total < s.pool_size)
-            && self.db_conns.load(Ordering::Relaxed) >= s.max_db_connections
-    }
-
-    /// Closes this pool's longest-idle server, if it has one. Returns whether it did.
-    pub fn close_one_idle(&self) -> bool {
-        let mut st = self.state.lock();
-        let Some(oldest) = st
-            .idle
-            .iter()
-            .enumerate()
-            .min_by_key(|(_, c)| c.last_used)
-            .map(|(i, _)| i)
-        else {
-            return false;
-        };
-        st.idle.remove(oldest);
-        st.total -= 1;
-        self.release_counts(1);
-        true
-    }
-
     /// Drops every idle server now (shutdown, KILL).
     pub fn close_idle(&self) {
         let mut st = self.state.lock();
@@ -603,5 +572,20 @@ impl Pool {
     /// Live servers (idle + active + connecting).
     pub fn total(&self) -> u32 {
         self.state.lock().total
+    }
+}
+
+/// When a queued client stops waiting, and whether query_timeout (rather than
+/// query_wait_timeout) is what ends it: as in PgBouncer, a query's timeout counts from its
+/// arrival, so it bounds the wait for a server too.
+fn wait_deadline(settings: &PoolSettings, started: Instant) -> (Option<Instant>, bool) {
+    let wait = settings.query_wait_timeout;
+    let query = settings.query_timeout;
+    match (wait.is_zero(), query.is_zero()) {
+        (true, true) => (None, false),
+        (false, true) => (Some(started + wait), false),
+        (true, false) => (Some(started + query), true),
+        (false, false) if query < wait => (Some(started + query), true),
+        (false, false) => (Some(started + wait), false),
     }
 }

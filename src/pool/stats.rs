@@ -82,3 +82,42 @@ impl StatsSnapshot {
         self.client_login_count += o.client_login_count;
     }
 }
+
+/// What one transaction did, as the session counted it; booked on the pool in one call
+/// ([`crate::pool::Lease::record`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct XactTally {
+    /// Bytes read from the client.
+    pub bytes_from_client: u64,
+    /// Bytes written to the client.
+    pub bytes_to_client: u64,
+    /// Queries (simple Query or extended Sync) answered.
+    pub queries: u64,
+    /// Time spent in those queries, µs.
+    pub query_time_us: u64,
+    /// SQL transactions completed (ReadyForQuery back to idle), autocommit statements included.
+    pub xacts: u64,
+    /// Time those transactions took, µs.
+    pub xact_time_us: u64,
+    /// Parse messages the client sent.
+    pub client_parses: u64,
+    /// Parse messages sent to servers (the client's and injected ones).
+    pub server_parses: u64,
+    /// Bind messages.
+    pub binds: u64,
+}
+
+impl PoolStats {
+    /// Adds one transaction's tally.
+    pub fn record_xact(&self, t: &XactTally) {
+        Self::add(&self.bytes_received, t.bytes_from_client);
+        Self::add(&self.bytes_sent, t.bytes_to_client);
+        Self::add(&self.query_count, t.queries);
+        Self::add(&self.query_time_us, t.query_time_us);
+        Self::add(&self.xact_count, t.xacts);
+        Self::add(&self.xact_time_us, t.xact_time_us);
+        Self::add(&self.client_parse_count, t.client_parses);
+        Self::add(&self.server_parse_count, t.server_parses);
+        Self::add(&self.bind_count, t.binds);
+    }
+}

@@ -4,8 +4,6 @@
 //! ParameterStatus/BackendKeyData burst up to the first ReadyForQuery. Also the one-shot
 //! CancelRequest connection.
 
-use std::time::Instant;
-
 use bytes::BytesMut;
 use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -99,11 +97,10 @@ pub async fn connect(
     .await
     {
         Ok(r) => r,
-        Err(_) => Err(Error::ServerConnect(format!(
-            "connect to {}:{} timed out",
-            target.host_text(),
-            target.port
-        ))),
+        Err(_) => Err(Error::ServerConnect {
+            addr: format!("{}:{}", target.host_text(), target.port),
+            source: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
+        }),
     }
 }
 
@@ -112,35 +109,27 @@ async fn connect_inner(
     cred: &ServerCredential,
     max_packet: u32,
 ) -> Result<ServerConn> {
-    let (stream, local_addr) = open(&target.host, target.port, &target.tcp)
-        .await
-        .map_err(|e| {
-            Error::ServerConnect(format!("{}:{}: {e}", target.host_text(), target.port))
-        })?;
+    let (stream, local_addr) =
+        open(&target.host, target.port, &target.tcp)
+            .await
+            .map_err(|source| Error::ServerConnect {
+                addr: format!("{}:{}", target.host_text(), target.port),
+                source,
+            })?;
     let stream = match (stream, &target.host) {
         (Stream::Tcp(tcp), ServerHost::Tcp(host)) => negotiate_tls(tcp, host, target).await?,
         (other, _) => other,
     };
-    let mut conn = ServerConn {
+    let mut conn = ServerConn::new(
         stream,
-        buf: BytesMut::with_capacity(8192),
-        params: Vec::new(),
-        cancel: std::sync::Arc::new(CancelTarget {
+        CancelTarget {
             host: target.host.clone(),
             port: target.port,
             pid: 0,
             key: 0,
-        }),
-        id: ServerConn::next_id(),
-        created: Instant::now(),
-        last_used: Instant::now(),
-        generation: 0,
+        },
         local_addr,
-        tx_status: b'I',
-        registration: None,
-        synced: Vec::new(),
-        prepared: std::collections::HashSet::new(),
-    };
+    );
     let mut out = BytesMut::with_capacity(256);
     let mut params: Vec<(&str, &str)> = vec![
         ("user", target.user.as_str()),

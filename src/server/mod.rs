@@ -130,6 +130,28 @@ pub struct ServerConn {
 }
 
 impl ServerConn {
+    /// A connection over `stream` that has not logged in yet (the login fills in parameters,
+    /// the cancel key and the transaction status). Tests use it to build a connection over a
+    /// socket pair without a PostgreSQL server.
+    pub fn new(stream: Stream, cancel: CancelTarget, local_addr: (String, u16)) -> ServerConn {
+        let now = Instant::now();
+        ServerConn {
+            stream,
+            buf: BytesMut::with_capacity(8192),
+            params: Vec::new(),
+            cancel: std::sync::Arc::new(cancel),
+            id: ServerConn::next_id(),
+            created: now,
+            last_used: now,
+            generation: 0,
+            local_addr,
+            tx_status: b'I',
+            registration: None,
+            synced: Vec::new(),
+            prepared: std::collections::HashSet::new(),
+        }
+    }
+
     /// A fresh id for a new connection.
     pub fn next_id() -> u64 {
         registry::next_socket_id()

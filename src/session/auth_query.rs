@@ -97,11 +97,11 @@ pub async fn lookup(
             "auth_dbname cannot be the admin database".into(),
         ));
     }
-    let pool = ctx.pools.get_or_create(cfg, &auth_db_cfg, auth_user);
-    let mut lease = pool.checkout().await?;
+    let set = ctx.pools.get_or_create(cfg, &auth_db_cfg, auth_user);
+    let mut lease = set.route(crate::pool::Role::Any).checkout().await?;
     let answer = run_query(&mut lease, query, user, cfg.general.max_packet_size).await;
     let reusable = answer.is_ok() && lease.tx_status == b'I' && lease.buf.is_empty();
-    pool.checkin(lease, reusable);
+    lease.release(reusable);
     let secret = answer?;
     let now = Instant::now();
     ctx.auth_cache

@@ -16,7 +16,7 @@ use crate::config::{AuthType, Config};
 use crate::context::{Context, Phase};
 use crate::error::{Error, Result};
 use crate::net::Stream;
-use crate::pool::Pool;
+use crate::pool::{Role, Route};
 use crate::proto::build;
 use crate::server::ServerConn;
 
@@ -37,7 +37,8 @@ impl Drop for ClientSlot {
 
 /// What a normal client's login produced (the session adds its stream).
 pub struct Welcomed {
-    pub pool: Arc<Pool>,
+    /// Where the client's servers come from.
+    pub route: Route,
     pub settings: Arc<crate::pool::PoolSettings>,
     pub params: Params,
     pub slot: ClientSlot,
@@ -138,28 +139,31 @@ pub async fn login(
             "no user for database with auth_type any".into(),
         ));
     }
-    let pool = ctx.pools.get_or_create(cfg, &db, &params.user);
-    // Counted once authenticated with a pool known, as PgBouncer does: a login that then waits
-    // for the pool's first server (or fails there) still counts.
-    crate::pool::stats::PoolStats::add(&pool.stats.client_login_count, 1);
-    ctx.adopt_pool(&pool);
+    let set = ctx.pools.get_or_create(cfg, &db, &params.user);
     if db.user.is_none() {
         if let auth_query::Found::Query(Some(secret)) = &found {
             // The server login uses what auth_query found (md5 secret or plain password; a
             // SCRAM secret needs the client's keys, offered just below).
-            pool.offer_credential(crate::pool::credential_of(secret));
+            set.offer_credential(crate::pool::credential_of(secret));
         }
         if let Some((ck, sk)) = authed.scram_keys {
-            pool.offer_scram_keys(ck, sk);
+            set.offer_scram_keys(ck, sk);
         }
     }
-    let welcome = match pool.welcome() {
+    // Static `host=` databases serve every role from their one member.
+    let mut route = set.route(Role::Any);
+    // Counted once authenticated with a pool known, as PgBouncer does: a login that then waits
+    // for the pool's first server (or fails there) still counts.
+    if let Ok(pool) = route.pool() {
+        crate::pool::stats::PoolStats::add(&pool.stats.client_login_count, 1);
+    }
+    let welcome = match set.welcome() {
         Some(w) => w,
         None => {
             // A brand-new pool must log in to a server once to learn what to tell clients.
-            let server = pool.checkout().await?;
-            pool.checkin(server, true);
-            pool.welcome()
+            let server = route.checkout().await?;
+            server.release(true);
+            set.welcome()
                 .ok_or_else(|| Error::ServerProtocol("no welcome parameters".into()))?
         }
     };
@@ -221,9 +225,9 @@ pub async fn login(
             params.user
         );
     }
-    let settings = pool.settings();
+    let settings = set.settings();
     Ok(LoggedIn::Client(Welcomed {
-        pool,
+        route,
         settings,
         params: client_params,
         slot,

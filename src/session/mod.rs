@@ -26,9 +26,8 @@ use tracing::Instrument;
 use crate::context::{Context, Phase};
 use crate::error::{Error, Result};
 use crate::net::{PeerAddr, Stream};
-use crate::pool::stats::PoolStats;
 use crate::pool::Lease;
-use crate::pool::{Pool, PoolSettings};
+use crate::pool::{PoolSettings, Route};
 use crate::proto::{build, Scanner};
 use registry::{ClientInfo, ClientState};
 use startup::Opening;
@@ -44,7 +43,8 @@ pub struct Client {
     /// Read buffer; empty with no capacity while idle.
     pub(crate) buf: BytesMut,
     pub(crate) scan: Scanner,
-    pub(crate) pool: Arc<Pool>,
+    /// The pool set and role this client's servers come from.
+    pub(crate) route: Route,
     pub(crate) settings: Arc<PoolSettings>,
     /// Tracked parameters this client wants on its server.
     pub(crate) params: link::Params,
@@ -208,7 +208,7 @@ async fn session(
             stream,
             buf: BytesMut::new(),
             scan: Scanner::default(),
-            pool: w.pool,
+            route: w.route,
             settings: w.settings,
             params: w.params,
             server: None,
@@ -348,10 +348,10 @@ impl Client {
             // PgBouncer's pause_client during SHUTDOWN WAIT_FOR_SERVERS / SIGINT.
             return Err(Error::ServerShuttingDown);
         }
-        if let Some(conn) = self.pool.try_take_idle() {
-            PoolStats::add(&self.pool.stats.server_assignment_count, 1);
-            if self.pool.needs_check(&conn) {
-                return self.pool.check_before_use(conn).await;
+        if let Some(conn) = self.route.try_take_idle() {
+            if conn.pool().needs_check(&conn) {
+                let pool = conn.pool().clone();
+                return pool.check_before_use(conn).await;
             }
             return Ok(conn);
         }
@@ -359,8 +359,8 @@ impl Client {
         self.info
             .wait_start_us
             .store(registry::now_us(), std::sync::atomic::Ordering::Relaxed);
-        let started = std::time::Instant::now();
-        let pool = self.pool.clone();
+        // The pool counts the assignment and the time waited.
+        let pool = self.route.pool()?.clone();
         let checkout = pool.checkout();
         tokio::pin!(checkout);
         let got = loop {
@@ -384,12 +384,6 @@ impl Client {
         self.info
             .wait_start_us
             .store(0, std::sync::atomic::Ordering::Relaxed);
-        let stats = &self.pool.stats;
-        crate::pool::stats::PoolStats::add(
-            &stats.wait_time_us,
-            started.elapsed().as_micros() as u64,
-        );
-        crate::pool::stats::PoolStats::add(&stats.server_assignment_count, 1);
         got
     }
 
@@ -399,7 +393,7 @@ impl Client {
         if let Err(e) =
             link::sync_params(&mut server, &mut self.params, self.settings.max_packet_size).await
         {
-            self.pool.checkin(server, false);
+            server.release(false);
             return Err(e);
         }
         // One clock read serves the console's request_time, the transaction and its first query.
@@ -417,6 +411,8 @@ impl Client {
                 .store(started_us, std::sync::atomic::Ordering::Relaxed);
         }
         let tracks = self.tracks_statements();
+        // The pool's own counters, for session mode's per-transaction stats.
+        let server_pool = server.pool().clone();
         let mut t = transfer::Transfer::new(
             &mut self.stream,
             &mut self.buf,
@@ -433,7 +429,7 @@ impl Client {
             t.track_statements(&mut self.stmts);
         }
         if self.settings.pool_mode == crate::config::PoolMode::Session {
-            t.stats_per_xact(&self.pool.stats);
+            t.stats_per_xact(&server_pool.stats);
         }
         let info = self.info.clone();
         let end = tokio::select! {
@@ -457,7 +453,7 @@ impl Client {
             r.info.set_linked(None);
         }
         self.info.set_state(ClientState::Idle);
-        tally.flush_into(&self.pool.stats);
+        server.record(&tally.take_xact());
         match end {
             Ok(transfer::End::Released) => {
                 self.release(server).await;
@@ -466,21 +462,21 @@ impl Client {
             Ok(transfer::End::ClientLeft { clean }) => {
                 if !clean {
                     tracing::debug!("client disconnect while server was not ready");
-                    self.pool.checkin(server, false);
+                    server.release(false);
                 } else if self.settings.pool_mode == crate::config::PoolMode::Session {
                     // finish() resets it with server_reset_query.
                     self.server = Some(Box::new(server));
                 } else {
-                    self.pool.checkin(server, true);
+                    server.release(true);
                 }
                 Err(Error::ClientGone)
             }
             Err(Error::AdminForcedDisconnect) => {
-                self.pool.checkin(server, false);
+                server.release(false);
                 Err(self.kill_error())
             }
             Err(e) => {
-                self.pool.checkin(server, false);
+                server.release(false);
                 Err(e)
             }
         }
@@ -490,7 +486,7 @@ impl Client {
     async fn release(&mut self, mut server: Lease) {
         if server.prepared.len() > self.settings.max_prepared_statements as usize {
             // The bound on statements per server: a fresh connection starts empty.
-            self.pool.checkin(server, false);
+            server.release(false);
             return;
         }
         if self.settings.server_reset_query_always && !self.settings.server_reset_query.is_empty() {
@@ -503,9 +499,9 @@ impl Client {
                     .await,
                 Ok(None)
             );
-            self.pool.checkin(server, ok);
+            server.release(ok);
         } else {
-            self.pool.checkin(server, true);
+            server.release(true);
         }
     }
 
@@ -521,7 +517,7 @@ impl Client {
                     Ok(None)
                 ) && server.tx_status == b'I'
             };
-            self.pool.checkin(*server, ok);
+            server.release(ok);
         }
         if let Err(e) = result {
             if e.client_reachable() && !matches!(e, Error::ClientGone) {

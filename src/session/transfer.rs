@@ -30,7 +30,7 @@ use super::prepared::{Acks, ClientStatements, Rewrite};
 use crate::config::PoolMode;
 use crate::error::{Error, Result};
 use crate::net::Stream;
-use crate::pool::stats::PoolStats;
+use crate::pool::stats::{PoolStats, XactTally};
 use crate::proto::Scanner;
 use crate::server::ServerConn;
 
@@ -72,20 +72,28 @@ pub struct Tally {
 impl Tally {
     /// Adds the counters to the pool's and starts again from zero (`params_changed` stays).
     pub fn flush_into(&mut self, stats: &PoolStats) {
-        use PoolStats as S;
-        S::add(&stats.bytes_received, self.bytes_from_client);
-        S::add(&stats.bytes_sent, self.bytes_to_client);
-        S::add(&stats.query_count, self.queries);
-        S::add(&stats.query_time_us, self.query_time.as_micros() as u64);
-        S::add(&stats.xact_count, self.xacts);
-        S::add(&stats.xact_time_us, self.xact_time.as_micros() as u64);
-        S::add(&stats.client_parse_count, self.client_parses);
-        S::add(&stats.server_parse_count, self.server_parses);
-        S::add(&stats.bind_count, self.binds);
+        stats.record_xact(&self.take_xact());
+    }
+
+    /// The counters so far as one [`XactTally`], leaving this tally at zero (bar
+    /// `params_changed`, which the session reads after the transfer).
+    pub fn take_xact(&mut self) -> XactTally {
+        let t = XactTally {
+            bytes_from_client: self.bytes_from_client,
+            bytes_to_client: self.bytes_to_client,
+            queries: self.queries,
+            query_time_us: self.query_time.as_micros() as u64,
+            xacts: self.xacts,
+            xact_time_us: self.xact_time.as_micros() as u64,
+            client_parses: self.client_parses,
+            server_parses: self.server_parses,
+            binds: self.binds,
+        };
         *self = Tally {
             params_changed: self.params_changed,
             ..Tally::default()
         };
+        t
     }
 }
 

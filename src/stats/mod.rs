@@ -4,6 +4,7 @@
 //!
 //! Reads the pools' counters; never writes them.
 
+pub mod clusters;
 mod period;
 pub mod view;
 

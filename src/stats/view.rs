@@ -204,7 +204,7 @@ pub fn databases(ctx: &Context) -> Vec<DatabaseRow> {
             // max_db_client_connections is not implemented: its PgBouncer default, unlimited.
             max_client_connections: 0,
             current_client_connections: clients.get(&db.name).copied().unwrap_or(0),
-            paused: ctx.paused_dbs.contains(&db.name),
+            paused: ctx.db_paused(&db.name),
             disabled: ctx.disabled_dbs.contains(&db.name),
             name: db.name,
         })

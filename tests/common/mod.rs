@@ -1,5 +1,6 @@
-//! Integration-test harness: a throwaway PostgreSQL (`Pg`), the built pooler in front of it
-//! (`Pooler`), and the client tools (tokio-postgres, `psql`, `pgbench`) the tests drive them with.
+//! Integration-test harness: a throwaway PostgreSQL (`Pg`), a two-node Patroni cluster with etcd
+//! (`PatroniLab`), the built pooler in front of them (`Pooler`), and the client tools
+//! (tokio-postgres, `psql`, `pgbench`) the tests drive them with.
 //!
 //! Every server listens on 127.0.0.1 only, on a free port, with its files in its own temp dir, and is
 //! stopped by PID (never by name) when its owner drops, also on panic; a process-exit hook kills
@@ -18,6 +19,7 @@
 // Each test binary uses a different part of the harness.
 #![allow(dead_code, unused_imports)]
 
+mod patroni;
 mod pg;
 mod pooler;
 mod process;
@@ -25,6 +27,7 @@ mod process;
 use std::process::Command;
 use std::time::Duration;
 
+pub use patroni::{PatroniLab, PatroniNode};
 pub use pg::Pg;
 pub use pooler::{ini_value, render_ini, render_userlist, Pooler};
 pub use process::{free_port, keep_dirs, pid_alive};

@@ -67,7 +67,20 @@ impl Pooler {
         userlist_extra: &str,
     ) -> Pooler {
         let extras = [databases_extra, pgbouncer_extra, userlist_extra];
-        Pooler::launch(program, &[], false, pg, extras)
+        Pooler::launch(program, &[], false, pg.port, extras)
+    }
+
+    /// Like `start`, with `testdb` pointing at `pg_port` instead of a `Pg` (e.g. a Patroni
+    /// node of a `PatroniLab`).
+    pub fn start_for_port(
+        pg_port: u16,
+        databases_extra: &str,
+        pgbouncer_extra: &str,
+        userlist_extra: &str,
+    ) -> Pooler {
+        let bin = Path::new(env!("CARGO_BIN_EXE_ollyscale-pooler"));
+        let extras = [databases_extra, pgbouncer_extra, userlist_extra];
+        Pooler::launch(bin, &[], false, pg_port, extras)
     }
 
     /// The reference implementation: the system's real PgBouncer (Debian package) on the same
@@ -88,7 +101,7 @@ impl Pooler {
         let root = is_root();
         let pre_args: &[&str] = if root { &["-u", "postgres"] } else { &[] };
         let extras = [databases_extra, pgbouncer_extra, userlist_extra];
-        Pooler::launch(program, pre_args, root, pg, extras)
+        Pooler::launch(program, pre_args, root, pg.port, extras)
     }
 
     /// The built pooler started with arguments and environment of the test's choosing (no
@@ -123,14 +136,14 @@ impl Pooler {
         program: &Path,
         pre_args: &[&str],
         chown_to_postgres: bool,
-        pg: &Pg,
+        pg_port: u16,
         [databases_extra, pgbouncer_extra, userlist_extra]: [&str; 3],
     ) -> Pooler {
         let dir = make_temp_dir("olly-pooler-");
         let mut pooler = Pooler {
             port: 0,
             base_port: 0,
-            pg_port: pg.port,
+            pg_port,
             ini_path: dir.join("pgbouncer.ini"),
             log_path: dir.join("pooler.log"),
             dir,

@@ -225,3 +225,39 @@ async fn set_verbose_and_reload_change_the_log_level() {
     visit().await;
     assert_eq!(pooler.log().matches(line).count(), seen, "RELOAD back to 0");
 }
+
+/// `sv_used` of the testdb pool in SHOW POOLS.
+async fn sv_used(pooler: &Pooler) -> String {
+    let admin = pooler.connect("olly", "olly_pw", "pgbouncer").await;
+    let msgs = admin.simple_query("SHOW POOLS").await.expect("SHOW POOLS");
+    msgs.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) if r.get("database") == Some("testdb") => {
+                r.get("sv_used").map(str::to_string)
+            }
+            _ => None,
+        })
+        .expect("a testdb row")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_server_check_query_tests_idle_servers() {
+    let pg = Pg::start();
+    // The default server_check_query (`<empty>`) sends an empty query to a server idle longer
+    // than server_check_delay; with a delay of 0 every idle server is due (sv_used).
+    let pooler = Pooler::start(&pg, "", "server_check_delay = 0", "");
+    let c = pooler.connect("olly", "olly_pw", "testdb").await;
+    c.simple_query("SELECT 1").await.expect("query");
+    assert_eq!(sv_used(&pooler).await, "1");
+    for _ in 0..3 {
+        // Each checkout runs the empty query on the real server first.
+        c.simple_query("SELECT 1")
+            .await
+            .expect("query after the check");
+    }
+    // An empty value turns the check off.
+    let off = Pooler::start(&pg, "", "server_check_delay = 0\nserver_check_query =", "");
+    let c = off.connect("olly", "olly_pw", "testdb").await;
+    c.simple_query("SELECT 1").await.expect("query");
+    assert_eq!(sv_used(&off).await, "0");
+}

@@ -240,3 +240,25 @@ async fn queued_client_that_leaves_never_runs_its_query() {
     }
     assert_eq!(pg.backend_count("testdb"), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_user_min_pool_size_is_filled_without_clients_within_pool_size() {
+    let pg = Pg::start();
+    // A forced-user database keeps min_pool_size from the start (PgBouncer does), but never
+    // more than its pool_size.
+    let pooler = Pooler::start(
+        &pg,
+        &format!(
+            "forced = host=127.0.0.1 port={} dbname=testdb user=olly min_pool_size=5 pool_size=3",
+            pg.port
+        ),
+        "",
+        "",
+    );
+    let filled =
+        crate::eventually(Duration::from_secs(5), || pg.backend_count("testdb") == 3).await;
+    assert!(filled, "servers: {}", pg.backend_count("testdb"));
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(pg.backend_count("testdb"), 3, "pool_size is the cap");
+    drop(pooler);
+}

@@ -2,9 +2,11 @@
 //! the fake parameters drivers ask for. The big result sets live in their own files; the small
 //! fixed ones (HELP, VERSION, LISTS, STATE, MEM, DNS_*, PEERS, PEER_POOLS) are here.
 //!
-//! Add a subcommand by adding a [`ShowEntry`] (the Patroni work adds CLUSTERS / MEMBERS this way).
+//! Add a subcommand by adding a [`ShowEntry`] (CLUSTERS / MEMBERS, our Patroni views, are added
+//! this way).
 //! Handlers only read registry snapshots; they never change anything.
 
+mod clusters;
 mod config;
 mod databases;
 mod pools;
@@ -31,6 +33,7 @@ const fn entry(name: &'static str, run: fn(&Cmd<'_>) -> Result<Reply, CommandErr
 pub static SHOW_COMMANDS: &[ShowEntry] = &[
     entry("active_sockets", sockets::active_sockets),
     entry("clients", sockets::clients),
+    entry("clusters", clusters::clusters),
     entry("config", config::config),
     entry("databases", databases::databases),
     entry("dns_hosts", dns_hosts),
@@ -38,6 +41,7 @@ pub static SHOW_COMMANDS: &[ShowEntry] = &[
     entry("help", help),
     entry("lists", lists),
     entry("mem", mem),
+    entry("members", clusters::members),
     entry("peer_pools", peer_pools),
     entry("peers", peers),
     entry("pools", pools::pools),
@@ -118,6 +122,7 @@ fn help(_: &Cmd<'_>) -> Result<Reply, CommandError> {
                   \tSHOW SOCKETS|ACTIVE_SOCKETS|LISTS|MEM|STATE\n\
                   \tSHOW DNS_HOSTS|DNS_ZONES\n\
                   \tSHOW STATS|STATS_TOTALS|STATS_AVERAGES|TOTALS\n\
+                  \tSHOW CLUSTERS|MEMBERS\n\
                   \tSET key = arg\n\
                   \tRELOAD\n\
                   \tPAUSE [<db>]\n\
@@ -152,11 +157,7 @@ fn lists(cmd: &Cmd<'_>) -> Result<Reply, CommandError> {
 }
 
 fn state(cmd: &Cmd<'_>) -> Result<Reply, CommandError> {
-    let paused = cmd
-        .s
-        .ctx
-        .paused_all
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let paused = cmd.s.ctx.paused_all();
     let yes_no = |b: bool| text(if b { "yes" } else { "no" });
     Ok(rows(
         &[("key", oid::TEXT), ("value", oid::TEXT)],

@@ -1,11 +1,12 @@
-//! `[databases]` connection strings and `[users]` settings: `key=value key='quoted value' ...`.
+//! `[databases]` connection strings, `[users]` settings and `[clusters]` entries:
+//! `key=value key='quoted value' ...`.
 //!
 //! Owns the libpq-style tokenizer and the meaning of each per-database and per-user key. It must
 //! not look at `[pgbouncer]` settings (precedence is `Config`'s job) and must never repeat a
 //! `password=` value, or any text of a broken connection string, in a message.
 
 use super::value::{self, dec_u32, pool_mode, seconds};
-use crate::config::{DatabaseConfig, ServerHost, UserConfig};
+use crate::config::{ClusterConfig, DatabaseConfig, PatroniUrl, Role, ServerHost, UserConfig};
 
 /// The result of one entry: the value when it had no errors, every error, and the keys that were
 /// accepted but are not implemented.
@@ -57,12 +58,33 @@ pub(super) fn parse_database(name: &str, connstr: &str) -> Outcome<DatabaseConfi
             return out;
         }
     };
+    let mut port_set = false;
     for (key, val) in pairs {
+        port_set |= key == "port";
         if let Err(message) = set_database_key(&mut db, &key, val) {
             out.errors.push(message);
         } else if DB_UNIMPLEMENTED.contains(&key.as_str()) {
             out.unimplemented.push(key);
         }
+    }
+    if db.cluster.is_some() {
+        // The servers of a cluster database are Patroni's members: a fixed address would be
+        // ignored, so it is refused rather than silently overridden.
+        if db.host.is_some() {
+            out.errors.push(
+                "host: a cluster= database takes its servers from Patroni; remove host="
+                    .to_string(),
+            );
+        }
+        if port_set {
+            out.errors.push(
+                "port: a cluster= database takes its servers from Patroni; remove port="
+                    .to_string(),
+            );
+        }
+    } else if db.role.is_some() {
+        out.errors
+            .push("role: only a cluster= database has a role; add cluster=<name>".to_string());
     }
     out.finish(db)
 }
@@ -91,6 +113,8 @@ fn set_database_key(db: &mut DatabaseConfig, key: &str, val: String) -> Result<(
         "datestyle" => db.datestyle = Some(val),
         "timezone" => db.timezone = Some(val),
         "application_name" => db.application_name = Some(val),
+        "cluster" => db.cluster = Some(val),
+        "role" => db.role = Some(Role::parse(&val).map_err(with_key)?),
         k if DB_UNIMPLEMENTED.contains(&k) => {}
         _ => {
             return Err(format!(
@@ -147,6 +171,45 @@ fn set_user_key(user: &mut UserConfig, key: &str, val: &str) -> Result<(), Strin
         }
     }
     Ok(())
+}
+
+/// Parses the settings of `[clusters] name = patroni=http://host:port,...`.
+pub(super) fn parse_cluster(name: &str, settings: &str) -> Outcome<ClusterConfig> {
+    let mut out = Outcome::new();
+    let pairs = match split_pairs(settings) {
+        Ok(pairs) => pairs,
+        Err(message) => {
+            out.errors.push(message);
+            return out;
+        }
+    };
+    let mut patroni = Vec::new();
+    for (key, val) in pairs {
+        match key.as_str() {
+            "patroni" => {
+                patroni.clear();
+                for url in val.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+                    match PatroniUrl::parse(url) {
+                        Ok(u) if !patroni.contains(&u) => patroni.push(u),
+                        Ok(_) => {}
+                        Err(message) => out.errors.push(format!("patroni: {message}")),
+                    }
+                }
+            }
+            _ => out.errors.push(format!(
+                "unrecognized cluster parameter: {} (expected patroni=http://host:port,...)",
+                value::shown(&key)
+            )),
+        }
+    }
+    if patroni.is_empty() && out.errors.is_empty() {
+        out.errors
+            .push("patroni: expected patroni=http://host:port[,http://host:port...]".to_string());
+    }
+    out.finish(ClusterConfig {
+        name: name.to_string(),
+        patroni,
+    })
 }
 
 /// `host=`: a directory (starts with `/`) is a Unix socket; anything else a host name or address.

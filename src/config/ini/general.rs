@@ -40,7 +40,7 @@ pub(super) fn apply(g: &mut General, key: &str, value: &str) -> Result<(), Strin
         "track_extra_parameters" => g.track_extra_parameters = list(value),
         "server_reset_query" => g.server_reset_query = value.to_string(),
         "server_reset_query_always" => g.server_reset_query_always = boolean(value)?,
-        "server_check_query" => g.server_check_query = check_query(value),
+        "server_check_query" => g.server_check_query = value.to_string(),
         "server_check_delay" => g.server_check_delay = seconds(value)?,
         "server_lifetime" => g.server_lifetime = seconds(value)?,
         "server_idle_timeout" => g.server_idle_timeout = seconds(value)?,
@@ -80,6 +80,10 @@ pub(super) fn apply(g: &mut General, key: &str, value: &str) -> Result<(), Strin
                 v => Some(listen_port(v)?),
             }
         }
+        "patroni_poll_interval" => g.patroni_poll_interval = positive_seconds(value)?,
+        "patroni_timeout" => g.patroni_timeout = positive_seconds(value)?,
+        "max_replica_lag" => g.max_replica_lag = c_uint(value, u64::MAX)?,
+        "failover_hold_timeout" => g.failover_hold_timeout = seconds(value)?,
         _ => {
             return Err(format!(
                 "internal error: {key} is marked implemented but has no parser"
@@ -87,6 +91,18 @@ pub(super) fn apply(g: &mut General, key: &str, value: &str) -> Result<(), Strin
         }
     }
     Ok(())
+}
+
+/// Seconds that must be above zero (a poll loop with no pause would spin), at least 10 ms.
+fn positive_seconds(value: &str) -> Result<std::time::Duration, String> {
+    let d = seconds(value)?;
+    if d < std::time::Duration::from_millis(10) {
+        return Err(format!(
+            "must be at least 0.01 seconds, got \"{}\"",
+            value::shown(value)
+        ));
+    }
+    Ok(d)
 }
 
 fn u32_value(value: &str) -> Result<u32, String> {
@@ -152,16 +168,6 @@ fn max_packet_size(value: &str) -> Result<u32, String> {
         ));
     }
     Ok(n as u32)
-}
-
-/// PgBouncer's default spelling `<empty>` means "send an empty query"; `General` spells that as
-/// the empty string (its default), so both map to "".
-fn check_query(value: &str) -> String {
-    if value == "<empty>" {
-        String::new()
-    } else {
-        value.to_string()
-    }
 }
 
 /// An unset path is written as an empty value.

@@ -12,7 +12,7 @@ use crate::config::PoolMode;
 const SHOWN_MAX_CHARS: usize = 64;
 
 /// A value as quoted in a message: control characters escaped, long values cut.
-pub(super) fn shown(value: &str) -> String {
+pub(in crate::config) fn shown(value: &str) -> String {
     let mut out: String = value
         .chars()
         .take(SHOWN_MAX_CHARS)

@@ -5,19 +5,31 @@
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::{Pool, State};
-use crate::error::{Error, Result};
-use crate::server::{self, Registration, ServerConn, ServerCredential, ServerTarget};
+use crate::error::{sqlstate, Error, Result};
+use crate::server::{Registration, ServerConn, ServerCredential, ServerTarget};
 
 impl Pool {
     /// Starts a new server connection when clients wait and the limits allow it.
     pub(super) fn maybe_launch(self: &Arc<Self>, st: &mut State, reserve: bool) -> bool {
         st.waiters.retain(|w| !w.tx.is_closed());
-        if st.paused || st.waiters.len() as u32 <= st.connecting {
+        if !st.paused.is_empty() || st.waiters.len() as u32 <= st.connecting {
             return false;
         }
+        if !self.within_limits(st, reserve) {
+            return false;
+        }
+        self.start_launch(st);
+        true
+    }
+
+    /// True when one more server fits pool_size (plus the reserve when `reserve`),
+    /// max_db_connections and max_user_connections.
+    fn within_limits(&self, st: &State, reserve: bool) -> bool {
         let s = &st.settings;
         let limit = if reserve {
             s.pool_size + s.reserve_pool_size
@@ -37,7 +49,6 @@ impl Pool {
         {
             return false;
         }
-        self.start_launch(st);
         true
     }
 
@@ -70,7 +81,7 @@ impl Pool {
     ) {
         let mut delay = Duration::from_millis(50);
         loop {
-            let result = server::connect(&target, &cred, max_packet).await;
+            let result = self.connector.connect(&target, &cred, max_packet).await;
             if self.settle_launch(result, generation) {
                 return;
             }
@@ -119,7 +130,9 @@ impl Pool {
                     self.give(&mut st, conn);
                     return true;
                 }
-                Err(Error::ServerLogin(fields)) => {
+                // 57P03 (starting up / shutting down) is a restart or a switchover in
+                // progress, not a refusal: retried like a network failure, never cached.
+                Err(Error::ServerLogin(fields)) if fields.code != sqlstate::CANNOT_CONNECT_NOW => {
                     // PgBouncer's text: severity, then the server's message.
                     tracing::warn!(
                         pool = %self.key,
@@ -215,8 +228,13 @@ impl Pool {
         if !st.waiters.is_empty() {
             self.maybe_launch(&mut st, false);
         }
-        // min_pool_size is filled only once the pool has logged in (it has clients), as PgBouncer.
-        if s.min_pool_size > 0 && st.total < s.min_pool_size && !st.paused && st.welcome.is_some() {
+        // min_pool_size is filled once the pool has had a client (it has logged in), or at
+        // once for a forced-user database, as PgBouncer does.
+        if s.min_pool_size > 0
+            && st.total < s.min_pool_size
+            && st.paused.is_empty()
+            && (st.welcome.is_some() || s.forced_user)
+        {
             let need = s.min_pool_size - st.total;
             self.fill_min(&mut st, need);
         }
@@ -226,7 +244,47 @@ impl Pool {
         // With no client waiting, a launch that fails is not retried: the next janitor tick
         // tries again.
         for _ in 0..need {
+            // The same limits as for a waiting client: min_pool_size never exceeds them.
+            if !self.within_limits(st, false) {
+                break;
+            }
             self.start_launch(st);
         }
+    }
+
+    /// True when clients wait here only because a cap shared with other pools is used up:
+    /// max_db_connections (`by_user` false) or max_user_connections (`by_user` true). The
+    /// janitor then closes an idle server of a sibling, as PgBouncer does.
+    pub fn starved_by_cap(&self, by_user: bool) -> bool {
+        let st = self.state.lock();
+        let s = &st.settings;
+        let (cap, used) = if by_user {
+            (s.max_user_connections, &self.user_conns)
+        } else {
+            (s.max_db_connections, &self.db_conns)
+        };
+        cap != 0
+            && st.paused.is_empty()
+            && st.waiters.iter().any(|w| !w.tx.is_closed())
+            && (s.pool_size == 0 || st.total < s.pool_size)
+            && used.load(Ordering::Relaxed) >= cap
+    }
+
+    /// Closes this pool's longest-idle server, if it has one. Returns whether it did.
+    pub fn close_one_idle(&self) -> bool {
+        let mut st = self.state.lock();
+        let Some(oldest) = st
+            .idle
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, c)| c.last_used)
+            .map(|(i, _)| i)
+        else {
+            return false;
+        };
+        st.idle.remove(oldest);
+        st.total -= 1;
+        self.release_counts(1);
+        true
     }
 }

@@ -1,0 +1,112 @@
+//! The two guards that keep a pool's books right whatever the client does: [`Lease`] (a server
+//! handed out; returns itself to its own pool) and `Handoff` (a queued wait that gives back a
+//! server that arrived after its owner gave up).
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use super::Pool;
+use crate::error::Result;
+use crate::pool::stats::XactTally;
+use crate::server::ServerConn;
+
+/// A server handed out by a pool: derefs to the connection. Give it back with
+/// [`Lease::release`]; dropped any other way (a cancelled wait, a panic, a task aborted at
+/// shutdown) it is closed and its slot freed, so the pool's counts can never leak. It always
+/// goes back to the pool it came from.
+pub struct Lease {
+    /// Always `Some` until release or drop.
+    conn: Option<ServerConn>,
+    /// The pool the server belongs to (and is returned to).
+    pool: Arc<Pool>,
+}
+
+impl Lease {
+    pub(super) fn new(conn: ServerConn, pool: Arc<Pool>) -> Lease {
+        Lease {
+            conn: Some(conn),
+            pool,
+        }
+    }
+
+    /// The pool this server belongs to.
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+
+    /// Returns the server to its pool. `reusable` is false when the session knows it is dirty
+    /// or broken: it is then closed.
+    pub fn release(mut self, reusable: bool) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.checkin_conn(conn, reusable);
+        }
+    }
+
+    /// Books one finished transaction on the pool's counters (SHOW STATS, /metrics).
+    pub fn record(&self, tally: &XactTally) {
+        self.pool.stats.record_xact(tally);
+    }
+}
+
+impl std::ops::Deref for Lease {
+    type Target = ServerConn;
+    fn deref(&self) -> &ServerConn {
+        self.conn
+            .as_ref()
+            .expect("invariant: a lease holds its connection until release")
+    }
+}
+
+impl std::ops::DerefMut for Lease {
+    fn deref_mut(&mut self) -> &mut ServerConn {
+        self.conn
+            .as_mut()
+            .expect("invariant: a lease holds its connection until release")
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.checkin_conn(conn, false);
+        }
+    }
+}
+
+/// The receiving end of a waiter, returning anything it receives after its owner gave up.
+pub(super) struct Handoff {
+    /// `None` once the result was taken by the waiting client.
+    pub(super) rx: Option<oneshot::Receiver<Result<ServerConn>>>,
+    /// Where a server that arrives too late goes back to.
+    pub(super) pool: Arc<Pool>,
+}
+
+impl Drop for Handoff {
+    fn drop(&mut self) {
+        if let Some(mut rx) = self.rx.take() {
+            rx.close();
+            if let Ok(Ok(conn)) = rx.try_recv() {
+                self.pool.checkin_conn(conn, true);
+            }
+        }
+    }
+}
+
+/// Adds the time a client queued to the pool's wait_time when the wait ends, however it ends
+/// (served, timed out, or abandoned by a client that went away).
+pub(super) struct WaitClock<'a> {
+    /// The pool whose wait_time the wait counts towards.
+    pub(super) pool: &'a Pool,
+    /// When the wait started.
+    pub(super) started: tokio::time::Instant,
+}
+
+impl Drop for WaitClock<'_> {
+    fn drop(&mut self) {
+        crate::pool::stats::PoolStats::add(
+            &self.pool.stats.wait_time_us,
+            self.started.elapsed().as_micros() as u64,
+        );
+    }
+}

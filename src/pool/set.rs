@@ -1,0 +1,435 @@
+//! A logical database's pools: one [`Pool`] per member host under the same (database, user),
+//! and the choice, per checkout, of the member that serves the role the client needs.
+//!
+//! Today every `[databases]` entry names one fixed host, so its set has exactly one member that
+//! serves every role. The set is built so that topology discovery can add and remove members at
+//! run time, move the primary role from one member to another, and hold checkouts
+//! ([`PauseReasons::FAILOVER_HOLD`]) without the session noticing anything but latency: the
+//! session holds a [`Route`] (set + role), never a host.
+//!
+//! Hot path: a [`Route`] caches the member it picked and re-picks only when the set's `epoch`
+//! changed (one atomic load per checkout; no lock, no allocation).
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+
+use super::pause::{PauseBook, PauseReasons};
+use super::{Lease, Pool, PoolKey, PoolLinks, PoolSettings, Welcome};
+use crate::config::ServerHost;
+use crate::error::{Error, Result};
+use crate::server::{ServerCredential, ServerTarget};
+
+/// What a client needs from the server it is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// The confirmed primary (writes).
+    Primary,
+    /// Any replica (reads that tolerate lag).
+    Replica,
+    /// A synchronous standby.
+    Sync,
+    /// Whichever member serves anything.
+    Any,
+}
+
+impl Role {
+    /// The name used in config and console output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Replica => "replica",
+            Role::Sync => "sync",
+            Role::Any => "any",
+        }
+    }
+}
+
+/// The roles one member serves (a bitset).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Serves(u8);
+
+impl Serves {
+    /// Serves nothing (e.g. a member that is starting, or banned).
+    pub const NONE: Serves = Serves(0);
+    /// The confirmed primary.
+    pub const PRIMARY: Serves = Serves(1);
+    /// A replica.
+    pub const REPLICA: Serves = Serves(2);
+    /// A synchronous standby (usually also [`Serves::REPLICA`]).
+    pub const SYNC: Serves = Serves(4);
+    /// A fixed `host=` database: its one server serves every role.
+    pub const ALL: Serves = Serves(7);
+
+    /// This set with `other`'s roles added.
+    pub fn union(self, other: Serves) -> Serves {
+        Serves(self.0 | other.0)
+    }
+
+    /// Whether a member with these roles can serve `role`.
+    pub fn serves(self, role: Role) -> bool {
+        match role {
+            Role::Primary => self.0 & Self::PRIMARY.0 != 0,
+            Role::Replica => self.0 & Self::REPLICA.0 != 0,
+            Role::Sync => self.0 & Self::SYNC.0 != 0,
+            Role::Any => self.0 != 0,
+        }
+    }
+}
+
+/// One member of a set: a host and the pool of servers on it.
+#[derive(Clone)]
+pub struct Member {
+    /// Host name, address or Unix socket directory.
+    pub host: ServerHost,
+    /// Port.
+    pub port: u16,
+    /// What it serves right now.
+    pub serves: Serves,
+    /// Its pool.
+    pub pool: Arc<Pool>,
+}
+
+/// Mutable state of a set; guarded by `PoolSet::state`, never held across an await.
+struct SetState {
+    /// Settings every member runs with.
+    settings: Arc<PoolSettings>,
+    /// The target every member's target is made from (host and port replaced per member).
+    target: Arc<ServerTarget>,
+    /// How every member logs in.
+    credential: ServerCredential,
+    /// The members, in the order they were added.
+    members: Vec<Member>,
+    /// Pause reasons the set itself owns (a failover hold), applied to new members too.
+    held: PauseReasons,
+}
+
+/// The pools of one (database, user).
+pub struct PoolSet {
+    /// (database, user) as the client named them.
+    pub key: PoolKey,
+    /// Members and their template; one short lock, taken only off the per-transaction path.
+    state: Mutex<SetState>,
+    /// Bumped on every change of members or roles: routes re-pick when it moves.
+    epoch: AtomicU64,
+    /// Rotates the choice among members serving the same role.
+    next: AtomicUsize,
+    /// A fixed `host=` entry: reload may move its one member to a new host.
+    fixed: bool,
+    /// What new member pools share with their siblings.
+    links: PoolLinks,
+    /// Console and shutdown pause reasons, which new members start with.
+    book: Arc<PauseBook>,
+}
+
+impl PoolSet {
+    /// A set with no member (members come from discovery).
+    pub fn new(
+        key: PoolKey,
+        settings: Arc<PoolSettings>,
+        target: Arc<ServerTarget>,
+        credential: ServerCredential,
+        links: PoolLinks,
+        book: Arc<PauseBook>,
+    ) -> Arc<PoolSet> {
+        Self::build(key, settings, target, credential, links, book, false)
+    }
+
+    /// The set of a fixed `host=` database: one member, at the target's host, serving every role.
+    pub fn fixed(
+        key: PoolKey,
+        settings: Arc<PoolSettings>,
+        target: Arc<ServerTarget>,
+        credential: ServerCredential,
+        links: PoolLinks,
+        book: Arc<PauseBook>,
+    ) -> Arc<PoolSet> {
+        let (host, port) = (target.host.clone(), target.port);
+        let set = Self::build(key, settings, target, credential, links, book, true);
+        set.add_member(host, port, Serves::ALL);
+        set
+    }
+
+    fn build(
+        key: PoolKey,
+        settings: Arc<PoolSettings>,
+        target: Arc<ServerTarget>,
+        credential: ServerCredential,
+        links: PoolLinks,
+        book: Arc<PauseBook>,
+        fixed: bool,
+    ) -> Arc<PoolSet> {
+        Arc::new(PoolSet {
+            key,
+            state: Mutex::new(SetState {
+                settings,
+                target,
+                credential,
+                members: Vec::new(),
+                held: PauseReasons::NONE,
+            }),
+            epoch: AtomicU64::new(0),
+            next: AtomicUsize::new(0),
+            fixed,
+            links,
+            book,
+        })
+    }
+
+    fn bump(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Adds a member (or, when `host:port` is one already, sets what it serves). Returns its pool.
+    pub fn add_member(&self, host: ServerHost, port: u16, serves: Serves) -> Arc<Pool> {
+        let mut st = self.state.lock();
+        if let Some(m) = st
+            .members
+            .iter_mut()
+            .find(|m| m.host == host && m.port == port)
+        {
+            m.serves = serves;
+            let pool = m.pool.clone();
+            drop(st);
+            self.bump();
+            return pool;
+        }
+        let mut target = (*st.target).clone();
+        target.host = host.clone();
+        target.port = port;
+        let pool = Pool::new(
+            self.key.clone(),
+            st.settings.clone(),
+            Arc::new(target),
+            st.credential.clone(),
+            self.links.clone(),
+        );
+        pool.set_booked(self.book.effective(&self.key.db));
+        if !st.held.is_empty() {
+            pool.pause(st.held);
+        }
+        st.members.push(Member {
+            host,
+            port,
+            serves,
+            pool: pool.clone(),
+        });
+        drop(st);
+        self.bump();
+        pool
+    }
+
+    /// Removes a member: its servers close as they are released and its queued clients are
+    /// failed with `database removed`. Returns its pool, if it was a member.
+    pub fn remove_member(&self, host: &ServerHost, port: u16) -> Option<Arc<Pool>> {
+        let pool = {
+            let mut st = self.state.lock();
+            let i = st
+                .members
+                .iter()
+                .position(|m| &m.host == host && m.port == port)?;
+            st.members.remove(i).pool
+        };
+        self.bump();
+        pool.reconnect();
+        pool.fail_waiters(|| Error::DatabaseRemoved);
+        Some(pool)
+    }
+
+    /// Every member, in the order they were added.
+    pub fn members(&self) -> Vec<Member> {
+        self.state.lock().members.clone()
+    }
+
+    /// Every member's pool.
+    pub fn pools(&self) -> Vec<Arc<Pool>> {
+        self.state
+            .lock()
+            .members
+            .iter()
+            .map(|m| m.pool.clone())
+            .collect()
+    }
+
+    /// The pool a checkout for `role` goes to now: the members serving it in turn.
+    pub fn pick(&self, role: Role) -> Option<Arc<Pool>> {
+        let st = self.state.lock();
+        let n = st.members.iter().filter(|m| m.serves.serves(role)).count();
+        if n == 0 {
+            return None;
+        }
+        let i = if n == 1 {
+            0
+        } else {
+            self.next.fetch_add(1, Ordering::Relaxed) % n
+        };
+        st.members
+            .iter()
+            .filter(|m| m.serves.serves(role))
+            .nth(i)
+            .map(|m| m.pool.clone())
+    }
+
+    /// A route for clients that need `role`.
+    pub fn route(self: &Arc<Self>, role: Role) -> Route {
+        Route {
+            set: self.clone(),
+            role,
+            epoch: u64::MAX,
+            pool: None,
+        }
+    }
+
+    /// The settings every member runs with.
+    pub fn settings(&self) -> Arc<PoolSettings> {
+        self.state.lock().settings.clone()
+    }
+
+    /// The first member's welcome ParameterStatus set, once one has logged in.
+    pub fn welcome(&self) -> Option<Arc<Welcome>> {
+        self.pools().iter().find_map(|p| p.welcome())
+    }
+
+    /// Applies reloaded settings to every member. A fixed set's member follows the target's
+    /// host; discovered members keep theirs.
+    pub fn reconfigure(
+        &self,
+        settings: Arc<PoolSettings>,
+        target: Arc<ServerTarget>,
+        credential: ServerCredential,
+    ) {
+        let mut st = self.state.lock();
+        st.settings = settings.clone();
+        st.target = target.clone();
+        st.credential = credential.clone();
+        let mut moved = false;
+        for m in st.members.iter_mut() {
+            if self.fixed {
+                moved |= m.host != target.host || m.port != target.port;
+                m.host = target.host.clone();
+                m.port = target.port;
+            }
+            let mut t = (*target).clone();
+            t.host = m.host.clone();
+            t.port = m.port;
+            m.pool
+                .reconfigure(settings.clone(), Arc::new(t), credential.clone());
+        }
+        drop(st);
+        if moved {
+            self.bump();
+        }
+    }
+
+    /// Stores the credential an auth_query answer gave on every member (and for members to
+    /// come). Keys already recovered from a client's SCRAM proof win over a bare SCRAM secret.
+    pub fn offer_credential(&self, credential: ServerCredential) {
+        let mut st = self.state.lock();
+        let has_keys = matches!(st.credential, ServerCredential::ScramKeys { .. })
+            && credential == ServerCredential::ScramSecretOnly;
+        if !has_keys {
+            st.credential = credential.clone();
+        }
+        for m in &st.members {
+            m.pool.offer_credential(credential.clone());
+        }
+    }
+
+    /// Stores SCRAM keys from a client's proof on every member (and for members to come).
+    pub fn offer_scram_keys(&self, client_key: [u8; 32], server_key: [u8; 32]) {
+        let mut st = self.state.lock();
+        if matches!(
+            st.credential,
+            ServerCredential::ScramSecretOnly | ServerCredential::ScramKeys { .. }
+        ) {
+            st.credential = ServerCredential::ScramKeys {
+                client_key,
+                server_key,
+            };
+        }
+        for m in &st.members {
+            m.pool.offer_scram_keys(client_key, server_key);
+        }
+    }
+
+    /// Holds every member's checkouts for a reason the set owns (a failover hold).
+    pub fn hold(&self, reason: PauseReasons) {
+        let reason = reason.intersect(PauseReasons::BOOKED.complement());
+        let mut st = self.state.lock();
+        st.held.insert(reason);
+        for m in &st.members {
+            m.pool.pause(reason);
+        }
+    }
+
+    /// Lifts a reason [`PoolSet::hold`] set.
+    pub fn release_hold(&self, reason: PauseReasons) {
+        let pools = {
+            let mut st = self.state.lock();
+            st.held.remove(reason);
+            st.members
+                .iter()
+                .map(|m| m.pool.clone())
+                .collect::<Vec<_>>()
+        };
+        for p in pools {
+            p.resume(reason.intersect(PauseReasons::BOOKED.complement()));
+        }
+    }
+
+    /// Applies the console/shutdown reasons of the registry's book to every member.
+    pub fn set_booked(&self, booked: PauseReasons) {
+        for p in self.pools() {
+            p.set_booked(booked);
+        }
+    }
+}
+
+/// How a session reaches its servers: a set and the role it needs. Caches the member it picked,
+/// so the per-transaction cost is one atomic load until the set changes.
+pub struct Route {
+    /// The set the client's database and user map to.
+    set: Arc<PoolSet>,
+    /// What the client needs.
+    role: Role,
+    /// The set's epoch when `pool` was picked.
+    epoch: u64,
+    /// The member picked last.
+    pool: Option<Arc<Pool>>,
+}
+
+impl Route {
+    /// The set behind this route.
+    pub fn set(&self) -> &Arc<PoolSet> {
+        &self.set
+    }
+
+    /// The role this route asks for.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The member pool checkouts go to now (re-picked after a topology change).
+    pub fn pool(&mut self) -> Result<&Arc<Pool>> {
+        let epoch = self.set.epoch.load(Ordering::Acquire);
+        if epoch != self.epoch || self.pool.is_none() {
+            self.pool = self.set.pick(self.role);
+            self.epoch = epoch;
+        }
+        self.pool
+            .as_ref()
+            .ok_or(Error::NoServerForRole(self.role.as_str()))
+    }
+
+    /// An idle server of the current member right now, if it has one (no clock read).
+    pub fn try_take_idle(&mut self) -> Option<Lease> {
+        self.pool().ok()?.try_take_idle()
+    }
+
+    /// A server of the current member, queueing if needed (see [`Pool::checkout`]).
+    pub async fn checkout(&mut self) -> Result<Lease> {
+        let pool = self.pool()?.clone();
+        pool.checkout().await
+    }
+}
