@@ -210,6 +210,9 @@ fn parse_line(
         Some(other) => return Err(format!("unsupported method \"{other}\"")),
         None => return Err("no method".to_string()),
     };
+    if let Some(opt) = rest.get(1) {
+        return Err(format!("unsupported option \"{opt}\""));
+    }
     Ok(Line {
         conn,
         dbs,

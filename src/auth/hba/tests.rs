@@ -81,6 +81,7 @@ fn bad_lines_are_reported_with_their_number() {
         ("host all all samenet md5", "line 1: unsupported address"),
         ("\nhost all all 1.2.3.4/33 md5", "line 2: bad prefix"),
         ("host all all all ldap", "unsupported method"),
+        ("host all all all md5 clientcert=1", "unsupported option"),
         ("hostgssenc all all all md5", "connection type"),
         ("host all all", "too few fields"),
         ("host all @missing all md5", "none"),
