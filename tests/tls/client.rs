@@ -52,6 +52,28 @@ async fn require_serves_psql_and_refuses_plain_clients() {
         assert_eq!((code, out.as_str()), (0, "verified"), "{host}: {err}");
     }
 
+    // tokio-postgres over TLS, verify-full: extended protocol, several transactions, a prepared
+    // statement reused across them.
+    let tls = super::pgtls::RustlsTls::new(&certs.path("ca.crt"));
+    let c = super::pgtls::connect(
+        &conninfo(
+            "localhost",
+            port,
+            "olly",
+            "olly_pw",
+            "testdb",
+            "sslmode=require",
+        ),
+        &tls,
+    )
+    .await
+    .expect("tokio-postgres over TLS");
+    let stmt = c.prepare("SELECT $1::int + 1").await.unwrap();
+    for i in 0..20 {
+        let row = c.query_one(&stmt, &[&i]).await.unwrap();
+        assert_eq!(row.get::<_, i32>(0), i + 1);
+    }
+
     // A large answer and several transactions over one TLS session (rustls buffers writes: every
     // one of them must reach the client).
     let (code, out, err) = run_psql(

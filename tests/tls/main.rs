@@ -1,6 +1,6 @@
 //! TLS, auth_query, HBA and cert auth through the built pooler, against a real PostgreSQL (with
-//! `ssl = on` where the server side is tested) and real clients (psql/libpq for TLS, tokio-postgres
-//! for plain connections). Certificates come from a small CA the test makes with rcgen.
+//! `ssl = on` where the server side is tested) and real clients: psql (libpq) and tokio-postgres,
+//! over TLS (a small tokio-rustls connector in `pgtls.rs`) and plain. Certificates come from a small CA the test makes with rcgen.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -8,6 +8,7 @@ mod common;
 mod auth_query;
 mod client;
 mod hba;
+mod pgtls;
 mod server;
 mod zalando;
 
