@@ -418,23 +418,14 @@ impl Config {
             })?;
             cfg.userlist = parse_userlist(&text, &auth_file)?;
         }
-        if cfg.general.auth_type == AuthType::Hba {
-            let issue = |message: String| {
-                ConfigErrors(vec![ConfigIssue {
-                    file: path.display().to_string(),
-                    line: 0,
-                    key: "auth_hba_file".into(),
-                    message,
-                }])
-            };
-            let file = cfg
-                .general
-                .security
-                .auth_hba_file
-                .clone()
-                .ok_or_else(|| issue("auth_type hba needs auth_hba_file".into()))?;
-            cfg.hba = Some(crate::auth::hba::Hba::load(&file).map_err(issue)?);
-        }
+        cfg.load_hba().map_err(|message| {
+            ConfigErrors(vec![ConfigIssue {
+                file: path.display().to_string(),
+                line: 0,
+                key: "auth_hba_file".into(),
+                message,
+            }])
+        })?;
         Ok(cfg)
     }
 
@@ -481,7 +472,32 @@ impl Config {
     /// known, implemented and reloadable, and the value valid. `raw_general` follows, so
     /// SHOW CONFIG shows the new value. The error says what was wrong (for the log).
     pub fn set_general(&mut self, key: &str, value: &str) -> Result<(), String> {
-        ini::set_general(self, key, value)
+        let mut next = self.clone();
+        ini::set_general(&mut next, key, value)?;
+        if matches!(
+            key.to_ascii_lowercase().as_str(),
+            "auth_type" | "auth_hba_file"
+        ) {
+            next.load_hba()?;
+        }
+        *self = next;
+        Ok(())
+    }
+
+    /// Reads `auth_hba_file` when auth_type is hba (an error names what is wrong), else clears it.
+    fn load_hba(&mut self) -> Result<(), String> {
+        if self.general.auth_type != AuthType::Hba {
+            self.hba = None;
+            return Ok(());
+        }
+        let file = self
+            .general
+            .security
+            .auth_hba_file
+            .clone()
+            .ok_or_else(|| "auth_type hba needs auth_hba_file".to_string())?;
+        self.hba = Some(crate::auth::hba::Hba::load(&file)?);
+        Ok(())
     }
 
     /// Reserve pool size for (db, user).

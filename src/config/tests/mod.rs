@@ -824,3 +824,23 @@ fn load_reads_the_auth_file() {
     let cfg = Config::load(&main).expect("loads");
     assert!(matches!(cfg.userlist.get("admin"), Some(Secret::Md5(_))));
 }
+
+/// SET auth_type = hba / auth_hba_file reads the HBA file; a bad file fails the SET and leaves the
+/// config as it was.
+#[test]
+fn set_hba_reads_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hba = dir.path().join("hba.conf");
+    std::fs::write(&hba, "host all all 127.0.0.1/32 trust\n").expect("write");
+    let mut cfg = parse(&format!("[pgbouncer]\nauth_hba_file = {}\n", hba.display()));
+    assert!(cfg.hba.is_none());
+    cfg.set_general("auth_type", "hba").expect("SET auth_type");
+    assert_eq!(cfg.general.auth_type, AuthType::Hba);
+    assert!(cfg.hba.is_some());
+    let before = cfg.clone();
+    let missing = dir.path().join("missing.conf").display().to_string();
+    assert!(cfg.set_general("auth_hba_file", &missing).is_err());
+    assert_eq!(cfg, before);
+    cfg.set_general("auth_type", "md5").expect("SET auth_type");
+    assert!(cfg.hba.is_none());
+}
