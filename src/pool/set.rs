@@ -103,6 +103,9 @@ struct SetState {
     members: Vec<Member>,
     /// Pause reasons the set itself owns (a failover hold), applied to new members too.
     held: PauseReasons,
+    /// The credential came from auth_query (`offer_credential`), not from the config: a reload,
+    /// whose config has none for this user, keeps it.
+    from_auth_query: bool,
 }
 
 /// The pools of one (database, user).
@@ -168,6 +171,7 @@ impl PoolSet {
                 credential,
                 members: Vec::new(),
                 held: PauseReasons::NONE,
+                from_auth_query: false,
             }),
             epoch: AtomicU64::new(0),
             next: AtomicUsize::new(0),
@@ -302,6 +306,13 @@ impl PoolSet {
         let mut st = self.state.lock();
         st.settings = settings.clone();
         st.target = target.clone();
+        // A user known only through auth_query has no credential in the config: keep the one
+        // its logins found, or servers for its connected clients could not log in after a RELOAD.
+        let credential = if st.from_auth_query && credential == ServerCredential::None {
+            st.credential.clone()
+        } else {
+            credential
+        };
         st.credential = credential.clone();
         let mut moved = false;
         for m in st.members.iter_mut() {
@@ -326,6 +337,7 @@ impl PoolSet {
     /// come). Keys already recovered from a client's SCRAM proof win over a bare SCRAM secret.
     pub fn offer_credential(&self, credential: ServerCredential) {
         let mut st = self.state.lock();
+        st.from_auth_query = true;
         let has_keys = matches!(st.credential, ServerCredential::ScramKeys { .. })
             && credential == ServerCredential::ScramSecretOnly;
         if !has_keys {

@@ -105,8 +105,16 @@ async fn operator_user_lookup_serves_md5_and_scram_users() {
     );
     assert_eq!(text(&wrong), text(&ghost));
 
-    // No pool (so no server connection) was made for the unknown user; secrets never show.
+    // After a RELOAD (whose config knows nothing of md5user) the clients' servers still log in
+    // with what auth_query found: new server logins for connected clients keep working.
     let admin = pooler.connect("pooler", "pooler_pw", "pgbouncer").await;
+    admin.simple_query("RELOAD").await.expect("RELOAD");
+    pg.terminate_backends("testdb");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(current_user(&c).await, "md5user");
+    assert_eq!(current_user(&c2).await, "scramuser");
+
+    // No pool (so no server connection) was made for the unknown user; secrets never show.
     let pools = admin.simple_query("SHOW POOLS").await.unwrap();
     let users: Vec<String> = pools
         .iter()
