@@ -218,11 +218,13 @@ pub async fn login(
     }
     info.set_state(ClientState::Idle);
     if cfg.general.log_connections {
+        // PgBouncer's line, with its `tls=` (the connection description, or `no`).
         tracing::info!(
-            "C-{} login attempt: db={} user={}",
+            "C-{} login attempt: db={} user={} tls={}",
             info.id,
             params.database,
-            params.user
+            params.user,
+            info.tls.get().map(String::as_str).unwrap_or("no")
         );
     }
     let settings = set.settings();

@@ -175,6 +175,13 @@ async fn operator_pooler_ini_serves_psql_with_sslmode_require() {
     let (code, out, err) = run_psql(&admin, "SHOW CLIENTS");
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("TLSv1.3"), "{out}");
+    // PgBouncer's login line, with the TLS description (the template sets log_connections).
+    let log = std::fs::read_to_string(pooler.dir.join("root/var/log/pgbouncer/pgbouncer.log"))
+        .expect("the template's logfile");
+    assert!(
+        log.contains("login attempt: db=testdb user=md5user tls=TLSv1.3/"),
+        "{log}"
+    );
     // Plain clients are refused.
     let plain = conninfo(
         "127.0.0.1",
