@@ -143,7 +143,10 @@ async fn run_query(
         let frame = conn.read_frame(max_packet).await?;
         match frame.tag {
             b'T' => {
-                let n = frame.body.clone().get_i16();
+                let n = match frame.body.get(..2) {
+                    Some(b) => i16::from_be_bytes([b[0], b[1]]),
+                    None => return Err(Error::ServerProtocol("short RowDescription".into())),
+                };
                 if n != 2 && failure.is_none() {
                     failure = Some(Error::AuthQuery(format!(
                         "expected 2 columns from auth_query, not {n}"
