@@ -59,6 +59,10 @@ pub struct Context {
     pub stats: crate::stats::StatsPeriod,
     /// Cancel forwarding to `[peers]` (SHOW PEER_POOLS).
     pub peer_pools: crate::session::cancel::PeerPools,
+    /// The client-facing TLS config; re-read on every config swap (RELOAD, SIGHUP, SET).
+    pub client_tls: crate::net::ClientTls,
+    /// Recent auth_query answers (see session::auth_query).
+    pub auth_cache: crate::session::auth_query::Cache,
     /// Patroni clusters (`[clusters]`) and their published topologies.
     pub clusters: Arc<crate::discovery::Clusters>,
     phase: AtomicU8,
@@ -82,11 +86,17 @@ impl Context {
         clients
             .peer_id
             .store(config.general.peer_id, Ordering::Relaxed);
+        let client_tls = crate::net::ClientTls::default();
+        if let Err(e) = client_tls.reload(&config.general.security.client_tls) {
+            tracing::error!("client TLS setup failed: {e}");
+        }
         let shutdown = CancellationToken::new();
         let clusters = crate::discovery::Clusters::new(tasks.clone(), shutdown.clone());
         clusters.reconcile(&config);
         pools.open_forced_user_pools(&config);
         Arc::new(Context {
+            client_tls,
+            auth_cache: Default::default(),
             config: RwLock::new(Arc::new(config)),
             servers: pools.servers.clone(),
             disabled_dbs: DashSet::new(),
@@ -117,6 +127,10 @@ impl Context {
         self.clients
             .peer_id
             .store(config.general.peer_id, Ordering::Relaxed);
+        // New handshakes use the new files; live TLS connections keep theirs.
+        if let Err(e) = self.client_tls.reload(&config.general.security.client_tls) {
+            tracing::error!("client TLS settings could not be applied, keeping the old ones: {e}");
+        }
         *self.config.write() = config.clone();
         self.pools.reconfigure(&config);
         self.pools.open_forced_user_pools(&config);

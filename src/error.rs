@@ -142,6 +142,28 @@ pub enum Error {
     /// SUSPEND did not find the client at a boundary within suspend_timeout.
     #[error("suspend_timeout")]
     SuspendTimeout,
+    /// client_tls_sslmode demands TLS and the client did not ask for it.
+    #[error("SSL required")]
+    SslRequired,
+    /// The client's TLS handshake failed (bad or missing certificate, protocol mismatch).
+    #[error("TLS handshake failed: {0}")]
+    ClientTls(String),
+    /// auth cert: no certificate, or its CN is not the user name.
+    #[error("certificate authentication failed")]
+    CertAuthFailed,
+    /// An HBA line with method reject matched.
+    #[error("login rejected")]
+    LoginRejected,
+    /// No HBA line matched.
+    #[error("no authentication method is found")]
+    NoAuthMethod,
+    /// auth_query could not run or answered in a shape we cannot use (logged; the client is told
+    /// only that the login failed, never the query or its secrets).
+    #[error("auth_query failed: {0}")]
+    AuthQuery(String),
+    /// The server refused TLS that server_tls_sslmode requires, or its certificate failed the check.
+    #[error("server TLS: {0}")]
+    ServerTls(String),
 }
 
 impl Error {
@@ -159,7 +181,9 @@ impl Error {
             | ServerConnect { .. }
             | NoServerForRole(_)
             | InvalidServerParameter
+            | ServerTls(_)
             | ServerCrashed => Side::Server,
+            ClientTls(_) => Side::Client,
             _ => Side::Pooler,
         }
     }
@@ -169,7 +193,7 @@ impl Error {
     pub fn client_reachable(&self) -> bool {
         !matches!(
             self,
-            Error::ClientIo(_) | Error::ClientGone | Error::Exiting
+            Error::ClientIo(_) | Error::ClientGone | Error::Exiting | Error::ClientTls(_)
         )
     }
 
@@ -195,7 +219,18 @@ impl Error {
                 sqlstate::PROTOCOL_VIOLATION.to_string(),
                 "server conn crashed?".to_string(),
             ),
-            ServerConnect { .. } => (
+            ClientTls(_) => (
+                Severity::Fatal,
+                sqlstate::PROTOCOL_VIOLATION.to_string(),
+                "TLS handshake failed".to_string(),
+            ),
+            // Never tell a client how auth_query failed: it would leak the query's shape.
+            AuthQuery(_) => (
+                Severity::Fatal,
+                sqlstate::PROTOCOL_VIOLATION.to_string(),
+                "bouncer config error".to_string(),
+            ),
+            ServerConnect { .. } | ServerTls(_) => (
                 Severity::Fatal,
                 sqlstate::PROTOCOL_VIOLATION.to_string(),
                 "server connection failed".to_string(),
@@ -290,6 +325,11 @@ mod tests {
             (Error::NoSuchDatabase("x".into()), "no such database: x"),
             (Error::PasswordAuthFailed, "password authentication failed"),
             (Error::OldProtocol, "old V2 protocol not supported"),
+            (Error::SslRequired, "SSL required"),
+            (Error::CertAuthFailed, "certificate authentication failed"),
+            (Error::LoginRejected, "login rejected"),
+            (Error::NoAuthMethod, "no authentication method is found"),
+            (Error::AuthQuery("secret".into()), "bouncer config error"),
         ];
         for (err, text) in cases {
             let (sev, code, msg) = err.to_response();

@@ -9,6 +9,7 @@ mod cluster;
 mod ini;
 mod keys;
 pub mod operator;
+mod security;
 mod userlist;
 
 #[cfg(test)]
@@ -21,6 +22,7 @@ use std::time::Duration;
 pub use cluster::{ClusterConfig, PatroniUrl, Role};
 pub use ini::parse_ini_str;
 pub use keys::{KeyInfo, GENERAL_KEYS};
+pub use security::{Security, SslMode, TlsSettings, DEFAULT_AUTH_QUERY};
 pub use userlist::{parse_userlist, Secret, UserList};
 
 /// A configuration problem, with enough context to fix it.
@@ -80,6 +82,10 @@ pub enum AuthType {
     /// Unix-socket clients whose OS user (peer credentials) has the name they log in with; the
     /// user must be known (auth_file). TCP clients are refused.
     Peer,
+    /// TLS client certificate; the user name must be the certificate's CN.
+    Cert,
+    /// Method chosen per connection by the auth_hba_file.
+    Hba,
 }
 
 impl AuthType {
@@ -91,6 +97,8 @@ impl AuthType {
             AuthType::Plain => "plain",
             AuthType::Md5 => "md5",
             AuthType::ScramSha256 => "scram-sha-256",
+            AuthType::Cert => "cert",
+            AuthType::Hba => "hba",
             AuthType::Peer => "peer",
         }
     }
@@ -171,6 +179,12 @@ pub struct DatabaseConfig {
     pub timezone: Option<String>,
     /// `application_name=` sent in the server startup packet.
     pub application_name: Option<String>,
+    /// `auth_user=`: who runs auth_query for this database (overrides the global one).
+    pub auth_user: Option<String>,
+    /// `auth_query=`: this database's own auth_query.
+    pub auth_query: Option<String>,
+    /// `auth_dbname=`: where this database's auth_query runs.
+    pub auth_dbname: Option<String>,
     /// `cluster=`: the `[clusters]` entry whose Patroni members serve this database (then
     /// `host`/`port` are unset: servers come from the topology).
     pub cluster: Option<String>,
@@ -208,6 +222,9 @@ impl DatabaseConfig {
             datestyle: None,
             timezone: None,
             application_name: None,
+            auth_user: None,
+            auth_query: None,
+            auth_dbname: None,
             cluster: None,
             role: None,
         }
@@ -332,6 +349,8 @@ pub struct General {
     pub http_listen_port: Option<u16>,
     /// `peer_id`: this process's id inside its cancel keys (0 = peering off; at most 16383).
     pub peer_id: u16,
+    /// TLS on both sides, auth_query and HBA (config/security.rs).
+    pub security: Security,
     /// `patroni_poll_interval` (ours): how often each cluster's `GET /cluster` runs (plus jitter).
     pub patroni_poll_interval: Duration,
     /// `patroni_timeout` (ours): bound on one Patroni request (connect, answer and body).
@@ -416,6 +435,7 @@ impl Default for General {
             http_listen_addr: None,
             http_listen_port: None,
             peer_id: 0,
+            security: Security::default(),
             patroni_poll_interval: Duration::from_secs(1),
             patroni_timeout: Duration::from_secs(2),
             max_replica_lag: 1024 * 1024,
@@ -447,6 +467,8 @@ pub struct Config {
     pub raw_general: Vec<(String, String)>,
     /// `[peers]`, by peer id (an entry for our own `peer_id` is kept here and ignored by users).
     pub peers: std::collections::BTreeMap<u16, PeerConfig>,
+    /// The parsed `auth_hba_file` (read when auth_type is hba).
+    pub hba: Option<crate::auth::hba::Hba>,
 }
 
 /// One `[peers]` entry: another pooler process that cancel requests carrying its id go to.
@@ -485,6 +507,14 @@ impl Config {
             })?;
             cfg.userlist = parse_userlist(&text, &auth_file)?;
         }
+        cfg.load_hba().map_err(|message| {
+            ConfigErrors(vec![ConfigIssue {
+                file: path.display().to_string(),
+                line: 0,
+                key: "auth_hba_file".into(),
+                message,
+            }])
+        })?;
         Ok(cfg)
     }
 
@@ -531,7 +561,32 @@ impl Config {
     /// known, implemented and reloadable, and the value valid. `raw_general` follows, so
     /// SHOW CONFIG shows the new value. The error says what was wrong (for the log).
     pub fn set_general(&mut self, key: &str, value: &str) -> Result<(), String> {
-        ini::set_general(self, key, value)
+        let mut next = self.clone();
+        ini::set_general(&mut next, key, value)?;
+        if matches!(
+            key.to_ascii_lowercase().as_str(),
+            "auth_type" | "auth_hba_file"
+        ) {
+            next.load_hba()?;
+        }
+        *self = next;
+        Ok(())
+    }
+
+    /// Reads `auth_hba_file` when auth_type is hba (an error names what is wrong), else clears it.
+    fn load_hba(&mut self) -> Result<(), String> {
+        if self.general.auth_type != AuthType::Hba {
+            self.hba = None;
+            return Ok(());
+        }
+        let file = self
+            .general
+            .security
+            .auth_hba_file
+            .clone()
+            .ok_or_else(|| "auth_type hba needs auth_hba_file".to_string())?;
+        self.hba = Some(crate::auth::hba::Hba::load(&file)?);
+        Ok(())
     }
 
     /// Client cap of a database: its own `max_db_client_connections`, else the global one

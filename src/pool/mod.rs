@@ -165,6 +165,7 @@ pub fn target_for(cfg: &Config, db: &DatabaseConfig, server_user: &str) -> Serve
         connect_query: db.connect_query.clone(),
         connect_timeout: cfg.general.server_connect_timeout,
         tcp: crate::net::TcpOptions::from_general(&cfg.general),
+        tls: crate::net::ServerTls::build(&cfg.general.security.server_tls),
     }
 }
 
@@ -174,10 +175,17 @@ pub fn credential_for(cfg: &Config, db: &DatabaseConfig, server_user: &str) -> S
         return ServerCredential::Password(p.clone());
     }
     match cfg.userlist.get(server_user) {
-        Some(Secret::Plain(p)) => ServerCredential::Password(p.clone()),
-        Some(Secret::Md5(s)) => ServerCredential::Md5Secret(s.clone()),
-        Some(Secret::Scram(_)) => ServerCredential::ScramSecretOnly,
+        Some(s) => credential_of(s),
         None => ServerCredential::None,
+    }
+}
+
+/// The server credential a stored secret gives (auth_file line or auth_query answer).
+pub fn credential_of(secret: &Secret) -> ServerCredential {
+    match secret {
+        Secret::Plain(p) => ServerCredential::Password(p.clone()),
+        Secret::Md5(s) => ServerCredential::Md5Secret(s.clone()),
+        Secret::Scram(_) => ServerCredential::ScramSecretOnly,
     }
 }
 

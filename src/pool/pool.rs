@@ -196,6 +196,18 @@ impl Pool {
         st.settings = settings;
     }
 
+    /// Stores the credential an auth_query answer gave (the auth_file had none for this user).
+    /// Keys already recovered from a client's SCRAM proof are kept over a bare SCRAM secret.
+    pub fn offer_credential(&self, credential: ServerCredential) {
+        let mut st = self.state.lock();
+        let has_keys = matches!(st.credential, ServerCredential::ScramKeys { .. })
+            && credential == ServerCredential::ScramSecretOnly;
+        if !has_keys && st.credential != credential {
+            st.credential = credential;
+            st.login_failure = None;
+        }
+    }
+
     /// Stores SCRAM keys recovered from a client's proof so servers can be logged in with them.
     pub fn offer_scram_keys(&self, client_key: [u8; 32], server_key: [u8; 32]) {
         let mut st = self.state.lock();

@@ -114,6 +114,9 @@ struct SetState {
     held: PauseReasons,
     /// `host=a,b,...`: how members are chosen; `None` for one host or discovered members.
     balance: Option<LoadBalanceHosts>,
+    /// The credential came from auth_query (`offer_credential`), not from the config: a reload,
+    /// whose config has none for this user, keeps it.
+    from_auth_query: bool,
 }
 
 /// The pools of one (database, user).
@@ -182,6 +185,7 @@ impl PoolSet {
                 members: Vec::new(),
                 held: PauseReasons::NONE,
                 balance: None,
+                from_auth_query: false,
             }),
             epoch: AtomicU64::new(0),
             next: AtomicUsize::new(0),
@@ -420,6 +424,13 @@ impl PoolSet {
         let mut st = self.state.lock();
         st.settings = settings.clone();
         st.target = target.clone();
+        // A user known only through auth_query has no credential in the config: keep the one
+        // its logins found, or servers for its connected clients could not log in after a RELOAD.
+        let credential = if st.from_auth_query && credential == ServerCredential::None {
+            st.credential.clone()
+        } else {
+            credential
+        };
         st.credential = credential.clone();
         let mut moved = false;
         for m in st.members.iter_mut() {
@@ -437,6 +448,21 @@ impl PoolSet {
         drop(st);
         if moved {
             self.bump();
+        }
+    }
+
+    /// Stores the credential an auth_query answer gave on every member (and for members to
+    /// come). Keys already recovered from a client's SCRAM proof win over a bare SCRAM secret.
+    pub fn offer_credential(&self, credential: ServerCredential) {
+        let mut st = self.state.lock();
+        st.from_auth_query = true;
+        let has_keys = matches!(st.credential, ServerCredential::ScramKeys { .. })
+            && credential == ServerCredential::ScramSecretOnly;
+        if !has_keys {
+            st.credential = credential.clone();
+        }
+        for m in &st.members {
+            m.pool.offer_credential(credential.clone());
         }
     }
 

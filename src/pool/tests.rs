@@ -116,6 +116,7 @@ fn target(port: u16) -> ServerTarget {
         connect_query: None,
         connect_timeout: Duration::from_secs(15),
         tcp: Default::default(),
+        tls: Default::default(),
     }
 }
 

@@ -58,6 +58,8 @@ pub struct ServerInfo {
     close_needed: AtomicBool,
     /// The linked client's application_name.
     pub application_name: Mutex<String>,
+    /// SHOW SERVERS `tls`: set once when registered (unset = plain).
+    pub tls: std::sync::OnceLock<String>,
 }
 
 impl ServerInfo {
@@ -171,6 +173,7 @@ impl Registration {
             request_time_us: AtomicU64::new(0),
             close_needed: AtomicBool::new(false),
             application_name: Mutex::new(String::new()),
+            tls: std::sync::OnceLock::new(),
         });
         servers.map.insert(id, info.clone());
         Registration {

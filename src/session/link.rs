@@ -1,15 +1,17 @@
-//! Login of a client: parameter checks, max_client_conn, authentication, database lookup, the
-//! pool's welcome (ParameterStatus set + our BackendKeyData), and the tracked-parameter SET batch
-//! that makes a server match its client at each checkout.
+//! Login of a client, in this order: TLS requirement, parameter checks, database lookup,
+//! max_client_conn, the method (auth_type or the HBA line), the secret (auth_file or
+//! auth_query), authentication, then `no such database` and the pool's welcome (ParameterStatus
+//! set + our BackendKeyData); and the tracked-parameter SET batch that makes a server match its
+//! client at each checkout.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
 
+use super::auth::Method;
 use super::registry::{ClientInfo, ClientState};
-use super::{auth, startup};
+use super::{auth, auth_query, startup};
 use crate::config::{AuthType, Config};
 use crate::context::{Context, Phase};
 use crate::error::{Error, Result};
@@ -103,6 +105,13 @@ pub async fn login(
     raw: Vec<(String, String)>,
     cfg: &Arc<Config>,
 ) -> Result<LoggedIn> {
+    // PgBouncer: TLS is required of TCP clients only (Unix sockets cannot do TLS).
+    if cfg.general.security.client_tls.sslmode >= crate::config::SslMode::Require
+        && !stream.is_tls()
+        && matches!(info.peer, crate::net::PeerAddr::Tcp(_))
+    {
+        return Err(Error::SslRequired);
+    }
     let mut params = startup::check_params(cfg, raw)?;
     if cfg.general.application_name_add_host {
         // PgBouncer appends the client's address once, at connect time.
@@ -134,7 +143,7 @@ pub async fn login(
             // uid is an admin without a password.
             let mut out = BytesMut::with_capacity(16);
             build::auth_ok(&mut out);
-            stream.write_all(&out).await.map_err(Error::ClientIo)?;
+            stream.send(&out).await.map_err(Error::ClientIo)?;
             if cfg.general.log_connections {
                 tracing::info!("C-{} pgbouncer access from unix socket", info.id);
             }
@@ -145,7 +154,9 @@ pub async fn login(
                 admin: true,
             });
         }
-        auth::authenticate(stream, cfg, &params.user).await?;
+        let method = method_for(cfg, info, stream, &params.database, &params.user)?;
+        let secret = cfg.userlist.get(&params.user);
+        auth::authenticate(stream, method, &params.user, secret).await?;
         let g = &cfg.general;
         let is_admin = g.auth_type == AuthType::Any || g.admin_users.contains(&params.user);
         let is_stats = g.stats_users.contains(&params.user);
@@ -170,10 +181,16 @@ pub async fn login(
     if count > cfg.general.max_client_conn {
         return Err(Error::MaxClientConn);
     }
-    let authed = auth::authenticate(stream, cfg, &params.user).await?;
-    let db = cfg
-        .database(&params.database)
-        .ok_or_else(|| Error::NoSuchDatabase(params.database.clone()))?;
+    let db = cfg.database(&params.database);
+    let method = method_for(cfg, info, stream, &params.database, &params.user)?;
+    let found = match method {
+        // Nothing to look up: no secret is used, and a refused login must not reach a server.
+        Method::Any | Method::Reject | Method::Cert => auth_query::Found::Unknown,
+        _ => auth_query::lookup(ctx, cfg, db.as_ref(), &params.user).await?,
+    };
+    let authed = auth::authenticate(stream, method, &params.user, found.secret()).await?;
+    // Reported after authentication since PgBouncer 1.17, so names cannot be probed.
+    let db = db.ok_or_else(|| Error::NoSuchDatabase(params.database.clone()))?;
     if !cfg.databases.contains_key(&db.name) && ctx.pools.of_db(&db.name).is_empty() {
         // The `*` entry serves a name for the first time (PgBouncer's line).
         tracing::info!("C-{} registered new auto-database: {}", info.id, db.name);
@@ -208,8 +225,13 @@ pub async fn login(
         });
     }
     let set = ctx.pools.get_or_create(cfg, &db, &params.user);
-    if let Some((ck, sk)) = authed.scram_keys {
-        if db.user.is_none() {
+    if db.user.is_none() {
+        if let auth_query::Found::Query(Some(secret)) = &found {
+            // The server login uses what auth_query found (md5 secret or plain password; a
+            // SCRAM secret needs the client's keys, offered just below).
+            set.offer_credential(crate::pool::credential_of(secret));
+        }
+        if let Some((ck, sk)) = authed.scram_keys {
             set.offer_scram_keys(ck, sk);
         }
     }
@@ -272,7 +294,7 @@ pub async fn login(
     }
     build::backend_key_data(&mut out, info.cancel_key.0, info.cancel_key.1);
     build::ready_for_query(&mut out, b'I');
-    stream.write_all(&out).await.map_err(Error::ClientIo)?;
+    stream.send(&out).await.map_err(Error::ClientIo)?;
     if let Some((_, app)) = client_params
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("application_name"))
@@ -281,11 +303,13 @@ pub async fn login(
     }
     info.set_state(ClientState::Idle);
     if cfg.general.log_connections {
+        // PgBouncer's line, with its `tls=` (the connection description, or `no`).
         tracing::info!(
-            "C-{} login attempt: db={} user={}",
+            "C-{} login attempt: db={} user={} tls={}",
             info.id,
             params.database,
-            params.user
+            params.user,
+            info.tls.get().map(String::as_str).unwrap_or("no")
         );
     }
     let settings = set.settings();
@@ -295,6 +319,34 @@ pub async fn login(
         params: client_params,
         slot,
     }))
+}
+
+/// The method for this login: auth_type, or the first matching line of auth_hba_file.
+fn method_for(
+    cfg: &Config,
+    info: &ClientInfo,
+    stream: &Stream,
+    database: &str,
+    user: &str,
+) -> Result<Method> {
+    if cfg.general.auth_type != AuthType::Hba {
+        return Ok(Method::of(cfg.general.auth_type));
+    }
+    let Some(hba) = cfg.hba.as_ref() else {
+        return Err(Error::NoAuthMethod);
+    };
+    let peer = crate::auth::hba::Peer {
+        addr: match &info.peer {
+            crate::net::PeerAddr::Tcp(a) => Some(a.ip()),
+            crate::net::PeerAddr::Unix => None,
+        },
+        tls: stream.is_tls(),
+        database,
+        user,
+    };
+    hba.method(&peer)
+        .map(Method::of_hba)
+        .ok_or(Error::NoAuthMethod)
 }
 
 /// Quotes a value as a SQL string literal.

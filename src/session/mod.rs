@@ -6,6 +6,7 @@
 //! the transaction path is boxed so its larger state exists only while a request runs.
 
 pub mod auth;
+pub mod auth_query;
 pub mod cancel;
 mod link;
 pub mod prepared;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tracing::Instrument;
 
 use crate::context::{Context, Phase};
@@ -73,35 +74,39 @@ pub fn spawn(ctx: &Arc<Context>, stream: Stream, peer: PeerAddr, local: (String,
 }
 
 /// Serves one accepted connection to the end. Errors are reported to the client here.
-async fn run(ctx: Arc<Context>, info: Arc<ClientInfo>, mut stream: Stream) {
+async fn run(ctx: Arc<Context>, info: Arc<ClientInfo>, stream: Stream) {
     // A debug-level span: at the default level it costs an idle client nothing.
     let span = tracing::debug_span!("client", id = info.id);
     async {
         let login_timeout = ctx.config().general.client_login_timeout;
+        let deadline =
+            (!login_timeout.is_zero()).then(|| tokio::time::Instant::now() + login_timeout);
+        let tls = ctx
+            .client_tls
+            .get()
+            .filter(|_| matches!(info.peer, PeerAddr::Tcp(_)));
         // Boxed, like every phase but the idle wait: only the idle state stays allocated.
-        let opening = Box::pin(async {
-            if login_timeout.is_zero() {
-                startup::read_opening(&mut stream).await
-            } else {
-                tokio::time::timeout(login_timeout, startup::read_opening(&mut stream))
-                    .await
-                    .unwrap_or(Err(Error::ClientLoginTimeout))
-            }
-        })
-        .await;
-        match opening {
-            Ok(Opening::Cancel { pid, key }) => {
+        let (stream, opening) = Box::pin(negotiate(stream, tls, deadline)).await;
+        match (stream, opening) {
+            (_, Ok(Opening::Cancel { pid, key })) => {
                 ctx.clients.unregister(&info);
                 Box::pin(cancel::forward(&ctx, pid, key)).await;
             }
-            Ok(Opening::Session(params)) => {
+            (Some(stream), Ok(Opening::Session(params))) => {
+                if stream.is_tls() {
+                    let _ = info.tls.set(stream.tls_description());
+                }
                 let result = Box::pin(session(&ctx, &info, stream, params)).await;
                 ctx.clients.unregister(&info);
                 log_end(&ctx, &info, result.as_ref().err());
             }
-            Err(e) => {
+            (stream, opening) => {
                 ctx.clients.unregister(&info);
-                if e.client_reachable() {
+                let e = match opening {
+                    Err(e) => e,
+                    Ok(_) => Error::ClientGone,
+                };
+                if let (Some(mut stream), true) = (stream, e.client_reachable()) {
                     let _ = Box::pin(report_error(&ctx, &mut stream, &e)).await;
                 }
                 log_end(&ctx, &info, Some(&e));
@@ -110,6 +115,42 @@ async fn run(ctx: Arc<Context>, info: Arc<ClientInfo>, mut stream: Stream) {
     }
     .instrument(span)
     .await
+}
+
+/// Runs `fut` until the login deadline, if there is one.
+async fn within<T>(
+    deadline: Option<tokio::time::Instant>,
+    fut: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    match deadline {
+        None => fut.await,
+        Some(d) => tokio::time::timeout_at(d, fut)
+            .await
+            .unwrap_or(Err(Error::ClientLoginTimeout)),
+    }
+}
+
+/// Reads the opening packets, upgrading to TLS when the client asks and we offer it. The stream
+/// comes back unless a failed handshake consumed it.
+async fn negotiate(
+    mut stream: Stream,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    deadline: Option<tokio::time::Instant>,
+) -> (Option<Stream>, Result<Opening>) {
+    loop {
+        let offered = tls.is_some() && !stream.is_tls();
+        match within(deadline, startup::read_opening(&mut stream, offered)).await {
+            Ok(Opening::Tls) => {}
+            other => return (Some(stream), other),
+        }
+        let cfg = tls
+            .clone()
+            .expect("invariant: read_opening returns Tls only when offered");
+        match within(deadline, startup::accept_tls(stream, cfg)).await {
+            Ok(s) => stream = s,
+            Err(e) => return (None, Err(e)),
+        }
+    }
 }
 
 /// The disconnect line, PgBouncer's "closing because: ..." (log_disconnections).
@@ -147,7 +188,7 @@ pub(crate) async fn send_error(stream: &mut Stream, e: &Error) -> std::io::Resul
     let (sev, code, msg) = e.to_response();
     let mut out = BytesMut::with_capacity(64 + msg.len());
     build::error_response(&mut out, sev, &code, &msg);
-    stream.write_all(&out).await
+    stream.send(&out).await
 }
 
 async fn session(
@@ -369,7 +410,7 @@ impl Client {
                     self.queue_noticed = true;
                     let mut out = BytesMut::with_capacity(128);
                     build::notice_response(&mut out, "00000", QUEUED_NOTICE, None);
-                    if let Err(e) = self.stream.write_all(&out).await {
+                    if let Err(e) = self.stream.send(&out).await {
                         break Err(Error::ClientIo(e));
                     }
                 }

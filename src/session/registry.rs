@@ -93,6 +93,8 @@ pub struct ClientInfo {
     pub kill_reason: Mutex<Option<KillReason>>,
     /// Whether this is an admin-console session.
     pub is_admin: std::sync::atomic::AtomicBool,
+    /// SHOW CLIENTS `tls`: set once after the handshake (unset = plain).
+    pub tls: std::sync::OnceLock<String>,
 }
 
 /// Process start, the zero for the µs timestamps above.
@@ -224,6 +226,7 @@ impl Clients {
                 draining: AtomicBool::new(false),
                 kill_reason: Mutex::new(None),
                 is_admin: std::sync::atomic::AtomicBool::new(false),
+                tls: std::sync::OnceLock::new(),
             });
             match self.by_key.entry(key64((pid, key))) {
                 dashmap::mapref::entry::Entry::Occupied(_) => continue,

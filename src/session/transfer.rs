@@ -422,7 +422,13 @@ impl<'a> Transfer<'a> {
                 return Poll::Ready(Ok(self.client_left()));
             }
             if self.releasable() {
-                return Poll::Ready(Ok(End::Released));
+                // The last ReadyForQuery must be on the wire before the client goes idle.
+                return match self.poll_flush_tls(cx) {
+                    Poll::Ready(Ok(None)) => Poll::Ready(Ok(End::Released)),
+                    Poll::Ready(Ok(Some(end))) => Poll::Ready(Ok(end)),
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    Poll::Pending => Poll::Pending,
+                };
             }
 
             if self.server.buf.len() < BUF_LIMIT {
@@ -469,6 +475,12 @@ impl<'a> Transfer<'a> {
                 self.update_timer();
                 continue;
             }
+            // Nothing moves: push out what TLS still buffers before sleeping.
+            match self.poll_flush_tls(cx) {
+                Poll::Ready(Ok(Some(end))) => return Poll::Ready(Ok(end)),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(None)) | Poll::Pending => {}
+            }
             if let Some(t) = self.timer.as_mut() {
                 if t.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Err(match self.timer_kind {
@@ -483,6 +495,31 @@ impl<'a> Transfer<'a> {
                 }
             }
             return Poll::Pending;
+        }
+    }
+
+    /// Flushes what rustls holds on either side (plain sockets: nothing to do, no call made).
+    /// `Some(end)` when the client went away while flushing.
+    fn poll_flush_tls(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<End>>> {
+        let mut pending = false;
+        if self.server.stream.is_tls() {
+            match Pin::new(&mut self.server.stream).poll_flush(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::ServerIo(e))),
+                Poll::Pending => pending = true,
+            }
+        }
+        if self.client.is_tls() {
+            match Pin::new(&mut *self.client).poll_flush(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(Some(self.client_left()))),
+                Poll::Pending => pending = true,
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(Ok(None))
         }
     }
 

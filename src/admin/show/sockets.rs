@@ -1,7 +1,7 @@
 //! SHOW CLIENTS, SERVERS, SOCKETS and ACTIVE_SOCKETS: one row per connection, PgBouncer 1.25's
 //! 21 columns (SOCKETS adds its 7 buffer columns).
 //!
-//! What we cannot know is shown as PgBouncer shows "none": no TLS yet (`tls` empty), no prepared
+//! What we cannot know is shown as PgBouncer shows "none" (`tls` is empty for plain sockets), no prepared
 //! statement tracking (0), no peer PID of Unix-socket clients (0), no per-socket buffer positions
 //! (0). `ptr`/`link` are stable per-connection tokens (there are no C pointers to print).
 //! Timestamps are `YYYY-MM-DD HH:MM:SS UTC`.
@@ -74,6 +74,8 @@ struct Sock {
     application_name: String,
     /// `none`, `logical` or `physical` (replication connections).
     replication: &'static str,
+    /// PgBouncer's TLS description, empty for plain sockets.
+    tls: String,
     id: u64,
 }
 
@@ -156,6 +158,7 @@ fn client_sock(c: &ClientInfo) -> Sock {
         remote_pid: 0,
         application_name: c.application_name.lock().clone(),
         replication: *c.replication.lock(),
+        tls: c.tls.get().cloned().unwrap_or_default(),
         id: c.id,
     }
 }
@@ -216,6 +219,7 @@ fn server_socks(cmd: &Cmd<'_>) -> Vec<Sock> {
                 application_name: s.application_name.lock().clone(),
                 // Replication servers are not pooled, so none is listed here.
                 replication: "none",
+                tls: s.tls.get().cloned().unwrap_or_default(),
                 id: s.id,
             }
         })
@@ -250,7 +254,7 @@ fn render(socks: Vec<Sock>, debug: bool) -> Reply {
                 text(s.ptr),
                 text(s.link),
                 num(s.remote_pid),
-                text(""),
+                text(s.tls),
                 text(s.application_name),
                 num(0),
                 num(s.id),

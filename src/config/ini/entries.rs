@@ -36,7 +36,7 @@ impl<T> Outcome<T> {
 }
 
 /// Connection-string keys PgBouncer accepts that we do not implement yet.
-const DB_UNIMPLEMENTED: &[&str] = &["auth_user", "auth_query", "auth_dbname"];
+const DB_UNIMPLEMENTED: &[&str] = &[];
 
 /// `[users]` keys PgBouncer accepts that we do not implement yet.
 const USER_UNIMPLEMENTED: &[&str] = &[];
@@ -147,6 +147,9 @@ fn set_database_key(db: &mut DatabaseConfig, key: &str, val: String) -> Result<(
         "dbname" => db.dbname = Some(val),
         "user" => db.user = Some(val),
         "password" => db.password = Some(val),
+        "auth_user" => db.auth_user = Some(val),
+        "auth_query" => db.auth_query = Some(val),
+        "auth_dbname" => db.auth_dbname = Some(val),
         "pool_size" => db.pool_size = Some(dec_u32(&val).map_err(with_key)?),
         "min_pool_size" => db.min_pool_size = Some(dec_u32(&val).map_err(with_key)?),
         "reserve_pool_size" | "reserve_pool" => {

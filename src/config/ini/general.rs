@@ -15,6 +15,9 @@ const MIN_MAX_PACKET_SIZE: u64 = 1024;
 /// Sets `key` (a lower-case name from `GENERAL_KEYS` marked implemented) from `value`.
 /// The error is what was expected; the caller adds file, line and key.
 pub(super) fn apply(g: &mut General, key: &str, value: &str) -> Result<(), String> {
+    if let Some(r) = crate::config::security::apply(&mut g.security, key, value) {
+        return r;
+    }
     match key {
         "listen_addr" => g.listen_addr = list(value),
         "listen_port" => g.listen_port = listen_port(value)?,
@@ -159,11 +162,13 @@ fn auth_type(value: &str) -> Result<AuthType, String> {
         "md5" => Ok(AuthType::Md5),
         "scram-sha-256" => Ok(AuthType::ScramSha256),
         "peer" => Ok(AuthType::Peer),
-        other @ ("cert" | "hba" | "pam" | "ldap") => Err(format!(
-            "auth_type {other} is not supported (use any, trust, plain, md5, scram-sha-256 or peer)"
+        "cert" => Ok(AuthType::Cert),
+        "hba" => Ok(AuthType::Hba),
+        other @ ("pam" | "ldap") => Err(format!(
+            "auth_type {other} is not supported (use any, trust, plain, md5, scram-sha-256, cert, hba or peer)"
         )),
         _ => Err(format!(
-            "expected one of any, trust, plain, md5, scram-sha-256, peer, got \"{}\"",
+            "expected one of any, trust, plain, md5, scram-sha-256, cert, hba, peer, got \"{}\"",
             value::shown(value)
         )),
     }

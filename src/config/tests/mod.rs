@@ -146,6 +146,7 @@ fn every_implemented_key_sets_its_field() {
         "unix_socket_dir" | "auth_file" | "logfile" | "pidfile" => "/x",
         "unix_socket_mode" => "0700",
         "auth_type" => "scram-sha-256",
+        "client_tls_sslmode" | "server_tls_sslmode" => "verify-full",
         "pool_mode" => "transaction",
         "server_reset_query" | "server_check_query" => "SELECT 1",
         "user" => "postgres",
@@ -164,7 +165,7 @@ fn every_implemented_key_sets_its_field() {
     let implemented: Vec<_> = GENERAL_KEYS.iter().filter(|k| k.implemented).collect();
     assert_eq!(
         implemented.len(),
-        72,
+        75,
         "one implemented key per General field"
     );
     for k in implemented {
@@ -290,10 +291,12 @@ fn auth_types() {
         ("md5", AuthType::Md5),
         ("SCRAM-SHA-256", AuthType::ScramSha256),
         ("peer", AuthType::Peer),
+        ("cert", AuthType::Cert),
+        ("hba", AuthType::Hba),
     ] {
         assert_eq!(general(&format!("auth_type = {text}")).auth_type, want);
     }
-    for unsupported in ["cert", "hba", "pam", "ldap"] {
+    for unsupported in ["pam", "ldap"] {
         let msg = general_error(&format!("auth_type = {unsupported}"));
         assert!(
             msg.starts_with(&format!("auth_type {unsupported} is not supported")),
@@ -410,17 +413,21 @@ fn zalando_operator_config() {
         Some(ServerHost::Tcp("acid-minimal-cluster".into()))
     );
     assert_eq!(cfg.databases["postgres"].port, 5432);
-    for key in [
-        "server_tls_sslmode",
-        "client_tls_sslmode",
-        "auth_query",
-        "auth_dbname",
-    ] {
-        assert!(cfg.unimplemented_keys.iter().any(|k| k == key), "{key}");
-    }
-    assert!(cfg
-        .unimplemented_keys
-        .contains(&"[databases] postgres: auth_user".to_string()));
+    // TLS and auth_query are implemented: nothing of theirs is reported.
+    assert!(
+        cfg.unimplemented_keys.is_empty(),
+        "{:?}",
+        cfg.unimplemented_keys
+    );
+    let sec = &g.security;
+    assert_eq!(sec.server_tls.sslmode, SslMode::Require);
+    assert_eq!(sec.client_tls.sslmode, SslMode::Require);
+    assert_eq!(sec.auth_dbname.as_deref(), Some("postgres"));
+    assert_eq!(sec.auth_query, "SELECT * FROM pooler.user_lookup($1)");
+    assert_eq!(
+        cfg.databases["postgres"].auth_user.as_deref(),
+        Some("pooler")
+    );
     assert_eq!(cfg.raw_general.len(), 25);
 }
 
@@ -679,6 +686,14 @@ fn unimplemented_connection_keys_are_listed() {
     let d = &cfg.databases["d"];
     assert_eq!(d.max_db_client_connections, Some(1));
     assert_eq!(d.query_wait_timeout, Some(Duration::from_secs(3)));
+    assert_eq!(
+        (
+            d.auth_user.as_deref(),
+            d.auth_query.as_deref(),
+            d.auth_dbname.as_deref()
+        ),
+        (Some("a"), Some("SELECT 1"), Some("x"))
+    );
     assert!(cfg
         .unimplemented_keys
         .iter()
@@ -912,4 +927,24 @@ fn client_caps_resolve_entry_over_global() {
     assert_eq!(cfg.max_db_client_connections(&cfg.databases["open"]), 5);
     assert_eq!(cfg.max_user_client_connections("bob"), 1);
     assert_eq!(cfg.max_user_client_connections("alice"), 4);
+}
+
+/// SET auth_type = hba / auth_hba_file reads the HBA file; a bad file fails the SET and leaves the
+/// config as it was.
+#[test]
+fn set_hba_reads_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hba = dir.path().join("hba.conf");
+    std::fs::write(&hba, "host all all 127.0.0.1/32 trust\n").expect("write");
+    let mut cfg = parse(&format!("[pgbouncer]\nauth_hba_file = {}\n", hba.display()));
+    assert!(cfg.hba.is_none());
+    cfg.set_general("auth_type", "hba").expect("SET auth_type");
+    assert_eq!(cfg.general.auth_type, AuthType::Hba);
+    assert!(cfg.hba.is_some());
+    let before = cfg.clone();
+    let missing = dir.path().join("missing.conf").display().to_string();
+    assert!(cfg.set_general("auth_hba_file", &missing).is_err());
+    assert_eq!(cfg, before);
+    cfg.set_general("auth_type", "md5").expect("SET auth_type");
+    assert!(cfg.hba.is_none());
 }

@@ -178,7 +178,7 @@ impl Pool {
     }
 
     fn register(&self, conn: &ServerConn) -> Registration {
-        Registration::new(
+        let r = Registration::new(
             &self.servers,
             conn.id,
             &self.key.db,
@@ -187,7 +187,11 @@ impl Pool {
             conn.cancel.port,
             conn.local_addr.clone(),
             conn.cancel.pid,
-        )
+        );
+        if conn.stream.is_tls() {
+            let _ = r.info.tls.set(conn.stream.tls_description());
+        }
+        r
     }
 
     /// Janitor step: close idle servers past server_idle_timeout / server_lifetime (keeping
