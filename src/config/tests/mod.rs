@@ -165,7 +165,7 @@ fn every_implemented_key_sets_its_field() {
     let implemented: Vec<_> = GENERAL_KEYS.iter().filter(|k| k.implemented).collect();
     assert_eq!(
         implemented.len(),
-        75,
+        88,
         "one implemented key per General field"
     );
     for k in implemented {
@@ -677,12 +677,12 @@ fn connection_string_errors_never_show_the_password() {
 }
 
 #[test]
-fn unimplemented_connection_keys_are_listed() {
+fn connection_keys_of_newer_pgbouncers_are_implemented() {
     let cfg = parse(
         "[databases]\nd = auth_user=a auth_query='SELECT 1' auth_dbname=x \
          max_db_client_connections=1 load_balance_hosts=disable query_wait_timeout=3\n",
     );
-    assert_eq!(cfg.unimplemented_keys.len(), 3);
+    assert!(cfg.unimplemented_keys.is_empty(), "{:?}", cfg.unimplemented_keys);
     let d = &cfg.databases["d"];
     assert_eq!(d.max_db_client_connections, Some(1));
     assert_eq!(d.query_wait_timeout, Some(Duration::from_secs(3)));
@@ -694,10 +694,6 @@ fn unimplemented_connection_keys_are_listed() {
         ),
         (Some("a"), Some("SELECT 1"), Some("x"))
     );
-    assert!(cfg
-        .unimplemented_keys
-        .iter()
-        .all(|k| k.starts_with("[databases] d: ")));
 }
 
 #[test]
