@@ -78,6 +78,8 @@ impl Context {
         let shutdown = CancellationToken::new();
         let clusters = crate::discovery::Clusters::new(tasks.clone(), shutdown.clone());
         clusters.reconcile(&config);
+        let clusters = Arc::new(clusters);
+        pools.attach_clusters(clusters.clone(), shutdown.clone());
         pools.open_forced_user_pools(&config);
         Arc::new(Context {
             config: RwLock::new(Arc::new(config)),
@@ -87,7 +89,7 @@ impl Context {
             pools,
             clients,
             peer_pools: Default::default(),
-            clusters: Arc::new(clusters),
+            clusters,
             shutdown,
             drain: CancellationToken::new(),
             tasks,

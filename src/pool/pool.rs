@@ -93,6 +93,45 @@ struct State {
     login_failure: Option<(Instant, String)>,
     /// Why checkouts are held; none set means they proceed.
     paused: PauseReasons,
+    /// Told about server failures that suggest a role change (a cluster member's pool).
+    observer: Option<Arc<dyn PoolObserver>>,
+    /// Every new server must answer `pg_is_in_recovery()` = false before use (a cluster
+    /// member serving the primary role that is not re-confirmed).
+    verify_primary: bool,
+}
+
+/// What a server failure suggests about its member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// A new connection was refused or found the wrong server: connection refused, a login
+    /// refused with 57P01/57P02/57P03, or in recovery where a primary was expected.
+    Refused,
+    /// The member did not answer (connect timeout, unreachable network).
+    Unreachable,
+    /// A server closed: an idle one found closed, or one lost in the middle of a transaction.
+    Gone,
+    /// A transaction got a role-change SQLSTATE (57P01, 57P02, 57P03, 25006) from the server.
+    Sqlstate,
+}
+
+impl Signal {
+    /// What `err` (from a connect, a login or a transaction) suggests, if anything.
+    pub fn of(err: &Error) -> Option<Signal> {
+        match err {
+            Error::ServerConnect { .. } if err.is_role_change_signal() => Some(Signal::Refused),
+            Error::ServerConnect { .. } => Some(Signal::Unreachable),
+            e if e.is_role_change_signal() => Some(Signal::Refused),
+            Error::ServerGone | Error::ServerIo(_) => Some(Signal::Gone),
+            _ => None,
+        }
+    }
+}
+
+/// Hears about a pool's server failures (the cluster router: holds, bans, discovery pokes).
+/// May be called with the pool's lock held: must not block nor call back into the pool.
+pub trait PoolObserver: Send + Sync {
+    /// A server of the member at `addr` (host, port) failed in a way that says `signal`.
+    fn server_failed(&self, addr: (&crate::config::ServerHost, u16), signal: Signal);
 }
 
 /// One pool.
@@ -150,6 +189,8 @@ impl Pool {
                 welcome: None,
                 login_failure: None,
                 paused: PauseReasons::NONE,
+                observer: None,
+                verify_primary: false,
             }),
             tasks,
             servers,
@@ -242,6 +283,35 @@ impl Pool {
             .iter()
             .filter(|s| s.close_needed())
             .count() as u32
+    }
+
+    /// Sets who hears about this pool's server failures (cluster members only).
+    pub fn set_observer(&self, observer: Arc<dyn PoolObserver>) {
+        self.state.lock().observer = Some(observer);
+    }
+
+    /// Whether each new server must prove it is not in recovery before use.
+    pub fn set_verify_primary(&self, on: bool) {
+        self.state.lock().verify_primary = on;
+    }
+
+    /// Tells the observer (if any) what a server failure of this pool suggests: the session
+    /// calls it when a transaction ends with the server gone or a role-change SQLSTATE.
+    pub fn report_failure(&self, err: &Error) {
+        if let Some(signal) = Signal::of(err) {
+            self.report(signal);
+        }
+    }
+
+    /// Tells the observer (if any) about `signal` on this pool's member.
+    pub fn report(&self, signal: Signal) {
+        let (observer, target) = {
+            let st = self.state.lock();
+            (st.observer.clone(), st.target.clone())
+        };
+        if let Some(o) = observer {
+            o.server_failed((&target.host, target.port), signal);
+        }
     }
 
     /// Holds checkouts for `reason` (added to any already set).
@@ -478,9 +548,17 @@ impl Pool {
             }?;
             let expired = !st.settings.server_lifetime.is_zero()
                 && conn.created.elapsed() >= st.settings.server_lifetime;
-            if expired || conn.generation != st.generation || conn.is_broken_while_idle() {
+            let broken = conn.is_broken_while_idle();
+            if expired || conn.generation != st.generation || broken {
                 st.total -= 1;
                 self.release_counts(1);
+                if broken {
+                    // An idle server that spoke or closed: usually a shutdown (57P01) or a
+                    // crash; the router re-checks the member. Observers never lock the pool.
+                    if let Some(o) = &st.observer {
+                        o.server_failed((&st.target.host, st.target.port), Signal::Gone);
+                    }
+                }
                 continue;
             }
             self.active.fetch_add(1, Ordering::Relaxed);

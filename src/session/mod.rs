@@ -197,6 +197,14 @@ async fn session(
     result
 }
 
+/// The error a killed client gets (KILL_CLIENT, KILL db, ...).
+fn kill_error_of(info: &ClientInfo) -> Error {
+    info.kill_reason
+        .lock()
+        .map(|r| r.error())
+        .unwrap_or(Error::AdminForcedDisconnect)
+}
+
 impl Client {
     /// The request loop.
     async fn serve(&mut self) -> Result<()> {
@@ -291,11 +299,7 @@ impl Client {
     }
 
     fn kill_error(&self) -> Error {
-        self.info
-            .kill_reason
-            .lock()
-            .map(|r| r.error())
-            .unwrap_or(Error::AdminForcedDisconnect)
+        kill_error_of(&self.info)
     }
 
     /// Gets a server for this client (or keeps its session server).
@@ -318,9 +322,10 @@ impl Client {
         self.info
             .wait_start_us
             .store(registry::now_us(), std::sync::atomic::Ordering::Relaxed);
-        // The pool counts the assignment and the time waited.
-        let pool = self.route.pool()?.clone();
-        let checkout = pool.checkout();
+        // The pool counts the assignment and the time waited. The route waits through a
+        // failover hold and moves the client to the member that serves its role.
+        let info = self.info.clone();
+        let checkout = self.route.checkout();
         tokio::pin!(checkout);
         let got = loop {
             // Keep reading while queued: a client that gives up (EOF) must leave the queue with
@@ -332,7 +337,7 @@ impl Client {
             tokio::select! {
                 biased;
                 r = &mut checkout => break r,
-                _ = self.info.signal(false) => break Err(self.kill_error()),
+                _ = info.signal(false) => break Err(kill_error_of(&info)),
                 r = self.stream.read_buf(&mut self.buf), if room => match r {
                     Ok(0) => break Err(Error::ClientGone),
                     Ok(_) => {}
@@ -413,6 +418,10 @@ impl Client {
         }
         self.info.set_state(ClientState::Idle);
         server.record(&tally.take_xact());
+        if tally.role_change {
+            // The server answered 57P01/57P02/25006...: its member may be changing role.
+            server.pool().report(crate::pool::Signal::Sqlstate);
+        }
         match end {
             Ok(transfer::End::Released) => {
                 self.release(server).await;
@@ -435,6 +444,10 @@ impl Client {
                 Err(self.kill_error())
             }
             Err(e) => {
+                if e.side() == crate::error::Side::Server {
+                    // The server went away mid-transaction: the router re-checks its member.
+                    server.pool().report_failure(&e);
+                }
                 server.release(false);
                 Err(e)
             }

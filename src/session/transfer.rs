@@ -67,6 +67,9 @@ pub struct Tally {
     pub server_parses: u64,
     /// Bind messages of named statements.
     pub binds: u64,
+    /// The server sent an ErrorResponse with a role-change SQLSTATE (57P01, 57P02, 57P03,
+    /// 25006): the session tells the pool's router (a failover may be under way).
+    pub role_change: bool,
 }
 
 impl Tally {
@@ -91,6 +94,7 @@ impl Tally {
         };
         *self = Tally {
             params_changed: self.params_changed,
+            role_change: self.role_change,
             ..Tally::default()
         };
         t

@@ -147,6 +147,7 @@ fn every_implemented_key_sets_its_field() {
         "unix_socket_mode" => "0700",
         "auth_type" => "scram-sha-256",
         "pool_mode" => "transaction",
+        "replica_fallback" => "none",
         "server_reset_query" | "server_check_query" => "SELECT 1",
         "user" => "postgres",
         "max_packet_size" => "4096",
@@ -158,7 +159,7 @@ fn every_implemented_key_sets_its_field() {
     let implemented: Vec<_> = GENERAL_KEYS.iter().filter(|k| k.implemented).collect();
     assert_eq!(
         implemented.len(),
-        58,
+        59,
         "one implemented key per General field"
     );
     for k in implemented {

@@ -103,7 +103,8 @@ impl Transfer<'_> {
                 .sscan
                 .next(&self.server.buf, self.max_packet, |t, total, _| {
                     total <= WHOLE_FRAME_CAP
-                        && (t == b'Z' || t == b'S' || (tracking && matches!(t, b'1' | b'C' | b'E')))
+                        && (matches!(t, b'Z' | b'S' | b'E')
+                            || (tracking && matches!(t, b'1' | b'C')))
                 })
                 .map_err(|e| Error::ServerProtocol(e.to_string()))?;
             match item {
@@ -170,7 +171,16 @@ impl Transfer<'_> {
                         }
                     }
                 }
-                Some(Item::Whole { tag: b'E', bytes }) if tracking => {
+                Some(Item::Whole { tag: b'E', bytes }) => {
+                    // Rare, so parsing it costs nothing on the hot path.
+                    if build::parse_error_fields(&bytes[5..])
+                        .is_ok_and(|f| crate::error::is_role_change_sqlstate(&f.code))
+                    {
+                        self.tally.role_change = true;
+                    }
+                    if !tracking {
+                        continue;
+                    }
                     let len = bytes.len();
                     // Renamed before the failed Parses are forgotten: the name may be one of them.
                     let renamed = match self.stmts.as_deref() {
