@@ -10,6 +10,7 @@ pub mod cancel;
 mod link;
 pub mod prepared;
 pub mod registry;
+mod replay;
 pub mod startup;
 mod transfer;
 
@@ -53,6 +54,8 @@ pub struct Client {
     pub(crate) _slot: link::ClientSlot,
     /// Named prepared statements (transaction mode); boxed on first use.
     pub(crate) stmts: Option<Box<prepared::ClientStatements>>,
+    /// Lone BEGINs sent again in a row after their server died unanswered (bounded).
+    pub(crate) replays: u8,
 }
 
 /// Registers an accepted connection and spawns its session on the context's task tracker.
@@ -173,6 +176,7 @@ async fn session(
             server: None,
             _slot: w.slot,
             stmts: None,
+            replays: 0,
         },
         Ok(link::LoggedIn::Admin { user, admin }) => {
             let session = crate::admin::AdminSession {
@@ -196,6 +200,9 @@ async fn session(
     Box::pin(client.finish(&result)).await;
     result
 }
+
+/// Lone BEGINs sent again in a row (each after a server died without answering it).
+const MAX_REPLAYS: u8 = 3;
 
 /// The error a killed client gets (KILL_CLIENT, KILL db, ...).
 fn kill_error_of(info: &ClientInfo) -> Error {
@@ -360,6 +367,14 @@ impl Client {
             server.release(false);
             return Err(e);
         }
+        // A lone BEGIN on an idle server may be sent again if that server dies unanswered.
+        let replayable = if self.settings.pool_mode == crate::config::PoolMode::Session
+            || server.tx_status != b'I'
+        {
+            None
+        } else {
+            replay::lone_begin(&self.buf)
+        };
         // One clock read serves the console's request_time, the transaction and its first query.
         let started = std::time::Instant::now();
         let started_us = registry::us_since_epoch(started);
@@ -403,6 +418,8 @@ impl Client {
         };
         let mut tally = std::mem::take(&mut t.tally);
         drop(t);
+        // (bytes of the request written to the server, whether any answer byte came back)
+        let (written, answered) = (tally.bytes_from_client as usize, tally.bytes_to_client > 0);
         if tally.params_changed {
             if let Some((_, app)) = self
                 .params
@@ -424,6 +441,7 @@ impl Client {
         }
         match end {
             Ok(transfer::End::Released) => {
+                self.replays = 0;
                 self.release(server).await;
                 Ok(())
             }
@@ -449,13 +467,35 @@ impl Client {
                     server.pool().report_failure(&e);
                 }
                 server.release(false);
-                Err(e)
+                let died = matches!(e, Error::ServerGone | Error::ServerIo(_));
+                match replayable {
+                    Some(frame) if died && !answered && self.replays < MAX_REPLAYS => {
+                        tracing::debug!("server died before answering a lone BEGIN: sent again");
+                        self.replays += 1;
+                        // Put back what was written; the unwritten rest is still buffered.
+                        let written = written.min(frame.len());
+                        let mut buf = BytesMut::with_capacity(written + self.buf.len());
+                        buf.extend_from_slice(&frame[..written]);
+                        buf.extend_from_slice(&self.buf);
+                        self.buf = buf;
+                        self.scan = Scanner::default();
+                        Ok(())
+                    }
+                    _ => Err(e),
+                }
             }
         }
     }
 
     /// Back to the pool after a transaction, with server_reset_query when always asked for.
     async fn release(&mut self, mut server: Lease) {
+        if !server.buf.is_empty() {
+            // The server spoke after its last answer (a FATAL of a shutdown): close it, and let
+            // the router re-check its member. The client saw nothing of it.
+            server.pool().report(crate::pool::Signal::Gone);
+            server.release(false);
+            return;
+        }
         if server.prepared.len() > self.settings.max_prepared_statements as usize {
             // The bound on statements per server: a fresh connection starts empty.
             server.release(false);

@@ -150,6 +150,10 @@ pub struct Transfer<'a> {
     /// A server frame to drop (an injected Parse's ParseComplete) or replace: (offset in the
     /// buffer, length).
     s_hold: Option<(usize, usize)>,
+    /// The server answered everything and is idle (transaction/statement mode): bytes it sends
+    /// after that ReadyForQuery answer no request (typically a FATAL 57P01 of a shutdown right
+    /// after a COMMIT) and are never forwarded; the server is closed at release instead.
+    s_cut: bool,
     /// What replaces the held server frame (an ErrorResponse with the client's statement name).
     s_swap: Option<BytesMut>,
     /// Replacement bytes that go to the client before the rest of the server's buffer.
@@ -201,6 +205,7 @@ impl<'a> Transfer<'a> {
             c_hold: None,
             c_pending: BytesMut::new(),
             s_hold: None,
+            s_cut: false,
             s_swap: None,
             s_pending: BytesMut::new(),
         }
@@ -314,7 +319,7 @@ impl<'a> Transfer<'a> {
             && !self.in_extended
             && self.server.tx_status == b'I'
             && self.sscan.scanned() == 0
-            && self.server.buf.is_empty()
+            && (self.server.buf.is_empty() || self.s_cut)
             && self.cscan.at_boundary()
             && self.client_ready() == 0
             && self.c_hold.is_none()
@@ -458,7 +463,7 @@ impl<'a> Transfer<'a> {
             && !self.in_extended
             && self.server.tx_status == b'I'
             && self.sscan.scanned() == 0
-            && self.server.buf.is_empty()
+            && (self.server.buf.is_empty() || self.s_cut)
             && self.c_pending.is_empty()
             && self.s_hold.is_none()
             && self.s_pending.is_empty();

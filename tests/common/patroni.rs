@@ -251,6 +251,11 @@ impl PatroniLab {
         leader
     }
 
+    /// kill -9 of one node's Patroni, postmaster and backends (a crashed member).
+    pub fn kill_node(&self, name: &str) {
+        self.node(name).kill_hard();
+    }
+
     /// Waits for `/cluster` to report a leader other than `old`; returns it.
     pub fn wait_leader_other_than(&self, old: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;

@@ -42,7 +42,10 @@ use crate::discovery::{MemberRole, Topology};
 use crate::error::{Error, Result};
 
 /// How often the router looks again (confirmation, discovery poke) while no leader is confirmed.
-pub const HOLD_TICK: Duration = Duration::from_millis(200);
+pub const HOLD_TICK: Duration = Duration::from_millis(100);
+/// How soon it asks again when Patroni's leader answered that it is still in recovery or
+/// starting up: a promotion under way, which takes a few hundred milliseconds.
+const PROMOTING_TICK: Duration = Duration::from_millis(30);
 /// How often it looks when all is well (ban expiry).
 const IDLE_TICK: Duration = Duration::from_secs(1);
 /// How long a failing replica is left out of the rotation.
@@ -135,10 +138,15 @@ impl ClusterRouter {
         loop {
             let t = topology.borrow_and_update().clone();
             self.step(&t).await;
-            let tick = if self.state.lock().settled() {
-                IDLE_TICK
-            } else {
-                HOLD_TICK
+            let tick = {
+                let st = self.state.lock();
+                if st.settled() {
+                    IDLE_TICK
+                } else if st.promoting {
+                    PROMOTING_TICK
+                } else {
+                    HOLD_TICK
+                }
             };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -202,7 +210,11 @@ impl ClusterRouter {
                         }
                     }
                     Err(e) => {
-                        let stale = self.state.lock().confirm_failed(&self.name, name, &e);
+                        let mut st = self.state.lock();
+                        st.promoting = matches!(e, Error::ServerInRecovery { .. })
+                            || e.is_temporary_login_failure();
+                        let stale = st.confirm_failed(&self.name, name, &e);
+                        drop(st);
                         if let Some(old) = stale {
                             self.retire(&old);
                         }

@@ -57,6 +57,9 @@ pub struct RouterState {
     pub confirm_failures: u32,
     /// The last confirmation error.
     pub last_confirm_error: Option<String>,
+    /// Patroni's leader answered as still in recovery or starting up: a promotion under way,
+    /// so confirmation is retried sooner.
+    pub promoting: bool,
 }
 
 /// What the console and the metrics show of a router.
@@ -187,6 +190,7 @@ impl RouterState {
         });
         self.confirm_failures = 0;
         self.last_confirm_error = None;
+        self.promoting = false;
         self.last_change = Some(wall(now));
         match self.hold.take() {
             Some(h) => {

@@ -85,6 +85,8 @@ impl Transfer<'_> {
     }
 
     fn request_sent(&mut self) {
+        // A new request: the server's next bytes answer it.
+        self.s_cut = false;
         self.acks.sent_epoch += 1;
         if self.outstanding == 0 {
             self.query_started = Some(self.start.take().unwrap_or_else(Instant::now));
@@ -94,7 +96,7 @@ impl Transfer<'_> {
 
     /// Looks at newly read server bytes: ReadyForQuery and ParameterStatus.
     pub(super) fn scan_server(&mut self) -> Result<()> {
-        if self.s_hold.is_some() {
+        if self.s_hold.is_some() || self.s_cut {
             return Ok(());
         }
         let tracking = self.stmts.is_some();
@@ -134,6 +136,15 @@ impl Transfer<'_> {
                     }
                     if self.mode == PoolMode::Statement && status != b'I' {
                         return Err(Error::StatementModeTransaction);
+                    }
+                    if status == b'I'
+                        && self.outstanding == 0
+                        && !self.in_extended
+                        && self.mode != PoolMode::Session
+                    {
+                        // Everything is answered: what follows is nobody's answer.
+                        self.s_cut = true;
+                        return Ok(());
                     }
                 }
                 Some(Item::Whole { tag: b'S', bytes }) => {
