@@ -11,6 +11,7 @@
 //! figures); the default, 1 round, is what CI runs.
 
 mod common;
+mod console;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{PatroniLab, Pooler};
+use console::Raw;
 
 const WRITERS: i32 = 8;
 const USER: &str = "ollyscale";
@@ -385,6 +387,44 @@ async fn writes_survive_switchover_and_kill_9_and_reads_follow_replicas() {
         "fallback to the primary"
     );
 
+    // The console shows the routing: the confirmed leader serves the primary role, the holds
+    // were counted and timed, and the killed replica is banned.
+    let mut admin = Raw::connect(pooler.port, "olly", "olly_pw", "pgbouncer")
+        .await
+        .expect("console login");
+    let clusters = admin.query("SHOW CLUSTERS").await;
+    assert_eq!(
+        clusters.get("name", "lab", "confirmed_leader"),
+        Some(leader.clone()),
+        "{:?}",
+        clusters.rows
+    );
+    assert_eq!(clusters.num("name", "lab", "hold"), 0);
+    assert!(clusters.num("name", "lab", "holds") >= i64::from(2 * rounds));
+    assert!(clusters.get("name", "lab", "last_hold_ms").is_some());
+    let members = admin.query("SHOW MEMBERS").await;
+    let serves = members.get("name", &leader, "serves").unwrap_or_default();
+    assert!(serves.contains("primary"), "{:?}", members.rows);
+    assert!(serves.contains("replica"), "fallback: {:?}", members.rows);
+    if members.get("name", &standby, "name").is_some() {
+        // Still listed (Patroni keeps a dead member about ttl): banned, serving nothing.
+        assert!(
+            members.get("name", &standby, "banned_for").is_some(),
+            "{:?}",
+            members.rows
+        );
+        assert_eq!(members.get("name", &standby, "serves").as_deref(), Some(""));
+    }
+
+    if std::env::var_os("FAILOVER_LOG").is_some() {
+        for line in pooler
+            .log()
+            .lines()
+            .filter(|l| l.contains("patroni cluster"))
+        {
+            println!("{line}");
+        }
+    }
     println!("FAILOVER summary over {rounds} round(s):");
     for f in &all {
         report(f);

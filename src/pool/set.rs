@@ -69,6 +69,21 @@ impl Serves {
         Serves(self.0 | other.0)
     }
 
+    /// `primary,replica,sync` (the roles set, in that order); empty for none.
+    pub fn names(self) -> String {
+        let mut v = Vec::new();
+        for (bit, name) in [
+            (Serves::PRIMARY, "primary"),
+            (Serves::REPLICA, "replica"),
+            (Serves::SYNC, "sync"),
+        ] {
+            if self.0 & bit.0 != 0 {
+                v.push(name);
+            }
+        }
+        v.join(",")
+    }
+
     /// Whether a member with these roles can serve `role`.
     pub fn serves(self, role: Role) -> bool {
         match role {

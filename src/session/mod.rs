@@ -360,13 +360,29 @@ impl Client {
 
     /// One transaction (or, in session mode, the rest of the session).
     async fn transaction(&mut self) -> Result<()> {
-        let mut server = self.acquire().await?;
-        if let Err(e) =
-            link::sync_params(&mut server, &mut self.params, self.settings.max_packet_size).await
-        {
-            server.release(false);
-            return Err(e);
-        }
+        let mut tries = 0;
+        let mut server = loop {
+            let mut server = self.acquire().await?;
+            match link::sync_params(&mut server, &mut self.params, self.settings.max_packet_size)
+                .await
+            {
+                Ok(()) => break server,
+                // The server died under our own SET, before any of the client's bytes went out:
+                // take another one (the router re-checks the member).
+                Err(e @ (Error::ServerGone | Error::ServerIo(_)))
+                    if tries < MAX_REPLAYS
+                        && self.settings.pool_mode != crate::config::PoolMode::Session =>
+                {
+                    tries += 1;
+                    server.pool().report_failure(&e);
+                    server.release(false);
+                }
+                Err(e) => {
+                    server.release(false);
+                    return Err(e);
+                }
+            }
+        };
         // A lone BEGIN on an idle server may be sent again if that server dies unanswered.
         let replayable = if self.settings.pool_mode == crate::config::PoolMode::Session
             || server.tx_status != b'I'
@@ -406,6 +422,9 @@ impl Client {
         t.set_start(started);
         if tracks {
             t.track_statements(&mut self.stmts);
+        }
+        if replayable.is_some() {
+            t.lone_begin();
         }
         if self.settings.pool_mode == crate::config::PoolMode::Session {
             t.stats_per_xact(&server_pool.stats);

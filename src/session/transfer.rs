@@ -154,6 +154,10 @@ pub struct Transfer<'a> {
     /// after that ReadyForQuery answer no request (typically a FATAL 57P01 of a shutdown right
     /// after a COMMIT) and are never forwarded; the server is closed at release instead.
     s_cut: bool,
+    /// The request is a lone BEGIN the session may send again: a FATAL role-change error as the
+    /// server's very first answer (a backend terminated before it read the BEGIN) is not
+    /// forwarded; the transfer ends as if the server had closed. Cleared by any other answer.
+    lone_begin: bool,
     /// What replaces the held server frame (an ErrorResponse with the client's statement name).
     s_swap: Option<BytesMut>,
     /// Replacement bytes that go to the client before the rest of the server's buffer.
@@ -206,6 +210,7 @@ impl<'a> Transfer<'a> {
             c_pending: BytesMut::new(),
             s_hold: None,
             s_cut: false,
+            lone_begin: false,
             s_swap: None,
             s_pending: BytesMut::new(),
         }
@@ -215,6 +220,11 @@ impl<'a> Transfer<'a> {
     /// in SHOW STATS as it goes.
     pub fn stats_per_xact(&mut self, stats: &'a PoolStats) {
         self.live_stats = Some(stats);
+    }
+
+    /// Marks the request as a lone BEGIN that the session may send again (see `lone_begin`).
+    pub fn lone_begin(&mut self) {
+        self.lone_begin = true;
     }
 
     /// When the link started: the first request's clock, so it needs no clock read of its own.

@@ -25,7 +25,7 @@ mod state;
 mod tests;
 
 pub use plan::{addr_of, plan, Addr, Knobs};
-pub use state::{Hold, RouterView};
+pub use state::{addr_text, Hold, RouterView};
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Weak};
@@ -130,6 +130,20 @@ impl ClusterRouter {
     pub fn view(&self) -> RouterView {
         let held = self.live_sets().iter().map(|(s, _)| s.held_clients()).sum();
         self.state.lock().view(held)
+    }
+
+    /// What each member serves across the cluster's sets (`host:port` → roles), for the console.
+    pub fn serving(&self) -> HashMap<String, Serves> {
+        let mut out: HashMap<String, Serves> = HashMap::new();
+        for (set, _) in self.live_sets() {
+            for m in set.members() {
+                let e = out
+                    .entry(state::addr_text(&(m.host.clone(), m.port)))
+                    .or_default();
+                *e = e.union(m.serves);
+            }
+        }
+        out
     }
 
     /// The loop: one step per topology change, signal or tick, until `shutdown`.

@@ -109,6 +109,10 @@ impl Transfer<'_> {
                             || (tracking && matches!(t, b'1' | b'C')))
                 })
                 .map_err(|e| Error::ServerProtocol(e.to_string()))?;
+            if !matches!(item, None | Some(Item::Whole { tag: b'E', .. })) {
+                // The server answered something: what follows is not "before the BEGIN".
+                self.lone_begin = false;
+            }
             match item {
                 None => return Ok(()),
                 Some(Item::Whole { tag: b'Z', bytes }) => {
@@ -184,11 +188,17 @@ impl Transfer<'_> {
                 }
                 Some(Item::Whole { tag: b'E', bytes }) => {
                     // Rare, so parsing it costs nothing on the hot path.
-                    if build::parse_error_fields(&bytes[5..])
-                        .is_ok_and(|f| crate::error::is_role_change_sqlstate(&f.code))
-                    {
-                        self.tally.role_change = true;
+                    let fields = build::parse_error_fields(&bytes[5..]).ok();
+                    if let Some(f) = &fields {
+                        if crate::error::is_role_change_sqlstate(&f.code) {
+                            self.tally.role_change = true;
+                            if self.lone_begin && f.severity == "FATAL" {
+                                // Not forwarded: the session sends the BEGIN elsewhere.
+                                return Err(Error::ServerGone);
+                            }
+                        }
                     }
+                    self.lone_begin = false;
                     if !tracking {
                         continue;
                     }
