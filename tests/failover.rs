@@ -406,6 +406,14 @@ async fn writes_survive_switchover_and_kill_9_and_reads_follow_replicas() {
     let serves = members.get("name", &leader, "serves").unwrap_or_default();
     assert!(serves.contains("primary"), "{:?}", members.rows);
     assert!(serves.contains("replica"), "fallback: {:?}", members.rows);
+    // SHOW POOLS: one row per (database, user), whatever the number of members.
+    let pools = admin.query("SHOW POOLS").await;
+    let rows = pools
+        .rows
+        .iter()
+        .filter(|r| r.first().and_then(|c| c.as_deref()) == Some("ollyscale"))
+        .count();
+    assert_eq!(rows, 1, "{:?}", pools.rows);
     if members.get("name", &standby, "name").is_some() {
         // Still listed (Patroni keeps a dead member about ttl): banned, serving nothing.
         assert!(

@@ -86,13 +86,26 @@ pub fn pools(ctx: &Context) -> Vec<PoolRow> {
     let counts = client_counts(ctx, &cfg);
     let servers = ctx.servers.all();
     let mut rows = Vec::new();
-    for pool in ctx.pools.all() {
-        let snap = pool.snapshot();
-        let key = (pool.key.db.clone(), pool.key.user.clone());
+    // One row per (database, user), summing the set's member pools: tools such as
+    // pgbouncer_exporter key rows by (database, user), so a Patroni database with several
+    // members must not repeat its row.
+    for set in ctx.pools.sets() {
+        let mut snap = crate::pool::PoolSnapshot::default();
+        for p in set.pools() {
+            let m = p.snapshot();
+            snap.idle += m.idle;
+            snap.used += m.used;
+            snap.active += m.active;
+            snap.login += m.login;
+            snap.waiting += m.waiting;
+            snap.maxwait_us = snap.maxwait_us.max(m.maxwait_us);
+            snap.paused |= m.paused;
+        }
+        let key = (set.key.db.clone(), set.key.user.clone());
         let c = counts.get(&key).copied().unwrap_or_default();
         let mine = servers
             .iter()
-            .filter(|s| s.db == pool.key.db && s.user == pool.key.user);
+            .filter(|s| s.db == set.key.db && s.user == set.key.user);
         let tested = mine
             .clone()
             .filter(|s| s.state() == ServerState::Tested)
@@ -111,7 +124,7 @@ pub fn pools(ctx: &Context) -> Vec<PoolRow> {
             sv_login: snap.login,
             sv_close_needed: close_needed,
             maxwait_us: snap.maxwait_us,
-            pool_mode: pool.settings().pool_mode.as_str(),
+            pool_mode: set.settings().pool_mode.as_str(),
             paused: snap.paused,
         });
     }
