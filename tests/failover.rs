@@ -28,8 +28,8 @@ const PASSWORD: &str = "ollyscale";
 /// What one writer saw.
 #[derive(Default)]
 struct WriterLog {
-    /// (seq, acknowledged at) of every commit that returned OK.
-    acked: Vec<(i32, Instant)>,
+    /// (seq, acknowledged at, server port of the row) of every commit that returned OK.
+    acked: Vec<(i32, Instant, i32)>,
     /// Errors on connecting or on BEGIN: the client was between transactions.
     between: Vec<(Instant, String)>,
     /// Errors on the INSERT or the COMMIT: inside a transaction.
@@ -78,20 +78,23 @@ async fn writer(port: u16, round: i32, id: i32, stop: Arc<AtomicBool>) -> Writer
             continue;
         }
         let insert = c
-            .execute(
+            .query_one(
                 "INSERT INTO ha_rows (round, writer, seq, port) \
-                 VALUES ($1, $2, $3, inet_server_port())",
+                 VALUES ($1, $2, $3, inet_server_port()) RETURNING port",
                 &[&round, &id, &seq],
             )
             .await;
-        if let Err(e) = insert {
-            log.inside
-                .push((Instant::now(), format!("INSERT: {}", describe(&e))));
-            client = None;
-            continue;
-        }
+        let port: i32 = match insert {
+            Ok(row) => row.get(0),
+            Err(e) => {
+                log.inside
+                    .push((Instant::now(), format!("INSERT: {}", describe(&e))));
+                client = None;
+                continue;
+            }
+        };
         match c.batch_execute("COMMIT").await {
-            Ok(()) => log.acked.push((seq, Instant::now())),
+            Ok(()) => log.acked.push((seq, Instant::now(), port)),
             Err(e) => {
                 log.inside
                     .push((Instant::now(), format!("COMMIT: {}", describe(&e))));
@@ -169,7 +172,7 @@ async fn figures(
     let mut acked = Vec::new();
     let mut times = Vec::new();
     for (id, log) in logs.iter().enumerate() {
-        for (seq, at) in &log.acked {
+        for (seq, at, _) in &log.acked {
             acked.push((id as i32, *seq));
             times.push(*at);
         }
@@ -444,4 +447,103 @@ async fn writes_survive_switchover_and_kill_9_and_reads_follow_replicas() {
         "{}",
         tail(&log, 40)
     );
+}
+
+/// The leader cut off from etcd and from the other node while the pooler still reaches it:
+/// Patroni demotes it and promotes the other after about ttl. The pooler must never have writes
+/// acknowledged by two nodes, and must move to the new leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_leader_never_takes_writes_beside_the_new_one() {
+    let lab = Arc::new(PatroniLab::start());
+    let (n1, n2) = (&lab.nodes[0], &lab.nodes[1]);
+    let pooler = Pooler::start_for_port(
+        n1.pg_port,
+        "ollyscale = cluster=lab role=primary dbname=ollyscale",
+        &format!(
+            "default_pool_size = 20\n[clusters]\nlab = patroni={},{}",
+            n1.api_url(),
+            n2.api_url()
+        ),
+        &format!("\"{USER}\" \"{PASSWORD}\""),
+    );
+    let c = pooler.connect(USER, PASSWORD, "ollyscale").await;
+    c.batch_execute(
+        "CREATE TABLE ha_rows (round int, writer int, seq int, port int, \
+         PRIMARY KEY (round, writer, seq))",
+    )
+    .await
+    .expect("create table through the pooler");
+    drop(c);
+    let old = lab.leader().expect("leader");
+    let new = lab
+        .nodes
+        .iter()
+        .find(|n| n.name != old)
+        .expect("other")
+        .name
+        .clone();
+    let (old_port, new_port) = (lab.node(&old).pg_port, lab.node(&new).pg_port);
+
+    let round = 100;
+    let l = lab.clone();
+    let (o, n) = (old.clone(), new.clone());
+    let (logs, (partition, promoted_at, took), started) =
+        under_load(pooler.port, round, move || {
+            let t = Instant::now();
+            let partition = l.partition(&o);
+            // The new leader as the other node's own Patroni reports it.
+            let deadline = Instant::now() + Duration::from_secs(90);
+            while l.leader_seen_by(&n).as_deref() != Some(n.as_str()) {
+                assert!(Instant::now() < deadline, "no promotion\n{}", l.logs());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (partition, Instant::now(), t.elapsed())
+        })
+        .await;
+    // Still partitioned: read the new leader and check every acknowledged row is there.
+    let f = figures("partition", &logs, started, took, new_port, round).await;
+    report(&f);
+    assert_eq!(
+        f.lost,
+        0,
+        "acknowledged commits lost\n{}",
+        tail(&pooler.log(), 60)
+    );
+    let after: Vec<i32> = logs
+        .iter()
+        .flat_map(|l| l.acked.iter())
+        .filter(|(_, at, _)| *at > promoted_at)
+        .map(|(_, _, port)| *port)
+        .collect();
+    assert!(!after.is_empty(), "writes resumed on the new leader");
+    assert!(
+        after.iter().all(|p| *p == i32::from(new_port)),
+        "a write acknowledged after the promotion came from the old leader (port {old_port})\n{}",
+        tail(&pooler.log(), 60)
+    );
+    let mut admin = Raw::connect(pooler.port, "olly", "olly_pw", "pgbouncer")
+        .await
+        .expect("console login");
+    let clusters = admin.query("SHOW CLUSTERS").await;
+    assert_eq!(
+        clusters.get("name", "lab", "confirmed_leader"),
+        Some(new.clone()),
+        "{:?}",
+        clusters.rows
+    );
+    print_routing_log(&pooler);
+    partition.heal();
+}
+
+/// With FAILOVER_LOG set: the pooler's routing log lines.
+fn print_routing_log(pooler: &Pooler) {
+    if std::env::var_os("FAILOVER_LOG").is_some() {
+        for line in pooler
+            .log()
+            .lines()
+            .filter(|l| l.contains("patroni cluster"))
+        {
+            println!("{line}");
+        }
+    }
 }
