@@ -8,14 +8,16 @@ pub mod pause;
 #[allow(clippy::module_inception)]
 mod pool;
 pub mod set;
+mod signal;
 pub mod stats;
 #[cfg(test)]
 mod tests;
 
 pub use connector::{Connector, PgConnector};
 pub use pause::{PauseBook, PauseReasons};
-pub use pool::{Lease, Pool, PoolLinks, PoolObserver, PoolSnapshot, Signal, Welcome};
+pub use pool::{Lease, Pool, PoolLinks, PoolSnapshot, Welcome};
 pub use set::{Member, PoolSet, Role, Route, Serves};
+pub use signal::{PoolObserver, Signal};
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU32;

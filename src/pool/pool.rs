@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 mod lease;
+mod observe;
 mod upkeep;
 
 pub use lease::Lease;
@@ -22,6 +23,7 @@ use lease::{Handoff, WaitClock};
 
 use super::connector::Connector;
 use super::pause::PauseReasons;
+use super::signal::{PoolObserver, Signal};
 use super::stats::PoolStats;
 use super::{PoolKey, PoolSettings};
 use crate::error::{Error, Result};
@@ -98,40 +100,6 @@ struct State {
     /// Every new server must answer `pg_is_in_recovery()` = false before use (a cluster
     /// member serving the primary role that is not re-confirmed).
     verify_primary: bool,
-}
-
-/// What a server failure suggests about its member.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signal {
-    /// A new connection was refused or found the wrong server: connection refused, a login
-    /// refused with 57P01/57P02/57P03, or in recovery where a primary was expected.
-    Refused,
-    /// The member did not answer (connect timeout, unreachable network).
-    Unreachable,
-    /// A server closed: an idle one found closed, or one lost in the middle of a transaction.
-    Gone,
-    /// A transaction got a role-change SQLSTATE (57P01, 57P02, 57P03, 25006) from the server.
-    Sqlstate,
-}
-
-impl Signal {
-    /// What `err` (from a connect, a login or a transaction) suggests, if anything.
-    pub fn of(err: &Error) -> Option<Signal> {
-        match err {
-            Error::ServerConnect { .. } if err.is_role_change_signal() => Some(Signal::Refused),
-            Error::ServerConnect { .. } => Some(Signal::Unreachable),
-            e if e.is_role_change_signal() => Some(Signal::Refused),
-            Error::ServerGone | Error::ServerIo(_) => Some(Signal::Gone),
-            _ => None,
-        }
-    }
-}
-
-/// Hears about a pool's server failures (the cluster router: holds, bans, discovery pokes).
-/// May be called with the pool's lock held: must not block nor call back into the pool.
-pub trait PoolObserver: Send + Sync {
-    /// A server of the member at `addr` (host, port) failed in a way that says `signal`.
-    fn server_failed(&self, addr: (&crate::config::ServerHost, u16), signal: Signal);
 }
 
 /// One pool.
@@ -283,35 +251,6 @@ impl Pool {
             .iter()
             .filter(|s| s.close_needed())
             .count() as u32
-    }
-
-    /// Sets who hears about this pool's server failures (cluster members only).
-    pub fn set_observer(&self, observer: Arc<dyn PoolObserver>) {
-        self.state.lock().observer = Some(observer);
-    }
-
-    /// Whether each new server must prove it is not in recovery before use.
-    pub fn set_verify_primary(&self, on: bool) {
-        self.state.lock().verify_primary = on;
-    }
-
-    /// Tells the observer (if any) what a server failure of this pool suggests: the session
-    /// calls it when a transaction ends with the server gone or a role-change SQLSTATE.
-    pub fn report_failure(&self, err: &Error) {
-        if let Some(signal) = Signal::of(err) {
-            self.report(signal);
-        }
-    }
-
-    /// Tells the observer (if any) about `signal` on this pool's member.
-    pub fn report(&self, signal: Signal) {
-        let (observer, target) = {
-            let st = self.state.lock();
-            (st.observer.clone(), st.target.clone())
-        };
-        if let Some(o) = observer {
-            o.server_failed((&target.host, target.port), signal);
-        }
     }
 
     /// Holds checkouts for `reason` (added to any already set).
