@@ -110,9 +110,10 @@ impl Context {
             .peer_id
             .store(config.general.peer_id, Ordering::Relaxed);
         *self.config.write() = config.clone();
+        // Clusters first: a database of a cluster the reload adds finds it when its pools open.
+        self.clusters.reconcile(&config);
         self.pools.reconfigure(&config);
         self.pools.open_forced_user_pools(&config);
-        self.clusters.reconcile(&config);
         if let Some(hook) = self.verbosity.get() {
             hook(config.general.verbose);
         }

@@ -399,6 +399,9 @@ impl Pools {
 
     /// Applies a reloaded config to every existing pool.
     pub fn reconfigure(&self, cfg: &Config) {
+        // A removed cluster's router stops with its discovery task; forget it.
+        self.routers
+            .retain(|name, _| cfg.clusters.contains_key(name));
         for r in self.routers() {
             r.set_knobs(ClusterRouter::knobs_of(cfg));
         }

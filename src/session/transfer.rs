@@ -543,7 +543,115 @@ fn reserve(buf: &mut BytesMut) {
 
 #[cfg(test)]
 mod tests {
-    use super::client_whole;
+    use super::*;
+    use crate::proto::build::{self, Severity};
+    use crate::server::CancelTarget;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::UnixStream;
+
+    /// A transfer of the request in `request` between a client socket pair and a server socket
+    /// pair; the fake server reads the request and answers `answer` in one write. Returns the
+    /// transfer's end, what the client received, and what stayed in the server's buffer.
+    async fn one_request(
+        request: &[u8],
+        answer: &[u8],
+        lone_begin: bool,
+    ) -> (Result<End>, Vec<u8>, usize) {
+        let (ours, mut client_peer) = UnixStream::pair().expect("pair");
+        let (theirs, mut server_peer) = UnixStream::pair().expect("pair");
+        let mut client = Stream::Unix(ours);
+        let mut server = ServerConn::new(
+            Stream::Unix(theirs),
+            CancelTarget {
+                host: crate::config::ServerHost::Tcp("x".into()),
+                port: 1,
+                pid: 1,
+                key: 1,
+            },
+            ("unix".into(), 0),
+        );
+        let mut buf = BytesMut::from(request);
+        let mut scan = Scanner::default();
+        let mut params = Vec::new();
+        let answer = answer.to_vec();
+        let request_len = request.len();
+        let fake = async move {
+            let mut got = vec![0u8; request_len];
+            server_peer.read_exact(&mut got).await.expect("request");
+            server_peer.write_all(&answer).await.expect("answer");
+            // Then the server goes away, as a terminated backend does.
+        };
+        let mut t = Transfer::new(
+            &mut client,
+            &mut buf,
+            &mut scan,
+            &mut server,
+            &mut params,
+            PoolMode::Transaction,
+            1 << 20,
+            Duration::ZERO,
+            Duration::ZERO,
+        );
+        if lone_begin {
+            t.lone_begin();
+        }
+        let (end, ()) = tokio::join!(t.run(), fake);
+        drop(client);
+        let mut seen = Vec::new();
+        client_peer
+            .read_to_end(&mut seen)
+            .await
+            .expect("client side");
+        (end, seen, server.buf.len())
+    }
+
+    fn frames(f: impl Fn(&mut BytesMut)) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        f(&mut b);
+        b.to_vec()
+    }
+
+    #[tokio::test]
+    async fn bytes_after_the_last_answer_are_not_forwarded() {
+        let request = frames(|b| build::query(b, "COMMIT").expect("query"));
+        let done = frames(|b| {
+            build::command_complete(b, "COMMIT");
+            build::ready_for_query(b, b'I');
+        });
+        let mut answer = done.clone();
+        // A fast shutdown's FATAL right after the COMMIT's answer.
+        answer.extend(frames(|b| {
+            build::error_response(b, Severity::Fatal, "57P01", "terminating connection")
+        }));
+        let (end, seen, left) = one_request(&request, &answer, false).await;
+        assert_eq!(end.expect("released"), End::Released);
+        assert_eq!(
+            seen, done,
+            "the client saw the COMMIT's answer and nothing more"
+        );
+        assert!(
+            left > 0,
+            "the FATAL stays with the server, which is closed at release"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lone_begin_answered_only_by_a_shutdown_fatal_is_not_forwarded() {
+        let request = frames(|b| build::query(b, "BEGIN").expect("query"));
+        let fatal = frames(|b| {
+            build::error_response(b, Severity::Fatal, "57P01", "terminating connection")
+        });
+        let (end, seen, _) = one_request(&request, &fatal, true).await;
+        assert!(matches!(end, Err(Error::ServerGone)));
+        assert!(
+            seen.is_empty(),
+            "the client saw nothing: the BEGIN may go elsewhere"
+        );
+        // Without the mark (any other request) the client gets the server's error.
+        let (end, seen, _) = one_request(&request, &fatal, false).await;
+        assert!(matches!(end, Err(Error::ServerGone)));
+        assert_eq!(seen, fatal);
+    }
 
     #[test]
     fn only_frames_that_name_a_statement_are_held_whole() {
