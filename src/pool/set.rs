@@ -513,18 +513,20 @@ impl Route {
     /// and query_wait_timeout together; a client queued on a member that stops serving the role
     /// is moved to the one that does. Nothing was sent to a server while it waits.
     pub async fn checkout(&mut self) -> Result<Lease> {
+        if !self.set.discovered {
+            // A fixed set: its one member serves everything; no hold, no clock read.
+            let pool = self.pool()?.clone();
+            return pool.checkout().await;
+        }
         let started = Instant::now();
         loop {
             // Subscribed before looking, so a change between the look and the wait is seen.
             let mut changes = self.set.changed.subscribe();
-            let discovered = self.set.discovered;
-            match self.pool() {
-                Ok(pool) => match pool.clone().checkout().await {
+            if let Ok(pool) = self.pool() {
+                match pool.clone().checkout().await {
                     Err(Error::Rerouted) => continue,
                     r => return r,
-                },
-                Err(e) if !discovered => return Err(e),
-                Err(_) => {}
+                }
             }
             let settings = self.set.settings();
             let hold = settings.failover_hold_timeout;
