@@ -93,6 +93,8 @@ impl Context {
         let shutdown = CancellationToken::new();
         let clusters = crate::discovery::Clusters::new(tasks.clone(), shutdown.clone());
         clusters.reconcile(&config);
+        let clusters = Arc::new(clusters);
+        pools.attach_clusters(clusters.clone(), shutdown.clone());
         pools.open_forced_user_pools(&config);
         Arc::new(Context {
             client_tls,
@@ -106,7 +108,7 @@ impl Context {
             pools,
             clients,
             peer_pools: Default::default(),
-            clusters: Arc::new(clusters),
+            clusters,
             shutdown,
             drain: CancellationToken::new(),
             tasks,
@@ -132,9 +134,10 @@ impl Context {
             tracing::error!("client TLS settings could not be applied, keeping the old ones: {e}");
         }
         *self.config.write() = config.clone();
+        // Clusters first: a database of a cluster the reload adds finds it when its pools open.
+        self.clusters.reconcile(&config);
         self.pools.reconfigure(&config);
         self.pools.open_forced_user_pools(&config);
-        self.clusters.reconcile(&config);
         if let Some(hook) = self.verbosity.get() {
             hook(config.general.verbose);
         }

@@ -164,6 +164,21 @@ pub enum Error {
     /// The server refused TLS that server_tls_sslmode requires, or its certificate failed the check.
     #[error("server TLS: {0}")]
     ServerTls(String),
+    /// No confirmed leader (or usable member for the role) came within failover_hold_timeout:
+    /// the queued client gets this, in the style of PgBouncer's `query_wait_timeout`.
+    #[error("failover_hold_timeout")]
+    FailoverHoldTimeout,
+    /// A new connection to a member serving the primary role found it in recovery (a demoted
+    /// or not yet promoted node): never used for writes.
+    #[error("server {addr} is in recovery, not a primary")]
+    ServerInRecovery {
+        /// `host:port` of the member.
+        addr: String,
+    },
+    /// The member a client queued on stopped serving the client's role (a failover hold, a ban,
+    /// a removed member): the route picks again. Never reaches a client.
+    #[error("member withdrawn from the role; pick again")]
+    Rerouted,
 }
 
 impl Error {
@@ -180,6 +195,7 @@ impl Error {
             | ServerLoginRetry(_)
             | ServerConnect { .. }
             | NoServerForRole(_)
+            | ServerInRecovery { .. }
             | InvalidServerParameter
             | ServerTls(_)
             | ServerCrashed => Side::Server,
@@ -255,6 +271,7 @@ impl Error {
                 io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound
             ),
             Error::ServerLogin(fields) => is_role_change_sqlstate(&fields.code),
+            Error::ServerInRecovery { .. } => true,
             _ => false,
         }
     }

@@ -116,6 +116,8 @@ pub static GENERAL_KEYS: &[KeyInfo] = &[
     key("query_timeout", "0", RELOAD, IMPL),
     key("query_wait_notify", "5", RELOAD, IMPL),
     key("query_wait_timeout", "120", RELOAD, IMPL),
+    // Ours (Patroni): where a role=replica database goes when no replica is usable.
+    key("replica_fallback", "primary", RELOAD, IMPL),
     key("reserve_pool_size", "0", RELOAD, IMPL),
     key("reserve_pool_timeout", "5", RELOAD, IMPL),
     key("resolv_conf", "", NO_RELOAD, UNIMPL),
@@ -168,10 +170,10 @@ pub static GENERAL_KEYS: &[KeyInfo] = &[
     key("verbose", "0", RELOAD, IMPL),
 ];
 
-/// Keys that are parsed and validated (and shown by SHOW CONFIG) but that nothing uses until the
-/// pools follow Patroni (replica routing, the failover hold). Setting one is reported like an
-/// unimplemented key, so it is never silently without effect.
-pub static NO_EFFECT_YET: &[&str] = &["failover_hold_timeout", "max_replica_lag"];
+/// Keys that are parsed and validated (and shown by SHOW CONFIG) but that nothing uses yet.
+/// Setting one is reported like an unimplemented key, so it is never silently without effect.
+/// Empty since the pools follow Patroni (replica routing, the failover hold).
+pub static NO_EFFECT_YET: &[&str] = &[];
 
 /// The table row for `name` (exact, lower-case match), if PgBouncer knows the key.
 pub fn find_key(name: &str) -> Option<&'static KeyInfo> {

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use cluster::{ClusterConfig, PatroniUrl, Role};
+pub use cluster::{ClusterConfig, PatroniUrl, ReplicaFallback, Role};
 pub use ini::parse_ini_str;
 pub use keys::{KeyInfo, GENERAL_KEYS};
 pub use security::{Security, SslMode, TlsSettings, DEFAULT_AUTH_QUERY};
@@ -360,6 +360,8 @@ pub struct General {
     pub max_replica_lag: u64,
     /// `failover_hold_timeout` (ours): how long transactions wait for a new confirmed leader.
     pub failover_hold_timeout: Duration,
+    /// `replica_fallback` (ours): where a `role=replica` database goes when no replica is usable.
+    pub replica_fallback: ReplicaFallback,
 }
 
 impl Default for General {
@@ -440,6 +442,7 @@ impl Default for General {
             patroni_timeout: Duration::from_secs(2),
             max_replica_lag: 1024 * 1024,
             failover_hold_timeout: Duration::from_secs(30),
+            replica_fallback: ReplicaFallback::Primary,
         }
     }
 }

@@ -10,11 +10,12 @@
 //! Hot path: a [`Route`] caches the member it picked and re-picks only when the set's `epoch`
 //! changed (one atomic load per checkout; no lock, no allocation).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
-use tokio::time::Instant;
 
 use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::pause::{PauseBook, PauseReasons};
 use super::{Lease, Pool, PoolKey, PoolLinks, PoolSettings, Welcome};
@@ -68,6 +69,21 @@ impl Serves {
         Serves(self.0 | other.0)
     }
 
+    /// `primary,replica,sync` (the roles set, in that order); empty for none.
+    pub fn names(self) -> String {
+        let mut v = Vec::new();
+        for (bit, name) in [
+            (Serves::PRIMARY, "primary"),
+            (Serves::REPLICA, "replica"),
+            (Serves::SYNC, "sync"),
+        ] {
+            if self.0 & bit.0 != 0 {
+                v.push(name);
+            }
+        }
+        v.join(",")
+    }
+
     /// Whether a member with these roles can serve `role`.
     pub fn serves(self, role: Role) -> bool {
         match role {
@@ -97,6 +113,16 @@ pub struct Member {
 impl Member {
     fn usable(&self, role: Role, now: Instant) -> bool {
         self.serves.serves(role) && self.down_until.is_none_or(|t| t <= now)
+    }
+}
+
+impl Member {
+    /// The host as text (logs, console).
+    pub fn host_text(&self) -> String {
+        match &self.host {
+            ServerHost::Tcp(h) => h.clone(),
+            ServerHost::Unix(p) => p.display().to_string(),
+        }
     }
 }
 
@@ -131,6 +157,13 @@ pub struct PoolSet {
     next: AtomicUsize,
     /// A fixed `host=` entry: reload may move its one member to a new host.
     fixed: bool,
+    /// Members come from a Patroni cluster: a checkout that finds no member for its role
+    /// waits (a failover hold) instead of failing at once.
+    discovered: bool,
+    /// Ticks on every `epoch` bump, so clients waiting for a member serving their role wake.
+    changed: watch::Sender<u64>,
+    /// Clients waiting for a member serving their role right now (held by a failover hold).
+    held_clients: AtomicU32,
     /// What new member pools share with their siblings.
     links: PoolLinks,
     /// Console and shutdown pause reasons, which new members start with.
@@ -150,6 +183,16 @@ impl PoolSet {
         book: Arc<PauseBook>,
     ) -> Arc<PoolSet> {
         Self::build(key, settings, target, credential, links, book, false)
+    }
+
+    /// True when members come from discovery (a `cluster=` database).
+    pub fn is_discovered(&self) -> bool {
+        self.discovered
+    }
+
+    /// Clients waiting for a member serving their role (a failover hold in progress).
+    pub fn held_clients(&self) -> u32 {
+        self.held_clients.load(Ordering::Relaxed)
     }
 
     /// The set of a fixed `host=` database: one member, at the target's host, serving every role.
@@ -190,6 +233,9 @@ impl PoolSet {
             epoch: AtomicU64::new(0),
             next: AtomicUsize::new(0),
             fixed,
+            discovered: !fixed,
+            changed: watch::channel(0).0,
+            held_clients: AtomicU32::new(0),
             links,
             book,
             me: me.clone(),
@@ -197,7 +243,33 @@ impl PoolSet {
     }
 
     fn bump(&self) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        let e = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+        self.changed.send_replace(e);
+    }
+
+    /// Sets what the member at `host:port` serves (no-op for an unknown member). When it stops
+    /// serving a role it served, the clients queued on it pick again.
+    pub fn set_serves(&self, host: &ServerHost, port: u16, serves: Serves) {
+        let withdrawn = {
+            let mut st = self.state.lock();
+            let Some(m) = st
+                .members
+                .iter_mut()
+                .find(|m| &m.host == host && m.port == port)
+            else {
+                return;
+            };
+            if m.serves == serves {
+                return;
+            }
+            let lost = m.serves.0 & !serves.0 != 0;
+            m.serves = serves;
+            lost.then(|| m.pool.clone())
+        };
+        self.bump();
+        if let Some(pool) = withdrawn {
+            pool.fail_waiters(|| Error::Rerouted);
+        }
     }
 
     /// Adds a member (or, when `host:port` is one already, sets what it serves). Returns its pool.
@@ -257,7 +329,12 @@ impl PoolSet {
         };
         self.bump();
         pool.reconnect();
-        pool.fail_waiters(|| Error::DatabaseRemoved);
+        if self.discovered {
+            // The member left the cluster: its queued clients go to another one.
+            pool.fail_waiters(|| Error::Rerouted);
+        } else {
+            pool.fail_waiters(|| Error::DatabaseRemoved);
+        }
         Some(pool)
     }
 
@@ -401,6 +478,21 @@ impl PoolSet {
             epoch: u64::MAX,
             pool: None,
         }
+    }
+
+    /// How a member logs in (target template, credential, max packet), for the cluster
+    /// router's confirmation; `None` while the credential cannot log in yet (SCRAM keys not
+    /// recovered from a client).
+    pub fn login_template(&self) -> Option<(Arc<ServerTarget>, ServerCredential, u32)> {
+        let st = self.state.lock();
+        if st.credential == ServerCredential::ScramSecretOnly {
+            return None;
+        }
+        Some((
+            st.target.clone(),
+            st.credential.clone(),
+            st.settings.max_packet_size,
+        ))
     }
 
     /// The settings every member runs with.
@@ -565,17 +657,80 @@ impl Route {
         self.pool().ok()?.try_take_idle()
     }
 
-    /// A server of the current member, queueing if needed (see [`Pool::checkout`]). With a
-    /// host list, a client queued on a host that turns out unreachable moves to the next one.
+    /// A server of the current member, queueing if needed (see [`Pool::checkout`]).
+    ///
+    /// In a discovered set, when no member serves the role (a failover hold, no leader yet, no
+    /// usable replica) the client waits for the set to change, bounded by failover_hold_timeout
+    /// and query_wait_timeout together; a client queued on a member that stops serving the role
+    /// is moved to the one that does. Nothing was sent to a server while it waits.
     pub async fn checkout(&mut self) -> Result<Lease> {
-        let tries = self.set.state.lock().members.len() + 1;
-        for _ in 0..tries {
-            let pool = self.pool()?.clone();
-            match pool.checkout().await {
-                Err(Error::HostDown) => self.pool = None,
-                other => return other,
+        if !self.set.discovered {
+            // A fixed set (one host, or a host list): no hold, no clock read. With a host list,
+            // a client queued on a host that turns out unreachable moves to the next one.
+            let tries = self.set.state.lock().members.len() + 1;
+            for _ in 0..tries {
+                let pool = self.pool()?.clone();
+                match pool.checkout().await {
+                    Err(Error::HostDown) => self.pool = None,
+                    other => return other,
+                }
+            }
+            return Err(Error::HostDown);
+        }
+        let started = Instant::now();
+        loop {
+            // Subscribed before looking, so a change between the look and the wait is seen.
+            let mut changes = self.set.changed.subscribe();
+            if let Ok(pool) = self.pool() {
+                match pool.clone().checkout().await {
+                    Err(Error::Rerouted) => continue,
+                    r => return r,
+                }
+            }
+            let settings = self.set.settings();
+            let hold = settings.failover_hold_timeout;
+            let wait = settings.query_wait_timeout;
+            // (bound, whether failover_hold_timeout is the one that ends the wait)
+            let limit = match (hold.is_zero(), wait.is_zero()) {
+                (true, true) => None,
+                (false, true) => Some((hold, true)),
+                (true, false) => Some((wait, false)),
+                (false, false) => Some((hold.min(wait), hold <= wait)),
+            };
+            let _held = HeldGuard::new(&self.set.held_clients);
+            match limit {
+                None => {
+                    let _ = changes.changed().await;
+                }
+                Some((limit, hold_first)) => {
+                    if tokio::time::timeout_at(started + limit, changes.changed())
+                        .await
+                        .is_err()
+                    {
+                        return Err(if hold_first {
+                            Error::FailoverHoldTimeout
+                        } else {
+                            Error::QueryWaitTimeout
+                        });
+                    }
+                }
             }
         }
-        Err(Error::HostDown)
+    }
+}
+
+/// Counts a client in [`PoolSet::held_clients`] while it waits, however the wait ends.
+struct HeldGuard<'a>(&'a AtomicU32);
+
+impl<'a> HeldGuard<'a> {
+    fn new(n: &'a AtomicU32) -> HeldGuard<'a> {
+        n.fetch_add(1, Ordering::Relaxed);
+        HeldGuard(n)
+    }
+}
+
+impl Drop for HeldGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

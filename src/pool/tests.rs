@@ -344,9 +344,13 @@ async fn a_lease_returns_to_the_member_it_came_from() {
     lease.release(true);
     assert_eq!(replica.snapshot().idle, 1);
     assert_eq!(primary.snapshot().idle, 0);
-    // No member serves sync: the route says so instead of guessing.
+    // No member serves sync: in a discovered set the client waits for one (a failover hold),
+    // bounded by failover_hold_timeout and the normal queue limit (query_wait_timeout, 10 s
+    // here, comes first), and never guesses.
+    let started = tokio::time::Instant::now();
     let r = set.route(Role::Sync).checkout().await;
-    assert!(matches!(r, Err(Error::NoServerForRole("sync"))));
+    assert!(matches!(r, Err(Error::QueryWaitTimeout)));
+    assert_eq!(started.elapsed(), Duration::from_secs(10));
 }
 
 #[tokio::test(start_paused = true)]

@@ -235,8 +235,13 @@ pub async fn login(
             set.offer_scram_keys(ck, sk);
         }
     }
-    // Static `host=` databases serve every role from their one member.
-    let mut route = set.route(Role::Any);
+    // Static `host=` databases serve every role from their one member; a `cluster=` database's
+    // clients need the role it names.
+    let role = match db.cluster {
+        Some(_) => crate::pool::pool_role(db.role.unwrap_or_default()),
+        None => Role::Any,
+    };
+    let mut route = set.route(role);
     // Counted once authenticated with a pool known, as PgBouncer does: a login that then waits
     // for the pool's first server (or fails there) still counts.
     if let Ok(pool) = route.pool() {

@@ -11,6 +11,7 @@ pub mod cancel;
 mod link;
 pub mod prepared;
 pub mod registry;
+mod replay;
 mod replication;
 pub mod startup;
 mod transfer;
@@ -61,6 +62,8 @@ pub struct Client {
     pub(crate) stmts: Option<Box<prepared::ClientStatements>>,
     /// The query_wait_notify NOTICE went out already (PgBouncer sends it once per client).
     pub(crate) queue_noticed: bool,
+    /// Lone BEGINs sent again in a row after their server died unanswered (bounded).
+    pub(crate) replays: u8,
 }
 
 /// Registers an accepted connection and spawns its session on the context's task tracker.
@@ -222,6 +225,7 @@ async fn session(
             _slot: w.slot,
             stmts: None,
             queue_noticed: false,
+            replays: 0,
         },
         Ok(link::LoggedIn::Replication {
             server,
@@ -253,6 +257,17 @@ async fn session(
     let result = client.serve().await;
     Box::pin(client.finish(&result)).await;
     result
+}
+
+/// Lone BEGINs sent again in a row (each after a server died without answering it).
+const MAX_REPLAYS: u8 = 3;
+
+/// The error a killed client gets (KILL_CLIENT, KILL db, ...).
+fn kill_error_of(info: &ClientInfo) -> Error {
+    info.kill_reason
+        .lock()
+        .map(|r| r.error())
+        .unwrap_or(Error::AdminForcedDisconnect)
 }
 
 impl Client {
@@ -356,11 +371,7 @@ impl Client {
     }
 
     fn kill_error(&self) -> Error {
-        self.info
-            .kill_reason
-            .lock()
-            .map(|r| r.error())
-            .unwrap_or(Error::AdminForcedDisconnect)
+        kill_error_of(&self.info)
     }
 
     /// Gets a server for this client (or keeps its session server).
@@ -431,13 +442,37 @@ impl Client {
     async fn transaction(&mut self) -> Result<()> {
         // SET and RELOAD change the pool's settings; each transaction runs under the current ones.
         self.settings = self.route.set().settings();
-        let mut server = self.acquire().await?;
-        if let Err(e) =
-            link::sync_params(&mut server, &mut self.params, self.settings.max_packet_size).await
+        let mut tries = 0;
+        let mut server = loop {
+            let mut server = self.acquire().await?;
+            match link::sync_params(&mut server, &mut self.params, self.settings.max_packet_size)
+                .await
+            {
+                Ok(()) => break server,
+                // The server died under our own SET, before any of the client's bytes went out:
+                // take another one (the router re-checks the member).
+                Err(e @ (Error::ServerGone | Error::ServerIo(_)))
+                    if tries < MAX_REPLAYS
+                        && self.settings.pool_mode != crate::config::PoolMode::Session =>
+                {
+                    tries += 1;
+                    server.pool().report_failure(&e);
+                    server.release(false);
+                }
+                Err(e) => {
+                    server.release(false);
+                    return Err(e);
+                }
+            }
+        };
+        // A lone BEGIN on an idle server may be sent again if that server dies unanswered.
+        let replayable = if self.settings.pool_mode == crate::config::PoolMode::Session
+            || server.tx_status != b'I'
         {
-            server.release(false);
-            return Err(e);
-        }
+            None
+        } else {
+            replay::lone_begin(&self.buf)
+        };
         // One clock read serves the console's request_time, the transaction and its first query.
         let started = std::time::Instant::now();
         let started_us = registry::us_since_epoch(started);
@@ -472,6 +507,9 @@ impl Client {
         if tracks {
             t.track_statements(&mut self.stmts);
         }
+        if replayable.is_some() {
+            t.lone_begin();
+        }
         if self.settings.pool_mode == crate::config::PoolMode::Session {
             t.stats_per_xact(&server_pool.stats);
         }
@@ -483,6 +521,8 @@ impl Client {
         };
         let mut tally = std::mem::take(&mut t.tally);
         drop(t);
+        // (bytes of the request written to the server, whether any answer byte came back)
+        let (written, answered) = (tally.bytes_from_client as usize, tally.bytes_to_client > 0);
         if tally.params_changed {
             if let Some((_, app)) = self
                 .params
@@ -498,6 +538,10 @@ impl Client {
         }
         self.info.set_state(ClientState::Idle);
         server.record(&tally.take_xact());
+        if tally.role_change {
+            // The server answered 57P01/57P02/25006...: its member may be changing role.
+            server.pool().report(crate::pool::Signal::Sqlstate);
+        }
         match end {
             // Session mode gives a server back mid-session only for server_fast_close.
             Ok(transfer::End::Released)
@@ -507,6 +551,7 @@ impl Client {
                 Ok(())
             }
             Ok(transfer::End::Released) => {
+                self.replays = 0;
                 self.release(server).await;
                 Ok(())
             }
@@ -527,14 +572,40 @@ impl Client {
                 Err(self.kill_error())
             }
             Err(e) => {
+                if e.side() == crate::error::Side::Server {
+                    // The server went away mid-transaction: the router re-checks its member.
+                    server.pool().report_failure(&e);
+                }
                 server.release(false);
-                Err(e)
+                let died = matches!(e, Error::ServerGone | Error::ServerIo(_));
+                match replayable {
+                    Some(frame) if died && !answered && self.replays < MAX_REPLAYS => {
+                        tracing::debug!("server died before answering a lone BEGIN: sent again");
+                        self.replays += 1;
+                        // Put back what was written; the unwritten rest is still buffered.
+                        let written = written.min(frame.len());
+                        let mut buf = BytesMut::with_capacity(written + self.buf.len());
+                        buf.extend_from_slice(&frame[..written]);
+                        buf.extend_from_slice(&self.buf);
+                        self.buf = buf;
+                        self.scan = Scanner::default();
+                        Ok(())
+                    }
+                    _ => Err(e),
+                }
             }
         }
     }
 
     /// Back to the pool after a transaction, with server_reset_query when always asked for.
     async fn release(&mut self, mut server: Lease) {
+        if !server.buf.is_empty() {
+            // The server spoke after its last answer (a FATAL of a shutdown): close it, and let
+            // the router re-check its member. The client saw nothing of it.
+            server.pool().report(crate::pool::Signal::Gone);
+            server.release(false);
+            return;
+        }
         if server.prepared.len() > self.settings.max_prepared_statements as usize {
             // The bound on statements per server: a fresh connection starts empty.
             server.release(false);

@@ -67,6 +67,9 @@ pub struct Tally {
     pub server_parses: u64,
     /// Bind messages of named statements.
     pub binds: u64,
+    /// The server sent an ErrorResponse with a role-change SQLSTATE (57P01, 57P02, 57P03,
+    /// 25006): the session tells the pool's router (a failover may be under way).
+    pub role_change: bool,
 }
 
 impl Tally {
@@ -91,6 +94,7 @@ impl Tally {
         };
         *self = Tally {
             params_changed: self.params_changed,
+            role_change: self.role_change,
             ..Tally::default()
         };
         t
@@ -155,6 +159,14 @@ pub struct Transfer<'a> {
     /// A server frame to drop (an injected Parse's ParseComplete) or replace: (offset in the
     /// buffer, length).
     s_hold: Option<(usize, usize)>,
+    /// The server answered everything and is idle (transaction/statement mode): bytes it sends
+    /// after that ReadyForQuery answer no request (typically a FATAL 57P01 of a shutdown right
+    /// after a COMMIT) and are never forwarded; the server is closed at release instead.
+    s_cut: bool,
+    /// The request is a lone BEGIN the session may send again: a FATAL role-change error as the
+    /// server's very first answer (a backend terminated before it read the BEGIN) is not
+    /// forwarded; the transfer ends as if the server had closed. Cleared by any other answer.
+    lone_begin: bool,
     /// What replaces the held server frame (an ErrorResponse with the client's statement name).
     s_swap: Option<BytesMut>,
     /// Replacement bytes that go to the client before the rest of the server's buffer.
@@ -209,6 +221,8 @@ impl<'a> Transfer<'a> {
             c_hold: None,
             c_pending: BytesMut::new(),
             s_hold: None,
+            s_cut: false,
+            lone_begin: false,
             s_swap: None,
             s_pending: BytesMut::new(),
         }
@@ -218,6 +232,11 @@ impl<'a> Transfer<'a> {
     /// in SHOW STATS as it goes.
     pub fn stats_per_xact(&mut self, stats: &'a PoolStats) {
         self.live_stats = Some(stats);
+    }
+
+    /// Marks the request as a lone BEGIN that the session may send again (see `lone_begin`).
+    pub fn lone_begin(&mut self) {
+        self.lone_begin = true;
     }
 
     /// When the link started: the first request's clock, so it needs no clock read of its own.
@@ -336,7 +355,7 @@ impl<'a> Transfer<'a> {
             && !self.in_extended
             && self.server.tx_status == b'I'
             && self.sscan.scanned() == 0
-            && self.server.buf.is_empty()
+            && (self.server.buf.is_empty() || self.s_cut)
             && self.cscan.at_boundary()
             && self.client_ready() == 0
             && self.c_hold.is_none()
@@ -529,7 +548,7 @@ impl<'a> Transfer<'a> {
             && !self.in_extended
             && self.server.tx_status == b'I'
             && self.sscan.scanned() == 0
-            && self.server.buf.is_empty()
+            && (self.server.buf.is_empty() || self.s_cut)
             && self.c_pending.is_empty()
             && self.s_hold.is_none()
             && self.s_pending.is_empty();
@@ -609,7 +628,115 @@ fn reserve(buf: &mut BytesMut) {
 
 #[cfg(test)]
 mod tests {
-    use super::client_whole;
+    use super::*;
+    use crate::proto::build::{self, Severity};
+    use crate::server::CancelTarget;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::UnixStream;
+
+    /// A transfer of the request in `request` between a client socket pair and a server socket
+    /// pair; the fake server reads the request and answers `answer` in one write. Returns the
+    /// transfer's end, what the client received, and what stayed in the server's buffer.
+    async fn one_request(
+        request: &[u8],
+        answer: &[u8],
+        lone_begin: bool,
+    ) -> (Result<End>, Vec<u8>, usize) {
+        let (ours, mut client_peer) = UnixStream::pair().expect("pair");
+        let (theirs, mut server_peer) = UnixStream::pair().expect("pair");
+        let mut client = Stream::Unix(ours);
+        let mut server = ServerConn::new(
+            Stream::Unix(theirs),
+            CancelTarget {
+                host: crate::config::ServerHost::Tcp("x".into()),
+                port: 1,
+                pid: 1,
+                key: 1,
+            },
+            ("unix".into(), 0),
+        );
+        let mut buf = BytesMut::from(request);
+        let mut scan = Scanner::default();
+        let mut params = Vec::new();
+        let answer = answer.to_vec();
+        let request_len = request.len();
+        let fake = async move {
+            let mut got = vec![0u8; request_len];
+            server_peer.read_exact(&mut got).await.expect("request");
+            server_peer.write_all(&answer).await.expect("answer");
+            // Then the server goes away, as a terminated backend does.
+        };
+        let mut t = Transfer::new(
+            &mut client,
+            &mut buf,
+            &mut scan,
+            &mut server,
+            &mut params,
+            PoolMode::Transaction,
+            1 << 20,
+            Duration::ZERO,
+            Duration::ZERO,
+        );
+        if lone_begin {
+            t.lone_begin();
+        }
+        let (end, ()) = tokio::join!(t.run(), fake);
+        drop(client);
+        let mut seen = Vec::new();
+        client_peer
+            .read_to_end(&mut seen)
+            .await
+            .expect("client side");
+        (end, seen, server.buf.len())
+    }
+
+    fn frames(f: impl Fn(&mut BytesMut)) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        f(&mut b);
+        b.to_vec()
+    }
+
+    #[tokio::test]
+    async fn bytes_after_the_last_answer_are_not_forwarded() {
+        let request = frames(|b| build::query(b, "COMMIT").expect("query"));
+        let done = frames(|b| {
+            build::command_complete(b, "COMMIT");
+            build::ready_for_query(b, b'I');
+        });
+        let mut answer = done.clone();
+        // A fast shutdown's FATAL right after the COMMIT's answer.
+        answer.extend(frames(|b| {
+            build::error_response(b, Severity::Fatal, "57P01", "terminating connection")
+        }));
+        let (end, seen, left) = one_request(&request, &answer, false).await;
+        assert_eq!(end.expect("released"), End::Released);
+        assert_eq!(
+            seen, done,
+            "the client saw the COMMIT's answer and nothing more"
+        );
+        assert!(
+            left > 0,
+            "the FATAL stays with the server, which is closed at release"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lone_begin_answered_only_by_a_shutdown_fatal_is_not_forwarded() {
+        let request = frames(|b| build::query(b, "BEGIN").expect("query"));
+        let fatal = frames(|b| {
+            build::error_response(b, Severity::Fatal, "57P01", "terminating connection")
+        });
+        let (end, seen, _) = one_request(&request, &fatal, true).await;
+        assert!(matches!(end, Err(Error::ServerGone)));
+        assert!(
+            seen.is_empty(),
+            "the client saw nothing: the BEGIN may go elsewhere"
+        );
+        // Without the mark (any other request) the client gets the server's error.
+        let (end, seen, _) = one_request(&request, &fatal, false).await;
+        assert!(matches!(end, Err(Error::ServerGone)));
+        assert_eq!(seen, fatal);
+    }
 
     #[test]
     fn only_frames_that_name_a_statement_are_held_whole() {

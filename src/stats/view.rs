@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use crate::config::{Config, ServerHost};
 use crate::context::Context;
 use crate::pool::stats::StatsSnapshot;
-use crate::pool::{Pool, PoolKey, PoolSnapshot};
+use crate::pool::PoolKey;
 use crate::server::ServerState;
 use crate::session::registry::{now_us, ClientState};
 
@@ -88,36 +88,27 @@ pub fn pools(ctx: &Context) -> Vec<PoolRow> {
     let counts = client_counts(ctx, &cfg);
     let servers = ctx.servers.all();
     let mut rows = Vec::new();
-    // A host list is one logical pool, as in PgBouncer: its members are summed into one row.
-    let mut groups: Vec<(Vec<std::sync::Arc<Pool>>, Option<&'static str>)> = Vec::new();
+    // One row per (database, user), summing the set's member pools: tools such as
+    // pgbouncer_exporter key rows by (database, user), so a Patroni database with several
+    // members must not repeat its row.
     for set in ctx.pools.sets() {
-        match set.load_balance_hosts() {
-            Some(lb) => groups.push((set.pools(), Some(lb.as_str()))),
-            None => groups.extend(set.pools().into_iter().map(|p| (vec![p], None))),
+        let mut snap = crate::pool::PoolSnapshot::default();
+        for p in set.pools() {
+            let m = p.snapshot();
+            snap.idle += m.idle;
+            snap.used += m.used;
+            snap.active += m.active;
+            snap.login += m.login;
+            snap.waiting += m.waiting;
+            snap.maxwait_us = snap.maxwait_us.max(m.maxwait_us);
+            snap.paused |= m.paused;
         }
-    }
-    for (members, load_balance_hosts) in groups {
-        let Some(pool) = members.first().cloned() else {
-            continue;
-        };
-        let snap = members
-            .iter()
-            .map(|p| p.snapshot())
-            .reduce(|a, b| PoolSnapshot {
-                idle: a.idle + b.idle,
-                used: a.used + b.used,
-                active: a.active + b.active,
-                login: a.login + b.login,
-                waiting: a.waiting + b.waiting,
-                maxwait_us: a.maxwait_us.max(b.maxwait_us),
-                paused: a.paused || b.paused,
-            })
-            .expect("invariant: a group has a member");
-        let key = (pool.key.db.clone(), pool.key.user.clone());
+        let key = (set.key.db.clone(), set.key.user.clone());
+        let load_balance_hosts = set.load_balance_hosts().map(|lb| lb.as_str());
         let c = counts.get(&key).copied().unwrap_or_default();
         let mine = servers
             .iter()
-            .filter(|s| s.db == pool.key.db && s.user == pool.key.user);
+            .filter(|s| s.db == set.key.db && s.user == set.key.user);
         let tested = mine
             .clone()
             .filter(|s| s.state() == ServerState::Tested)
@@ -136,7 +127,7 @@ pub fn pools(ctx: &Context) -> Vec<PoolRow> {
             sv_login: snap.login,
             sv_close_needed: close_needed,
             maxwait_us: snap.maxwait_us,
-            pool_mode: pool.settings().pool_mode.as_str(),
+            pool_mode: set.settings().pool_mode.as_str(),
             paused: snap.paused,
             load_balance_hosts,
         });

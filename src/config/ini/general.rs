@@ -98,6 +98,7 @@ pub(super) fn apply(g: &mut General, key: &str, value: &str) -> Result<(), Strin
         "patroni_timeout" => g.patroni_timeout = positive_seconds(value)?,
         "max_replica_lag" => g.max_replica_lag = c_uint(value, u64::MAX)?,
         "failover_hold_timeout" => g.failover_hold_timeout = seconds(value)?,
+        "replica_fallback" => g.replica_fallback = super::super::ReplicaFallback::parse(value)?,
         _ => {
             return Err(format!(
                 "internal error: {key} is marked implemented but has no parser"

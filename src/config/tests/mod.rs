@@ -148,6 +148,7 @@ fn every_implemented_key_sets_its_field() {
         "auth_type" => "scram-sha-256",
         "client_tls_sslmode" | "server_tls_sslmode" => "verify-full",
         "pool_mode" => "transaction",
+        "replica_fallback" => "none",
         "server_reset_query" | "server_check_query" => "SELECT 1",
         "user" => "postgres",
         "max_packet_size" => "4096",
@@ -165,7 +166,7 @@ fn every_implemented_key_sets_its_field() {
     let implemented: Vec<_> = GENERAL_KEYS.iter().filter(|k| k.implemented).collect();
     assert_eq!(
         implemented.len(),
-        88,
+        89,
         "one implemented key per General field"
     );
     for k in implemented {

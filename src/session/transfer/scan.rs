@@ -85,6 +85,8 @@ impl Transfer<'_> {
     }
 
     fn request_sent(&mut self) {
+        // A new request: the server's next bytes answer it.
+        self.s_cut = false;
         self.acks.sent_epoch += 1;
         if self.outstanding == 0 {
             self.query_started = Some(self.start.take().unwrap_or_else(Instant::now));
@@ -94,7 +96,7 @@ impl Transfer<'_> {
 
     /// Looks at newly read server bytes: ReadyForQuery and ParameterStatus.
     pub(super) fn scan_server(&mut self) -> Result<()> {
-        if self.s_hold.is_some() {
+        if self.s_hold.is_some() || self.s_cut {
             return Ok(());
         }
         let tracking = self.stmts.is_some();
@@ -103,9 +105,14 @@ impl Transfer<'_> {
                 .sscan
                 .next(&self.server.buf, self.max_packet, |t, total, _| {
                     total <= WHOLE_FRAME_CAP
-                        && (t == b'Z' || t == b'S' || (tracking && matches!(t, b'1' | b'C' | b'E')))
+                        && (matches!(t, b'Z' | b'S' | b'E')
+                            || (tracking && matches!(t, b'1' | b'C')))
                 })
                 .map_err(|e| Error::ServerProtocol(e.to_string()))?;
+            if !matches!(item, None | Some(Item::Whole { tag: b'E', .. })) {
+                // The server answered something: what follows is not "before the BEGIN".
+                self.lone_begin = false;
+            }
             match item {
                 None => return Ok(()),
                 Some(Item::Whole { tag: b'Z', bytes }) => {
@@ -133,6 +140,15 @@ impl Transfer<'_> {
                     }
                     if self.mode == PoolMode::Statement && status != b'I' {
                         return Err(Error::StatementModeTransaction);
+                    }
+                    if status == b'I'
+                        && self.outstanding == 0
+                        && !self.in_extended
+                        && self.mode != PoolMode::Session
+                    {
+                        // Everything is answered: what follows is nobody's answer.
+                        self.s_cut = true;
+                        return Ok(());
                     }
                 }
                 Some(Item::Whole { tag: b'S', bytes }) => {
@@ -170,7 +186,22 @@ impl Transfer<'_> {
                         }
                     }
                 }
-                Some(Item::Whole { tag: b'E', bytes }) if tracking => {
+                Some(Item::Whole { tag: b'E', bytes }) => {
+                    // Rare, so parsing it costs nothing on the hot path.
+                    let fields = build::parse_error_fields(&bytes[5..]).ok();
+                    if let Some(f) = &fields {
+                        if crate::error::is_role_change_sqlstate(&f.code) {
+                            self.tally.role_change = true;
+                            if self.lone_begin && f.severity == "FATAL" {
+                                // Not forwarded: the session sends the BEGIN elsewhere.
+                                return Err(Error::ServerGone);
+                            }
+                        }
+                    }
+                    self.lone_begin = false;
+                    if !tracking {
+                        continue;
+                    }
                     let len = bytes.len();
                     // Renamed before the failed Parses are forgotten: the name may be one of them.
                     let renamed = match self.stmts.as_deref() {
