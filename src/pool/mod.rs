@@ -292,7 +292,7 @@ impl Pools {
                     match db.host_list() {
                         // host=a,b,...: one member per host (see `hosts`).
                         Some(hosts) => {
-                            let set = PoolSet::new(
+                            let set = PoolSet::host_list(
                                 key,
                                 settings,
                                 target,

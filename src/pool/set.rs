@@ -145,6 +145,17 @@ struct SetState {
     from_auth_query: bool,
 }
 
+/// Where a set's members come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// One `host=`: the member follows the target on reload.
+    Fixed,
+    /// `host=a,b,...`: members from the list.
+    HostList,
+    /// `cluster=`: members from the Patroni topology.
+    Discovered,
+}
+
 /// The pools of one (database, user).
 pub struct PoolSet {
     /// (database, user) as the client named them.
@@ -182,7 +193,37 @@ impl PoolSet {
         links: PoolLinks,
         book: Arc<PauseBook>,
     ) -> Arc<PoolSet> {
-        Self::build(key, settings, target, credential, links, book, false)
+        Self::build(
+            key,
+            settings,
+            target,
+            credential,
+            links,
+            book,
+            Kind::Discovered,
+        )
+    }
+
+    /// An empty set for a `host=a,b,...` database, to be given its hosts by
+    /// [`PoolSet::set_host_list`]: not discovered (no failover hold; an unreachable host is set
+    /// aside instead).
+    pub fn host_list(
+        key: PoolKey,
+        settings: Arc<PoolSettings>,
+        target: Arc<ServerTarget>,
+        credential: ServerCredential,
+        links: PoolLinks,
+        book: Arc<PauseBook>,
+    ) -> Arc<PoolSet> {
+        Self::build(
+            key,
+            settings,
+            target,
+            credential,
+            links,
+            book,
+            Kind::HostList,
+        )
     }
 
     /// True when members come from discovery (a `cluster=` database).
@@ -205,7 +246,7 @@ impl PoolSet {
         book: Arc<PauseBook>,
     ) -> Arc<PoolSet> {
         let (host, port) = (target.host.clone(), target.port);
-        let set = Self::build(key, settings, target, credential, links, book, true);
+        let set = Self::build(key, settings, target, credential, links, book, Kind::Fixed);
         set.add_member(host, port, Serves::ALL);
         set
     }
@@ -217,7 +258,7 @@ impl PoolSet {
         credential: ServerCredential,
         links: PoolLinks,
         book: Arc<PauseBook>,
-        fixed: bool,
+        kind: Kind,
     ) -> Arc<PoolSet> {
         Arc::new_cyclic(|me| PoolSet {
             key,
@@ -232,8 +273,8 @@ impl PoolSet {
             }),
             epoch: AtomicU64::new(0),
             next: AtomicUsize::new(0),
-            fixed,
-            discovered: !fixed,
+            fixed: kind == Kind::Fixed,
+            discovered: kind == Kind::Discovered,
             changed: watch::channel(0).0,
             held_clients: AtomicU32::new(0),
             links,

@@ -524,7 +524,8 @@ fn host_list_set(down: &[u16], balance: crate::config::LoadBalanceHosts) -> Arc<
         fake,
         down: down.to_vec(),
     });
-    let set = PoolSet::new(
+    let host = ServerHost::Tcp("10.0.0.1".into());
+    let set = PoolSet::host_list(
         key(),
         Arc::new(settings(2)),
         Arc::new(target(1)),
@@ -532,7 +533,6 @@ fn host_list_set(down: &[u16], balance: crate::config::LoadBalanceHosts) -> Arc<
         l,
         Arc::new(PauseBook::default()),
     );
-    let host = ServerHost::Tcp("10.0.0.1".into());
     set.set_host_list(&[(host.clone(), 1), (host, 2)], balance);
     set
 }
