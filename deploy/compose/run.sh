@@ -15,7 +15,10 @@
 # printed; E2E_STRICT=1 also fails on them. Everything is torn down on exit, also on failure.
 #
 # Knobs: E2E_SKIP_BUILD=1 (reuse the images), E2E_TIMEOUT (seconds for the whole run, 600),
-# E2E_KEEP=1 (leave the containers up for a look; tear down with the printed command).
+# E2E_KEEP=1 (leave the containers up for a look; tear down with the printed command),
+# E2E_HA_DB (phase 2's database, ollyscale_ha), E2E_FORCE_HA=1 (run phase 2 even when that
+# database does not answer: with E2E_HA_DB=ollyscale it exercises the switchover and partition
+# steps against the static pg1 entry, whose writes then fail on the demoted node, as expected).
 set -euo pipefail
 cd "$(dirname "$0")"
 HERE=$(pwd)
@@ -181,10 +184,12 @@ done
 load_stop rolling
 
 # --- phase 2: switchover and partition, once cluster databases are routed -----------------------
-if ! probe=$(pooler_psql pooler1 ollyscale_ha 'SELECT pg_is_in_recovery()' 2>&1) || [ "$probe" != f ]; then
+HA_DB=${E2E_HA_DB:-ollyscale_ha}
+if [ "${E2E_FORCE_HA:-0}" != 1 ] \
+    && { ! probe=$(pooler_psql pooler1 "$HA_DB" 'SELECT pg_is_in_recovery()' 2>&1) || [ "$probe" != f ]; }; then
     say "phase 2 SKIPPED: the pooler does not route cluster= databases yet (ollyscale_ha said: $(printf '%s' "$probe" | tr '\n' ' '))"
 else
-    load_start ollyscale_ha
+    load_start "$HA_DB"
     sleep 3
     old=$(leader)
     new=$([ "$old" = pg1 ] && echo pg2 || echo pg1)
