@@ -131,6 +131,12 @@ step "deploy/: kubectl kustomize, kubernetes-validate, ollyscale-pooler --check 
 PYTHON="$OLLY_PYTHON" POOLER_BIN=target/debug/ollyscale-pooler timeout 300 bash scripts/check-deploy.sh
 step "container image: build on a local base and serve psql (scripts/docker-image.sh)"
 POOLER_BIN=target/debug/ollyscale-pooler timeout 600 bash scripts/docker-image.sh
+# The container topology (etcd, two Patroni nodes, both pooler replicas, a SQLAlchemy load):
+# about 2 minutes with its images cached, 5 more to debootstrap them, so only on request.
+if [ "${OLLY_E2E:-0}" = 1 ]; then
+    step "container topology: rolling restart, switchover, partition (deploy/compose/run.sh)"
+    POOLER_BIN=target/debug/ollyscale-pooler E2E_TIMEOUT=900 bash deploy/compose/run.sh
+fi
 
 # 4. Tests.
 if [ -f src/lib.rs ]; then
