@@ -38,6 +38,9 @@ use startup::Opening;
 const QUEUED_NOTICE: &str =
     "No server connection available in postgres backend, client being queued";
 
+/// How long a draining pooler waits for an idle client's next request before closing it.
+const DRAIN_QUIET: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// How much a queued client may pipeline before we stop reading it (back-pressure).
 const QUEUED_BUF_LIMIT: usize = 256 * 1024;
 
@@ -324,7 +327,9 @@ impl Client {
         let idle_timeout = self.settings.client_idle_timeout;
         if self.server.is_none() && self.buf.is_empty() {
             match self.ctx.phase() {
-                Phase::DrainClients => return Err(Error::ShuttingDown),
+                Phase::DrainClients => {
+                    return self.read_or_close().await;
+                }
                 Phase::Stopping => return Err(Error::Exiting),
                 Phase::Running | Phase::DrainServers => {}
             }
@@ -355,7 +360,9 @@ impl Client {
             Ok(()) => {}
             Err(Some(e)) => return Err(e),
             Err(None) if self.info.is_killed() => return Err(self.kill_error()),
-            Err(None) => return Err(Error::ShuttingDown),
+            Err(None) => {
+                return self.read_or_close().await;
+            }
         }
         if self.buf.capacity() - self.buf.len() < 1024 {
             self.buf.reserve(8 * 1024);
@@ -368,6 +375,28 @@ impl Client {
             return Err(Error::ClientGone);
         }
         Ok(())
+    }
+
+    /// A SIGTERM drain closes an idle client only once it stayed quiet for a moment, and then
+    /// without an ErrorResponse: a driver that just finished a transaction (SQLAlchemy's
+    /// pre-ping) usually sends the next one within microseconds, and an unsolicited FATAL on an
+    /// idle connection confuses drivers (asyncpg raises InternalClientError) where a plain close
+    /// is seen as a dropped connection that the application's pool replaces. Reads what the
+    /// client sends within [`DRAIN_QUIET`] (a real read, not a readiness check: tokio caches
+    /// readiness until a read would block); closes it otherwise.
+    async fn read_or_close(&mut self) -> Result<()> {
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(8 * 1024);
+        }
+        let (stream, buf) = (&mut self.stream, &mut self.buf);
+        let read =
+            poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, &mut *buf));
+        match tokio::time::timeout(DRAIN_QUIET, read).await {
+            Err(_) => Err(Error::Exiting),
+            Ok(Ok(0)) => Err(Error::ClientGone),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(Error::ClientIo(e)),
+        }
     }
 
     fn kill_error(&self) -> Error {
