@@ -69,6 +69,11 @@ cargo fmt --all -- --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
 
+# No panic on input: clippy::unwrap_used is denied outside tests (src/lib.rs, src/main.rs), and
+# every remaining expect must say which invariant makes it unreachable.
+step "expect(\"invariant: ...\") only (scripts/check-expect.py)"
+python3 scripts/check-expect.py
+
 # The fuzz targets (fuzz/, a workspace of its own, outside the build above): each one runs for
 # FUZZ_SECONDS (15 s by default; 7 targets, under 2 minutes plus the build) on stable with
 # libFuzzer and no sanitizer, and any crash or failed invariant fails CI (scripts/fuzz.sh says
