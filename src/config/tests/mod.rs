@@ -682,7 +682,11 @@ fn connection_keys_of_newer_pgbouncers_are_implemented() {
         "[databases]\nd = auth_user=a auth_query='SELECT 1' auth_dbname=x \
          max_db_client_connections=1 load_balance_hosts=disable query_wait_timeout=3\n",
     );
-    assert!(cfg.unimplemented_keys.is_empty(), "{:?}", cfg.unimplemented_keys);
+    assert!(
+        cfg.unimplemented_keys.is_empty(),
+        "{:?}",
+        cfg.unimplemented_keys
+    );
     let d = &cfg.databases["d"];
     assert_eq!(d.max_db_client_connections, Some(1));
     assert_eq!(d.query_wait_timeout, Some(Duration::from_secs(3)));
