@@ -1,6 +1,8 @@
 //! `ollyscale-pooler [-d] [-q] [-v] [-u user] [-V] [-h] [--check] [pgbouncer.ini]`: argument
 //! parsing, logging set-up, the runtime, and a call into `app`. No pooling logic lives here.
 //! Without a config file, the Zalando operator's environment renders one (`config::operator`).
+// No panic on input (issue 12): see src/lib.rs.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
