@@ -95,5 +95,5 @@ log "docker stop (SIGTERM drain)"
 timeout 60 docker stop -t 30 "$name" >/dev/null
 code=$(docker inspect -f '{{.State.ExitCode}}' "$name")
 [ "$code" = 0 ] || { docker logs "$name" >&2; die "exit code $code after SIGTERM"; }
-docker logs "$name" 2>&1 | grep -q "got SIGTERM, waiting for clients" || { docker logs "$name" >&2; die "no drain line in the log"; }
+docker logs "$name" 2>&1 | grep -q "got SIGTERM, shutting down" || { docker logs "$name" >&2; die "no drain line in the log"; }
 log "image OK: $IMAGE ($(docker image inspect -f '{{.Size}}' "$IMAGE") bytes)"

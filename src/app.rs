@@ -27,6 +27,9 @@ pub struct Running {
 
 /// Binds and starts serving `cfg`; returns once listening.
 pub async fn start(cfg: Config) -> std::io::Result<Running> {
+    let sec = &cfg.general.security;
+    crate::net::tls::check_settings(&sec.client_tls, &sec.server_tls)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let listeners = Listeners::bind(&cfg.general)?;
     let addr = listeners.local_addr();
     let ctx = Context::new(cfg);

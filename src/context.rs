@@ -51,10 +51,18 @@ pub struct Context {
     pub servers: Arc<Servers>,
     /// Databases refused to new clients (DISABLE).
     pub disabled_dbs: DashSet<String>,
+    /// SUSPEND: no connection is accepted and no client starts a transaction until RESUME.
+    suspended: std::sync::atomic::AtomicBool,
+    /// Woken by RESUME after SUSPEND.
+    unsuspended: tokio::sync::Notify,
     /// Baselines of the current `stats_period` (the avg_* columns); rotated by `stats::run`.
     pub stats: crate::stats::StatsPeriod,
     /// Cancel forwarding to `[peers]` (SHOW PEER_POOLS).
     pub peer_pools: crate::session::cancel::PeerPools,
+    /// The client-facing TLS config; re-read on every config swap (RELOAD, SIGHUP, SET).
+    pub client_tls: crate::net::ClientTls,
+    /// Recent auth_query answers (see session::auth_query).
+    pub auth_cache: crate::session::auth_query::Cache,
     /// Patroni clusters (`[clusters]`) and their published topologies.
     pub clusters: Arc<crate::discovery::Clusters>,
     /// Protocol-level prepared statements shared by every client (max_prepared_statements).
@@ -63,6 +71,9 @@ pub struct Context {
     /// Applies a `verbose` value to the running log filter (installed once by `main`, which owns
     /// the tracing subscriber); called on every config swap so SET verbose and RELOAD take effect.
     verbosity: std::sync::OnceLock<VerbosityHook>,
+    /// The syslog(3) connection logging tees into (installed once by `main`); every config swap
+    /// re-applies `syslog`, `syslog_ident` and `syslog_facility`.
+    syslog: std::sync::OnceLock<Arc<crate::sys::Syslog>>,
 }
 
 /// See [`Context::set_verbosity_hook`].
@@ -77,25 +88,36 @@ impl Context {
         clients
             .peer_id
             .store(config.general.peer_id, Ordering::Relaxed);
+        let client_tls = crate::net::ClientTls::default();
+        if let Err(e) = client_tls.reload(&config.general.security.client_tls) {
+            tracing::error!("client TLS setup failed: {e}");
+        }
         let shutdown = CancellationToken::new();
         let clusters = crate::discovery::Clusters::new(tasks.clone(), shutdown.clone());
         clusters.reconcile(&config);
+        let clusters = Arc::new(clusters);
+        pools.attach_clusters(clusters.clone(), shutdown.clone());
         pools.open_forced_user_pools(&config);
         Arc::new(Context {
+            client_tls,
+            auth_cache: Default::default(),
             config: RwLock::new(Arc::new(config)),
             servers: pools.servers.clone(),
             disabled_dbs: DashSet::new(),
+            suspended: std::sync::atomic::AtomicBool::new(false),
+            unsuspended: tokio::sync::Notify::new(),
             stats: crate::stats::StatsPeriod::default(),
             pools,
             clients,
             peer_pools: Default::default(),
-            clusters: Arc::new(clusters),
+            clusters,
             statements: Default::default(),
             shutdown,
             drain: CancellationToken::new(),
             tasks,
             phase: AtomicU8::new(Phase::Running as u8),
             verbosity: std::sync::OnceLock::new(),
+            syslog: std::sync::OnceLock::new(),
         })
     }
 
@@ -110,13 +132,27 @@ impl Context {
         self.clients
             .peer_id
             .store(config.general.peer_id, Ordering::Relaxed);
+        // New handshakes use the new files; live TLS connections keep theirs.
+        if let Err(e) = self.client_tls.reload(&config.general.security.client_tls) {
+            tracing::error!("client TLS settings could not be applied, keeping the old ones: {e}");
+        }
         *self.config.write() = config.clone();
+        // Clusters first: a database of a cluster the reload adds finds it when its pools open.
+        self.clusters.reconcile(&config);
         self.pools.reconfigure(&config);
         self.pools.open_forced_user_pools(&config);
-        self.clusters.reconcile(&config);
         if let Some(hook) = self.verbosity.get() {
             hook(config.general.verbose);
         }
+        if let Some(syslog) = self.syslog.get() {
+            let g = &config.general;
+            syslog.configure(g.syslog, &g.syslog_ident, &g.syslog_facility);
+        }
+    }
+
+    /// Lets config swaps turn syslog on and off. Set once; a second call is ignored.
+    pub fn set_syslog(&self, syslog: Arc<crate::sys::Syslog>) {
+        let _ = self.syslog.set(syslog);
     }
 
     /// Lets config swaps change the log level: `hook` gets each new `verbose` value. Set once;
@@ -153,6 +189,33 @@ impl Context {
             for c in self.clients.all() {
                 c.kill(KillReason::Shutdown);
             }
+        }
+    }
+
+    /// Whether SUSPEND is in force.
+    pub fn is_suspended(&self) -> bool {
+        self.suspended.load(Ordering::Acquire)
+    }
+
+    /// SUSPEND (true) or RESUME after it (false).
+    pub fn set_suspended(&self, on: bool) {
+        self.suspended.store(on, Ordering::Release);
+        if !on {
+            self.unsuspended.notify_waiters();
+        }
+    }
+
+    /// Returns once SUSPEND is lifted (at once when it is not in force).
+    pub async fn wait_unsuspended(&self) {
+        loop {
+            let woken = self.unsuspended.notified();
+            tokio::pin!(woken);
+            // Registered before the flag is read, so a RESUME in between is not missed.
+            woken.as_mut().enable();
+            if !self.is_suspended() {
+                return;
+            }
+            woken.await;
         }
     }
 
@@ -240,6 +303,8 @@ impl Context {
                 new.general.track_extra_parameters = old.general.track_extra_parameters.clone();
                 new.general.pidfile = old.general.pidfile.clone();
                 new.general.user = old.general.user.clone();
+                new.general.so_reuseport = old.general.so_reuseport;
+                new.general.unix_socket_group = old.general.unix_socket_group.clone();
                 // SHOW CONFIG must show what is in force for the keys that did not change.
                 for key in crate::config::GENERAL_KEYS.iter().filter(|k| !k.reloadable) {
                     new.raw_general.retain(|(k, _)| k != key.name);

@@ -126,6 +126,59 @@ pub enum Error {
     AdminForcedDisconnect,
     #[error("client connections exceeded (max_user_connections)")]
     MaxUserConnections,
+    #[error("client connections exceeded (max_db_client_connections)")]
+    MaxDbClientConnections,
+    #[error("client connections exceeded (max_user_client_connections)")]
+    MaxUserClientConnections,
+    #[error("transaction timeout")]
+    TransactionTimeout,
+    /// auth_type peer (or the console's own-user rule) refused a Unix-socket client.
+    #[error("unix socket login rejected")]
+    UnixSocketLoginRejected,
+    /// Host lists: the host a client was queued on is unreachable (the route moves the client
+    /// to another host; a client only sees it when every try failed).
+    #[error("server connection failed")]
+    HostDown,
+    /// SUSPEND did not find the client at a boundary within suspend_timeout.
+    #[error("suspend_timeout")]
+    SuspendTimeout,
+    /// client_tls_sslmode demands TLS and the client did not ask for it.
+    #[error("SSL required")]
+    SslRequired,
+    /// The client's TLS handshake failed (bad or missing certificate, protocol mismatch).
+    #[error("TLS handshake failed: {0}")]
+    ClientTls(String),
+    /// auth cert: no certificate, or its CN is not the user name.
+    #[error("certificate authentication failed")]
+    CertAuthFailed,
+    /// An HBA line with method reject matched.
+    #[error("login rejected")]
+    LoginRejected,
+    /// No HBA line matched.
+    #[error("no authentication method is found")]
+    NoAuthMethod,
+    /// auth_query could not run or answered in a shape we cannot use (logged; the client is told
+    /// only that the login failed, never the query or its secrets).
+    #[error("auth_query failed: {0}")]
+    AuthQuery(String),
+    /// The server refused TLS that server_tls_sslmode requires, or its certificate failed the check.
+    #[error("server TLS: {0}")]
+    ServerTls(String),
+    /// No confirmed leader (or usable member for the role) came within failover_hold_timeout:
+    /// the queued client gets this, in the style of PgBouncer's `query_wait_timeout`.
+    #[error("failover_hold_timeout")]
+    FailoverHoldTimeout,
+    /// A new connection to a member serving the primary role found it in recovery (a demoted
+    /// or not yet promoted node): never used for writes.
+    #[error("server {addr} is in recovery, not a primary")]
+    ServerInRecovery {
+        /// `host:port` of the member.
+        addr: String,
+    },
+    /// The member a client queued on stopped serving the client's role (a failover hold, a ban,
+    /// a removed member): the route picks again. Never reaches a client.
+    #[error("member withdrawn from the role; pick again")]
+    Rerouted,
 }
 
 impl Error {
@@ -142,8 +195,11 @@ impl Error {
             | ServerLoginRetry(_)
             | ServerConnect { .. }
             | NoServerForRole(_)
+            | ServerInRecovery { .. }
             | InvalidServerParameter
+            | ServerTls(_)
             | ServerCrashed => Side::Server,
+            ClientTls(_) => Side::Client,
             _ => Side::Pooler,
         }
     }
@@ -153,7 +209,7 @@ impl Error {
     pub fn client_reachable(&self) -> bool {
         !matches!(
             self,
-            Error::ClientIo(_) | Error::ClientGone | Error::Exiting
+            Error::ClientIo(_) | Error::ClientGone | Error::Exiting | Error::ClientTls(_)
         )
     }
 
@@ -179,7 +235,18 @@ impl Error {
                 sqlstate::PROTOCOL_VIOLATION.to_string(),
                 "server conn crashed?".to_string(),
             ),
-            ServerConnect { .. } => (
+            ClientTls(_) => (
+                Severity::Fatal,
+                sqlstate::PROTOCOL_VIOLATION.to_string(),
+                "TLS handshake failed".to_string(),
+            ),
+            // Never tell a client how auth_query failed: it would leak the query's shape.
+            AuthQuery(_) => (
+                Severity::Fatal,
+                sqlstate::PROTOCOL_VIOLATION.to_string(),
+                "bouncer config error".to_string(),
+            ),
+            ServerConnect { .. } | ServerTls(_) => (
                 Severity::Fatal,
                 sqlstate::PROTOCOL_VIOLATION.to_string(),
                 "server connection failed".to_string(),
@@ -204,6 +271,7 @@ impl Error {
                 io::ErrorKind::ConnectionRefused | io::ErrorKind::NotFound
             ),
             Error::ServerLogin(fields) => is_role_change_sqlstate(&fields.code),
+            Error::ServerInRecovery { .. } => true,
             _ => false,
         }
     }
@@ -260,10 +328,25 @@ mod tests {
             (Error::QueryWaitTimeout, "query_wait_timeout"),
             (Error::IdleTransactionTimeout, "idle transaction timeout"),
             (Error::QueryTimeout, "query timeout"),
+            (Error::TransactionTimeout, "transaction timeout"),
+            (
+                Error::MaxDbClientConnections,
+                "client connections exceeded (max_db_client_connections)",
+            ),
+            (
+                Error::MaxUserClientConnections,
+                "client connections exceeded (max_user_client_connections)",
+            ),
+            (Error::UnixSocketLoginRejected, "unix socket login rejected"),
             (Error::ClientIdleTimeout, "client_idle_timeout"),
             (Error::NoSuchDatabase("x".into()), "no such database: x"),
             (Error::PasswordAuthFailed, "password authentication failed"),
             (Error::OldProtocol, "old V2 protocol not supported"),
+            (Error::SslRequired, "SSL required"),
+            (Error::CertAuthFailed, "certificate authentication failed"),
+            (Error::LoginRejected, "login rejected"),
+            (Error::NoAuthMethod, "no authentication method is found"),
+            (Error::AuthQuery("secret".into()), "bouncer config error"),
         ];
         for (err, text) in cases {
             let (sev, code, msg) = err.to_response();

@@ -11,6 +11,10 @@
 //! `context` holds the shared handles and `app` wires it all together.
 #![deny(unsafe_code)]
 #![warn(clippy::large_futures)]
+// No panic on input: unwrap/expect are denied outside tests (issue 12). Where a value is
+// guaranteed by construction, `expect("invariant: ...")`: scripts/check-expect.py checks the
+// message of every expect outside tests (clippy::expect_used cannot tell those apart).
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod admin;
 pub mod app;
@@ -21,6 +25,7 @@ pub mod discovery;
 pub mod error;
 pub mod listener;
 pub mod logfile;
+pub mod logsink;
 pub mod metrics;
 pub mod net;
 pub mod pool;
@@ -29,6 +34,7 @@ pub mod proto;
 pub mod server;
 pub mod session;
 pub mod stats;
+pub mod sys;
 
 /// Worker threads: `OLLYSCALE_WORKERS`, else half the cores (at least one).
 ///

@@ -50,10 +50,16 @@ impl Listeners {
                 TcpSocket::new_v6()?
             };
             sock.set_reuseaddr(true)?;
+            if g.so_reuseport {
+                // Several processes on one port, the kernel spreading connections among them.
+                sock.set_reuseport(true)?;
+            }
             sock.bind(addr).map_err(|e| {
                 std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
             })?;
-            tcp.push(sock.listen(g.listen_backlog)?);
+            let l = sock.listen(g.listen_backlog)?;
+            apply_defer_accept(&l, g.tcp_defer_accept);
+            tcp.push(l);
         }
         let unix = if g.unix_socket_dir.is_empty() {
             None
@@ -82,6 +88,15 @@ impl Listeners {
                 &path,
                 std::fs::Permissions::from_mode(g.unix_socket_mode),
             );
+            if let Some(group) = &g.unix_socket_group {
+                let gid = crate::sys::group_id(group).ok_or_else(|| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::NotFound,
+                        format!("unix_socket_group {group}: no such group"),
+                    )
+                })?;
+                std::os::unix::fs::chown(&path, None, Some(gid))?;
+            }
             Some((l, path))
         };
         Ok(Listeners { tcp, unix })
@@ -107,15 +122,44 @@ impl Listeners {
     }
 }
 
+/// `tcp_defer_accept` is a switch in PgBouncer; on, the kernel holds a connection until its
+/// first data arrives (for up to [`crate::sys::DEFER_ACCEPT_SECS`]).
+fn apply_defer_accept(l: &TcpListener, setting: u32) {
+    let secs = if setting > 0 {
+        crate::sys::DEFER_ACCEPT_SECS
+    } else {
+        0
+    };
+    if let Err(e) = crate::sys::set_tcp_defer_accept(l, secs) {
+        tracing::warn!("cannot set tcp_defer_accept: {e}");
+    }
+}
+
 async fn accept_tcp(ctx: Arc<Context>, l: TcpListener) {
+    // What the listener was given, so SET and RELOAD take effect on the next accept.
+    let mut defer = ctx.config().general.tcp_defer_accept > 0;
     loop {
         let accepted = tokio::select! {
             _ = ctx.drain.cancelled() => return,
             r = l.accept() => r,
         };
+        // SUSPEND: this connection waits unserved, and later ones in the kernel's backlog,
+        // until RESUME.
+        if ctx.is_suspended() {
+            tokio::select! {
+                _ = ctx.drain.cancelled() => return,
+                _ = ctx.wait_unsuspended() => {}
+            }
+        }
         match accepted {
             Ok((s, peer)) => {
-                TcpOptions::from_general(&ctx.config().general).apply(&s);
+                let cfg = ctx.config();
+                if (cfg.general.tcp_defer_accept > 0) != defer {
+                    defer = cfg.general.tcp_defer_accept > 0;
+                    apply_defer_accept(&l, cfg.general.tcp_defer_accept);
+                }
+                TcpOptions::from_general(&cfg.general).apply(&s);
+                drop(cfg);
                 let local = s
                     .local_addr()
                     .map(|a| (a.ip().to_string(), a.port()))
@@ -137,6 +181,12 @@ async fn accept_unix(ctx: Arc<Context>, l: UnixListener) {
             _ = ctx.shutdown.cancelled() => return,
             r = l.accept() => r,
         };
+        if ctx.is_suspended() {
+            tokio::select! {
+                _ = ctx.shutdown.cancelled() => return,
+                _ = ctx.wait_unsuspended() => {}
+            }
+        }
         match accepted {
             Ok((s, _)) => {
                 let local = ("unix".to_string(), ctx.config().general.listen_port);

@@ -1,6 +1,8 @@
 //! `ollyscale-pooler [-d] [-q] [-v] [-u user] [-V] [-h] [--check] [pgbouncer.ini]`: argument
 //! parsing, logging set-up, the runtime, and a call into `app`. No pooling logic lives here.
 //! Without a config file, the Zalando operator's environment renders one (`config::operator`).
+// No panic on input (issue 12): see src/lib.rs.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,6 +12,7 @@ use std::sync::Arc;
 use ollyscale_pooler::app;
 use ollyscale_pooler::context::VerbosityHook;
 use ollyscale_pooler::logfile::LogFile;
+use ollyscale_pooler::logsink::Tee;
 
 const USAGE: &str = "ollyscale-pooler: a PgBouncer-compatible PostgreSQL connection pooler
 
@@ -189,7 +192,11 @@ fn level_filter(verbose: u32) -> tracing_subscriber::EnvFilter {
 
 /// What `init_logging` hands back: the log file (for SIGHUP), and the hook that applies a new
 /// `verbose` (None when OLLYSCALE_LOG fixes the filter).
-type Logging = (Option<Arc<LogFile>>, Option<VerbosityHook>);
+type Logging = (
+    Option<Arc<LogFile>>,
+    Option<VerbosityHook>,
+    Arc<ollyscale_pooler::sys::Syslog>,
+);
 
 /// A hook that swaps the filter behind `handle`; `-v` stays the floor, as at start-up.
 fn verbosity_hook<S: 'static>(
@@ -210,6 +217,11 @@ fn init_logging(args: &Args, cfg: &ollyscale_pooler::config::Config) -> Result<L
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);
+    // syslog(3) gets a copy of every line while `syslog` is on, whatever else logging does.
+    let syslog = Arc::new(ollyscale_pooler::sys::Syslog::default());
+    let g = &cfg.general;
+    syslog.configure(g.syslog, &g.syslog_ident, &g.syslog_facility);
+    let tee = |w| Tee::new(w, syslog.clone());
     // One arm per writer, because the reload handle's type names the writer.
     macro_rules! install {
         ($builder:expr) => {{
@@ -222,18 +234,22 @@ fn init_logging(args: &Args, cfg: &ollyscale_pooler::config::Config) -> Result<L
     if let Some(path) = &cfg.general.logfile {
         let file = LogFile::open(path)
             .map_err(|e| format!("cannot open logfile {}: {e}", path.display()))?;
-        let hook = install!(builder.with_ansi(false).with_writer(file.clone()));
-        return Ok((Some(file), hook));
+        let hook = install!(builder.with_ansi(false).with_writer(tee(file.clone())));
+        return Ok((Some(file), hook, syslog));
     }
     let hook = if args.quiet || args.daemon {
-        install!(builder.with_writer(std::io::sink))
+        install!(builder
+            .with_ansi(false)
+            .with_writer(Tee::new(std::io::sink, syslog.clone())))
     } else {
         // No colour codes when stderr is not a terminal (container logs, files).
         use std::io::IsTerminal;
         let ansi = std::io::stderr().is_terminal();
-        install!(builder.with_ansi(ansi).with_writer(std::io::stderr))
+        install!(builder
+            .with_ansi(ansi)
+            .with_writer(Tee::new(std::io::stderr, syslog.clone())))
     };
-    Ok((None, hook))
+    Ok((None, hook, syslog))
 }
 
 fn main() -> ExitCode {
@@ -269,8 +285,8 @@ fn main() -> ExitCode {
         }
     }
     if args.daemon {
-        if cfg.general.logfile.is_none() {
-            eprintln!("ollyscale-pooler: -d needs logfile set in the config");
+        if cfg.general.logfile.is_none() && !cfg.general.syslog {
+            eprintln!("ollyscale-pooler: -d needs logfile or syslog set in the config");
             return ExitCode::from(1);
         }
         return match ollyscale_pooler::privileges::daemonize() {
@@ -281,7 +297,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let (log_file, verbosity) = match init_logging(&args, &cfg) {
+    let (log_file, verbosity, syslog) = match init_logging(&args, &cfg) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("ollyscale-pooler: {e}");
@@ -333,6 +349,7 @@ fn main() -> ExitCode {
         if let Some(hook) = verbosity {
             running.ctx.set_verbosity_hook(hook);
         }
+        running.ctx.set_syslog(syslog);
         running.run_until_stopped().await;
         ExitCode::SUCCESS
     });

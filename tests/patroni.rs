@@ -96,6 +96,8 @@ async fn discovery_follows_switchover_and_failover() {
             ("lag", INT8),
             ("tags", TEXT),
             ("api_url", TEXT),
+            ("serves", TEXT),
+            ("banned_for", INT8),
         ]
         .map(|(n, t)| (n.to_string(), t))
     );
@@ -270,7 +272,7 @@ async fn unreachable_patroni_and_clusters_changed_by_reload() {
     let closed = free_port();
     let http_port = free_port();
     let general = format!(
-        "patroni_poll_interval = 0.1\npatroni_timeout = 0.5\n\
+        "patroni_poll_interval = 0.1\npatroni_timeout = 0.5\nfailover_hold_timeout = 1\n\
          http_listen_addr = 127.0.0.1\nhttp_listen_port = {http_port}\n"
     );
     let gone = format!("[clusters]\ngone = patroni=http://127.0.0.1:{closed}\n");
@@ -308,10 +310,20 @@ async fn unreachable_patroni_and_clusters_changed_by_reload() {
             ("last_change", TEXT),
             ("leader_changed", TEXT),
             ("leader_changes", INT8),
+            ("confirmed_leader", TEXT),
+            ("hold", INT4),
+            ("hold_since", TEXT),
+            ("hold_reason", TEXT),
+            ("held_clients", INT4),
+            ("holds", INT8),
+            ("last_hold_ms", INT8),
+            ("routing_changed", TEXT),
+            ("confirm_error", TEXT),
         ]
         .map(|(n, t)| (n.to_string(), t))
     );
     assert_eq!(a.get("name", "gone", "leader"), None);
+    assert_eq!(a.get("name", "gone", "confirmed_leader"), None);
     assert_eq!(a.get("name", "gone", "last_success"), None);
     assert_eq!(a.num("name", "gone", "members"), 0);
     assert!(a.num("name", "gone", "poll_errors") >= 2);
@@ -321,7 +333,19 @@ async fn unreachable_patroni_and_clusters_changed_by_reload() {
         .get("name", "gone", "last_poll")
         .is_some_and(|t| t.ends_with(" UTC")));
     let m = admin.query("SHOW MEMBERS").await;
-    assert!(m.rows.is_empty() && m.columns.len() == 10, "{m:?}");
+    assert!(m.rows.is_empty() && m.columns.len() == 12, "{m:?}");
+    // A `cluster=` database is routed by the topology only: with no member known its client
+    // waits failover_hold_timeout, then gets that error (never a local or template host).
+    let started = Instant::now();
+    let Err(err) = pooler.try_connect("olly", "olly_pw", "app").await else {
+        panic!("no member, no server: the login must fail");
+    };
+    let msg = err
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_else(|| err.to_string());
+    assert_eq!(msg, "failover_hold_timeout");
+    assert!(started.elapsed() >= Duration::from_millis(900));
     let (status, body) = http(http_port, "GET", "/readyz").await.expect("readyz");
     assert_eq!(status, 503);
     assert!(

@@ -45,7 +45,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
         if let Ok(url) = PatroniUrl::parse(text) {
             let shown = url.to_string();
-            assert_eq!(PatroniUrl::parse(&shown), Ok(url), "{shown} does not re-parse");
+            assert_eq!(
+                PatroniUrl::parse(&shown),
+                Ok(url),
+                "{shown} does not re-parse"
+            );
         }
     }
 });

@@ -1,5 +1,5 @@
 //! The control commands: PAUSE, RESUME, DISABLE, ENABLE, RECONNECT, KILL, KILL_CLIENT,
-//! WAIT_CLOSE, RELOAD, SHUTDOWN. Admin users only. Messages and checks follow PgBouncer
+//! WAIT_CLOSE, RELOAD, SHUTDOWN, SUSPEND. Admin users only. Messages and checks follow PgBouncer
 //! 1.25's `admin.c` (`no such database: x`, `already suspended/paused`, ...).
 //!
 //! The work itself is done by `Context` methods (pause/resume/kill/reload/drain); this file only
@@ -30,6 +30,7 @@ pub async fn run(cmd: &Cmd<'_>, name: &str) -> Result<Reply, CommandError> {
         "wait_close" => wait_close(cmd).await,
         "reload" => reload(cmd),
         "shutdown" => shutdown(cmd),
+        "suspend" => suspend(cmd).await,
         _ => Err(cmd.syntax_error()),
     }
 }
@@ -64,8 +65,57 @@ fn database(cmd: &Cmd<'_>, verb: &str) -> Result<(), CommandError> {
     Ok(())
 }
 
+/// PAUSE or SUSPEND without a database is in force (PgBouncer's `cf_pause_mode`).
 fn paused_all(cmd: &Cmd<'_>) -> bool {
-    cmd.s.ctx.paused_all()
+    cmd.s.ctx.paused_all() || cmd.s.ctx.is_suspended()
+}
+
+/// SUSPEND: stop accepting connections and starting transactions; answer once no client is
+/// inside one. A client still inside one after suspend_timeout is disconnected with
+/// `suspend_timeout`, as PgBouncer does with sockets it cannot flush. RESUME undoes it.
+async fn suspend(cmd: &Cmd<'_>) -> Result<Reply, CommandError> {
+    if !cmd.arg.is_empty() {
+        return Err(cmd.syntax_error());
+    }
+    cmd.require_admin()?;
+    if paused_all(cmd) {
+        return Err(CommandError::new("already suspended/paused"));
+    }
+    let ctx = &cmd.s.ctx;
+    let cfg = ctx.config();
+    let db_paused = cfg.databases.keys().any(|d| ctx.db_paused(d))
+        || ctx.pools.all().iter().any(|p| ctx.db_paused(&p.key.db));
+    if db_paused {
+        return Err(CommandError::new("cannot suspend with paused databases"));
+    }
+    tracing::info!("SUSPEND command issued");
+    ctx.set_suspended(true);
+    let limit = cfg.general.suspend_timeout;
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let busy: Vec<_> = ctx
+            .clients
+            .all()
+            .into_iter()
+            .filter(|c| {
+                !c.is_admin.load(std::sync::atomic::Ordering::Relaxed)
+                    && matches!(c.state(), ClientState::Active | ClientState::Waiting)
+            })
+            .collect();
+        if busy.is_empty() {
+            return done("SUSPEND");
+        }
+        if !limit.is_zero() && tokio::time::Instant::now() >= deadline {
+            for c in busy {
+                c.kill(KillReason::SuspendTimeout);
+            }
+            return done("SUSPEND");
+        }
+        tokio::select! {
+            _ = ctx.shutdown.cancelled() => return done("SUSPEND"),
+            _ = tokio::time::sleep(POLL) => {}
+        }
+    }
 }
 
 /// PAUSE [db]: returns once the servers are back in the pool, then closes them.
@@ -95,7 +145,11 @@ fn resume(cmd: &Cmd<'_>) -> Result<Reply, CommandError> {
         if !paused_all(cmd) {
             return Err(CommandError::new("pooler is not paused/suspended"));
         }
-        ctx.resume_db(None);
+        if ctx.is_suspended() {
+            ctx.set_suspended(false);
+        } else {
+            ctx.resume_db(None);
+        }
     } else {
         if cmd.arg != ADMIN_DB && ctx.config().database(cmd.arg).is_none() {
             return Err(CommandError::new(format!("no such database: {}", cmd.arg)));

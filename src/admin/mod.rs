@@ -13,7 +13,7 @@ pub mod show;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use crate::context::Context;
 use crate::error::{sqlstate, Error, Result};
@@ -97,7 +97,7 @@ pub async fn serve(mut s: AdminSession) -> Result<()> {
     }
     build::backend_key_data(&mut out, s.info.cancel_key.0, s.info.cancel_key.1);
     build::ready_for_query(&mut out, b'I');
-    s.stream.write_all(&out).await.map_err(Error::ClientIo)?;
+    s.stream.send(&out).await.map_err(Error::ClientIo)?;
     s.info.set_state(ClientState::Active);
 
     let mut buf = BytesMut::with_capacity(1024);
@@ -153,7 +153,7 @@ pub async fn serve(mut s: AdminSession) -> Result<()> {
                     sqlstate::PROTOCOL_VIOLATION,
                     "extended query protocol not supported by admin console",
                 );
-                let _ = s.stream.write_all(&out).await;
+                let _ = s.stream.send(&out).await;
                 return Ok(());
             }
             other => {
@@ -163,11 +163,11 @@ pub async fn serve(mut s: AdminSession) -> Result<()> {
                     sqlstate::PROTOCOL_VIOLATION,
                     &format!("unsupported packet type for admin console: {other}"),
                 );
-                let _ = s.stream.write_all(&out).await;
+                let _ = s.stream.send(&out).await;
                 return Ok(());
             }
         }
-        s.stream.write_all(&out).await.map_err(Error::ClientIo)?;
+        s.stream.send(&out).await.map_err(Error::ClientIo)?;
     }
 }
 

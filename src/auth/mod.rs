@@ -5,6 +5,8 @@
 //! from (auth_file, auth_query) and which method a client must use is decided by the
 //! session layer; this module only computes and verifies.
 
+pub mod cert;
+pub mod hba;
 pub mod md5;
 pub mod scram;
 

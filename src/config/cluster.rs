@@ -55,6 +55,38 @@ impl fmt::Display for Role {
     }
 }
 
+/// Where a `role=replica` database's clients go when no replica is usable (`replica_fallback`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ReplicaFallback {
+    /// To the confirmed leader (the default): reads keep working while replicas are down.
+    #[default]
+    Primary,
+    /// Nowhere: clients wait (up to `failover_hold_timeout`) for a replica to come back.
+    None,
+}
+
+impl ReplicaFallback {
+    /// The ini spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplicaFallback::Primary => "primary",
+            ReplicaFallback::None => "none",
+        }
+    }
+
+    /// Parses `primary|none` (any case). The error says what was expected.
+    pub fn parse(value: &str) -> Result<ReplicaFallback, String> {
+        match value.to_ascii_lowercase().as_str() {
+            "primary" => Ok(ReplicaFallback::Primary),
+            "none" => Ok(ReplicaFallback::None),
+            _ => Err(format!(
+                "expected primary or none, got \"{}\"",
+                super::ini::shown(value)
+            )),
+        }
+    }
+}
+
 /// One Patroni REST API address: `http://host:port`. `host` may be a DNS name that resolves to
 /// several members (each address is tried).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

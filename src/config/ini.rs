@@ -41,19 +41,22 @@ pub fn parse_ini_str(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
     parser.finish()
 }
 
-/// Applies one `[pgbouncer]` setting to a loaded config (console `SET`). Refuses unknown,
-/// unimplemented and restart-only keys; on error `cfg` is unchanged.
+/// Applies one `[pgbouncer]` setting to a loaded config (console `SET`). Refuses unknown and
+/// unimplemented keys and bad values; on error `cfg` is unchanged. A restart-only key is
+/// accepted and left unchanged, exactly as PgBouncer's `cf_set` does once the config is loaded
+/// (its console answers `SET key=value` and SHOW CONFIG keeps the old value); the log says so.
 pub(crate) fn set_general(cfg: &mut Config, key: &str, value: &str) -> Result<(), String> {
     let lower = key.to_ascii_lowercase();
     let info = find_key(&lower).ok_or_else(|| format!("unknown setting {key}"))?;
+    if !info.reloadable {
+        tracing::warn!(
+            "SET {}: the setting cannot change while running, keeping the current value",
+            info.name
+        );
+        return Ok(());
+    }
     if !info.implemented {
         return Err(format!("setting {} is not supported", info.name));
-    }
-    if !info.reloadable {
-        return Err(format!(
-            "setting {} cannot be changed while running",
-            info.name
-        ));
     }
     let mut g = cfg.general.clone();
     general::apply(&mut g, info.name, value)?;

@@ -45,9 +45,9 @@ const UNIMPL: bool = false;
 pub static GENERAL_KEYS: &[KeyInfo] = &[
     key("admin_users", "", RELOAD, IMPL),
     key("application_name_add_host", "0", RELOAD, IMPL),
-    key("auth_dbname", "", RELOAD, UNIMPL),
+    key("auth_dbname", "", RELOAD, IMPL),
     key("auth_file", "", RELOAD, IMPL),
-    key("auth_hba_file", "", RELOAD, UNIMPL),
+    key("auth_hba_file", "", RELOAD, IMPL),
     key("auth_ident_file", "", RELOAD, UNIMPL),
     key("auth_ldap_options", "", RELOAD, UNIMPL),
     key(
@@ -55,23 +55,23 @@ pub static GENERAL_KEYS: &[KeyInfo] = &[
         "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END \
          FROM pg_authid WHERE rolname=$1 AND rolcanlogin",
         RELOAD,
-        UNIMPL,
+        IMPL,
     ),
     key("auth_type", "md5", RELOAD, IMPL),
-    key("auth_user", "", RELOAD, UNIMPL),
+    key("auth_user", "", RELOAD, IMPL),
     key("autodb_idle_timeout", "3600", RELOAD, UNIMPL),
-    key("cancel_wait_timeout", "10", RELOAD, UNIMPL),
+    key("cancel_wait_timeout", "10", RELOAD, IMPL),
     key("client_idle_timeout", "0", RELOAD, IMPL),
     key("client_login_timeout", "60", RELOAD, IMPL),
     key("client_tls13_ciphers", "", RELOAD, UNIMPL),
-    key("client_tls_ca_file", "", RELOAD, UNIMPL),
-    key("client_tls_cert_file", "", RELOAD, UNIMPL),
-    key("client_tls_ciphers", "default", RELOAD, UNIMPL),
+    key("client_tls_ca_file", "", RELOAD, IMPL),
+    key("client_tls_cert_file", "", RELOAD, IMPL),
+    key("client_tls_ciphers", "default", RELOAD, IMPL),
     key("client_tls_dheparams", "auto", RELOAD, UNIMPL),
     key("client_tls_ecdhcurve", "auto", RELOAD, UNIMPL),
-    key("client_tls_key_file", "", RELOAD, UNIMPL),
-    key("client_tls_protocols", "secure", RELOAD, UNIMPL),
-    key("client_tls_sslmode", "disable", RELOAD, UNIMPL),
+    key("client_tls_key_file", "", RELOAD, IMPL),
+    key("client_tls_protocols", "secure", RELOAD, IMPL),
+    key("client_tls_sslmode", "disable", RELOAD, IMPL),
     key("conffile", "", RELOAD, UNIMPL),
     key("default_pool_size", "20", RELOAD, IMPL),
     key("disable_pqexec", "0", NO_RELOAD, UNIMPL),
@@ -96,13 +96,13 @@ pub static GENERAL_KEYS: &[KeyInfo] = &[
     key("logfile", "", RELOAD, IMPL),
     key("login_notify_message", "", RELOAD, UNIMPL),
     key("max_client_conn", "100", RELOAD, IMPL),
-    key("max_db_client_connections", "0", RELOAD, UNIMPL),
+    key("max_db_client_connections", "0", RELOAD, IMPL),
     key("max_db_connections", "0", RELOAD, IMPL),
     key("max_packet_size", "2147483647", RELOAD, IMPL),
     key("max_prepared_statements", "200", RELOAD, IMPL),
     // Ours (Patroni): replica lag in bytes above which a replica takes no reads; 0 = no limit.
     key("max_replica_lag", "1048576", RELOAD, IMPL),
-    key("max_user_client_connections", "0", RELOAD, UNIMPL),
+    key("max_user_client_connections", "0", RELOAD, IMPL),
     key("max_user_connections", "0", RELOAD, IMPL),
     key("min_pool_size", "0", RELOAD, IMPL),
     // Ours (Patroni): the `GET /cluster` poll interval and the bound on one request.
@@ -114,8 +114,10 @@ pub static GENERAL_KEYS: &[KeyInfo] = &[
     key("pool_idle_timeout", "0", RELOAD, UNIMPL),
     key("pool_mode", "session", RELOAD, IMPL),
     key("query_timeout", "0", RELOAD, IMPL),
-    key("query_wait_notify", "5", RELOAD, UNIMPL),
+    key("query_wait_notify", "5", RELOAD, IMPL),
     key("query_wait_timeout", "120", RELOAD, IMPL),
+    // Ours (Patroni): where a role=replica database goes when no replica is usable.
+    key("replica_fallback", "primary", RELOAD, IMPL),
     key("reserve_pool_size", "0", RELOAD, IMPL),
     key("reserve_pool_timeout", "5", RELOAD, IMPL),
     key("resolv_conf", "", NO_RELOAD, UNIMPL),
@@ -124,7 +126,7 @@ pub static GENERAL_KEYS: &[KeyInfo] = &[
     key("server_check_delay", "30", RELOAD, IMPL),
     key("server_check_query", "<empty>", RELOAD, IMPL),
     key("server_connect_timeout", "15", RELOAD, IMPL),
-    key("server_fast_close", "0", RELOAD, UNIMPL),
+    key("server_fast_close", "0", RELOAD, IMPL),
     key("server_idle_timeout", "600", RELOAD, IMPL),
     key("server_lifetime", "3600", RELOAD, IMPL),
     key("server_login_retry", "15", RELOAD, IMPL),
@@ -132,46 +134,46 @@ pub static GENERAL_KEYS: &[KeyInfo] = &[
     key("server_reset_query_always", "0", RELOAD, IMPL),
     key("server_round_robin", "0", RELOAD, IMPL),
     key("server_tls13_ciphers", "", RELOAD, UNIMPL),
-    key("server_tls_ca_file", "", RELOAD, UNIMPL),
-    key("server_tls_cert_file", "", RELOAD, UNIMPL),
-    key("server_tls_ciphers", "default", RELOAD, UNIMPL),
-    key("server_tls_key_file", "", RELOAD, UNIMPL),
-    key("server_tls_protocols", "secure", RELOAD, UNIMPL),
-    key("server_tls_sslmode", "prefer", RELOAD, UNIMPL),
+    key("server_tls_ca_file", "", RELOAD, IMPL),
+    key("server_tls_cert_file", "", RELOAD, IMPL),
+    key("server_tls_ciphers", "default", RELOAD, IMPL),
+    key("server_tls_key_file", "", RELOAD, IMPL),
+    key("server_tls_protocols", "secure", RELOAD, IMPL),
+    key("server_tls_sslmode", "prefer", RELOAD, IMPL),
     // Windows-only alias of job_name in PgBouncer; accepted so such files still load.
     key("service_name", "", NO_RELOAD, UNIMPL),
     // Ours: how long SIGTERM waits for clients to finish their transaction.
     key("shutdown_timeout", "30", RELOAD, IMPL),
-    key("so_reuseport", "0", NO_RELOAD, UNIMPL),
+    key("so_reuseport", "0", NO_RELOAD, IMPL),
     key("stats_period", "60", RELOAD, IMPL),
     key("stats_users", "", RELOAD, IMPL),
     // Zalando's PgBouncer fork; accepted so the operator's generated pgbouncer.ini loads.
     key("stats_users_prefix", "", RELOAD, UNIMPL),
-    key("suspend_timeout", "10", RELOAD, UNIMPL),
-    key("syslog", "0", RELOAD, UNIMPL),
-    key("syslog_facility", "daemon", RELOAD, UNIMPL),
-    key("syslog_ident", "pgbouncer", RELOAD, UNIMPL),
-    key("tcp_defer_accept", "1", RELOAD, UNIMPL),
+    key("suspend_timeout", "10", RELOAD, IMPL),
+    key("syslog", "0", RELOAD, IMPL),
+    key("syslog_facility", "daemon", RELOAD, IMPL),
+    key("syslog_ident", "pgbouncer", RELOAD, IMPL),
+    key("tcp_defer_accept", "1", RELOAD, IMPL),
     key("tcp_keepalive", "1", RELOAD, IMPL),
     key("tcp_keepcnt", "0", RELOAD, IMPL),
     key("tcp_keepidle", "0", RELOAD, IMPL),
     key("tcp_keepintvl", "0", RELOAD, IMPL),
-    key("tcp_socket_buffer", "0", RELOAD, UNIMPL),
+    key("tcp_socket_buffer", "0", RELOAD, IMPL),
     key("tcp_user_timeout", "0", RELOAD, IMPL),
     key("track_extra_parameters", "IntervalStyle", NO_RELOAD, IMPL),
-    key("transaction_timeout", "0", RELOAD, UNIMPL),
+    key("transaction_timeout", "0", RELOAD, IMPL),
     key("unix_socket_dir", "/tmp", NO_RELOAD, IMPL),
-    key("unix_socket_group", "", NO_RELOAD, UNIMPL),
+    key("unix_socket_group", "", NO_RELOAD, IMPL),
     key("unix_socket_mode", "0777", NO_RELOAD, IMPL),
     key("user", "", NO_RELOAD, IMPL),
     // PgBouncer's table has no default (NULL); the effective value is 0.
     key("verbose", "0", RELOAD, IMPL),
 ];
 
-/// Keys that are parsed and validated (and shown by SHOW CONFIG) but that nothing uses until the
-/// pools follow Patroni (replica routing, the failover hold). Setting one is reported like an
-/// unimplemented key, so it is never silently without effect.
-pub static NO_EFFECT_YET: &[&str] = &["failover_hold_timeout", "max_replica_lag"];
+/// Keys that are parsed and validated (and shown by SHOW CONFIG) but that nothing uses yet.
+/// Setting one is reported like an unimplemented key, so it is never silently without effect.
+/// Empty since the pools follow Patroni (replica routing, the failover hold).
+pub static NO_EFFECT_YET: &[&str] = &[];
 
 /// The table row for `name` (exact, lower-case match), if PgBouncer knows the key.
 pub fn find_key(name: &str) -> Option<&'static KeyInfo> {

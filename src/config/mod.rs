@@ -9,6 +9,7 @@ mod cluster;
 mod ini;
 mod keys;
 pub mod operator;
+mod security;
 mod userlist;
 
 #[cfg(test)]
@@ -18,9 +19,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use cluster::{ClusterConfig, PatroniUrl, Role};
+pub use cluster::{ClusterConfig, PatroniUrl, ReplicaFallback, Role};
 pub use ini::parse_ini_str;
 pub use keys::{KeyInfo, GENERAL_KEYS};
+pub use security::{Security, SslMode, TlsSettings, DEFAULT_AUTH_QUERY};
 pub use userlist::{parse_userlist, Secret, UserList};
 
 /// A configuration problem, with enough context to fix it.
@@ -77,6 +79,13 @@ pub enum AuthType {
     Md5,
     /// SCRAM-SHA-256.
     ScramSha256,
+    /// Unix-socket clients whose OS user (peer credentials) has the name they log in with; the
+    /// user must be known (auth_file). TCP clients are refused.
+    Peer,
+    /// TLS client certificate; the user name must be the certificate's CN.
+    Cert,
+    /// Method chosen per connection by the auth_hba_file.
+    Hba,
 }
 
 impl AuthType {
@@ -88,6 +97,29 @@ impl AuthType {
             AuthType::Plain => "plain",
             AuthType::Md5 => "md5",
             AuthType::ScramSha256 => "scram-sha-256",
+            AuthType::Cert => "cert",
+            AuthType::Hba => "hba",
+            AuthType::Peer => "peer",
+        }
+    }
+}
+
+/// `load_balance_hosts` of a database with a host list (PgBouncer 1.24).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LoadBalanceHosts {
+    /// Each new client goes to the next host in turn.
+    #[default]
+    RoundRobin,
+    /// The first host that works, until it fails.
+    Disable,
+}
+
+impl LoadBalanceHosts {
+    /// The ini spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoadBalanceHosts::RoundRobin => "round-robin",
+            LoadBalanceHosts::Disable => "disable",
         }
     }
 }
@@ -110,6 +142,11 @@ pub struct DatabaseConfig {
     pub host: Option<ServerHost>,
     /// `port=` (5432).
     pub port: u16,
+    /// `host=a,b,...` with `port=p` or `port=p1,p2,...`: every (host, port), in order. Empty for
+    /// a single host (then `host`/`port` say where); `host`/`port` hold the first entry.
+    pub hosts: Vec<(ServerHost, u16)>,
+    /// `load_balance_hosts=` (only meaningful with a host list).
+    pub load_balance_hosts: LoadBalanceHosts,
     /// `dbname=`; `None` = the client's database name.
     pub dbname: Option<String>,
     /// `user=`: forced server user (single pool for the database).
@@ -128,6 +165,10 @@ pub struct DatabaseConfig {
     pub max_db_connections: Option<u32>,
     /// `server_lifetime=`.
     pub server_lifetime: Option<Duration>,
+    /// `max_db_client_connections=`; `None` = global.
+    pub max_db_client_connections: Option<u32>,
+    /// `query_wait_timeout=`; `None` (or -1) = the user's or the global value.
+    pub query_wait_timeout: Option<Duration>,
     /// `connect_query=`: run once after each server login.
     pub connect_query: Option<String>,
     /// `client_encoding=` sent in the server startup packet.
@@ -138,6 +179,12 @@ pub struct DatabaseConfig {
     pub timezone: Option<String>,
     /// `application_name=` sent in the server startup packet.
     pub application_name: Option<String>,
+    /// `auth_user=`: who runs auth_query for this database (overrides the global one).
+    pub auth_user: Option<String>,
+    /// `auth_query=`: this database's own auth_query.
+    pub auth_query: Option<String>,
+    /// `auth_dbname=`: where this database's auth_query runs.
+    pub auth_dbname: Option<String>,
     /// `cluster=`: the `[clusters]` entry whose Patroni members serve this database (then
     /// `host`/`port` are unset: servers come from the topology).
     pub cluster: Option<String>,
@@ -146,12 +193,19 @@ pub struct DatabaseConfig {
 }
 
 impl DatabaseConfig {
+    /// Every (host, port) of a host list; `None` for a single host.
+    pub fn host_list(&self) -> Option<&[(ServerHost, u16)]> {
+        (self.hosts.len() > 1).then_some(self.hosts.as_slice())
+    }
+
     /// An entry with only a name and PgBouncer's defaults.
     pub fn new(name: &str) -> Self {
         DatabaseConfig {
             name: name.to_string(),
             host: None,
             port: 5432,
+            hosts: Vec::new(),
+            load_balance_hosts: LoadBalanceHosts::RoundRobin,
             dbname: None,
             user: None,
             password: None,
@@ -161,11 +215,16 @@ impl DatabaseConfig {
             pool_mode: None,
             max_db_connections: None,
             server_lifetime: None,
+            max_db_client_connections: None,
+            query_wait_timeout: None,
             connect_query: None,
             client_encoding: None,
             datestyle: None,
             timezone: None,
             application_name: None,
+            auth_user: None,
+            auth_query: None,
+            auth_dbname: None,
             cluster: None,
             role: None,
         }
@@ -191,6 +250,12 @@ pub struct UserConfig {
     pub idle_transaction_timeout: Option<Duration>,
     /// `client_idle_timeout=`.
     pub client_idle_timeout: Option<Duration>,
+    /// `max_user_client_connections=`; `None` = global.
+    pub max_user_client_connections: Option<u32>,
+    /// `transaction_timeout=`.
+    pub transaction_timeout: Option<Duration>,
+    /// `query_wait_timeout=`; `None` (or -1) = the database's or the global value.
+    pub query_wait_timeout: Option<Duration>,
 }
 
 /// The `[pgbouncer]` section. A zero `Duration` means "disabled" where PgBouncer uses 0 that way.
@@ -228,6 +293,32 @@ pub struct General {
     pub query_wait_timeout: Duration,
     pub client_idle_timeout: Duration,
     pub idle_transaction_timeout: Duration,
+    /// `transaction_timeout`: longest a transaction may stay open (0 = off).
+    pub transaction_timeout: Duration,
+    /// `query_wait_notify`: a queued client gets a NOTICE after waiting this long (0 = never).
+    pub query_wait_notify: Duration,
+    /// `server_fast_close`: in session mode, close a server marked close_needed at the end of
+    /// the transaction instead of at the end of the session.
+    pub server_fast_close: bool,
+    /// `max_db_client_connections` / `max_user_client_connections`: client caps (0 = none).
+    pub max_db_client_connections: u32,
+    pub max_user_client_connections: u32,
+    /// `cancel_wait_timeout`: how long a forwarded cancel may wait for a slot (0 = no bound).
+    pub cancel_wait_timeout: Duration,
+    /// `suspend_timeout`: how long SUSPEND waits for clients to reach a transaction boundary.
+    pub suspend_timeout: Duration,
+    /// `so_reuseport`: bind the TCP listeners with SO_REUSEPORT (several processes, one port).
+    pub so_reuseport: bool,
+    /// `tcp_defer_accept`: TCP_DEFER_ACCEPT seconds on the listeners (0 = off).
+    pub tcp_defer_accept: u32,
+    /// `tcp_socket_buffer`: SO_SNDBUF/SO_RCVBUF in bytes for every TCP socket (0 = OS default).
+    pub tcp_socket_buffer: u32,
+    /// `unix_socket_group`: group that owns the Unix socket (`None` = unchanged).
+    pub unix_socket_group: Option<String>,
+    /// `syslog`, `syslog_ident`, `syslog_facility`: also log to syslog(3).
+    pub syslog: bool,
+    pub syslog_ident: String,
+    pub syslog_facility: String,
     pub max_packet_size: u32,
     /// Protocol-level named statements tracked per server in transaction/statement mode; 0 = off.
     pub max_prepared_statements: u32,
@@ -258,6 +349,8 @@ pub struct General {
     pub http_listen_port: Option<u16>,
     /// `peer_id`: this process's id inside its cancel keys (0 = peering off; at most 16383).
     pub peer_id: u16,
+    /// TLS on both sides, auth_query and HBA (config/security.rs).
+    pub security: Security,
     /// `patroni_poll_interval` (ours): how often each cluster's `GET /cluster` runs (plus jitter).
     pub patroni_poll_interval: Duration,
     /// `patroni_timeout` (ours): bound on one Patroni request (connect, answer and body).
@@ -267,6 +360,8 @@ pub struct General {
     pub max_replica_lag: u64,
     /// `failover_hold_timeout` (ours): how long transactions wait for a new confirmed leader.
     pub failover_hold_timeout: Duration,
+    /// `replica_fallback` (ours): where a `role=replica` database goes when no replica is usable.
+    pub replica_fallback: ReplicaFallback,
 }
 
 impl Default for General {
@@ -303,6 +398,21 @@ impl Default for General {
             query_wait_timeout: Duration::from_secs(120),
             client_idle_timeout: Duration::ZERO,
             idle_transaction_timeout: Duration::ZERO,
+            transaction_timeout: Duration::ZERO,
+            query_wait_notify: Duration::from_secs(5),
+            server_fast_close: false,
+            max_db_client_connections: 0,
+            max_user_client_connections: 0,
+            cancel_wait_timeout: Duration::from_secs(10),
+            suspend_timeout: Duration::from_secs(10),
+            so_reuseport: false,
+            // PgBouncer's default on Linux.
+            tcp_defer_accept: 1,
+            tcp_socket_buffer: 0,
+            unix_socket_group: None,
+            syslog: false,
+            syslog_ident: "pgbouncer".to_string(),
+            syslog_facility: "daemon".to_string(),
             max_packet_size: 2147483647,
             max_prepared_statements: 200,
             listen_backlog: 128,
@@ -327,10 +437,12 @@ impl Default for General {
             http_listen_addr: None,
             http_listen_port: None,
             peer_id: 0,
+            security: Security::default(),
             patroni_poll_interval: Duration::from_secs(1),
             patroni_timeout: Duration::from_secs(2),
             max_replica_lag: 1024 * 1024,
             failover_hold_timeout: Duration::from_secs(30),
+            replica_fallback: ReplicaFallback::Primary,
         }
     }
 }
@@ -358,6 +470,8 @@ pub struct Config {
     pub raw_general: Vec<(String, String)>,
     /// `[peers]`, by peer id (an entry for our own `peer_id` is kept here and ignored by users).
     pub peers: std::collections::BTreeMap<u16, PeerConfig>,
+    /// The parsed `auth_hba_file` (read when auth_type is hba).
+    pub hba: Option<crate::auth::hba::Hba>,
 }
 
 /// One `[peers]` entry: another pooler process that cancel requests carrying its id go to.
@@ -396,6 +510,14 @@ impl Config {
             })?;
             cfg.userlist = parse_userlist(&text, &auth_file)?;
         }
+        cfg.load_hba().map_err(|message| {
+            ConfigErrors(vec![ConfigIssue {
+                file: path.display().to_string(),
+                line: 0,
+                key: "auth_hba_file".into(),
+                message,
+            }])
+        })?;
         Ok(cfg)
     }
 
@@ -442,7 +564,49 @@ impl Config {
     /// known, implemented and reloadable, and the value valid. `raw_general` follows, so
     /// SHOW CONFIG shows the new value. The error says what was wrong (for the log).
     pub fn set_general(&mut self, key: &str, value: &str) -> Result<(), String> {
-        ini::set_general(self, key, value)
+        let mut next = self.clone();
+        ini::set_general(&mut next, key, value)?;
+        if matches!(
+            key.to_ascii_lowercase().as_str(),
+            "auth_type" | "auth_hba_file"
+        ) {
+            next.load_hba()?;
+        }
+        *self = next;
+        Ok(())
+    }
+
+    /// Reads `auth_hba_file` when auth_type is hba (an error names what is wrong), else clears it.
+    fn load_hba(&mut self) -> Result<(), String> {
+        if self.general.auth_type != AuthType::Hba {
+            self.hba = None;
+            return Ok(());
+        }
+        let file = self
+            .general
+            .security
+            .auth_hba_file
+            .clone()
+            .ok_or_else(|| "auth_type hba needs auth_hba_file".to_string())?;
+        self.hba = Some(crate::auth::hba::Hba::load(&file)?);
+        Ok(())
+    }
+
+    /// Client cap of a database: its own `max_db_client_connections`, else the global one
+    /// (0 = none).
+    pub fn max_db_client_connections(&self, db: &DatabaseConfig) -> u32 {
+        db.max_db_client_connections
+            .filter(|&n| n > 0)
+            .unwrap_or(self.general.max_db_client_connections)
+    }
+
+    /// Client cap of a user: its `[users]` value, else the global one (0 = none).
+    pub fn max_user_client_connections(&self, user: &str) -> u32 {
+        self.users
+            .get(user)
+            .and_then(|u| u.max_user_client_connections)
+            .filter(|&n| n > 0)
+            .unwrap_or(self.general.max_user_client_connections)
     }
 
     /// Reserve pool size for (db, user).

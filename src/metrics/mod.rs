@@ -115,3 +115,15 @@ pub const PATRONI_MEMBER_RUNNING: &str = "ollyscale_pooler_patroni_member_runnin
 pub const PATRONI_MEMBER_LAG: &str = "ollyscale_pooler_patroni_member_lag_bytes";
 /// The member's timeline (absent when unknown).
 pub const PATRONI_MEMBER_TIMELINE: &str = "ollyscale_pooler_patroni_member_timeline";
+/// 1 while a failover hold is in progress (no confirmed leader), label `cluster`.
+pub const PATRONI_HOLD: &str = "ollyscale_pooler_patroni_hold";
+/// Clients waiting for a member serving their role, label `cluster`.
+pub const PATRONI_HELD_CLIENTS: &str = "ollyscale_pooler_patroni_held_clients";
+/// Failover holds since start, label `cluster`.
+pub const PATRONI_HOLDS: &str = "ollyscale_pooler_patroni_holds_total";
+/// Duration of the last finished hold in seconds, label `cluster` (absent before the first).
+pub const PATRONI_LAST_HOLD: &str = "ollyscale_pooler_patroni_last_hold_seconds";
+/// 1 for the member the pooler confirmed as leader, labels `cluster`, `member`, `role`.
+pub const PATRONI_MEMBER_CONFIRMED: &str = "ollyscale_pooler_patroni_member_confirmed_leader";
+/// 1 while the member is banned (its connections failed), labels `cluster`, `member`, `role`.
+pub const PATRONI_MEMBER_BANNED: &str = "ollyscale_pooler_patroni_member_banned";

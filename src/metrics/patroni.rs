@@ -11,6 +11,7 @@ use crate::context::Context;
 use crate::stats::clusters;
 
 pub(super) fn record(ctx: &Context) {
+    let mut confirmed = Vec::new();
     for c in clusters::clusters(ctx) {
         let l = [label("cluster", c.name.clone())];
         let up = c.last_success.is_some() && c.consecutive_errors == 0;
@@ -35,13 +36,29 @@ pub(super) fn record(ctx: &Context) {
                 .as_secs_f64();
             gauge(PATRONI_LAST_SUCCESS, &l, secs);
         }
+        gauge(PATRONI_HOLD, &l, f64::from(u8::from(c.hold)));
+        gauge(PATRONI_HELD_CLIENTS, &l, f64::from(c.held_clients));
+        counter(PATRONI_HOLDS, &l, c.holds);
+        if let Some(ms) = c.last_hold_ms {
+            gauge(PATRONI_LAST_HOLD, &l, ms as f64 / 1000.0);
+        }
+        confirmed.push((c.name, c.confirmed_leader));
     }
     for m in clusters::members(ctx) {
+        let leader = confirmed
+            .iter()
+            .any(|(c, l)| *c == m.cluster && l.as_deref() == Some(m.name.as_str()));
         let l = [
             label("cluster", m.cluster),
             label("member", m.name),
             label("role", m.role),
         ];
+        gauge(PATRONI_MEMBER_CONFIRMED, &l, f64::from(u8::from(leader)));
+        gauge(
+            PATRONI_MEMBER_BANNED,
+            &l,
+            f64::from(u8::from(m.banned_for.is_some())),
+        );
         gauge(PATRONI_MEMBER_INFO, &l, 1.0);
         gauge(PATRONI_MEMBER_RUNNING, &l, f64::from(u8::from(m.running)));
         if let Some(lag) = m.lag {
@@ -86,4 +103,25 @@ pub(super) fn describe() {
         "Replication lag in bytes as Patroni reports it (absent on the leader or when unknown)"
     );
     describe_gauge!(PATRONI_MEMBER_TIMELINE, "The member's PostgreSQL timeline");
+    describe_gauge!(
+        PATRONI_HOLD,
+        "1 while a failover hold is in progress (no confirmed leader)"
+    );
+    describe_gauge!(
+        PATRONI_HELD_CLIENTS,
+        "Clients waiting for a member serving their role"
+    );
+    describe_counter!(PATRONI_HOLDS, "Failover holds since start");
+    describe_gauge!(
+        PATRONI_LAST_HOLD,
+        "Duration of the last finished failover hold, in seconds"
+    );
+    describe_gauge!(
+        PATRONI_MEMBER_CONFIRMED,
+        "1 for the member the pooler confirmed as leader (pg_is_in_recovery() false)"
+    );
+    describe_gauge!(
+        PATRONI_MEMBER_BANNED,
+        "1 while the member is banned because its connections failed"
+    );
 }

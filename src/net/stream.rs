@@ -1,15 +1,19 @@
-//! `Stream`: one byte stream to a client or a server, over TCP or a Unix socket.
+//! `Stream`: one byte stream to a client or a server, over TCP, TLS over TCP, or a Unix socket.
 //!
-//! An enum rather than a boxed trait object so the hot path dispatches with a match and idle
-//! clients pay no extra allocation. TLS will become one more variant; callers already use only
-//! `readable()` + the AsyncRead/AsyncWrite impls, which a TLS variant can provide.
+//! An enum rather than a boxed trait object so the plaintext hot path dispatches with a match and
+//! idle clients pay no extra allocation; only the TLS variant is boxed (rustls state is large).
+//! TLS changes two things callers must respect: readiness also counts plaintext rustls already
+//! decrypted (the socket may be quiet while a whole request waits in rustls), and writes may
+//! stay buffered in rustls until `poll_flush`, so whoever stops writing to wait for an answer
+//! flushes first (`send` does both).
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
+use tokio_rustls::TlsStream;
 
 /// A connected byte stream.
 #[derive(Debug)]
@@ -18,6 +22,8 @@ pub enum Stream {
     Tcp(TcpStream),
     /// Unix domain socket.
     Unix(UnixStream),
+    /// TLS over TCP, either side (boxed: a rustls connection is tens of KiB of state).
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 /// Where the peer of a stream is, for logs and SHOW CLIENTS.
@@ -59,17 +65,60 @@ impl std::fmt::Display for PeerAddr {
 impl Stream {
     /// Waits until a read would not block, without reading: lets an idle client own no buffer.
     pub async fn readable(&self) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.readable().await,
-            Stream::Unix(s) => s.readable().await,
-        }
+        std::future::poll_fn(|cx| self.poll_read_ready(cx)).await
     }
 
     /// Polls for read readiness without reading (the socket's registration keeps the waker).
+    /// For TLS, plaintext rustls holds already counts as ready.
     pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
             Stream::Tcp(s) => s.poll_read_ready(cx),
             Stream::Unix(s) => s.poll_read_ready(cx),
+            Stream::Tls(t) => {
+                let (tcp, conn) = t.get_ref();
+                // rustls stops wanting socket bytes while it holds unread plaintext (or after
+                // close_notify): either way a read would not block.
+                if !conn.wants_read() {
+                    return Poll::Ready(Ok(()));
+                }
+                tcp.poll_read_ready(cx)
+            }
+        }
+    }
+
+    /// Writes all of `buf` and flushes: for the login and the pooler's own messages, after
+    /// which we wait for the peer (TLS would otherwise keep the tail in rustls).
+    pub async fn send(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.write_all(buf).await?;
+        if let Stream::Tls(_) = self {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// True for the TLS variant.
+    pub fn is_tls(&self) -> bool {
+        matches!(self, Stream::Tls(_))
+    }
+
+    /// PgBouncer's `tls` column text for this stream (empty when plain).
+    pub fn tls_description(&self) -> String {
+        match self {
+            Stream::Tls(t) => super::tls::describe(t.get_ref().1),
+            _ => String::new(),
+        }
+    }
+
+    /// The client certificate the peer presented, if any (DER of the end entity).
+    pub fn peer_certificate(&self) -> Option<&[u8]> {
+        match self {
+            Stream::Tls(t) => t
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.as_ref()),
+            _ => None,
         }
     }
 
@@ -82,6 +131,12 @@ impl Stream {
         let ready = match self {
             Stream::Tcp(s) => s.poll_read_ready(&mut cx),
             Stream::Unix(s) => s.poll_read_ready(&mut cx),
+            Stream::Tls(t) => {
+                if !t.get_ref().1.wants_read() {
+                    return true;
+                }
+                t.get_ref().0.poll_read_ready(&mut cx)
+            }
         };
         if !matches!(ready, Poll::Ready(_)) {
             return false;
@@ -89,9 +144,11 @@ impl Stream {
         // Readiness can be stale: confirm with a non-blocking read. Consuming a byte is fine,
         // because a server that sent anything while idle is closed anyway.
         let mut b = [0u8; 1];
+        // For TLS this eats a record byte; the connection is closed anyway if anything came.
         let r = match self {
             Stream::Tcp(s) => s.try_read(&mut b),
             Stream::Unix(s) => s.try_read(&mut b),
+            Stream::Tls(t) => t.get_ref().0.try_read(&mut b),
         };
         !matches!(r, Err(ref e) if e.kind() == io::ErrorKind::WouldBlock)
     }
@@ -106,6 +163,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
         }
     }
 }
@@ -119,6 +177,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
         }
     }
 
@@ -126,6 +185,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
             Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
         }
     }
 
@@ -133,6 +193,96 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+
+    use super::*;
+
+    /// A TLS pair over loopback TCP with a throwaway self-signed certificate.
+    async fn tls_pair() -> (Stream, tokio_rustls::client::TlsStream<TcpStream>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server_cfg = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone()],
+                rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert.der().clone()).unwrap();
+        let client_cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (c, s) = tokio::join!(TcpStream::connect(addr), l.accept());
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let (c, s) = tokio::join!(
+            tokio_rustls::TlsConnector::from(Arc::new(client_cfg)).connect(name, c.unwrap()),
+            tokio_rustls::TlsAcceptor::from(Arc::new(server_cfg)).accept(s.unwrap().0)
+        );
+        (
+            Stream::Tls(Box::new(TlsStream::Server(s.unwrap()))),
+            c.unwrap(),
+        )
+    }
+
+    /// Plaintext rustls already decrypted counts as readable even when the socket itself has
+    /// nothing more (an idle wait on the socket alone would sleep on a request it holds).
+    #[tokio::test]
+    async fn buffered_plaintext_is_readable() {
+        let (mut server, mut client) = tls_pair().await;
+        client.write_all(b"first-second").await.unwrap();
+        client.flush().await.unwrap();
+        let mut five = [0u8; 5];
+        server.read_exact(&mut five).await.unwrap();
+        assert_eq!(&five, b"first");
+        // Drain the socket's readiness: the rest sits in rustls, not in the kernel.
+        if let Stream::Tls(t) = &server {
+            let mut b = [0u8; 16];
+            assert_eq!(
+                t.get_ref().0.try_read(&mut b).unwrap_err().kind(),
+                io::ErrorKind::WouldBlock
+            );
+        }
+        let ready = std::future::poll_fn(|cx| Poll::Ready(server.poll_read_ready(cx))).await;
+        assert!(matches!(ready, Poll::Ready(Ok(()))));
+        let mut rest = [0u8; 7];
+        server.read_exact(&mut rest).await.unwrap();
+        assert_eq!(&rest, b"-second");
+        assert!(server.is_tls());
+        assert!(server.tls_description().starts_with("TLSv1.3/TLS_"));
+    }
+
+    /// `send` leaves nothing in rustls: the peer gets every byte without further writes.
+    #[tokio::test]
+    async fn send_flushes_tls() {
+        let (mut server, mut client) = tls_pair().await;
+        let big = vec![7u8; 300_000];
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0u8; 300_000];
+            client.read_exact(&mut got).await.unwrap();
+            got
+        });
+        server.send(&big).await.unwrap();
+        assert_eq!(reader.await.unwrap(), big);
     }
 }

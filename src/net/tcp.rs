@@ -21,6 +21,8 @@ pub struct TcpOptions {
     pub keepintvl: u32,
     /// TCP_USER_TIMEOUT in milliseconds; 0 = OS default.
     pub user_timeout_ms: u32,
+    /// `tcp_socket_buffer`: SO_SNDBUF and SO_RCVBUF in bytes; 0 = OS default.
+    pub socket_buffer: u32,
 }
 
 impl TcpOptions {
@@ -32,6 +34,7 @@ impl TcpOptions {
             keepidle: g.tcp_keepidle,
             keepintvl: g.tcp_keepintvl,
             user_timeout_ms: g.tcp_user_timeout,
+            socket_buffer: g.tcp_socket_buffer,
         }
     }
 
@@ -61,6 +64,15 @@ impl TcpOptions {
                 tracing::warn!("cannot set TCP keepalive options: {e}");
             }
         }
+        if self.socket_buffer > 0 {
+            let size = self.socket_buffer as usize;
+            if let Err(e) = sock
+                .set_send_buffer_size(size)
+                .and_then(|()| sock.set_recv_buffer_size(size))
+            {
+                tracing::warn!("cannot set tcp_socket_buffer: {e}");
+            }
+        }
         if self.user_timeout_ms > 0 {
             let t = Duration::from_millis(self.user_timeout_ms.into());
             if let Err(e) = sock.set_tcp_user_timeout(Some(t)) {
@@ -86,6 +98,7 @@ mod tests {
             keepidle: 42,
             keepintvl: 7,
             user_timeout_ms: 1500,
+            socket_buffer: 32768,
         };
         opts.apply(&c);
         let sock = SockRef::from(&c);
@@ -98,5 +111,8 @@ mod tests {
             Some(Duration::from_millis(1500))
         );
         assert!(c.nodelay().unwrap());
+        // Linux doubles the value it is given, for its bookkeeping.
+        assert!(sock.send_buffer_size().unwrap() >= 32768);
+        assert!(sock.recv_buffer_size().unwrap() >= 32768);
     }
 }

@@ -2,23 +2,27 @@
 //! host — created on first use, reconfigured on reload, paused through the [`PauseBook`], and
 //! kept tidy by a janitor task. Never sees a client.
 
+pub mod cluster;
 pub mod connector;
+mod hosts;
 pub mod pause;
 #[allow(clippy::module_inception)]
 mod pool;
 pub mod set;
+mod signal;
 pub mod stats;
 #[cfg(test)]
 mod tests;
 
 pub use connector::{Connector, PgConnector};
 pub use pause::{PauseBook, PauseReasons};
-pub use pool::{Lease, Pool, PoolLinks, PoolSnapshot, Welcome};
+pub use pool::{Lease, Pool, PoolLinks, PoolSnapshot, ReplicationSlot, Welcome};
 pub use set::{Member, PoolSet, Role, Route, Serves};
+pub use signal::{PoolObserver, Signal};
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU32;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use dashmap::DashMap;
@@ -26,7 +30,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, DatabaseConfig, PoolMode, Secret, ServerHost};
+use crate::discovery::Clusters;
 use crate::server::{ServerCredential, ServerTarget, Servers};
+use cluster::ClusterRouter;
 
 /// Identifies a pool: the database name clients use and the user the server sees.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -65,6 +71,12 @@ pub struct PoolSettings {
     pub query_timeout: Duration,
     pub idle_transaction_timeout: Duration,
     pub client_idle_timeout: Duration,
+    /// transaction_timeout (user over global): longest a transaction may stay open.
+    pub transaction_timeout: Duration,
+    /// query_wait_notify: when a queued client is told it waits (0 = never).
+    pub query_wait_notify: Duration,
+    /// server_fast_close: session mode closes a close_needed server at transaction end.
+    pub server_fast_close: bool,
     pub max_packet_size: u32,
     /// Named prepared statements are tracked (transaction/statement mode, limit > 0): the most
     /// a server may hold before it is closed at release.
@@ -74,6 +86,9 @@ pub struct PoolSettings {
     /// The database forces its server user (`user=`): min_pool_size is kept even before any
     /// client came, as PgBouncer does.
     pub forced_user: bool,
+    /// failover_hold_timeout: how long a cluster database's client waits for a member serving
+    /// its role (a confirmed leader) before it gets an error; zero = query_wait_timeout only.
+    pub failover_hold_timeout: Duration,
 }
 
 impl PoolSettings {
@@ -99,7 +114,10 @@ impl PoolSettings {
             server_login_retry: g.server_login_retry,
             server_reset_query: g.server_reset_query.clone(),
             server_reset_query_always: g.server_reset_query_always,
-            query_wait_timeout: g.query_wait_timeout,
+            query_wait_timeout: u
+                .and_then(|u| u.query_wait_timeout)
+                .or(db.query_wait_timeout)
+                .unwrap_or(g.query_wait_timeout),
             query_timeout: u.and_then(|u| u.query_timeout).unwrap_or(g.query_timeout),
             idle_transaction_timeout: u
                 .and_then(|u| u.idle_transaction_timeout)
@@ -107,10 +125,16 @@ impl PoolSettings {
             client_idle_timeout: u
                 .and_then(|u| u.client_idle_timeout)
                 .unwrap_or(g.client_idle_timeout),
+            transaction_timeout: u
+                .and_then(|u| u.transaction_timeout)
+                .unwrap_or(g.transaction_timeout),
+            query_wait_notify: g.query_wait_notify,
+            server_fast_close: g.server_fast_close,
             max_packet_size: g.max_packet_size,
             max_prepared_statements: g.max_prepared_statements,
             log_connections: g.log_connections,
             forced_user: db.user.is_some(),
+            failover_hold_timeout: g.failover_hold_timeout,
         }
     }
 }
@@ -150,6 +174,7 @@ pub fn target_for(cfg: &Config, db: &DatabaseConfig, server_user: &str) -> Serve
         connect_query: db.connect_query.clone(),
         connect_timeout: cfg.general.server_connect_timeout,
         tcp: crate::net::TcpOptions::from_general(&cfg.general),
+        tls: crate::net::ServerTls::build(&cfg.general.security.server_tls),
     }
 }
 
@@ -159,10 +184,17 @@ pub fn credential_for(cfg: &Config, db: &DatabaseConfig, server_user: &str) -> S
         return ServerCredential::Password(p.clone());
     }
     match cfg.userlist.get(server_user) {
-        Some(Secret::Plain(p)) => ServerCredential::Password(p.clone()),
-        Some(Secret::Md5(s)) => ServerCredential::Md5Secret(s.clone()),
-        Some(Secret::Scram(_)) => ServerCredential::ScramSecretOnly,
+        Some(s) => credential_of(s),
         None => ServerCredential::None,
+    }
+}
+
+/// The server credential a stored secret gives (auth_file line or auth_query answer).
+pub fn credential_of(secret: &Secret) -> ServerCredential {
+    match secret {
+        Secret::Plain(p) => ServerCredential::Password(p.clone()),
+        Secret::Md5(s) => ServerCredential::Md5Secret(s.clone()),
+        Secret::Scram(_) => ServerCredential::ScramSecretOnly,
     }
 }
 
@@ -182,6 +214,20 @@ pub struct Pools {
     book: Arc<PauseBook>,
     /// How every pool makes server connections.
     connector: Arc<dyn Connector>,
+    /// The Patroni clusters and the shutdown token their routers stop on (set once at start).
+    clusters: OnceLock<(Arc<Clusters>, CancellationToken)>,
+    /// One router per cluster that has pool sets, by cluster name.
+    routers: DashMap<String, Arc<ClusterRouter>>,
+}
+
+/// The pool's role for a database's `role=`.
+pub fn pool_role(role: crate::config::Role) -> Role {
+    match role {
+        crate::config::Role::Primary => Role::Primary,
+        crate::config::Role::Replica => Role::Replica,
+        crate::config::Role::Sync => Role::Sync,
+        crate::config::Role::Any => Role::Any,
+    }
 }
 
 impl Pools {
@@ -200,6 +246,8 @@ impl Pools {
             servers: Arc::new(Servers::default()),
             book: Arc::new(PauseBook::default()),
             connector,
+            clusters: OnceLock::new(),
+            routers: DashMap::new(),
         }
     }
 
@@ -221,30 +269,115 @@ impl Pools {
         }
         let db_conns = self.db_conns.entry(db.name.clone()).or_default().clone();
         let user_conns = self.user_conns.entry(user.to_string()).or_default().clone();
+        let mut created = false;
         let set = self
             .map
             .entry(key.clone())
             .or_insert_with(|| {
-                PoolSet::fixed(
-                    key,
-                    Arc::new(PoolSettings::resolve(cfg, db, user)),
-                    Arc::new(target_for(cfg, db, user)),
-                    credential_for(cfg, db, user),
-                    PoolLinks {
-                        db_conns,
-                        user_conns,
-                        tasks: self.tasks.clone(),
-                        servers: self.servers.clone(),
-                        connector: self.connector.clone(),
-                    },
-                    self.book.clone(),
-                )
+                let settings = Arc::new(PoolSettings::resolve(cfg, db, user));
+                let target = Arc::new(target_for(cfg, db, user));
+                let credential = credential_for(cfg, db, user);
+                created = true;
+                let links = PoolLinks {
+                    db_conns,
+                    user_conns,
+                    tasks: self.tasks.clone(),
+                    servers: self.servers.clone(),
+                    connector: self.connector.clone(),
+                };
+                if db.cluster.is_some() {
+                    // Members come from the topology only: never the template's host.
+                    PoolSet::new(key, settings, target, credential, links, self.book.clone())
+                } else {
+                    match db.host_list() {
+                        // host=a,b,...: one member per host (see `hosts`).
+                        Some(hosts) => {
+                            let set = PoolSet::host_list(
+                                key,
+                                settings,
+                                target,
+                                credential,
+                                links,
+                                self.book.clone(),
+                            );
+                            set.set_host_list(hosts, db.load_balance_hosts);
+                            set
+                        }
+                        None => PoolSet::fixed(
+                            key,
+                            settings,
+                            target,
+                            credential,
+                            links,
+                            self.book.clone(),
+                        ),
+                    }
+                }
             })
             .clone();
+        if created {
+            if let Some(name) = &db.cluster {
+                match self.router(name, cfg) {
+                    Some(r) => r.add_set(&set, pool_role(db.role.unwrap_or_default())),
+                    None => tracing::warn!(
+                        "database {}: cluster {name} is not known; its clients wait for it",
+                        db.name
+                    ),
+                }
+            }
+        }
         // Again after insertion: a PAUSE that ran between the set's creation and its insertion
         // did not see it.
         set.set_booked(self.book.effective(&db.name));
         set
+    }
+
+    /// Connects the registry to the Patroni clusters (once, at start): the sets of `cluster=`
+    /// databases get their members from the clusters' topologies.
+    pub fn attach_clusters(&self, clusters: Arc<Clusters>, shutdown: CancellationToken) {
+        let _ = self.clusters.set((clusters, shutdown));
+    }
+
+    /// The router of cluster `name`, created (and its loop started) on first use.
+    fn router(&self, name: &str, cfg: &Config) -> Option<Arc<ClusterRouter>> {
+        if let Some(r) = self.routers.get(name) {
+            return Some(r.clone());
+        }
+        let (clusters, shutdown) = self.clusters.get()?;
+        let cluster = clusters.get(name)?;
+        let weak = Arc::downgrade(&cluster);
+        let poke: cluster::Poke = Box::new(move || {
+            if let Some(c) = weak.upgrade() {
+                c.poke();
+            }
+        });
+        let mut fresh = None;
+        let router = self
+            .routers
+            .entry(name.to_string())
+            .or_insert_with(|| {
+                let r = ClusterRouter::new(
+                    name,
+                    cluster.subscribe(),
+                    poke,
+                    self.connector.clone(),
+                    ClusterRouter::knobs_of(cfg),
+                );
+                fresh = Some(r.clone());
+                r
+            })
+            .clone();
+        if let Some(r) = fresh {
+            self.tasks.spawn(r.run(shutdown.clone()));
+        }
+        Some(router)
+    }
+
+    /// Every cluster router, sorted by cluster name.
+    pub fn routers(&self) -> Vec<Arc<ClusterRouter>> {
+        let mut v: Vec<_> = self.routers.iter().map(|e| e.value().clone()).collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
     }
 
     /// Creates the pools of databases with a forced user and a min_pool_size, so the janitor
@@ -311,6 +444,12 @@ impl Pools {
 
     /// Applies a reloaded config to every existing pool.
     pub fn reconfigure(&self, cfg: &Config) {
+        // A removed cluster's router stops with its discovery task; forget it.
+        self.routers
+            .retain(|name, _| cfg.clusters.contains_key(name));
+        for r in self.routers() {
+            r.set_knobs(ClusterRouter::knobs_of(cfg));
+        }
         for set in self.sets() {
             let Some(db) = cfg.database(&set.key.db) else {
                 // Database removed: servers close at release, new logins are refused.
@@ -319,6 +458,16 @@ impl Pools {
                 }
                 continue;
             };
+            if set.is_fixed() == db.host_list().is_some() && db.cluster.is_none() {
+                // Between one host and a host list: the set is rebuilt for new clients; the old
+                // one's servers close as they are released.
+                tracing::info!("{}: host list changed shape, rebuilding its pools", set.key);
+                self.map.remove(&set.key);
+                for pool in set.pools() {
+                    pool.reconnect();
+                }
+                continue;
+            }
             // The client-side user is lost for forced-user pools; it does not matter there.
             let user = set.key.user.clone();
             set.reconfigure(
@@ -326,6 +475,9 @@ impl Pools {
                 Arc::new(target_for(cfg, &db, &user)),
                 credential_for(cfg, &db, &user),
             );
+            if let Some(hosts) = db.host_list() {
+                set.set_host_list(hosts, db.load_balance_hosts);
+            }
         }
     }
 

@@ -15,13 +15,17 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 mod lease;
+mod observe;
+mod replication;
 mod upkeep;
 
 pub use lease::Lease;
 use lease::{Handoff, WaitClock};
+pub use replication::ReplicationSlot;
 
 use super::connector::Connector;
 use super::pause::PauseReasons;
+use super::signal::{PoolObserver, Signal};
 use super::stats::PoolStats;
 use super::{PoolKey, PoolSettings};
 use crate::error::{Error, Result};
@@ -93,6 +97,11 @@ struct State {
     login_failure: Option<(Instant, String)>,
     /// Why checkouts are held; none set means they proceed.
     paused: PauseReasons,
+    /// Told about server failures that suggest a role change (a cluster member's pool).
+    observer: Option<Arc<dyn PoolObserver>>,
+    /// Every new server must answer `pg_is_in_recovery()` = false before use (a cluster
+    /// member serving the primary role that is not re-confirmed).
+    verify_primary: bool,
 }
 
 /// One pool.
@@ -150,6 +159,8 @@ impl Pool {
                 welcome: None,
                 login_failure: None,
                 paused: PauseReasons::NONE,
+                observer: None,
+                verify_primary: false,
             }),
             tasks,
             servers,
@@ -192,6 +203,18 @@ impl Pool {
             st.credential = credential;
         }
         st.settings = settings;
+    }
+
+    /// Stores the credential an auth_query answer gave (the auth_file had none for this user).
+    /// Keys already recovered from a client's SCRAM proof are kept over a bare SCRAM secret.
+    pub fn offer_credential(&self, credential: ServerCredential) {
+        let mut st = self.state.lock();
+        let has_keys = matches!(st.credential, ServerCredential::ScramKeys { .. })
+            && credential == ServerCredential::ScramSecretOnly;
+        if !has_keys && st.credential != credential {
+            st.credential = credential;
+            st.login_failure = None;
+        }
     }
 
     /// Stores SCRAM keys recovered from a client's proof so servers can be logged in with them.
@@ -478,9 +501,17 @@ impl Pool {
             }?;
             let expired = !st.settings.server_lifetime.is_zero()
                 && conn.created.elapsed() >= st.settings.server_lifetime;
-            if expired || conn.generation != st.generation || conn.is_broken_while_idle() {
+            let broken = conn.is_broken_while_idle();
+            if expired || conn.generation != st.generation || broken {
                 st.total -= 1;
                 self.release_counts(1);
+                if broken {
+                    // An idle server that spoke or closed: usually a shutdown (57P01) or a
+                    // crash; the router re-checks the member. Observers never lock the pool.
+                    if let Some(o) = &st.observer {
+                        o.server_failed((&st.target.host, st.target.port), Signal::Gone);
+                    }
+                }
                 continue;
             }
             self.active.fetch_add(1, Ordering::Relaxed);

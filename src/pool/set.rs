@@ -10,14 +10,16 @@
 //! Hot path: a [`Route`] caches the member it picked and re-picks only when the set's `epoch`
 //! changed (one atomic load per checkout; no lock, no allocation).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 
 use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::pause::{PauseBook, PauseReasons};
 use super::{Lease, Pool, PoolKey, PoolLinks, PoolSettings, Welcome};
-use crate::config::ServerHost;
+use crate::config::{LoadBalanceHosts, ServerHost};
 use crate::error::{Error, Result};
 use crate::server::{ServerCredential, ServerTarget};
 
@@ -67,6 +69,21 @@ impl Serves {
         Serves(self.0 | other.0)
     }
 
+    /// `primary,replica,sync` (the roles set, in that order); empty for none.
+    pub fn names(self) -> String {
+        let mut v = Vec::new();
+        for (bit, name) in [
+            (Serves::PRIMARY, "primary"),
+            (Serves::REPLICA, "replica"),
+            (Serves::SYNC, "sync"),
+        ] {
+            if self.0 & bit.0 != 0 {
+                v.push(name);
+            }
+        }
+        v.join(",")
+    }
+
     /// Whether a member with these roles can serve `role`.
     pub fn serves(self, role: Role) -> bool {
         match role {
@@ -89,6 +106,24 @@ pub struct Member {
     pub serves: Serves,
     /// Its pool.
     pub pool: Arc<Pool>,
+    /// Host lists: connecting to it failed; checkouts go to the other hosts until then.
+    pub down_until: Option<Instant>,
+}
+
+impl Member {
+    fn usable(&self, role: Role, now: Instant) -> bool {
+        self.serves.serves(role) && self.down_until.is_none_or(|t| t <= now)
+    }
+}
+
+impl Member {
+    /// The host as text (logs, console).
+    pub fn host_text(&self) -> String {
+        match &self.host {
+            ServerHost::Tcp(h) => h.clone(),
+            ServerHost::Unix(p) => p.display().to_string(),
+        }
+    }
 }
 
 /// Mutable state of a set; guarded by `PoolSet::state`, never held across an await.
@@ -103,6 +138,22 @@ struct SetState {
     members: Vec<Member>,
     /// Pause reasons the set itself owns (a failover hold), applied to new members too.
     held: PauseReasons,
+    /// `host=a,b,...`: how members are chosen; `None` for one host or discovered members.
+    balance: Option<LoadBalanceHosts>,
+    /// The credential came from auth_query (`offer_credential`), not from the config: a reload,
+    /// whose config has none for this user, keeps it.
+    from_auth_query: bool,
+}
+
+/// Where a set's members come from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// One `host=`: the member follows the target on reload.
+    Fixed,
+    /// `host=a,b,...`: members from the list.
+    HostList,
+    /// `cluster=`: members from the Patroni topology.
+    Discovered,
 }
 
 /// The pools of one (database, user).
@@ -117,10 +168,19 @@ pub struct PoolSet {
     next: AtomicUsize,
     /// A fixed `host=` entry: reload may move its one member to a new host.
     fixed: bool,
+    /// Members come from a Patroni cluster: a checkout that finds no member for its role
+    /// waits (a failover hold) instead of failing at once.
+    discovered: bool,
+    /// Ticks on every `epoch` bump, so clients waiting for a member serving their role wake.
+    changed: watch::Sender<u64>,
+    /// Clients waiting for a member serving their role right now (held by a failover hold).
+    held_clients: AtomicU32,
     /// What new member pools share with their siblings.
     links: PoolLinks,
     /// Console and shutdown pause reasons, which new members start with.
     book: Arc<PauseBook>,
+    /// This set, for the connectors of host-list members (see `hosts::FallThrough`).
+    me: Weak<PoolSet>,
 }
 
 impl PoolSet {
@@ -133,7 +193,47 @@ impl PoolSet {
         links: PoolLinks,
         book: Arc<PauseBook>,
     ) -> Arc<PoolSet> {
-        Self::build(key, settings, target, credential, links, book, false)
+        Self::build(
+            key,
+            settings,
+            target,
+            credential,
+            links,
+            book,
+            Kind::Discovered,
+        )
+    }
+
+    /// An empty set for a `host=a,b,...` database, to be given its hosts by
+    /// [`PoolSet::set_host_list`]: not discovered (no failover hold; an unreachable host is set
+    /// aside instead).
+    pub fn host_list(
+        key: PoolKey,
+        settings: Arc<PoolSettings>,
+        target: Arc<ServerTarget>,
+        credential: ServerCredential,
+        links: PoolLinks,
+        book: Arc<PauseBook>,
+    ) -> Arc<PoolSet> {
+        Self::build(
+            key,
+            settings,
+            target,
+            credential,
+            links,
+            book,
+            Kind::HostList,
+        )
+    }
+
+    /// True when members come from discovery (a `cluster=` database).
+    pub fn is_discovered(&self) -> bool {
+        self.discovered
+    }
+
+    /// Clients waiting for a member serving their role (a failover hold in progress).
+    pub fn held_clients(&self) -> u32 {
+        self.held_clients.load(Ordering::Relaxed)
     }
 
     /// The set of a fixed `host=` database: one member, at the target's host, serving every role.
@@ -146,7 +246,7 @@ impl PoolSet {
         book: Arc<PauseBook>,
     ) -> Arc<PoolSet> {
         let (host, port) = (target.host.clone(), target.port);
-        let set = Self::build(key, settings, target, credential, links, book, true);
+        let set = Self::build(key, settings, target, credential, links, book, Kind::Fixed);
         set.add_member(host, port, Serves::ALL);
         set
     }
@@ -158,9 +258,9 @@ impl PoolSet {
         credential: ServerCredential,
         links: PoolLinks,
         book: Arc<PauseBook>,
-        fixed: bool,
+        kind: Kind,
     ) -> Arc<PoolSet> {
-        Arc::new(PoolSet {
+        Arc::new_cyclic(|me| PoolSet {
             key,
             state: Mutex::new(SetState {
                 settings,
@@ -168,17 +268,49 @@ impl PoolSet {
                 credential,
                 members: Vec::new(),
                 held: PauseReasons::NONE,
+                balance: None,
+                from_auth_query: false,
             }),
             epoch: AtomicU64::new(0),
             next: AtomicUsize::new(0),
-            fixed,
+            fixed: kind == Kind::Fixed,
+            discovered: kind == Kind::Discovered,
+            changed: watch::channel(0).0,
+            held_clients: AtomicU32::new(0),
             links,
             book,
+            me: me.clone(),
         })
     }
 
     fn bump(&self) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        let e = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+        self.changed.send_replace(e);
+    }
+
+    /// Sets what the member at `host:port` serves (no-op for an unknown member). When it stops
+    /// serving a role it served, the clients queued on it pick again.
+    pub fn set_serves(&self, host: &ServerHost, port: u16, serves: Serves) {
+        let withdrawn = {
+            let mut st = self.state.lock();
+            let Some(m) = st
+                .members
+                .iter_mut()
+                .find(|m| &m.host == host && m.port == port)
+            else {
+                return;
+            };
+            if m.serves == serves {
+                return;
+            }
+            let lost = m.serves.0 & !serves.0 != 0;
+            m.serves = serves;
+            lost.then(|| m.pool.clone())
+        };
+        self.bump();
+        if let Some(pool) = withdrawn {
+            pool.fail_waiters(|| Error::Rerouted);
+        }
     }
 
     /// Adds a member (or, when `host:port` is one already, sets what it serves). Returns its pool.
@@ -198,12 +330,16 @@ impl PoolSet {
         let mut target = (*st.target).clone();
         target.host = host.clone();
         target.port = port;
+        let mut links = self.links.clone();
+        if st.balance.is_some() {
+            links.connector = super::hosts::FallThrough::wrap(links.connector, self.me.clone());
+        }
         let pool = Pool::new(
             self.key.clone(),
             st.settings.clone(),
             Arc::new(target),
             st.credential.clone(),
-            self.links.clone(),
+            links,
         );
         pool.set_booked(self.book.effective(&self.key.db));
         if !st.held.is_empty() {
@@ -214,6 +350,7 @@ impl PoolSet {
             port,
             serves,
             pool: pool.clone(),
+            down_until: None,
         });
         drop(st);
         self.bump();
@@ -233,7 +370,12 @@ impl PoolSet {
         };
         self.bump();
         pool.reconnect();
-        pool.fail_waiters(|| Error::DatabaseRemoved);
+        if self.discovered {
+            // The member left the cluster: its queued clients go to another one.
+            pool.fail_waiters(|| Error::Rerouted);
+        } else {
+            pool.fail_waiters(|| Error::DatabaseRemoved);
+        }
         Some(pool)
     }
 
@@ -252,23 +394,121 @@ impl PoolSet {
             .collect()
     }
 
-    /// The pool a checkout for `role` goes to now: the members serving it in turn.
+    /// The pool a checkout for `role` goes to now: the members serving it in turn (with
+    /// `load_balance_hosts = disable`, the first one). A host that failed is skipped while
+    /// another one is usable.
     pub fn pick(&self, role: Role) -> Option<Arc<Pool>> {
         let st = self.state.lock();
-        let n = st.members.iter().filter(|m| m.serves.serves(role)).count();
+        let now = Instant::now();
+        let usable = |m: &&Member| m.usable(role, now);
+        let serving = |m: &&Member| m.serves.serves(role);
+        let up = st.members.iter().filter(usable).count();
+        let (n, filter): (usize, &dyn Fn(&&Member) -> bool) = if up > 0 {
+            (up, &usable)
+        } else {
+            (st.members.iter().filter(serving).count(), &serving)
+        };
         if n == 0 {
             return None;
         }
-        let i = if n == 1 {
+        let i = if n == 1 || st.balance == Some(LoadBalanceHosts::Disable) {
             0
         } else {
             self.next.fetch_add(1, Ordering::Relaxed) % n
         };
         st.members
             .iter()
-            .filter(|m| m.serves.serves(role))
+            .filter(filter)
             .nth(i)
             .map(|m| m.pool.clone())
+    }
+
+    /// Makes the members exactly `hosts` (a `host=a,b,...` list), each serving every role,
+    /// chosen as `balance` says. Members that left the list close their servers as they are
+    /// released.
+    pub fn set_host_list(&self, hosts: &[(ServerHost, u16)], balance: LoadBalanceHosts) {
+        let gone: Vec<(ServerHost, u16)> = {
+            let mut st = self.state.lock();
+            st.balance = Some(balance);
+            st.members
+                .iter()
+                .filter(|m| !hosts.iter().any(|(h, p)| *h == m.host && *p == m.port))
+                .map(|m| (m.host.clone(), m.port))
+                .collect()
+        };
+        for (h, p) in &gone {
+            self.remove_member(h, *p);
+        }
+        for (h, p) in hosts {
+            self.add_member(h.clone(), *p, Serves::ALL);
+        }
+        self.bump();
+    }
+
+    /// True for the one-member set of a single `host=`.
+    pub fn is_fixed(&self) -> bool {
+        self.fixed
+    }
+
+    /// `load_balance_hosts` for the console; `None` unless this is a host list.
+    pub fn load_balance_hosts(&self) -> Option<LoadBalanceHosts> {
+        self.state.lock().balance
+    }
+
+    /// A host-list member could not be reached: new checkouts go to the other hosts for
+    /// server_login_retry, and the clients queued on it move there. The last usable host is
+    /// never set aside (its clients wait and it is retried, as with one host).
+    pub fn host_failed(&self, host: &ServerHost, port: u16) {
+        let pool = {
+            let mut st = self.state.lock();
+            if st.balance.is_none() {
+                return;
+            }
+            let now = Instant::now();
+            let others_up = st
+                .members
+                .iter()
+                .filter(|m| !(m.host == *host && m.port == port) && m.usable(Role::Any, now))
+                .count();
+            let retry = st
+                .settings
+                .server_login_retry
+                .max(std::time::Duration::from_secs(1));
+            let Some(m) = st
+                .members
+                .iter_mut()
+                .find(|m| m.host == *host && m.port == port)
+            else {
+                return;
+            };
+            if others_up == 0 {
+                return;
+            }
+            m.down_until = Some(now + retry);
+            m.pool.clone()
+        };
+        tracing::warn!(
+            "{}: host {}:{port} is unreachable, trying the other hosts",
+            self.key,
+            host_text(host)
+        );
+        self.bump();
+        pool.fail_waiters(|| Error::HostDown);
+    }
+
+    /// A host-list member logged a server in: it is usable again.
+    pub fn host_ok(&self, host: &ServerHost, port: u16) {
+        let changed = {
+            let mut st = self.state.lock();
+            st.members
+                .iter_mut()
+                .find(|m| m.host == *host && m.port == port)
+                .and_then(|m| m.down_until.take())
+                .is_some()
+        };
+        if changed {
+            self.bump();
+        }
     }
 
     /// A route for clients that need `role`.
@@ -279,6 +519,21 @@ impl PoolSet {
             epoch: u64::MAX,
             pool: None,
         }
+    }
+
+    /// How a member logs in (target template, credential, max packet), for the cluster
+    /// router's confirmation; `None` while the credential cannot log in yet (SCRAM keys not
+    /// recovered from a client).
+    pub fn login_template(&self) -> Option<(Arc<ServerTarget>, ServerCredential, u32)> {
+        let st = self.state.lock();
+        if st.credential == ServerCredential::ScramSecretOnly {
+            return None;
+        }
+        Some((
+            st.target.clone(),
+            st.credential.clone(),
+            st.settings.max_packet_size,
+        ))
     }
 
     /// The settings every member runs with.
@@ -302,6 +557,13 @@ impl PoolSet {
         let mut st = self.state.lock();
         st.settings = settings.clone();
         st.target = target.clone();
+        // A user known only through auth_query has no credential in the config: keep the one
+        // its logins found, or servers for its connected clients could not log in after a RELOAD.
+        let credential = if st.from_auth_query && credential == ServerCredential::None {
+            st.credential.clone()
+        } else {
+            credential
+        };
         st.credential = credential.clone();
         let mut moved = false;
         for m in st.members.iter_mut() {
@@ -319,6 +581,21 @@ impl PoolSet {
         drop(st);
         if moved {
             self.bump();
+        }
+    }
+
+    /// Stores the credential an auth_query answer gave on every member (and for members to
+    /// come). Keys already recovered from a client's SCRAM proof win over a bare SCRAM secret.
+    pub fn offer_credential(&self, credential: ServerCredential) {
+        let mut st = self.state.lock();
+        st.from_auth_query = true;
+        let has_keys = matches!(st.credential, ServerCredential::ScramKeys { .. })
+            && credential == ServerCredential::ScramSecretOnly;
+        if !has_keys {
+            st.credential = credential.clone();
+        }
+        for m in &st.members {
+            m.pool.offer_credential(credential.clone());
         }
     }
 
@@ -372,8 +649,16 @@ impl PoolSet {
     }
 }
 
+fn host_text(host: &ServerHost) -> String {
+    match host {
+        ServerHost::Tcp(h) => h.clone(),
+        ServerHost::Unix(p) => p.display().to_string(),
+    }
+}
+
 /// How a session reaches its servers: a set and the role it needs. Caches the member it picked,
 /// so the per-transaction cost is one atomic load until the set changes.
+#[derive(Clone)]
 pub struct Route {
     /// The set the client's database and user map to.
     set: Arc<PoolSet>,
@@ -414,8 +699,79 @@ impl Route {
     }
 
     /// A server of the current member, queueing if needed (see [`Pool::checkout`]).
+    ///
+    /// In a discovered set, when no member serves the role (a failover hold, no leader yet, no
+    /// usable replica) the client waits for the set to change, bounded by failover_hold_timeout
+    /// and query_wait_timeout together; a client queued on a member that stops serving the role
+    /// is moved to the one that does. Nothing was sent to a server while it waits.
     pub async fn checkout(&mut self) -> Result<Lease> {
-        let pool = self.pool()?.clone();
-        pool.checkout().await
+        if !self.set.discovered {
+            // A fixed set (one host, or a host list): no hold, no clock read. With a host list,
+            // a client queued on a host that turns out unreachable moves to the next one.
+            let tries = self.set.state.lock().members.len() + 1;
+            for _ in 0..tries {
+                let pool = self.pool()?.clone();
+                match pool.checkout().await {
+                    Err(Error::HostDown) => self.pool = None,
+                    other => return other,
+                }
+            }
+            return Err(Error::HostDown);
+        }
+        let started = Instant::now();
+        loop {
+            // Subscribed before looking, so a change between the look and the wait is seen.
+            let mut changes = self.set.changed.subscribe();
+            if let Ok(pool) = self.pool() {
+                match pool.clone().checkout().await {
+                    Err(Error::Rerouted) => continue,
+                    r => return r,
+                }
+            }
+            let settings = self.set.settings();
+            let hold = settings.failover_hold_timeout;
+            let wait = settings.query_wait_timeout;
+            // (bound, whether failover_hold_timeout is the one that ends the wait)
+            let limit = match (hold.is_zero(), wait.is_zero()) {
+                (true, true) => None,
+                (false, true) => Some((hold, true)),
+                (true, false) => Some((wait, false)),
+                (false, false) => Some((hold.min(wait), hold <= wait)),
+            };
+            let _held = HeldGuard::new(&self.set.held_clients);
+            match limit {
+                None => {
+                    let _ = changes.changed().await;
+                }
+                Some((limit, hold_first)) => {
+                    if tokio::time::timeout_at(started + limit, changes.changed())
+                        .await
+                        .is_err()
+                    {
+                        return Err(if hold_first {
+                            Error::FailoverHoldTimeout
+                        } else {
+                            Error::QueryWaitTimeout
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Counts a client in [`PoolSet::held_clients`] while it waits, however the wait ends.
+struct HeldGuard<'a>(&'a AtomicU32);
+
+impl<'a> HeldGuard<'a> {
+    fn new(n: &'a AtomicU32) -> HeldGuard<'a> {
+        n.fetch_add(1, Ordering::Relaxed);
+        HeldGuard(n)
+    }
+}
+
+impl Drop for HeldGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -1,11 +1,12 @@
-//! Opening a server connection: TCP/Unix connect, StartupMessage, the authentication the server
+//! Opening a server connection: TCP/Unix connect, TLS as server_tls_sslmode asks, StartupMessage,
+//! the authentication the server
 //! asks for (cleartext, md5, SCRAM-SHA-256 with a password or pass-through keys), then the
 //! ParameterStatus/BackendKeyData burst up to the first ReadyForQuery. Also the one-shot
 //! CancelRequest connection.
 
 use bytes::BytesMut;
 use postgres_protocol::message::frontend;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
 use super::{CancelTarget, ServerConn, ServerCredential, ServerTarget};
@@ -36,6 +37,47 @@ async fn open(
             Ok((Stream::Unix(s), ("unix".to_string(), 0)))
         }
     }
+}
+
+/// SSLRequest, then the handshake if the server answers `S`. prefer/require and stricter modes
+/// ask; disable and allow stay plain (libpq's allow tries plain first, and a server that insists
+/// on TLS refuses the plain login, which is reported as its error).
+async fn negotiate_tls(mut tcp: TcpStream, host: &str, target: &ServerTarget) -> Result<Stream> {
+    use crate::config::SslMode;
+    let tls = &target.tls;
+    if tls.mode <= SslMode::Allow {
+        return Ok(Stream::Tcp(tcp));
+    }
+    let config = match (&tls.config, &tls.error) {
+        (Some(c), _) => c.clone(),
+        (None, e) => {
+            return Err(Error::ServerTls(
+                e.clone().unwrap_or_else(|| "no TLS configuration".into()),
+            ))
+        }
+    };
+    let mut out = BytesMut::with_capacity(8);
+    frontend::ssl_request(&mut out);
+    tcp.write_all(&out).await.map_err(Error::ServerIo)?;
+    let answer = tcp.read_u8().await.map_err(Error::ServerIo)?;
+    match answer {
+        b'S' => {}
+        b'N' if tls.mode == SslMode::Prefer => return Ok(Stream::Tcp(tcp)),
+        b'N' => {
+            return Err(Error::ServerTls(format!(
+                "server {host}:{} does not support TLS",
+                target.port
+            )))
+        }
+        _ => return Err(proto_err("unexpected answer to SSLRequest")),
+    }
+    let name = rustls_pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| Error::ServerTls(format!("{host}: {e}")))?;
+    let s = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| Error::ServerTls(format!("{host}:{}: {e}", target.port)))?;
+    Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(s))))
 }
 
 fn proto_err(e: impl std::fmt::Display) -> Error {
@@ -74,6 +116,10 @@ async fn connect_inner(
                 addr: format!("{}:{}", target.host_text(), target.port),
                 source,
             })?;
+    let stream = match (stream, &target.host) {
+        (Stream::Tcp(tcp), ServerHost::Tcp(host)) => negotiate_tls(tcp, host, target).await?,
+        (other, _) => other,
+    };
     let mut conn = ServerConn::new(
         stream,
         CancelTarget {
@@ -93,7 +139,7 @@ async fn connect_inner(
         params.push((k.as_str(), v.as_str()));
     }
     frontend::startup_message(params, &mut out).map_err(proto_err)?;
-    conn.stream.write_all(&out).await.map_err(Error::ServerIo)?;
+    conn.stream.send(&out).await.map_err(Error::ServerIo)?;
 
     let mut sasl: Option<scram::ScramClient> = None;
     loop {
@@ -169,7 +215,7 @@ async fn connect_inner(
                         )))
                     }
                 }
-                conn.stream.write_all(&out).await.map_err(Error::ServerIo)?;
+                conn.stream.send(&out).await.map_err(Error::ServerIo)?;
             }
             b'E' => {
                 let fields = build::parse_error_fields(&frame.body).map_err(proto_err)?;

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use postgres_protocol::message::frontend;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::ServerHost;
 use crate::error::{Error, Result};
@@ -38,6 +37,8 @@ pub struct ServerTarget {
     pub connect_timeout: Duration,
     /// TCP socket options.
     pub tcp: crate::net::TcpOptions,
+    /// server_tls_sslmode and the rustls config for it (TCP servers only).
+    pub tls: crate::net::ServerTls,
 }
 
 impl ServerTarget {
@@ -224,7 +225,7 @@ impl ServerConn {
     ) -> Result<Option<build::ErrorFields>> {
         let mut out = BytesMut::with_capacity(sql.len() + 6);
         frontend::query(sql, &mut out).map_err(|e| Error::ServerProtocol(e.to_string()))?;
-        self.stream.write_all(&out).await.map_err(Error::ServerIo)?;
+        self.stream.send(&out).await.map_err(Error::ServerIo)?;
         let mut error = None;
         loop {
             let frame = self.read_frame(max_packet).await?;
@@ -256,21 +257,12 @@ impl ServerConn {
     /// Reads one whole frame from the server (login and internal queries only; the hot path
     /// streams instead).
     pub async fn read_frame(&mut self, max_packet: u32) -> Result<proto::Frame> {
-        loop {
-            match proto::read_frame(&mut self.buf, max_packet) {
-                Ok(Some(f)) => return Ok(f),
-                Ok(None) => {}
-                Err(e) => return Err(Error::ServerProtocol(e.to_string())),
-            }
-            self.buf.reserve(4096);
-            let n = self
-                .stream
-                .read_buf(&mut self.buf)
-                .await
-                .map_err(Error::ServerIo)?;
-            if n == 0 {
-                return Err(Error::ServerGone);
-            }
+        use crate::net::ReadError;
+        match crate::net::read_frame(&mut self.stream, &mut self.buf, max_packet).await {
+            Ok(f) => Ok(f),
+            Err(ReadError::Io(e)) => Err(Error::ServerIo(e)),
+            Err(ReadError::Eof) => Err(Error::ServerGone),
+            Err(ReadError::Frame(e)) => Err(Error::ServerProtocol(e)),
         }
     }
 

@@ -60,6 +60,8 @@ pub struct ServerInfo {
     pub application_name: Mutex<String>,
     /// Named prepared statements held (SHOW CLIENTS/SERVERS `prepared_statements`).
     pub prepared_statements: std::sync::atomic::AtomicU32,
+    /// SHOW SERVERS `tls`: set once when registered (unset = plain).
+    pub tls: std::sync::OnceLock<String>,
 }
 
 impl ServerInfo {
@@ -174,6 +176,7 @@ impl Registration {
             close_needed: AtomicBool::new(false),
             application_name: Mutex::new(String::new()),
             prepared_statements: Default::default(),
+            tls: std::sync::OnceLock::new(),
         });
         servers.map.insert(id, info.clone());
         Registration {

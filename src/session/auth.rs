@@ -1,15 +1,15 @@
-//! Authenticating a client against the auth_file: trust, any, plain, md5 and SCRAM-SHA-256
-//! (md5 falls back to SCRAM for SCRAM-stored users, as PgBouncer does). Unknown users get a
-//! mock exchange that always fails, so they look exactly like wrong passwords.
+//! Authenticating a client with a method (auth_type, or the HBA line that matched) against the
+//! secret the provider found: trust, any, plain, md5, SCRAM-SHA-256 (md5 falls back to SCRAM for
+//! SCRAM-stored users, as PgBouncer does), cert, reject. Unknown users get a mock exchange that
+//! always fails, so they look exactly like wrong passwords.
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::auth::{md5, scram};
-use crate::config::{AuthType, Config, Secret};
+use crate::config::{AuthType, Secret};
 use crate::error::{Error, Result};
-use crate::net::Stream;
-use crate::proto::{self, build};
+use crate::net::{ReadError, Stream};
+use crate::proto::build;
 
 /// Login messages from a client are small.
 const MAX_AUTH_MSG: u32 = 64 * 1024;
@@ -21,53 +21,126 @@ pub struct Authenticated {
     pub scram_keys: Option<([u8; 32], [u8; 32])>,
 }
 
-async fn send(stream: &mut Stream, buf: &BytesMut) -> Result<()> {
-    stream.write_all(buf).await.map_err(Error::ClientIo)
+/// The exchange a login goes through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// auth_type any: nothing asked, any user name.
+    Any,
+    /// No password; the user must be known.
+    Trust,
+    /// Cleartext password.
+    Plain,
+    /// MD5 challenge (SCRAM for SCRAM-stored users).
+    Md5,
+    /// SCRAM-SHA-256.
+    Scram,
+    /// TLS client certificate whose CN is the user name.
+    Cert,
+    /// Unix-socket peer credentials: the client's OS user has the name it logs in with.
+    Peer,
+    /// Refused before any exchange (HBA reject).
+    Reject,
 }
 
-async fn read_password_msg(stream: &mut Stream, buf: &mut BytesMut) -> Result<bytes::Bytes> {
-    loop {
-        match proto::read_frame(buf, MAX_AUTH_MSG) {
-            Ok(Some(f)) if f.tag == b'p' => return Ok(f.body),
-            Ok(Some(f)) => {
-                return Err(Error::ClientProtocol(format!(
-                    "expected password message, got '{}'",
-                    f.tag as char
-                )))
-            }
-            Ok(None) => {}
-            Err(e) => return Err(Error::ClientProtocol(e.to_string())),
+impl Method {
+    /// The method of a global auth_type (hba is resolved per connection by the caller).
+    pub fn of(t: AuthType) -> Method {
+        match t {
+            AuthType::Any => Method::Any,
+            AuthType::Trust => Method::Trust,
+            AuthType::Plain => Method::Plain,
+            AuthType::Md5 | AuthType::Hba => Method::Md5,
+            AuthType::ScramSha256 => Method::Scram,
+            AuthType::Cert => Method::Cert,
+            AuthType::Peer => Method::Peer,
         }
-        if stream.read_buf(buf).await.map_err(Error::ClientIo)? == 0 {
-            return Err(Error::ClientGone);
+    }
+
+    /// The method an HBA line names.
+    pub fn of_hba(m: crate::auth::hba::HbaMethod) -> Method {
+        use crate::auth::hba::HbaMethod as H;
+        match m {
+            H::Trust => Method::Trust,
+            H::Reject => Method::Reject,
+            H::Md5 => Method::Md5,
+            H::Password => Method::Plain,
+            H::ScramSha256 => Method::Scram,
+            H::Cert => Method::Cert,
         }
     }
 }
 
-/// Runs the exchange `auth_type` calls for. Sends AuthenticationOk on success.
-pub async fn authenticate(stream: &mut Stream, cfg: &Config, user: &str) -> Result<Authenticated> {
-    let auth = exchange(stream, cfg, user).await?;
+async fn send(stream: &mut Stream, buf: &BytesMut) -> Result<()> {
+    stream.send(buf).await.map_err(Error::ClientIo)
+}
+
+async fn read_password_msg(stream: &mut Stream, buf: &mut BytesMut) -> Result<bytes::Bytes> {
+    match crate::net::read_frame(stream, buf, MAX_AUTH_MSG).await {
+        Ok(f) if f.tag == b'p' => Ok(f.body),
+        Ok(f) => Err(Error::ClientProtocol(format!(
+            "expected password message, got '{}'",
+            f.tag as char
+        ))),
+        Err(ReadError::Io(e)) => Err(Error::ClientIo(e)),
+        Err(ReadError::Eof) => Err(Error::ClientGone),
+        Err(ReadError::Frame(e)) => Err(Error::ClientProtocol(e)),
+    }
+}
+
+/// Runs the exchange `method` calls for against `secret` (None = unknown user). Sends
+/// AuthenticationOk on success.
+pub async fn authenticate(
+    stream: &mut Stream,
+    method: Method,
+    user: &str,
+    secret: Option<&Secret>,
+) -> Result<Authenticated> {
+    let auth = exchange(stream, method, user, secret).await?;
     let mut out = BytesMut::with_capacity(16);
     build::auth_ok(&mut out);
     send(stream, &out).await?;
     Ok(auth)
 }
 
-/// Runs the exchange `auth_type` calls for, without the AuthenticationOk: the caller sends it
-/// at the head of the welcome, so a login costs one write less.
-pub async fn exchange(stream: &mut Stream, cfg: &Config, user: &str) -> Result<Authenticated> {
-    let secret = cfg.userlist.get(user).cloned();
+/// Runs the exchange `method` calls for against `secret` (None = unknown user), without the
+/// AuthenticationOk: the caller sends it at the head of the welcome, so a login costs one write
+/// less.
+pub async fn exchange(
+    stream: &mut Stream,
+    method: Method,
+    user: &str,
+    secret: Option<&Secret>,
+) -> Result<Authenticated> {
+    let secret = secret.cloned();
     let mut out = BytesMut::with_capacity(128);
     let mut inbuf = BytesMut::with_capacity(256);
-    let result = match cfg.general.auth_type {
-        AuthType::Any => Ok(Authenticated::default()),
+    let result = match method {
+        Method::Any => Ok(Authenticated::default()),
+        Method::Reject => Err(Error::LoginRejected),
+        // PgBouncer's login_as_unix_peer: a known user, over the Unix socket, from the OS user
+        // of the same name.
+        Method::Peer => match (&secret, unix_peer_uid(stream)) {
+            (Some(_), Some(uid)) if crate::sys::user_name(uid).as_deref() == Some(user) => {
+                Ok(Authenticated::default())
+            }
+            _ => Err(Error::UnixSocketLoginRejected),
+        },
+        // The certificate was verified against client_tls_ca_file during the handshake; here
+        // only its subject CN must name the user.
+        Method::Cert => match stream
+            .peer_certificate()
+            .and_then(crate::auth::cert::subject_common_name)
+        {
+            Some(cn) if cn == user => Ok(Authenticated::default()),
+            _ => Err(Error::CertAuthFailed),
+        },
         // PgBouncer 1.23+: trust skips the password, not the lookup. A user known only from
         // `[users]` (settings, no credentials) gets the mock login and so fails like a stranger.
-        AuthType::Trust => match secret {
+        Method::Trust => match secret {
             Some(_) => Ok(Authenticated::default()),
             None => Err(Error::TrustAuthFailed),
         },
-        AuthType::Plain => {
+        Method::Plain => {
             build::auth_cleartext(&mut out);
             send(stream, &out).await?;
             let body = read_password_msg(stream, &mut inbuf).await?;
@@ -79,7 +152,7 @@ pub async fn exchange(stream: &mut Stream, cfg: &Config, user: &str) -> Result<A
                 _ => Err(Error::PasswordAuthFailed),
             }
         }
-        AuthType::Md5 => match &secret {
+        Method::Md5 => match &secret {
             Some(Secret::Scram(s)) => {
                 scram_exchange(stream, &mut inbuf, scram::ScramSecret::parse(s)).await
             }
@@ -103,7 +176,7 @@ pub async fn exchange(stream: &mut Stream, cfg: &Config, user: &str) -> Result<A
                 }
             }
         },
-        AuthType::ScramSha256 => {
+        Method::Scram => {
             let parsed = match &secret {
                 Some(Secret::Scram(s)) => scram::ScramSecret::parse(s),
                 Some(Secret::Plain(p)) => {
@@ -116,6 +189,14 @@ pub async fn exchange(stream: &mut Stream, cfg: &Config, user: &str) -> Result<A
         }
     };
     result
+}
+
+/// The uid of the process at the other end of a Unix-socket client (SO_PEERCRED).
+pub fn unix_peer_uid(stream: &Stream) -> Option<u32> {
+    match stream {
+        Stream::Unix(s) => s.peer_cred().ok().map(|c| c.uid()),
+        _ => None,
+    }
 }
 
 fn check_plain(secret: &Secret, user: &str, pw: &str) -> bool {

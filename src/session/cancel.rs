@@ -12,7 +12,6 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use dashmap::DashMap;
 use tokio::sync::Semaphore;
@@ -24,9 +23,6 @@ use crate::server::{self, CancelTarget};
 /// The low bits of the key's last byte: hops a cancel may still be forwarded (PgBouncer's
 /// `CANCELLATION_TTL_MASK`).
 const TTL_MASK: u32 = 0x03;
-/// How long a forwarded cancel may wait for a free slot of its peer (PgBouncer's
-/// `cancel_wait_timeout` default).
-const PEER_WAIT: Duration = Duration::from_secs(10);
 
 /// A fresh cancel key `(pid, key)` as sent in BackendKeyData (pid = bytes 0-3, key = bytes 4-7).
 pub fn mint_key(peer_id: u16) -> (u32, u32) {
@@ -116,7 +112,15 @@ async fn forward_to_peer(ctx: &Context, cfg: &Config, target: u16, pid: u32, key
     let size = peer.pool_size.unwrap_or(cfg.general.default_pool_size);
     let pool = ctx.peer_pools.get(target, size);
     let waiting = Count::up(&pool.cl_waiting);
-    let permit = match tokio::time::timeout(PEER_WAIT, pool.slots.clone().acquire_owned()).await {
+    // cancel_wait_timeout bounds the wait for a free slot of the peer (0 = no bound).
+    let limit = cfg.general.cancel_wait_timeout;
+    let slot = pool.slots.clone().acquire_owned();
+    let acquired = if limit.is_zero() {
+        Ok(slot.await)
+    } else {
+        tokio::time::timeout(limit, slot).await
+    };
+    let permit = match acquired {
         Ok(Ok(p)) => p,
         _ => {
             tracing::info!(peer_id = target, "cancel request to peer timed out waiting");

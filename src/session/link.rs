@@ -1,15 +1,17 @@
-//! Login of a client: parameter checks, max_client_conn, authentication, database lookup, the
-//! pool's welcome (ParameterStatus set + our BackendKeyData), and the tracked-parameter SET batch
-//! that makes a server match its client at each checkout.
+//! Login of a client, in this order: TLS requirement, parameter checks, database lookup,
+//! max_client_conn, the method (auth_type or the HBA line), the secret (auth_file or
+//! auth_query), authentication, then `no such database` and the pool's welcome (ParameterStatus
+//! set + our BackendKeyData); and the tracked-parameter SET batch that makes a server match its
+//! client at each checkout.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
 
+use super::auth::Method;
 use super::registry::{ClientInfo, ClientState};
-use super::{auth, startup};
+use super::{auth, auth_query, startup};
 use crate::config::{AuthType, Config};
 use crate::context::{Context, Phase};
 use crate::error::{Error, Result};
@@ -21,6 +23,9 @@ use crate::server::ServerConn;
 /// The virtual database of the admin console.
 pub const ADMIN_DB: &str = "pgbouncer";
 
+/// The user name that gets the console without a password over the Unix socket.
+const OWN_USER: &str = "pgbouncer";
+
 /// A client's tracked parameters: (canonical name, value).
 pub type Params = Vec<(Arc<str>, Arc<str>)>;
 
@@ -28,13 +33,43 @@ pub type Params = Vec<(Arc<str>, Arc<str>)>;
 /// for: whatever the server's own default is (`RESET`). A NUL cannot be in a startup value.
 pub const SERVER_DEFAULT: &str = "\0";
 
-/// A place under max_client_conn, given back on drop.
-pub struct ClientSlot(Arc<Context>);
+/// A place under max_client_conn and, once the database is known, under the per-database and
+/// per-user client caps; given back on drop.
+pub struct ClientSlot {
+    ctx: Arc<Context>,
+    /// (database, user) counted by `Clients::enter`.
+    counted: Option<Box<(String, String)>>,
+}
 
 impl Drop for ClientSlot {
     fn drop(&mut self) {
-        self.0.clients.count.fetch_sub(1, Ordering::Relaxed);
+        self.ctx.clients.count.fetch_sub(1, Ordering::Relaxed);
+        if let Some(c) = self.counted.take() {
+            self.ctx.clients.leave(&c.0, &c.1);
+        }
     }
+}
+
+/// PgBouncer's `check_db_connection_count` / `check_user_connection_count`: the client is
+/// counted in first, then refused if that puts its database or user over the cap.
+fn enter_caps(
+    ctx: &Context,
+    cfg: &Config,
+    slot: &mut ClientSlot,
+    db: &crate::config::DatabaseConfig,
+    user: &str,
+) -> Result<()> {
+    let (db_n, user_n) = ctx.clients.enter(&db.name, user);
+    slot.counted = Some(Box::new((db.name.clone(), user.to_string())));
+    let db_max = cfg.max_db_client_connections(db);
+    if db_max > 0 && db_n > db_max {
+        return Err(Error::MaxDbClientConnections);
+    }
+    let user_max = cfg.max_user_client_connections(user);
+    if user_max > 0 && user_n > user_max {
+        return Err(Error::MaxUserClientConnections);
+    }
+    Ok(())
 }
 
 /// What a normal client's login produced (the session adds its stream).
@@ -52,6 +87,18 @@ pub enum LoggedIn {
     Client(Welcomed),
     /// An admin-console client (authenticated; the console sends its own welcome).
     Admin { user: String, admin: bool },
+    /// A replication client with its own server connection (see `replication`).
+    Replication {
+        server: Box<ServerConn>,
+        slot: ClientSlot,
+        /// Its place in the (database, user) pool, as PgBouncer counts it.
+        place: crate::pool::ReplicationSlot,
+    },
+}
+
+/// The console's own user: `pgbouncer`, connecting over the Unix socket from the pooler's uid.
+fn own_user(stream: &Stream, user: &str) -> bool {
+    user == OWN_USER && auth::unix_peer_uid(stream) == Some(crate::sys::euid())
 }
 
 /// Runs the whole login. On error the caller reports it to the client.
@@ -62,6 +109,13 @@ pub async fn login(
     raw: Vec<(String, String)>,
     cfg: &Arc<Config>,
 ) -> Result<LoggedIn> {
+    // PgBouncer: TLS is required of TCP clients only (Unix sockets cannot do TLS).
+    if cfg.general.security.client_tls.sslmode >= crate::config::SslMode::Require
+        && !stream.is_tls()
+        && matches!(info.peer, crate::net::PeerAddr::Tcp(_))
+    {
+        return Err(Error::SslRequired);
+    }
     let mut params = startup::check_params(cfg, raw)?;
     if cfg.general.application_name_add_host {
         // PgBouncer appends the client's address once, at connect time.
@@ -88,7 +142,25 @@ pub async fn login(
         *info.application_name.lock() = app.clone();
     }
     if params.database == ADMIN_DB {
-        auth::authenticate(stream, cfg, &params.user).await?;
+        if own_user(stream, &params.user) {
+            // PgBouncer's admin_pre_login: user `pgbouncer` over the Unix socket from our own
+            // uid is an admin without a password.
+            let mut out = BytesMut::with_capacity(16);
+            build::auth_ok(&mut out);
+            stream.send(&out).await.map_err(Error::ClientIo)?;
+            if cfg.general.log_connections {
+                tracing::info!("C-{} pgbouncer access from unix socket", info.id);
+            }
+            info.is_admin.store(true, Ordering::Relaxed);
+            crate::pool::stats::PoolStats::add(&ctx.stats.console.client_login_count, 1);
+            return Ok(LoggedIn::Admin {
+                user: params.user,
+                admin: true,
+            });
+        }
+        let method = method_for(cfg, info, stream, &params.database, &params.user)?;
+        let secret = cfg.userlist.get(&params.user);
+        auth::authenticate(stream, method, &params.user, secret).await?;
         let g = &cfg.general;
         let is_admin = g.auth_type == AuthType::Any || g.admin_users.contains(&params.user);
         let is_stats = g.stats_users.contains(&params.user);
@@ -106,21 +178,29 @@ pub async fn login(
         return Err(Error::ShuttingDown);
     }
     let count = ctx.clients.count.fetch_add(1, Ordering::Relaxed) + 1;
-    let slot = ClientSlot(ctx.clone());
+    let mut slot = ClientSlot {
+        ctx: ctx.clone(),
+        counted: None,
+    };
     if count > cfg.general.max_client_conn {
         return Err(Error::MaxClientConn);
     }
-    // AuthenticationOk goes out with the welcome below, in one write.
-    let authed = auth::exchange(stream, cfg, &params.user).await?;
     // Borrowed when configured: a clone of the entry (a dozen strings) per login shows up in a
     // connect storm; only the `*` fallback needs its own copy.
     let db = match cfg.databases.get(&params.database) {
-        Some(db) => std::borrow::Cow::Borrowed(db),
-        None => std::borrow::Cow::Owned(
-            cfg.database(&params.database)
-                .ok_or_else(|| Error::NoSuchDatabase(params.database.clone()))?,
-        ),
+        Some(db) => Some(std::borrow::Cow::Borrowed(db)),
+        None => cfg.database(&params.database).map(std::borrow::Cow::Owned),
     };
+    let method = method_for(cfg, info, stream, &params.database, &params.user)?;
+    let found = match method {
+        // Nothing to look up: no secret is used, and a refused login must not reach a server.
+        Method::Any | Method::Reject | Method::Cert => auth_query::Found::Unknown,
+        _ => auth_query::lookup(ctx, cfg, db.as_deref(), &params.user).await?,
+    };
+    // AuthenticationOk goes out with the welcome below, in one write.
+    let authed = auth::exchange(stream, method, &params.user, found.secret()).await?;
+    // Reported after authentication since PgBouncer 1.17, so names cannot be probed.
+    let db = db.ok_or_else(|| Error::NoSuchDatabase(params.database.clone()))?;
     if !cfg.databases.contains_key(&db.name) && ctx.pools.of_db(&db.name).is_empty() {
         // The `*` entry serves a name for the first time (PgBouncer's line).
         tracing::info!("C-{} registered new auto-database: {}", info.id, db.name);
@@ -128,19 +208,50 @@ pub async fn login(
     if ctx.disabled_dbs.contains(&db.name) {
         return Err(Error::DatabaseDisabled(db.name.clone()));
     }
+    enter_caps(ctx, cfg, &mut slot, &db, &params.user)?;
     if cfg.general.auth_type == AuthType::Any && db.user.is_none() {
         return Err(Error::ServerAuth(
             "no user for database with auth_type any".into(),
         ));
     }
+    if let Some(mode) = &params.replication {
+        let set = ctx.pools.get_or_create(cfg, &db, &params.user);
+        let pool = set.route(Role::Any).pool()?.clone();
+        let place = pool.replication_slot().await?;
+        let server = super::replication::open(cfg, &db, &params, mode, authed.scram_keys).await?;
+        *info.replication.lock() = super::replication::kind(mode);
+        if cfg.general.log_connections {
+            tracing::info!(
+                "C-{} login attempt: db={} user={} replication={mode}",
+                info.id,
+                params.database,
+                params.user
+            );
+        }
+        return Ok(LoggedIn::Replication {
+            server: Box::new(server),
+            slot,
+            place,
+        });
+    }
     let set = ctx.pools.get_or_create(cfg, &db, &params.user);
-    if let Some((ck, sk)) = authed.scram_keys {
-        if db.user.is_none() {
+    if db.user.is_none() {
+        if let auth_query::Found::Query(Some(secret)) = &found {
+            // The server login uses what auth_query found (md5 secret or plain password; a
+            // SCRAM secret needs the client's keys, offered just below).
+            set.offer_credential(crate::pool::credential_of(secret));
+        }
+        if let Some((ck, sk)) = authed.scram_keys {
             set.offer_scram_keys(ck, sk);
         }
     }
-    // Static `host=` databases serve every role from their one member.
-    let mut route = set.route(Role::Any);
+    // Static `host=` databases serve every role from their one member; a `cluster=` database's
+    // clients need the role it names.
+    let role = match db.cluster {
+        Some(_) => crate::pool::pool_role(db.role.unwrap_or_default()),
+        None => Role::Any,
+    };
+    let mut route = set.route(role);
     // Counted once authenticated with a pool known, as PgBouncer does: a login that then waits
     // for the pool's first server (or fails there) still counts.
     if let Ok(pool) = route.pool() {
@@ -202,7 +313,7 @@ pub async fn login(
     }
     build::backend_key_data(&mut out, info.cancel_key.0, info.cancel_key.1);
     build::ready_for_query(&mut out, b'I');
-    stream.write_all(&out).await.map_err(Error::ClientIo)?;
+    stream.send(&out).await.map_err(Error::ClientIo)?;
     if let Some((_, app)) = client_params
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("application_name"))
@@ -211,11 +322,13 @@ pub async fn login(
     }
     info.set_state(ClientState::Idle);
     if cfg.general.log_connections {
+        // PgBouncer's line, with its `tls=` (the connection description, or `no`).
         tracing::info!(
-            "C-{} login attempt: db={} user={}",
+            "C-{} login attempt: db={} user={} tls={}",
             info.id,
             params.database,
-            params.user
+            params.user,
+            info.tls.get().map(String::as_str).unwrap_or("no")
         );
     }
     let settings = set.settings();
@@ -225,6 +338,34 @@ pub async fn login(
         params: client_params,
         slot,
     }))
+}
+
+/// The method for this login: auth_type, or the first matching line of auth_hba_file.
+fn method_for(
+    cfg: &Config,
+    info: &ClientInfo,
+    stream: &Stream,
+    database: &str,
+    user: &str,
+) -> Result<Method> {
+    if cfg.general.auth_type != AuthType::Hba {
+        return Ok(Method::of(cfg.general.auth_type));
+    }
+    let Some(hba) = cfg.hba.as_ref() else {
+        return Err(Error::NoAuthMethod);
+    };
+    let peer = crate::auth::hba::Peer {
+        addr: match &info.peer {
+            crate::net::PeerAddr::Tcp(a) => Some(a.ip()),
+            crate::net::PeerAddr::Unix => None,
+        },
+        tls: stream.is_tls(),
+        database,
+        user,
+    };
+    hba.method(&peer)
+        .map(Method::of_hba)
+        .ok_or(Error::NoAuthMethod)
 }
 
 /// Quotes a value as a SQL string literal.

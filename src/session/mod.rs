@@ -6,11 +6,14 @@
 //! the transaction path is boxed so its larger state exists only while a request runs.
 
 pub mod auth;
+pub mod auth_query;
 pub mod cancel;
 mod link;
 pub mod pipeline;
 pub mod prepared;
 pub mod registry;
+mod replay;
+mod replication;
 pub mod startup;
 mod transfer;
 
@@ -21,7 +24,7 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tracing::Instrument;
 
 use crate::context::{Context, Phase};
@@ -32,6 +35,13 @@ use crate::pool::{PoolSettings, Route};
 use crate::proto::{build, Scanner};
 use registry::{ClientInfo, ClientState};
 use startup::Opening;
+
+/// PgBouncer's NOTICE to a client still queued after `query_wait_notify` (sent once per client).
+const QUEUED_NOTICE: &str =
+    "No server connection available in postgres backend, client being queued";
+
+/// How long a draining pooler waits for an idle client's next request before closing it.
+const DRAIN_QUIET: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How much a queued client may pipeline before we stop reading it (back-pressure).
 const QUEUED_BUF_LIMIT: usize = 256 * 1024;
@@ -55,6 +65,10 @@ pub struct Client {
     pub(crate) _slot: link::ClientSlot,
     /// Named prepared statements (transaction mode); boxed on first use.
     pub(crate) stmts: Option<Box<prepared::ClientStatements>>,
+    /// The query_wait_notify NOTICE went out already (PgBouncer sends it once per client).
+    pub(crate) queue_noticed: bool,
+    /// Lone BEGINs sent again in a row after their server died unanswered (bounded).
+    pub(crate) replays: u8,
 }
 
 /// Registers an accepted connection and spawns its session on the context's task tracker.
@@ -68,35 +82,39 @@ pub fn spawn(ctx: &Arc<Context>, stream: Stream, peer: PeerAddr, local: (String,
 }
 
 /// Serves one accepted connection to the end. Errors are reported to the client here.
-async fn run(ctx: Arc<Context>, info: Arc<ClientInfo>, mut stream: Stream) {
+async fn run(ctx: Arc<Context>, info: Arc<ClientInfo>, stream: Stream) {
     // A debug-level span: at the default level it costs an idle client nothing.
     let span = tracing::debug_span!("client", id = info.id);
     async {
         let login_timeout = ctx.config().general.client_login_timeout;
+        let deadline =
+            (!login_timeout.is_zero()).then(|| tokio::time::Instant::now() + login_timeout);
+        let tls = ctx
+            .client_tls
+            .get()
+            .filter(|_| matches!(info.peer, PeerAddr::Tcp(_)));
         // Boxed, like every phase but the idle wait: only the idle state stays allocated.
-        let opening = Box::pin(async {
-            if login_timeout.is_zero() {
-                startup::read_opening(&mut stream).await
-            } else {
-                tokio::time::timeout(login_timeout, startup::read_opening(&mut stream))
-                    .await
-                    .unwrap_or(Err(Error::ClientLoginTimeout))
-            }
-        })
-        .await;
-        match opening {
-            Ok(Opening::Cancel { pid, key }) => {
+        let (stream, opening) = Box::pin(negotiate(stream, tls, deadline)).await;
+        match (stream, opening) {
+            (_, Ok(Opening::Cancel { pid, key })) => {
                 ctx.clients.unregister(&info);
                 Box::pin(cancel::forward(&ctx, pid, key)).await;
             }
-            Ok(Opening::Session(params)) => {
+            (Some(stream), Ok(Opening::Session(params))) => {
+                if stream.is_tls() {
+                    let _ = info.tls.set(stream.tls_description());
+                }
                 let result = Box::pin(session(&ctx, &info, stream, params)).await;
                 ctx.clients.unregister(&info);
                 log_end(&ctx, &info, result.as_ref().err());
             }
-            Err(e) => {
+            (stream, opening) => {
                 ctx.clients.unregister(&info);
-                if e.client_reachable() {
+                let e = match opening {
+                    Err(e) => e,
+                    Ok(_) => Error::ClientGone,
+                };
+                if let (Some(mut stream), true) = (stream, e.client_reachable()) {
                     let _ = Box::pin(report_error(&ctx, &mut stream, &e)).await;
                 }
                 log_end(&ctx, &info, Some(&e));
@@ -105,6 +123,42 @@ async fn run(ctx: Arc<Context>, info: Arc<ClientInfo>, mut stream: Stream) {
     }
     .instrument(span)
     .await
+}
+
+/// Runs `fut` until the login deadline, if there is one.
+async fn within<T>(
+    deadline: Option<tokio::time::Instant>,
+    fut: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    match deadline {
+        None => fut.await,
+        Some(d) => tokio::time::timeout_at(d, fut)
+            .await
+            .unwrap_or(Err(Error::ClientLoginTimeout)),
+    }
+}
+
+/// Reads the opening packets, upgrading to TLS when the client asks and we offer it. The stream
+/// comes back unless a failed handshake consumed it.
+async fn negotiate(
+    mut stream: Stream,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    deadline: Option<tokio::time::Instant>,
+) -> (Option<Stream>, Result<Opening>) {
+    loop {
+        let offered = tls.is_some() && !stream.is_tls();
+        match within(deadline, startup::read_opening(&mut stream, offered)).await {
+            Ok(Opening::Tls) => {}
+            other => return (Some(stream), other),
+        }
+        let cfg = tls
+            .clone()
+            .expect("invariant: read_opening returns Tls only when offered");
+        match within(deadline, startup::accept_tls(stream, cfg)).await {
+            Ok(s) => stream = s,
+            Err(e) => return (None, Err(e)),
+        }
+    }
 }
 
 /// The disconnect line, PgBouncer's "closing because: ..." (log_disconnections).
@@ -142,7 +196,7 @@ pub(crate) async fn send_error(stream: &mut Stream, e: &Error) -> std::io::Resul
     let (sev, code, msg) = e.to_response();
     let mut out = BytesMut::with_capacity(64 + msg.len());
     build::error_response(&mut out, sev, &code, &msg);
-    stream.write_all(&out).await
+    stream.send(&out).await
 }
 
 async fn session(
@@ -175,7 +229,18 @@ async fn session(
             server: None,
             _slot: w.slot,
             stmts: None,
+            queue_noticed: false,
+            replays: 0,
         },
+        Ok(link::LoggedIn::Replication {
+            server,
+            slot,
+            place,
+        }) => {
+            let result = replication::relay(info, &mut stream, *server).await;
+            drop((slot, place));
+            return result;
+        }
         Ok(link::LoggedIn::Admin { user, admin }) => {
             let session = crate::admin::AdminSession {
                 ctx: ctx.clone(),
@@ -199,6 +264,17 @@ async fn session(
     result
 }
 
+/// Lone BEGINs sent again in a row (each after a server died without answering it).
+const MAX_REPLAYS: u8 = 3;
+
+/// The error a killed client gets (KILL_CLIENT, KILL db, ...).
+fn kill_error_of(info: &ClientInfo) -> Error {
+    info.kill_reason
+        .lock()
+        .map(|r| r.error())
+        .unwrap_or(Error::AdminForcedDisconnect)
+}
+
 impl Client {
     /// The request loop.
     async fn serve(&mut self) -> Result<()> {
@@ -209,6 +285,13 @@ impl Client {
             }
             if self.buf[0] == b'X' && self.server.is_none() {
                 return Ok(());
+            }
+            if self.ctx.is_suspended() && self.server.is_none() {
+                // SUSPEND: the request waits, unread by any server, until RESUME.
+                tokio::select! {
+                    _ = self.ctx.wait_unsuspended() => {}
+                    _ = self.info.signal(false) => return Err(self.kill_error()),
+                }
             }
             Box::pin(self.transaction()).await?;
             if self.buf.is_empty() {
@@ -246,7 +329,9 @@ impl Client {
         let idle_timeout = self.settings.client_idle_timeout;
         if self.server.is_none() && self.buf.is_empty() {
             match self.ctx.phase() {
-                Phase::DrainClients => return Err(Error::ShuttingDown),
+                Phase::DrainClients => {
+                    return self.read_or_close().await;
+                }
                 Phase::Stopping => return Err(Error::Exiting),
                 Phase::Running | Phase::DrainServers => {}
             }
@@ -277,7 +362,9 @@ impl Client {
             Ok(()) => {}
             Err(Some(e)) => return Err(e),
             Err(None) if self.info.is_killed() => return Err(self.kill_error()),
-            Err(None) => return Err(Error::ShuttingDown),
+            Err(None) => {
+                return self.read_or_close().await;
+            }
         }
         if self.buf.capacity() - self.buf.len() < 1024 {
             self.buf.reserve(8 * 1024);
@@ -292,12 +379,30 @@ impl Client {
         Ok(())
     }
 
+    /// A SIGTERM drain closes an idle client only once it stayed quiet for a moment, and then
+    /// without an ErrorResponse: a driver that just finished a transaction (SQLAlchemy's
+    /// pre-ping) usually sends the next one within microseconds, and an unsolicited FATAL on an
+    /// idle connection confuses drivers (asyncpg raises InternalClientError) where a plain close
+    /// is seen as a dropped connection that the application's pool replaces. Reads what the
+    /// client sends within [`DRAIN_QUIET`] (a real read, not a readiness check: tokio caches
+    /// readiness until a read would block); closes it otherwise.
+    async fn read_or_close(&mut self) -> Result<()> {
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(8 * 1024);
+        }
+        let (stream, buf) = (&mut self.stream, &mut self.buf);
+        let read =
+            poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, &mut *buf));
+        match tokio::time::timeout(DRAIN_QUIET, read).await {
+            Err(_) => Err(Error::Exiting),
+            Ok(Ok(0)) => Err(Error::ClientGone),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(Error::ClientIo(e)),
+        }
+    }
+
     fn kill_error(&self) -> Error {
-        self.info
-            .kill_reason
-            .lock()
-            .map(|r| r.error())
-            .unwrap_or(Error::AdminForcedDisconnect)
+        kill_error_of(&self.info)
     }
 
     /// Gets a server for this client (or keeps its session server).
@@ -321,9 +426,14 @@ impl Client {
             .wait_start_us
             .store(registry::now_us(), std::sync::atomic::Ordering::Relaxed);
         // The pool counts the assignment and the time waited.
-        let pool = self.route.pool()?.clone();
-        let checkout = pool.checkout();
+        // A copy of the route: with a host list the checkout may move to another host, and
+        // the session's own route re-picks from the set's new epoch afterwards.
+        let mut route = self.route.clone();
+        let checkout = async move { route.checkout().await };
         tokio::pin!(checkout);
+        let notify_after = self.settings.query_wait_notify;
+        let mut notice = (!notify_after.is_zero() && !self.queue_noticed)
+            .then(|| Box::pin(tokio::time::sleep(notify_after)));
         let got = loop {
             // Keep reading while queued: a client that gives up (EOF) must leave the queue with
             // its request unsent, as with PgBouncer; more pipelined requests just join the buffer.
@@ -335,6 +445,17 @@ impl Client {
                 biased;
                 r = &mut checkout => break r,
                 _ = self.info.signal(false) => break Err(self.kill_error()),
+                _ = async { notice.as_mut().expect("invariant: branch enabled").await },
+                    if notice.is_some() =>
+                {
+                    notice = None;
+                    self.queue_noticed = true;
+                    let mut out = BytesMut::with_capacity(128);
+                    build::notice_response(&mut out, "00000", QUEUED_NOTICE, None);
+                    if let Err(e) = self.stream.send(&out).await {
+                        break Err(Error::ClientIo(e));
+                    }
+                }
                 r = self.stream.read_buf(&mut self.buf), if room => match r {
                     Ok(0) => break Err(Error::ClientGone),
                     Ok(_) => {}
@@ -350,13 +471,39 @@ impl Client {
 
     /// One transaction (or, in session mode, the rest of the session).
     async fn transaction(&mut self) -> Result<()> {
-        let mut server = self.acquire().await?;
-        if let Err(e) =
-            link::sync_params(&mut server, &mut self.params, self.settings.max_packet_size).await
+        // SET and RELOAD change the pool's settings; each transaction runs under the current ones.
+        self.settings = self.route.set().settings();
+        let mut tries = 0;
+        let mut server = loop {
+            let mut server = self.acquire().await?;
+            match link::sync_params(&mut server, &mut self.params, self.settings.max_packet_size)
+                .await
+            {
+                Ok(()) => break server,
+                // The server died under our own SET, before any of the client's bytes went out:
+                // take another one (the router re-checks the member).
+                Err(e @ (Error::ServerGone | Error::ServerIo(_)))
+                    if tries < MAX_REPLAYS
+                        && self.settings.pool_mode != crate::config::PoolMode::Session =>
+                {
+                    tries += 1;
+                    server.pool().report_failure(&e);
+                    server.release(false);
+                }
+                Err(e) => {
+                    server.release(false);
+                    return Err(e);
+                }
+            }
+        };
+        // A lone BEGIN on an idle server may be sent again if that server dies unanswered.
+        let replayable = if self.settings.pool_mode == crate::config::PoolMode::Session
+            || server.tx_status != b'I'
         {
-            server.release(false);
-            return Err(e);
-        }
+            None
+        } else {
+            replay::lone_begin(&self.buf)
+        };
         // One clock read serves the console's request_time, the transaction and its first query.
         let started = std::time::Instant::now();
         let started_us = registry::us_since_epoch(started);
@@ -386,12 +533,17 @@ impl Client {
             self.settings.idle_transaction_timeout,
         );
         t.set_start(started);
+        t.xact_timeout = self.settings.transaction_timeout;
+        t.fast_close = self.settings.server_fast_close;
         if tracks {
             t.track_statements(
                 &mut self.stmts,
                 &self.ctx.statements,
                 self.settings.max_prepared_statements as usize,
             );
+        }
+        if replayable.is_some() {
+            t.lone_begin();
         }
         if self.settings.pool_mode == crate::config::PoolMode::Session {
             t.stats_per_xact(&server_pool.stats);
@@ -413,6 +565,8 @@ impl Client {
                     .store(server.prepared.len() as u32, Relaxed);
             }
         }
+        // (bytes of the request written to the server, whether any answer byte came back)
+        let (written, answered) = (tally.bytes_from_client as usize, tally.bytes_to_client > 0);
         if tally.params_changed {
             if let Some((_, app)) = self
                 .params
@@ -428,8 +582,20 @@ impl Client {
         }
         self.info.set_state(ClientState::Idle);
         server.record(&tally.take_xact());
+        if tally.role_change {
+            // The server answered 57P01/57P02/25006...: its member may be changing role.
+            server.pool().report(crate::pool::Signal::Sqlstate);
+        }
         match end {
+            // Session mode gives a server back mid-session only for server_fast_close.
+            Ok(transfer::End::Released)
+                if self.settings.pool_mode == crate::config::PoolMode::Session =>
+            {
+                server.release(false);
+                Ok(())
+            }
             Ok(transfer::End::Released) => {
+                self.replays = 0;
                 self.release(server).await;
                 Ok(())
             }
@@ -450,14 +616,40 @@ impl Client {
                 Err(self.kill_error())
             }
             Err(e) => {
+                if e.side() == crate::error::Side::Server {
+                    // The server went away mid-transaction: the router re-checks its member.
+                    server.pool().report_failure(&e);
+                }
                 server.release(false);
-                Err(e)
+                let died = matches!(e, Error::ServerGone | Error::ServerIo(_));
+                match replayable {
+                    Some(frame) if died && !answered && self.replays < MAX_REPLAYS => {
+                        tracing::debug!("server died before answering a lone BEGIN: sent again");
+                        self.replays += 1;
+                        // Put back what was written; the unwritten rest is still buffered.
+                        let written = written.min(frame.len());
+                        let mut buf = BytesMut::with_capacity(written + self.buf.len());
+                        buf.extend_from_slice(&frame[..written]);
+                        buf.extend_from_slice(&self.buf);
+                        self.buf = buf;
+                        self.scan = Scanner::default();
+                        Ok(())
+                    }
+                    _ => Err(e),
+                }
             }
         }
     }
 
     /// Back to the pool after a transaction, with server_reset_query when always asked for.
     async fn release(&mut self, mut server: Lease) {
+        if !server.buf.is_empty() {
+            // The server spoke after its last answer (a FATAL of a shutdown): close it, and let
+            // the router re-check its member. The client saw nothing of it.
+            server.pool().report(crate::pool::Signal::Gone);
+            server.release(false);
+            return;
+        }
         if self.settings.server_reset_query_always && !self.settings.server_reset_query.is_empty() {
             let ok = matches!(
                 server

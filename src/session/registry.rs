@@ -39,6 +39,8 @@ pub enum KillReason {
     AdminForced,
     /// The process is stopping now: the client sees its connection close, nothing more.
     Shutdown,
+    /// SUSPEND found the client inside a transaction after suspend_timeout.
+    SuspendTimeout,
 }
 
 impl KillReason {
@@ -48,6 +50,7 @@ impl KillReason {
             KillReason::DatabaseRemoved => Error::DatabaseRemoved,
             KillReason::AdminForced => Error::AdminForcedDisconnect,
             KillReason::Shutdown => Error::Exiting,
+            KillReason::SuspendTimeout => Error::SuspendTimeout,
         }
     }
 }
@@ -71,6 +74,8 @@ pub struct ClientInfo {
     pub application_name: Mutex<String>,
     /// Named prepared statements held (SHOW CLIENTS/SERVERS `prepared_statements`).
     pub prepared_statements: std::sync::atomic::AtomicU32,
+    /// SHOW CLIENTS `replication`: `none`, `logical` or `physical`.
+    pub replication: Mutex<&'static str>,
     /// [`ClientState`] as u8.
     state: AtomicU8,
     /// When the current request started (µs since `epoch`), for SHOW CLIENTS.
@@ -90,6 +95,8 @@ pub struct ClientInfo {
     pub kill_reason: Mutex<Option<KillReason>>,
     /// Whether this is an admin-console session.
     pub is_admin: std::sync::atomic::AtomicBool,
+    /// SHOW CLIENTS `tls`: set once after the handshake (unset = plain).
+    pub tls: std::sync::OnceLock<String>,
 }
 
 /// Process start, the zero for the µs timestamps above.
@@ -186,6 +193,10 @@ pub struct Clients {
     pub count: AtomicU32,
     /// `peer_id` of the config in force, minted into new cancel keys (set by `Context`).
     pub peer_id: std::sync::atomic::AtomicU16,
+    /// Logged-in clients per database name and per user name, for max_db_client_connections
+    /// and max_user_client_connections (written at login and disconnect only).
+    per_db: DashMap<String, u32>,
+    per_user: DashMap<String, u32>,
 }
 
 fn key64(k: (u32, u32)) -> u64 {
@@ -208,6 +219,7 @@ impl Clients {
                 user: Mutex::new(String::new()),
                 application_name: Mutex::new(String::new()),
                 prepared_statements: Default::default(),
+                replication: Mutex::new("none"),
                 state: AtomicU8::new(ClientState::Login as u8),
                 request_time_us: AtomicU64::new(now_us()),
                 wait_start_us: AtomicU64::new(0),
@@ -217,6 +229,7 @@ impl Clients {
                 draining: AtomicBool::new(false),
                 kill_reason: Mutex::new(None),
                 is_admin: std::sync::atomic::AtomicBool::new(false),
+                tls: std::sync::OnceLock::new(),
             });
             match self.by_key.entry(key64((pid, key))) {
                 dashmap::mapref::entry::Entry::Occupied(_) => continue,
@@ -227,6 +240,37 @@ impl Clients {
             self.by_id.insert(id, info.clone());
             return info;
         }
+    }
+
+    /// Counts a client in for its database and user; returns both counts including it.
+    /// Every call is paired with [`Clients::leave`].
+    pub fn enter(&self, db: &str, user: &str) -> (u32, u32) {
+        let bump = |map: &DashMap<String, u32>, key: &str| {
+            let mut n = map.entry(key.to_string()).or_insert(0);
+            *n += 1;
+            *n
+        };
+        (bump(&self.per_db, db), bump(&self.per_user, user))
+    }
+
+    /// Undoes one [`Clients::enter`].
+    pub fn leave(&self, db: &str, user: &str) {
+        for (map, key) in [(&self.per_db, db), (&self.per_user, user)] {
+            map.remove_if_mut(key, |_, n| {
+                *n = n.saturating_sub(1);
+                *n == 0
+            });
+        }
+    }
+
+    /// Clients counted for a database (SHOW DATABASES `current_client_connections`).
+    pub fn db_count(&self, db: &str) -> u32 {
+        self.per_db.get(db).map(|n| *n).unwrap_or(0)
+    }
+
+    /// Clients counted for a user (SHOW USERS `current_client_connections`).
+    pub fn user_count(&self, user: &str) -> u32 {
+        self.per_user.get(user).map(|n| *n).unwrap_or(0)
     }
 
     /// Removes a client at disconnect.

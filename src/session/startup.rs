@@ -1,8 +1,12 @@
-//! The first packets of a client connection: SSL/GSS negotiation (answered `N` until TLS lands),
-//! CancelRequest, and the StartupMessage with its parameters checked the PgBouncer way.
+//! The first packets of a client connection: SSL/GSS negotiation (`S` and the TLS handshake when
+//! client TLS is configured, else `N`), CancelRequest, and the StartupMessage with its parameters
+//! checked the PgBouncer way.
+
+use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
+use tokio_rustls::rustls::ServerConfig;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -18,10 +22,14 @@ pub enum Opening {
     Session(Vec<(String, String)>),
     /// A cancel request for the client holding this key.
     Cancel { pid: u32, key: u32 },
+    /// An SSLRequest we will accept: the caller answers `S`, runs the handshake
+    /// ([`accept_tls`]) and reads the opening again over TLS.
+    Tls,
 }
 
-/// Reads packets until a StartupMessage or CancelRequest arrives.
-pub async fn read_opening(stream: &mut Stream) -> Result<Opening> {
+/// Reads packets until a StartupMessage or CancelRequest arrives, or an SSLRequest that
+/// `tls_offered` says we accept.
+pub async fn read_opening(stream: &mut Stream, tls_offered: bool) -> Result<Opening> {
     let mut buf = BytesMut::with_capacity(256);
     loop {
         let parsed = startup::parse_startup(&mut buf, MAX_STARTUP_LEN)
@@ -33,19 +41,40 @@ pub async fn read_opening(stream: &mut Stream) -> Result<Opening> {
                     return Err(Error::ClientGone);
                 }
             }
-            Some(StartupPacket::SslRequest) | Some(StartupPacket::GssEncRequest) => {
+            Some(p @ (StartupPacket::SslRequest | StartupPacket::GssEncRequest)) => {
+                // Bytes sent before the handshake would be read as if they came over TLS
+                // (CVE-2021-23222's class of bug): refuse them.
                 if !buf.is_empty() {
                     return Err(Error::ClientProtocol(
                         "data after SSL/GSS request".to_string(),
                     ));
                 }
-                stream.write_all(b"N").await.map_err(Error::ClientIo)?;
+                if matches!(p, StartupPacket::SslRequest) && tls_offered && !stream.is_tls() {
+                    return Ok(Opening::Tls);
+                }
+                stream.send(b"N").await.map_err(Error::ClientIo)?;
             }
             Some(StartupPacket::Cancel { pid, key }) => return Ok(Opening::Cancel { pid, key }),
             Some(StartupPacket::V2) => return Err(Error::OldProtocol),
             Some(StartupPacket::Startup { params, .. }) => return Ok(Opening::Session(params)),
         }
     }
+}
+
+/// Answers `S` and runs the server side of the handshake. A plain-TCP stream only (the caller
+/// checks); on failure the socket is gone, so the error is not reported to the client.
+pub async fn accept_tls(stream: Stream, cfg: Arc<ServerConfig>) -> Result<Stream> {
+    let Stream::Tcp(mut tcp) = stream else {
+        return Err(Error::ClientProtocol("TLS over this socket".to_string()));
+    };
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, b"S")
+        .await
+        .map_err(Error::ClientIo)?;
+    let tls = tokio_rustls::TlsAcceptor::from(cfg)
+        .accept(tcp)
+        .await
+        .map_err(|e| Error::ClientTls(e.to_string()))?;
+    Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(tls))))
 }
 
 /// The checked contents of a StartupMessage.
@@ -57,6 +86,20 @@ pub struct StartupParams {
     pub tracked: Vec<(String, String)>,
     /// `_pq_.*` protocol options we must report as unrecognized.
     pub unrecognized_protocol_options: Vec<String>,
+    /// `replication=` as the client sent it, when it asks for a replication connection
+    /// (`database`, or a true boolean); `None` for a normal session.
+    pub replication: Option<String>,
+    /// Replication connections only: `options` and other keys a pooled session could not take,
+    /// handed to the dedicated server as they are (PgBouncer does the same).
+    pub passthrough: Vec<(String, String)>,
+}
+
+/// `replication=` values that ask for a replication connection.
+fn wants_replication(v: &str) -> bool {
+    matches!(
+        v.to_ascii_lowercase().as_str(),
+        "database" | "true" | "on" | "yes" | "1"
+    )
 }
 
 /// The tracked parameter names for this config: PgBouncer's fixed set plus track_extra_parameters.
@@ -84,13 +127,28 @@ pub fn check_params(cfg: &Config, raw: Vec<(String, String)>) -> Result<StartupP
     let is_tracked = |k: &str| tracked.iter().any(|t| t.eq_ignore_ascii_case(k));
     let is_ignored = |k: &str| ignored.iter().any(|i| i.eq_ignore_ascii_case(k));
     let mut out = StartupParams::default();
+    // A replication connection has a server of its own: nothing needs to match a pool.
+    let replication = raw
+        .iter()
+        .any(|(k, v)| k == "replication" && wants_replication(v));
     for (k, v) in raw {
+        match k.as_str() {
+            "user" | "database" | "replication" => {}
+            _ if replication && !k.starts_with("_pq_.") && !is_tracked(&k) => {
+                out.passthrough.push((k, v));
+                continue;
+            }
+            _ => {}
+        }
         match k.as_str() {
             "user" => out.user = v,
             "database" => out.database = v,
             "replication" => {
-                if !matches!(v.as_str(), "false" | "off" | "no" | "0") {
-                    return Err(Error::UnsupportedStartupParameter(k));
+                // PostgreSQL's spellings: `database` (logical) or a boolean (physical).
+                match v.to_ascii_lowercase().as_str() {
+                    "false" | "off" | "no" | "0" => {}
+                    _ if wants_replication(&v) => out.replication = Some(v),
+                    _ => return Err(Error::UnsupportedStartupParameter(k)),
                 }
             }
             "options" => {
@@ -167,5 +225,27 @@ mod tests {
             e.to_string(),
             "unsupported startup parameter in options: work_mem"
         );
+    }
+
+    #[test]
+    fn replication_connections_pass_options_through() {
+        let cfg = Config::default();
+        let s = check_params(
+            &cfg,
+            p(&[
+                ("options", "-c enable_seqscan=off"),
+                ("user", "u"),
+                ("replication", "database"),
+                ("application_name", "abc"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.replication.as_deref(), Some("database"));
+        assert_eq!(s.passthrough, p(&[("options", "-c enable_seqscan=off")]));
+        assert_eq!(s.tracked, p(&[("application_name", "abc")]));
+        let s = check_params(&cfg, p(&[("user", "u"), ("replication", "off")])).unwrap();
+        assert!(s.replication.is_none() && s.passthrough.is_empty());
+        let e = check_params(&cfg, p(&[("user", "u"), ("replication", "maybe")])).unwrap_err();
+        assert_eq!(e.to_string(), "unsupported startup parameter: replication");
     }
 }

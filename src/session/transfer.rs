@@ -22,6 +22,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use tokio::io::AsyncWrite;
 use tokio::time::Sleep;
 use tokio_util::io::poll_read_buf;
 
@@ -69,6 +70,9 @@ pub struct Tally {
     pub server_parses: u64,
     /// Bind messages of named statements.
     pub binds: u64,
+    /// The server sent an ErrorResponse with a role-change SQLSTATE (57P01, 57P02, 57P03,
+    /// 25006): the session tells the pool's router (a failover may be under way).
+    pub role_change: bool,
 }
 
 impl Tally {
@@ -93,6 +97,7 @@ impl Tally {
         };
         *self = Tally {
             params_changed: self.params_changed,
+            role_change: self.role_change,
             ..Tally::default()
         };
         t
@@ -118,6 +123,11 @@ pub struct Transfer<'a> {
     pub max_packet: u32,
     pub query_timeout: Duration,
     pub idle_tx_timeout: Duration,
+    /// transaction_timeout: the whole transaction, from its first client message (0 = off).
+    pub xact_timeout: Duration,
+    /// server_fast_close: in session mode, give the server back at a transaction boundary once
+    /// it is marked close_needed (RECONNECT, a changed database), so it is closed.
+    pub fast_close: bool,
     pub tally: Tally,
     sscan: Scanner,
     /// What each reply owes and what to rewrite: the protocol half of the link.
@@ -141,6 +151,18 @@ pub struct Transfer<'a> {
     /// Named-statement tracking: the client's map (`None` when statements are not tracked:
     /// session mode, or max_prepared_statements = 0), the shared table, and the server cap.
     stmts: Option<Tracking<'a>>,
+    /// Fires at `xact_started + xact_timeout`; separate from `timer`, which restarts with
+    /// activity while this one never does.
+    /// Keyed by the transaction start it was armed for.
+    xact_timer: Option<(Instant, Pin<Box<Sleep>>)>,
+    /// The server answered everything and is idle (transaction/statement mode): bytes it sends
+    /// after that ReadyForQuery answer no request (typically a FATAL 57P01 of a shutdown right
+    /// after a COMMIT) and are never forwarded; the server is closed at release instead.
+    s_cut: bool,
+    /// The request is a lone BEGIN the session may send again: a FATAL role-change error as the
+    /// server's very first answer (a backend terminated before it read the BEGIN) is not
+    /// forwarded; the transfer ends as if the server had closed. Cleared by any other answer.
+    lone_begin: bool,
 }
 
 /// What a tracked link needs besides the server's own statements.
@@ -185,6 +207,8 @@ impl<'a> Transfer<'a> {
             max_packet,
             query_timeout,
             idle_tx_timeout,
+            xact_timeout: Duration::ZERO,
+            fast_close: false,
             tally: Tally::default(),
             sscan: Scanner::default(),
             pipe: Pipeline::default(),
@@ -197,7 +221,10 @@ impl<'a> Transfer<'a> {
             start: None,
             timer: None,
             timer_kind: Timer::Off,
+            xact_timer: None,
             stmts: None,
+            s_cut: false,
+            lone_begin: false,
         }
     }
 
@@ -205,6 +232,11 @@ impl<'a> Transfer<'a> {
     /// in SHOW STATS as it goes.
     pub fn stats_per_xact(&mut self, stats: &'a PoolStats) {
         self.live_stats = Some(stats);
+    }
+
+    /// Marks the request as a lone BEGIN that the session may send again (see `lone_begin`).
+    pub fn lone_begin(&mut self) {
+        self.lone_begin = true;
     }
 
     /// When the link started: the first request's clock, so it needs no clock read of its own.
@@ -221,11 +253,25 @@ impl<'a> Transfer<'a> {
     }
 
     fn releasable(&self) -> bool {
-        self.mode != PoolMode::Session
-            && self.pipe.is_idle()
+        (self.mode != PoolMode::Session || self.fast_close_needed()) && self.at_boundary()
+    }
+
+    /// server_fast_close applies and the server is marked to close.
+    fn fast_close_needed(&self) -> bool {
+        self.fast_close
+            && self
+                .server
+                .registration
+                .as_ref()
+                .is_some_and(|r| r.info.close_needed())
+    }
+
+    /// Nothing is in flight either way: the server could change hands here.
+    fn at_boundary(&self) -> bool {
+        self.pipe.is_idle()
             && self.server.tx_status == b'I'
             && self.sscan.scanned() == 0
-            && self.server.buf.is_empty()
+            && (self.server.buf.is_empty() || self.s_cut)
             && self.cscan.at_boundary()
             && self.c_out.is_empty()
             && self.s_out.is_empty()
@@ -270,7 +316,13 @@ impl<'a> Transfer<'a> {
                 return Poll::Ready(Ok(self.client_left()));
             }
             if self.releasable() {
-                return Poll::Ready(Ok(End::Released));
+                // The last ReadyForQuery must be on the wire before the client goes idle.
+                return match self.poll_flush_tls(cx) {
+                    Poll::Ready(Ok(None)) => Poll::Ready(Ok(End::Released)),
+                    Poll::Ready(Ok(Some(end))) => Poll::Ready(Ok(end)),
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    Poll::Pending => Poll::Pending,
+                };
             }
 
             if self.server.buf.len() < BUF_LIMIT {
@@ -299,6 +351,13 @@ impl<'a> Transfer<'a> {
                         return Poll::Ready(Ok(self.client_left()))
                     }
                     Poll::Ready(Ok(_)) => {
+                        if self.mode == PoolMode::Session
+                            && self.fast_close_needed()
+                            && self.at_boundary()
+                        {
+                            // The new request stays unscanned in the buffer for the next server.
+                            return Poll::Ready(Ok(End::Released));
+                        }
                         self.scan_client()?;
                         progress = true;
                     }
@@ -310,6 +369,12 @@ impl<'a> Transfer<'a> {
                 self.update_timer();
                 continue;
             }
+            // Nothing moves: push out what TLS still buffers before sleeping.
+            match self.poll_flush_tls(cx) {
+                Poll::Ready(Ok(Some(end))) => return Poll::Ready(Ok(end)),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(None)) | Poll::Pending => {}
+            }
             if let Some(t) = self.timer.as_mut() {
                 if t.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Err(match self.timer_kind {
@@ -318,7 +383,37 @@ impl<'a> Transfer<'a> {
                     }));
                 }
             }
+            if let Some((_, t)) = self.xact_timer.as_mut() {
+                if t.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Err(Error::TransactionTimeout));
+                }
+            }
             return Poll::Pending;
+        }
+    }
+
+    /// Flushes what rustls holds on either side (plain sockets: nothing to do, no call made).
+    /// `Some(end)` when the client went away while flushing.
+    fn poll_flush_tls(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<End>>> {
+        let mut pending = false;
+        if self.server.stream.is_tls() {
+            match Pin::new(&mut self.server.stream).poll_flush(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::ServerIo(e))),
+                Poll::Pending => pending = true,
+            }
+        }
+        if self.client.is_tls() {
+            match Pin::new(&mut *self.client).poll_flush(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(Some(self.client_left()))),
+                Poll::Pending => pending = true,
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(Ok(None))
         }
     }
 
@@ -327,13 +422,23 @@ impl<'a> Transfer<'a> {
         let clean = self.pipe.is_idle()
             && self.server.tx_status == b'I'
             && self.sscan.scanned() == 0
-            && self.server.buf.is_empty()
+            && (self.server.buf.is_empty() || self.s_cut)
             && self.c_out.is_empty()
             && self.s_out.is_empty();
         End::ClientLeft { clean }
     }
 
     fn update_timer(&mut self) {
+        if !self.xact_timeout.is_zero() {
+            match self.xact_started {
+                Some(at) if self.xact_timer.as_ref().map(|(t, _)| *t) != Some(at) => {
+                    let deadline = tokio::time::Instant::from_std(at + self.xact_timeout);
+                    self.xact_timer = Some((at, Box::pin(tokio::time::sleep_until(deadline))));
+                }
+                None => self.xact_timer = None,
+                Some(_) => {}
+            }
+        }
         let want = if self.pipe.ready_owed() > 0 || self.pipe.in_extended() {
             if self.query_timeout.is_zero() {
                 Timer::Off
@@ -396,7 +501,115 @@ fn reserve(buf: &mut BytesMut) {
 
 #[cfg(test)]
 mod tests {
-    use super::client_whole;
+    use super::*;
+    use crate::proto::build::{self, Severity};
+    use crate::server::CancelTarget;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::UnixStream;
+
+    /// A transfer of the request in `request` between a client socket pair and a server socket
+    /// pair; the fake server reads the request and answers `answer` in one write. Returns the
+    /// transfer's end, what the client received, and what stayed in the server's buffer.
+    async fn one_request(
+        request: &[u8],
+        answer: &[u8],
+        lone_begin: bool,
+    ) -> (Result<End>, Vec<u8>, usize) {
+        let (ours, mut client_peer) = UnixStream::pair().expect("pair");
+        let (theirs, mut server_peer) = UnixStream::pair().expect("pair");
+        let mut client = Stream::Unix(ours);
+        let mut server = ServerConn::new(
+            Stream::Unix(theirs),
+            CancelTarget {
+                host: crate::config::ServerHost::Tcp("x".into()),
+                port: 1,
+                pid: 1,
+                key: 1,
+            },
+            ("unix".into(), 0),
+        );
+        let mut buf = BytesMut::from(request);
+        let mut scan = Scanner::default();
+        let mut params = Vec::new();
+        let answer = answer.to_vec();
+        let request_len = request.len();
+        let fake = async move {
+            let mut got = vec![0u8; request_len];
+            server_peer.read_exact(&mut got).await.expect("request");
+            server_peer.write_all(&answer).await.expect("answer");
+            // Then the server goes away, as a terminated backend does.
+        };
+        let mut t = Transfer::new(
+            &mut client,
+            &mut buf,
+            &mut scan,
+            &mut server,
+            &mut params,
+            PoolMode::Transaction,
+            1 << 20,
+            Duration::ZERO,
+            Duration::ZERO,
+        );
+        if lone_begin {
+            t.lone_begin();
+        }
+        let (end, ()) = tokio::join!(t.run(), fake);
+        drop(client);
+        let mut seen = Vec::new();
+        client_peer
+            .read_to_end(&mut seen)
+            .await
+            .expect("client side");
+        (end, seen, server.buf.len())
+    }
+
+    fn frames(f: impl Fn(&mut BytesMut)) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        f(&mut b);
+        b.to_vec()
+    }
+
+    #[tokio::test]
+    async fn bytes_after_the_last_answer_are_not_forwarded() {
+        let request = frames(|b| build::query(b, "COMMIT").expect("query"));
+        let done = frames(|b| {
+            build::command_complete(b, "COMMIT");
+            build::ready_for_query(b, b'I');
+        });
+        let mut answer = done.clone();
+        // A fast shutdown's FATAL right after the COMMIT's answer.
+        answer.extend(frames(|b| {
+            build::error_response(b, Severity::Fatal, "57P01", "terminating connection")
+        }));
+        let (end, seen, left) = one_request(&request, &answer, false).await;
+        assert_eq!(end.expect("released"), End::Released);
+        assert_eq!(
+            seen, done,
+            "the client saw the COMMIT's answer and nothing more"
+        );
+        assert!(
+            left > 0,
+            "the FATAL stays with the server, which is closed at release"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lone_begin_answered_only_by_a_shutdown_fatal_is_not_forwarded() {
+        let request = frames(|b| build::query(b, "BEGIN").expect("query"));
+        let fatal = frames(|b| {
+            build::error_response(b, Severity::Fatal, "57P01", "terminating connection")
+        });
+        let (end, seen, _) = one_request(&request, &fatal, true).await;
+        assert!(matches!(end, Err(Error::ServerGone)));
+        assert!(
+            seen.is_empty(),
+            "the client saw nothing: the BEGIN may go elsewhere"
+        );
+        // Without the mark (any other request) the client gets the server's error.
+        let (end, seen, _) = one_request(&request, &fatal, false).await;
+        assert!(matches!(end, Err(Error::ServerGone)));
+        assert_eq!(seen, fatal);
+    }
 
     #[test]
     fn only_frames_that_name_a_statement_are_held_whole() {

@@ -1,13 +1,18 @@
 //! Read-only views of the Patroni clusters: the rows behind SHOW CLUSTERS / SHOW MEMBERS and the
 //! `ollyscale_pooler_patroni_*` metrics, so the console and Prometheus show the same values.
 //!
-//! Reads the published topologies only. Later steps add the pool side's columns here (clients
-//! held during a failover, banned replicas), as fields filled from the pool sets.
+//! Reads the published topologies and the pool side's routing state (the cluster routers: the
+//! confirmed leader, the failover hold, held clients, bans, what each member serves).
 
 use std::time::SystemTime;
 
+use std::collections::HashMap;
+
+use crate::config::ServerHost;
 use crate::context::Context;
 use crate::discovery::{Lag, Topology};
+use crate::pool::cluster::{addr_text, ClusterRouter};
+use crate::pool::Serves;
 
 /// One SHOW CLUSTERS row.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +45,24 @@ pub struct ClusterRow {
     pub leader_changed: Option<SystemTime>,
     /// Leader changes seen since start.
     pub leader_changes: u64,
+    /// The leader the pooler confirmed (`pg_is_in_recovery()` false); NULL while holding.
+    pub confirmed_leader: Option<String>,
+    /// A failover hold is in progress.
+    pub hold: bool,
+    /// When the hold in progress started.
+    pub hold_since: Option<SystemTime>,
+    /// Why it started.
+    pub hold_reason: Option<String>,
+    /// Clients waiting for a member serving their role.
+    pub held_clients: u32,
+    /// Holds since start.
+    pub holds: u64,
+    /// How long the last finished hold lasted, in milliseconds.
+    pub last_hold_ms: Option<u64>,
+    /// When the routing last changed (leader confirmed, hold, ban).
+    pub routing_changed: Option<SystemTime>,
+    /// Why the last leader confirmation failed.
+    pub confirm_error: Option<String>,
 }
 
 /// One SHOW MEMBERS row.
@@ -61,6 +84,10 @@ pub struct MemberRow {
     pub api_url: Option<String>,
     /// PostgreSQL running (or streaming), per Patroni.
     pub running: bool,
+    /// What the pooler routes to it (`primary,replica,sync`); empty for nothing.
+    pub serves: String,
+    /// Seconds left of its ban (a replica whose connections failed); `None` when not banned.
+    pub banned_for: Option<u64>,
 }
 
 /// Every configured cluster, sorted by name.
@@ -70,6 +97,9 @@ pub fn clusters(ctx: &Context) -> Vec<ClusterRow> {
         .into_iter()
         .map(|c| {
             let t = c.topology();
+            let view = router_of(ctx, &c.name)
+                .map(|r| r.view())
+                .unwrap_or_default();
             let urls: Vec<String> = c
                 .settings()
                 .patroni
@@ -91,6 +121,15 @@ pub fn clusters(ctx: &Context) -> Vec<ClusterRow> {
                 last_change: t.changed_at,
                 leader_changed: t.leader_changed_at,
                 leader_changes: t.leader_changes,
+                confirmed_leader: view.confirmed,
+                hold: view.hold.is_some(),
+                hold_since: view.hold.as_ref().map(|h| h.0),
+                hold_reason: view.hold.map(|h| h.1),
+                held_clients: view.held_clients,
+                holds: view.holds_total,
+                last_hold_ms: view.last_hold.map(|d| d.as_millis() as u64),
+                routing_changed: view.last_change,
+                confirm_error: view.last_confirm_error,
             }
         })
         .collect()
@@ -100,13 +139,41 @@ pub fn clusters(ctx: &Context) -> Vec<ClusterRow> {
 pub fn members(ctx: &Context) -> Vec<MemberRow> {
     let mut rows = Vec::new();
     for c in ctx.clusters.all() {
-        member_rows(&c.name, &c.topology(), &mut rows);
+        let router = router_of(ctx, &c.name);
+        let serving = router.as_ref().map(|r| r.serving()).unwrap_or_default();
+        let bans = router.map(|r| r.view().bans).unwrap_or_default();
+        member_rows(&c.name, &c.topology(), &serving, &bans, &mut rows);
     }
     rows
 }
 
-fn member_rows(cluster: &str, t: &Topology, rows: &mut Vec<MemberRow>) {
+/// The pool side's router of cluster `name` (none until a database of it had a client).
+fn router_of(ctx: &Context, name: &str) -> Option<std::sync::Arc<ClusterRouter>> {
+    ctx.pools.routers().into_iter().find(|r| r.name == name)
+}
+
+fn member_rows(
+    cluster: &str,
+    t: &Topology,
+    serving: &HashMap<String, Serves>,
+    bans: &[(String, u64)],
+    rows: &mut Vec<MemberRow>,
+) {
     for m in &t.state.members {
+        let addr = m
+            .host
+            .clone()
+            .zip(m.port)
+            .map(|(h, p)| addr_text(&(ServerHost::Tcp(h), p)));
+        let serves = addr
+            .as_ref()
+            .and_then(|a| serving.get(a))
+            .map(|s| s.names())
+            .unwrap_or_default();
+        let banned_for = addr
+            .as_ref()
+            .and_then(|a| bans.iter().find(|(b, _)| b == a))
+            .map(|(_, secs)| *secs);
         rows.push(MemberRow {
             cluster: cluster.to_string(),
             name: m.name.clone(),
@@ -122,6 +189,8 @@ fn member_rows(cluster: &str, t: &Topology, rows: &mut Vec<MemberRow>) {
             tags: m.tags.to_string(),
             api_url: m.api_url.clone(),
             running: m.is_running(),
+            serves,
+            banned_for,
         });
     }
 }

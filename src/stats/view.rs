@@ -41,6 +41,8 @@ pub struct PoolRow {
     pub maxwait_us: u64,
     pub pool_mode: &'static str,
     pub paused: bool,
+    /// `round-robin` / `disable` for a host list, else `None` (NULL).
+    pub load_balance_hosts: Option<&'static str>,
 }
 
 /// Client counts per (database, pool user).
@@ -86,13 +88,27 @@ pub fn pools(ctx: &Context) -> Vec<PoolRow> {
     let counts = client_counts(ctx, &cfg);
     let servers = ctx.servers.all();
     let mut rows = Vec::new();
-    for pool in ctx.pools.all() {
-        let snap = pool.snapshot();
-        let key = (pool.key.db.clone(), pool.key.user.clone());
+    // One row per (database, user), summing the set's member pools: tools such as
+    // pgbouncer_exporter key rows by (database, user), so a Patroni database with several
+    // members must not repeat its row.
+    for set in ctx.pools.sets() {
+        let mut snap = crate::pool::PoolSnapshot::default();
+        for p in set.pools() {
+            let m = p.snapshot();
+            snap.idle += m.idle;
+            snap.used += m.used;
+            snap.active += m.active;
+            snap.login += m.login;
+            snap.waiting += m.waiting;
+            snap.maxwait_us = snap.maxwait_us.max(m.maxwait_us);
+            snap.paused |= m.paused;
+        }
+        let key = (set.key.db.clone(), set.key.user.clone());
+        let load_balance_hosts = set.load_balance_hosts().map(|lb| lb.as_str());
         let c = counts.get(&key).copied().unwrap_or_default();
         let mine = servers
             .iter()
-            .filter(|s| s.db == pool.key.db && s.user == pool.key.user);
+            .filter(|s| s.db == set.key.db && s.user == set.key.user);
         let tested = mine
             .clone()
             .filter(|s| s.state() == ServerState::Tested)
@@ -111,8 +127,9 @@ pub fn pools(ctx: &Context) -> Vec<PoolRow> {
             sv_login: snap.login,
             sv_close_needed: close_needed,
             maxwait_us: snap.maxwait_us,
-            pool_mode: pool.settings().pool_mode.as_str(),
+            pool_mode: set.settings().pool_mode.as_str(),
             paused: snap.paused,
+            load_balance_hosts,
         });
     }
     let admin = counts
@@ -133,6 +150,7 @@ pub fn pools(ctx: &Context) -> Vec<PoolRow> {
         maxwait_us: 0,
         pool_mode: "statement",
         paused: false,
+        load_balance_hosts: None,
     });
     rows.sort_by(|a, b| (&a.database, &a.user).cmp(&(&b.database, &b.user)));
     rows
@@ -156,6 +174,8 @@ pub struct DatabaseRow {
     pub current_connections: u32,
     pub max_client_connections: u32,
     pub current_client_connections: u32,
+    /// `round-robin` / `disable` for a host list, else `None` (NULL).
+    pub load_balance_hosts: Option<&'static str>,
     pub paused: bool,
     pub disabled: bool,
 }
@@ -187,10 +207,17 @@ pub fn databases(ctx: &Context) -> Vec<DatabaseRow> {
         .iter()
         .filter_map(|name| cfg.database(name))
         .map(|db| DatabaseRow {
-            host: db.host.as_ref().map(|h| match h {
-                ServerHost::Tcp(h) => h.clone(),
-                ServerHost::Unix(p) => p.display().to_string(),
-            }),
+            host: match db.host_list() {
+                // As written: `a,b,c`.
+                Some(list) => Some(
+                    list.iter()
+                        .map(|(h, _)| host_text(h))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
+                None => db.host.as_ref().map(host_text),
+            },
+            load_balance_hosts: db.host_list().map(|_| db.load_balance_hosts.as_str()),
             port: db.port,
             database: db.dbname.clone().unwrap_or_else(|| db.name.clone()),
             force_user: db.user.clone(),
@@ -201,8 +228,7 @@ pub fn databases(ctx: &Context) -> Vec<DatabaseRow> {
             pool_mode: db.pool_mode.map(|m| m.as_str()),
             max_connections: db.max_db_connections.unwrap_or(g.max_db_connections),
             current_connections: ctx.pools.db_connections(&db.name),
-            // max_db_client_connections is not implemented: its PgBouncer default, unlimited.
-            max_client_connections: 0,
+            max_client_connections: cfg.max_db_client_connections(&db),
             current_client_connections: clients.get(&db.name).copied().unwrap_or(0),
             paused: ctx.db_paused(&db.name),
             disabled: ctx.disabled_dbs.contains(&db.name),
@@ -222,13 +248,21 @@ pub fn databases(ctx: &Context) -> Vec<DatabaseRow> {
         pool_mode: Some("statement"),
         max_connections: g.max_db_connections,
         current_connections: 0,
-        max_client_connections: 0,
+        max_client_connections: g.max_db_client_connections,
         current_client_connections: clients.get(ADMIN_DB).copied().unwrap_or(0),
+        load_balance_hosts: None,
         paused: false,
         disabled: false,
     });
     rows.sort_by(|a, b| a.name.cmp(&b.name));
     rows
+}
+
+fn host_text(h: &ServerHost) -> String {
+    match h {
+        ServerHost::Tcp(h) => h.clone(),
+        ServerHost::Unix(p) => p.display().to_string(),
+    }
 }
 
 /// One SHOW USERS row.
@@ -277,7 +311,7 @@ pub fn users(ctx: &Context) -> Vec<UserRow> {
                     .and_then(|u| u.max_user_connections)
                     .unwrap_or(cfg.general.max_user_connections),
                 current_connections: servers.get(&name).copied().unwrap_or(0),
-                max_user_client_connections: 0,
+                max_user_client_connections: cfg.max_user_client_connections(&name),
                 current_client_connections: clients.get(&name).copied().unwrap_or(0),
                 name,
             }

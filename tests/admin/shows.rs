@@ -322,7 +322,7 @@ async fn errors_and_privileges() {
         "select 1",
         "show pools; show stats",
         "SHOW FDS",
-        "SUSPEND",
+        "SUSPEND now",
         "frobnicate",
         "show pools extra",
     ] {

@@ -125,7 +125,58 @@ pub struct PatroniLab {
     etcd_log: PathBuf,
     etcd: Mutex<Option<Child>>,
     owner: Option<(u32, u32)>,
+    /// Per node (when root): the group its Patroni and PostgreSQL run with, so a partition can
+    /// match each node's packets with iptables `-m owner --gid-owner`.
+    node_gids: Vec<Option<u32>>,
     pg_bin: PathBuf,
+}
+
+/// A network partition made by [`PatroniLab::partition`]: an iptables chain of the test's own,
+/// jumped from OUTPUT. Removed on drop (also when the test fails).
+pub struct Partition {
+    chain: String,
+}
+
+impl Partition {
+    /// Removes the rules now (the partition heals).
+    pub fn heal(self) {}
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        let _ = iptables(&["-D", "OUTPUT", "-j", &self.chain]);
+        let _ = iptables(&["-F", &self.chain]);
+        let _ = iptables(&["-X", &self.chain]);
+    }
+}
+
+/// Runs iptables with `args`; Err with its stderr on failure.
+fn iptables(args: &[&str]) -> Result<(), String> {
+    let mut cmd = Command::new("iptables");
+    cmd.args(["-w", "5"]).args(args);
+    let (code, _, err) = run_bounded(&mut cmd, Duration::from_secs(20), "iptables");
+    if code == 0 {
+        Ok(())
+    } else {
+        Err(format!("iptables {args:?}: {err}"))
+    }
+}
+
+/// The gid of group `name`, created (as a system group) if missing.
+fn group_gid(name: &str) -> u32 {
+    let lookup = || -> Option<u32> {
+        let out = Command::new("getent").args(["group", name]).output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.trim().split(':').nth(2)?.parse().ok()
+    };
+    if let Some(gid) = lookup() {
+        return gid;
+    }
+    let mut cmd = Command::new("groupadd");
+    cmd.args(["--system", name]);
+    let (code, _, err) = run_bounded(&mut cmd, Duration::from_secs(20), "groupadd");
+    // Another test may have created it meanwhile.
+    lookup().unwrap_or_else(|| panic!("groupadd {name} failed ({code}): {err}"))
 }
 
 impl PatroniLab {
@@ -140,6 +191,9 @@ impl PatroniLab {
             etcd_log: dir.join("etcd.log"),
             etcd: Mutex::new(None),
             owner: is_root().then(postgres_user),
+            node_gids: (1..=2)
+                .map(|i| is_root().then(|| group_gid(&format!("olly-pgnode{i}"))))
+                .collect(),
             pg_bin: patroni_pg_bin(),
             nodes: Vec::new(),
             dir,
@@ -249,6 +303,74 @@ impl PatroniLab {
         let leader = self.leader().expect("a leader to kill");
         self.node(&leader).kill_hard();
         leader
+    }
+
+    /// Cuts node `name` off from etcd and from the other node (both ways), while everything
+    /// else (the pooler, the test) still reaches it: iptables rules in a chain of our own that
+    /// drop the node's packets to etcd and to the other node's ports, and the other node's
+    /// packets to this node's ports, matched by the nodes' groups. Needs root.
+    pub fn partition(&self, name: &str) -> Partition {
+        assert!(is_root(), "a partition needs root (iptables)");
+        let i = self
+            .nodes
+            .iter()
+            .position(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no node {name}"));
+        let other = 1 - i;
+        let (gid, other_gid) = (
+            self.node_gids[i].expect("root: node groups"),
+            self.node_gids[other].expect("root: node groups"),
+        );
+        let chain = format!("OLLY-{}-{}", std::process::id(), self.nodes[i].pg_port);
+        iptables(&["-N", &chain]).unwrap_or_else(|e| panic!("{e}"));
+        let partition = Partition { chain };
+        let chain = partition.chain.clone();
+        let drop_rule = |gid: u32, port: u16| {
+            let (gid, port) = (gid.to_string(), port.to_string());
+            iptables(&[
+                "-A",
+                &chain,
+                "-p",
+                "tcp",
+                "-d",
+                "127.0.0.1",
+                "--dport",
+                &port,
+                "-m",
+                "owner",
+                "--gid-owner",
+                &gid,
+                "-j",
+                "DROP",
+            ])
+            .unwrap_or_else(|e| panic!("{e}"));
+        };
+        let (me, them) = (&self.nodes[i], &self.nodes[other]);
+        for port in [self.etcd_port, them.pg_port, them.api_port] {
+            drop_rule(gid, port);
+        }
+        for port in [me.pg_port, me.api_port] {
+            drop_rule(other_gid, port);
+        }
+        iptables(&["-I", "OUTPUT", "-j", &chain]).unwrap_or_else(|e| panic!("{e}"));
+        partition
+    }
+
+    /// `GET /cluster` from one node's own API: the leader it reports, if any.
+    pub fn leader_seen_by(&self, name: &str) -> Option<String> {
+        let (status, body) = http(self.node(name).api_port, "GET", "/cluster", None).ok()?;
+        if status != 200 {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["members"].as_array()?.iter().find_map(|m| {
+            (m["role"].as_str() == Some("leader")).then(|| m["name"].as_str().map(String::from))?
+        })
+    }
+
+    /// kill -9 of one node's Patroni, postmaster and backends (a crashed member).
+    pub fn kill_node(&self, name: &str) {
+        self.node(name).kill_hard();
     }
 
     /// Waits for `/cluster` to report a leader other than `old`; returns it.
@@ -426,6 +548,10 @@ impl PatroniLab {
     fn spawn_node(&self, i: usize) {
         let node = &self.nodes[i];
         let mut cmd = self.command("patroni", &node.log_path);
+        if let Some(gid) = self.node_gids[i] {
+            // Its own group (uid stays postgres, which owns the files): what a partition matches.
+            std::os::unix::process::CommandExt::gid(&mut cmd, gid);
+        }
         cmd.arg(&node.config);
         let child = cmd
             .spawn()

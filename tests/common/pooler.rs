@@ -200,6 +200,32 @@ impl Pooler {
         );
     }
 
+    /// Start the built pooler again on the same ini, port and dir after it exited (a rolling
+    /// restart), and wait until it listens. The log file starts over. Panics if the previous
+    /// process is still running or the new one does not listen.
+    pub fn respawn(&self) {
+        {
+            let mut guard = lock(&self.child);
+            let child = guard.as_mut().expect("invariant: pooler was spawned");
+            let exited = child.try_wait().ok().flatten();
+            assert!(
+                exited.is_some(),
+                "respawn: pooler {} still running",
+                child.id()
+            );
+            unregister(child.id());
+        }
+        let bin = Path::new(env!("CARGO_BIN_EXE_ollyscale-pooler"));
+        self.spawn(bin, &[]);
+        let ini = fs::read_to_string(&self.ini_path).expect("read pgbouncer.ini");
+        if let Err(log) = self.wait_listening(&ini) {
+            panic!(
+                "respawned pooler did not listen on 127.0.0.1:{}:\n{log}",
+                self.port
+            );
+        }
+    }
+
     /// Send `sig` (libc::SIGHUP, SIGTERM, SIGINT, ...) to the pooler; no-op if it already exited.
     pub fn signal(&self, sig: i32) {
         if let Some(child) = lock(&self.child).as_mut() {

@@ -93,7 +93,14 @@ async fn client_idle_timeout() {
 async fn client_login_timeout() {
     use std::io::Read;
     let pg = Pg::start();
-    let pooler = Pooler::start(&pg, "", "client_login_timeout = 1", "");
+    // A client that sends nothing is never accepted while tcp_defer_accept is on (PgBouncer's
+    // Linux default): the kernel holds it. Off here, so the login timer is what ends it.
+    let pooler = Pooler::start(
+        &pg,
+        "",
+        "client_login_timeout = 1\ntcp_defer_accept = 0",
+        "",
+    );
     let mut s = std::net::TcpStream::connect(("127.0.0.1", pooler.port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let started = std::time::Instant::now();

@@ -39,7 +39,7 @@ pub fn databases(cmd: &Cmd<'_>) -> Result<Reply, CommandError> {
                 num(d.reserve_pool_size),
                 num(d.server_lifetime_s),
                 d.pool_mode.map(String::from),
-                None,
+                d.load_balance_hosts.map(String::from),
                 num(d.max_connections),
                 num(d.current_connections),
                 num(d.max_client_connections),

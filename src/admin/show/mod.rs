@@ -114,8 +114,8 @@ pub(crate) fn rows(columns: &[(&'static str, u32)], rows: Vec<Vec<Option<String>
     }
 }
 
-/// The usage notice. Lists what this pooler implements (no FDS / SUSPEND: they go with
-/// online restart, which PgBouncer 1.26 removes too).
+/// The usage notice. Lists what this pooler implements (no FDS: it goes with online restart,
+/// which PgBouncer 1.26 removes too).
 fn help(_: &Cmd<'_>) -> Result<Reply, CommandError> {
     let detail = "\n\tSHOW HELP|CONFIG|DATABASES|POOLS|CLIENTS|SERVERS|USERS|VERSION\n\
                   \tSHOW PEERS|PEER_POOLS\n\
@@ -132,6 +132,7 @@ fn help(_: &Cmd<'_>) -> Result<Reply, CommandError> {
                   \tRECONNECT [<db>]\n\
                   \tKILL [<db>]\n\
                   \tKILL_CLIENT <client_id>\n\
+                  \tSUSPEND\n\
                   \tSHUTDOWN\n\
                   \tSHUTDOWN WAIT_FOR_SERVERS|WAIT_FOR_CLIENTS\n\
                   \tWAIT_CLOSE [<db>]";
@@ -158,13 +159,14 @@ fn lists(cmd: &Cmd<'_>) -> Result<Reply, CommandError> {
 
 fn state(cmd: &Cmd<'_>) -> Result<Reply, CommandError> {
     let paused = cmd.s.ctx.paused_all();
+    let suspended = cmd.s.ctx.is_suspended();
     let yes_no = |b: bool| text(if b { "yes" } else { "no" });
     Ok(rows(
         &[("key", oid::TEXT), ("value", oid::TEXT)],
         vec![
-            vec![text("active"), yes_no(!paused)],
+            vec![text("active"), yes_no(!paused && !suspended)],
             vec![text("paused"), yes_no(paused)],
-            vec![text("suspended"), yes_no(false)],
+            vec![text("suspended"), yes_no(suspended)],
         ],
     ))
 }

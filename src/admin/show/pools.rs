@@ -26,7 +26,8 @@ pub const COLUMNS: [(&str, u32); 17] = [
 ];
 
 /// Cancel requests are forwarded on their own short connections outside the pools, so the
-/// `*_cancel*` columns are always 0; `load_balance_hosts` is NULL (no host lists).
+/// `*_cancel*` columns are always 0; `load_balance_hosts` is NULL unless the database has a
+/// host list.
 pub fn pools(cmd: &Cmd<'_>) -> Result<Reply, CommandError> {
     let data = view::pools(&cmd.s.ctx)
         .into_iter()
@@ -48,7 +49,7 @@ pub fn pools(cmd: &Cmd<'_>) -> Result<Reply, CommandError> {
                 num(p.maxwait_us / 1_000_000),
                 num(p.maxwait_us % 1_000_000),
                 text(p.pool_mode),
-                None,
+                p.load_balance_hosts.map(String::from),
             ]
         })
         .collect();

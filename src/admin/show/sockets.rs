@@ -1,7 +1,8 @@
 //! SHOW CLIENTS, SERVERS, SOCKETS and ACTIVE_SOCKETS: one row per connection, PgBouncer 1.25's
 //! 21 columns (SOCKETS adds its 7 buffer columns).
 //!
-//! What we cannot know is shown as PgBouncer shows "none": no TLS yet (`tls` empty), no peer PID of Unix-socket clients (0), no per-socket buffer positions
+//! What we cannot know is shown as PgBouncer shows "none" (`tls` is empty for plain sockets), no
+//! peer PID of Unix-socket clients (0), no per-socket buffer positions
 //! (0). `ptr`/`link` are stable per-connection tokens (there are no C pointers to print).
 //! Timestamps are `YYYY-MM-DD HH:MM:SS UTC`.
 
@@ -72,6 +73,10 @@ struct Sock {
     remote_pid: u32,
     application_name: String,
     prepared_statements: u32,
+    /// `none`, `logical` or `physical` (replication connections).
+    replication: &'static str,
+    /// PgBouncer's TLS description, empty for plain sockets.
+    tls: String,
     id: u64,
 }
 
@@ -154,6 +159,8 @@ fn client_sock(c: &ClientInfo) -> Sock {
         remote_pid: 0,
         application_name: c.application_name.lock().clone(),
         prepared_statements: c.prepared_statements.load(Ordering::Relaxed),
+        replication: *c.replication.lock(),
+        tls: c.tls.get().cloned().unwrap_or_default(),
         id: c.id,
     }
 }
@@ -213,6 +220,9 @@ fn server_socks(cmd: &Cmd<'_>) -> Vec<Sock> {
                 remote_pid: s.remote_pid,
                 application_name: s.application_name.lock().clone(),
                 prepared_statements: s.prepared_statements.load(Ordering::Relaxed),
+                // Replication servers are not pooled, so none is listed here.
+                replication: "none",
+                tls: s.tls.get().cloned().unwrap_or_default(),
                 id: s.id,
             }
         })
@@ -233,7 +243,7 @@ fn render(socks: Vec<Sock>, debug: bool) -> Reply {
                 text(if s.server { "S" } else { "C" }),
                 text(s.user),
                 text(s.database),
-                text("none"),
+                text(s.replication),
                 text(if debug { s.list } else { s.state }),
                 text(s.addr),
                 num(s.port),
@@ -247,7 +257,7 @@ fn render(socks: Vec<Sock>, debug: bool) -> Reply {
                 text(s.ptr),
                 text(s.link),
                 num(s.remote_pid),
-                text(""),
+                text(s.tls),
                 text(s.application_name),
                 num(s.prepared_statements),
                 num(s.id),

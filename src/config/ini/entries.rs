@@ -6,7 +6,9 @@
 //! `password=` value, or any text of a broken connection string, in a message.
 
 use super::value::{self, dec_u32, pool_mode, seconds};
-use crate::config::{ClusterConfig, DatabaseConfig, PatroniUrl, Role, ServerHost, UserConfig};
+use crate::config::{
+    ClusterConfig, DatabaseConfig, LoadBalanceHosts, PatroniUrl, Role, ServerHost, UserConfig,
+};
 
 /// The result of one entry: the value when it had no errors, every error, and the keys that were
 /// accepted but are not implemented.
@@ -34,21 +36,10 @@ impl<T> Outcome<T> {
 }
 
 /// Connection-string keys PgBouncer accepts that we do not implement yet.
-const DB_UNIMPLEMENTED: &[&str] = &[
-    "auth_user",
-    "auth_query",
-    "auth_dbname",
-    "max_db_client_connections",
-    "load_balance_hosts",
-    "query_wait_timeout",
-];
+const DB_UNIMPLEMENTED: &[&str] = &[];
 
 /// `[users]` keys PgBouncer accepts that we do not implement yet.
-const USER_UNIMPLEMENTED: &[&str] = &[
-    "max_user_client_connections",
-    "transaction_timeout",
-    "query_wait_timeout",
-];
+const USER_UNIMPLEMENTED: &[&str] = &[];
 
 /// Parses the connection string of `[databases] name = ...`. `name` may be `*`.
 pub(super) fn parse_database(name: &str, connstr: &str) -> Outcome<DatabaseConfig> {
@@ -62,13 +53,23 @@ pub(super) fn parse_database(name: &str, connstr: &str) -> Outcome<DatabaseConfi
         }
     };
     let mut port_set = false;
+    // host= and port= may be lists; they are paired once both are known.
+    let (mut hosts, mut ports) = (None, None);
     for (key, val) in pairs {
         port_set |= key == "port";
-        if let Err(message) = set_database_key(&mut db, &key, val) {
+        let result = match key.as_str() {
+            "host" => host_list(&val).map(|h| hosts = Some(h)),
+            "port" => port_list(&val).map(|p| ports = Some(p)),
+            _ => set_database_key(&mut db, &key, val),
+        };
+        if let Err(message) = result {
             out.errors.push(message);
         } else if DB_UNIMPLEMENTED.contains(&key.as_str()) {
             out.unimplemented.push(key);
         }
+    }
+    if let Err(message) = pair_hosts(&mut db, hosts, ports) {
+        out.errors.push(message);
     }
     if db.cluster.is_some() {
         // The servers of a cluster database are Patroni's members: a fixed address would be
@@ -92,14 +93,63 @@ pub(super) fn parse_database(name: &str, connstr: &str) -> Outcome<DatabaseConfi
     out.finish(db)
 }
 
+/// `host=a,b,c`: each element as [`host`] reads it.
+fn host_list(val: &str) -> Result<Vec<ServerHost>, String> {
+    val.split(',')
+        .map(|h| host(h.trim()).map_err(|m| format!("host: {m}")))
+        .collect()
+}
+
+/// `port=p` or `port=p1,p2,...`.
+fn port_list(val: &str) -> Result<Vec<u16>, String> {
+    val.split(',')
+        .map(|p| port(p.trim()).map_err(|m| format!("port: {m}")))
+        .collect()
+}
+
+/// PgBouncer's rule: one port for every host, or one port per host.
+fn pair_hosts(
+    db: &mut DatabaseConfig,
+    hosts: Option<Vec<ServerHost>>,
+    ports: Option<Vec<u16>>,
+) -> Result<(), String> {
+    let ports = ports.unwrap_or_else(|| vec![db.port]);
+    let Some(hosts) = hosts else {
+        if ports.len() > 1 {
+            return Err("port: a port list needs a host list of the same length".to_string());
+        }
+        db.port = ports[0];
+        return Ok(());
+    };
+    if ports.len() != 1 && ports.len() != hosts.len() {
+        return Err(format!(
+            "port: {} ports for {} hosts (give one port, or one per host)",
+            ports.len(),
+            hosts.len()
+        ));
+    }
+    let pairs: Vec<(ServerHost, u16)> = hosts
+        .into_iter()
+        .enumerate()
+        .map(|(i, h)| (h, ports.get(i).copied().unwrap_or(ports[0])))
+        .collect();
+    db.host = Some(pairs[0].0.clone());
+    db.port = pairs[0].1;
+    if pairs.len() > 1 {
+        db.hosts = pairs;
+    }
+    Ok(())
+}
+
 fn set_database_key(db: &mut DatabaseConfig, key: &str, val: String) -> Result<(), String> {
     let with_key = |message: String| format!("{key}: {message}");
     match key {
         "dbname" => db.dbname = Some(val),
-        "host" => db.host = Some(host(&val).map_err(with_key)?),
-        "port" => db.port = port(&val).map_err(with_key)?,
         "user" => db.user = Some(val),
         "password" => db.password = Some(val),
+        "auth_user" => db.auth_user = Some(val),
+        "auth_query" => db.auth_query = Some(val),
+        "auth_dbname" => db.auth_dbname = Some(val),
         "pool_size" => db.pool_size = Some(dec_u32(&val).map_err(with_key)?),
         "min_pool_size" => db.min_pool_size = Some(dec_u32(&val).map_err(with_key)?),
         "reserve_pool_size" | "reserve_pool" => {
@@ -108,6 +158,22 @@ fn set_database_key(db: &mut DatabaseConfig, key: &str, val: String) -> Result<(
         "pool_mode" => db.pool_mode = Some(pool_mode(&val).map_err(with_key)?),
         "max_db_connections" => db.max_db_connections = Some(dec_u32(&val).map_err(with_key)?),
         "server_lifetime" => db.server_lifetime = Some(seconds(&val).map_err(with_key)?),
+        "max_db_client_connections" => {
+            db.max_db_client_connections = Some(dec_u32(&val).map_err(with_key)?)
+        }
+        "query_wait_timeout" => db.query_wait_timeout = optional_seconds(&val).map_err(with_key)?,
+        "load_balance_hosts" => {
+            db.load_balance_hosts = match val.to_ascii_lowercase().as_str() {
+                "round-robin" => LoadBalanceHosts::RoundRobin,
+                "disable" => LoadBalanceHosts::Disable,
+                _ => {
+                    return Err(with_key(format!(
+                        "expected round-robin or disable, got \"{}\"",
+                        value::shown(&val)
+                    )))
+                }
+            }
+        }
         "connect_query" => db.connect_query = Some(val),
         "client_encoding" => db.client_encoding = Some(val),
         "datestyle" => db.datestyle = Some(val),
@@ -162,6 +228,13 @@ fn set_user_key(user: &mut UserConfig, key: &str, val: &str) -> Result<(), Strin
             user.idle_transaction_timeout = Some(seconds(val).map_err(with_key)?)
         }
         "client_idle_timeout" => user.client_idle_timeout = Some(seconds(val).map_err(with_key)?),
+        "max_user_client_connections" => {
+            user.max_user_client_connections = Some(dec_u32(val).map_err(with_key)?)
+        }
+        "transaction_timeout" => user.transaction_timeout = Some(seconds(val).map_err(with_key)?),
+        "query_wait_timeout" => {
+            user.query_wait_timeout = optional_seconds(val).map_err(with_key)?
+        }
         k if USER_UNIMPLEMENTED.contains(&k) => {}
         _ => {
             return Err(format!(
@@ -171,6 +244,15 @@ fn set_user_key(user: &mut UserConfig, key: &str, val: &str) -> Result<(), Strin
         }
     }
     Ok(())
+}
+
+/// PgBouncer's per-database and per-user `query_wait_timeout`: -1 (its default) means "not set
+/// here, use the next level"; anything else is seconds as usual.
+fn optional_seconds(val: &str) -> Result<Option<std::time::Duration>, String> {
+    if val.trim() == "-1" {
+        return Ok(None);
+    }
+    seconds(val).map(Some)
 }
 
 /// Parses the settings of `[clusters] name = patroni=http://host:port,...`.
@@ -214,9 +296,6 @@ pub(super) fn parse_cluster(name: &str, settings: &str) -> Outcome<ClusterConfig
 
 /// `host=`: a directory (starts with `/`) is a Unix socket; anything else a host name or address.
 pub(super) fn host(val: &str) -> Result<ServerHost, String> {
-    if val.contains(',') {
-        return Err("multiple hosts (host=a,b) are not supported yet".to_string());
-    }
     if val.is_empty() {
         return Err("expected a host name, address or socket directory, got \"\"".to_string());
     }

@@ -15,6 +15,9 @@ const MIN_MAX_PACKET_SIZE: u64 = 1024;
 /// Sets `key` (a lower-case name from `GENERAL_KEYS` marked implemented) from `value`.
 /// The error is what was expected; the caller adds file, line and key.
 pub(super) fn apply(g: &mut General, key: &str, value: &str) -> Result<(), String> {
+    if let Some(r) = crate::config::security::apply(&mut g.security, key, value) {
+        return r;
+    }
     match key {
         "listen_addr" => g.listen_addr = list(value),
         "listen_port" => g.listen_port = listen_port(value)?,
@@ -49,6 +52,20 @@ pub(super) fn apply(g: &mut General, key: &str, value: &str) -> Result<(), Strin
         "client_idle_timeout" => g.client_idle_timeout = seconds(value)?,
         "idle_transaction_timeout" => g.idle_transaction_timeout = seconds(value)?,
         "max_packet_size" => g.max_packet_size = max_packet_size(value)?,
+        "transaction_timeout" => g.transaction_timeout = seconds(value)?,
+        "query_wait_notify" => g.query_wait_notify = seconds(value)?,
+        "server_fast_close" => g.server_fast_close = boolean(value)?,
+        "max_db_client_connections" => g.max_db_client_connections = u32_value(value)?,
+        "max_user_client_connections" => g.max_user_client_connections = u32_value(value)?,
+        "suspend_timeout" => g.suspend_timeout = seconds(value)?,
+        "cancel_wait_timeout" => g.cancel_wait_timeout = seconds(value)?,
+        "so_reuseport" => g.so_reuseport = boolean(value)?,
+        "tcp_defer_accept" => g.tcp_defer_accept = u32_value(value)?,
+        "tcp_socket_buffer" => g.tcp_socket_buffer = u32_value(value)?,
+        "unix_socket_group" => g.unix_socket_group = non_empty(value),
+        "syslog" => g.syslog = boolean(value)?,
+        "syslog_ident" => g.syslog_ident = value.to_string(),
+        "syslog_facility" => g.syslog_facility = syslog_facility(value)?,
         "listen_backlog" => g.listen_backlog = u32_value(value)?,
         "max_prepared_statements" => g.max_prepared_statements = u32_value(value)?,
         "tcp_keepalive" => g.tcp_keepalive = boolean(value)?,
@@ -81,6 +98,7 @@ pub(super) fn apply(g: &mut General, key: &str, value: &str) -> Result<(), Strin
         "patroni_timeout" => g.patroni_timeout = positive_seconds(value)?,
         "max_replica_lag" => g.max_replica_lag = c_uint(value, u64::MAX)?,
         "failover_hold_timeout" => g.failover_hold_timeout = seconds(value)?,
+        "replica_fallback" => g.replica_fallback = super::super::ReplicaFallback::parse(value)?,
         _ => {
             return Err(format!(
                 "internal error: {key} is marked implemented but has no parser"
@@ -144,13 +162,33 @@ fn auth_type(value: &str) -> Result<AuthType, String> {
         "plain" => Ok(AuthType::Plain),
         "md5" => Ok(AuthType::Md5),
         "scram-sha-256" => Ok(AuthType::ScramSha256),
-        other @ ("cert" | "hba" | "pam" | "ldap" | "peer") => Err(format!(
-            "auth_type {other} is not supported (use any, trust, plain, md5 or scram-sha-256)"
+        "peer" => Ok(AuthType::Peer),
+        "cert" => Ok(AuthType::Cert),
+        "hba" => Ok(AuthType::Hba),
+        other @ ("pam" | "ldap") => Err(format!(
+            "auth_type {other} is not supported (use any, trust, plain, md5, scram-sha-256, cert, hba or peer)"
         )),
         _ => Err(format!(
-            "expected one of any, trust, plain, md5, scram-sha-256, got \"{}\"",
+            "expected one of any, trust, plain, md5, scram-sha-256, cert, hba, peer, got \"{}\"",
             value::shown(value)
         )),
+    }
+}
+
+/// The facility names PgBouncer accepts (`auth`, `authpriv`, `daemon`, `user`, `local0`..`local7`).
+fn syslog_facility(value: &str) -> Result<String, String> {
+    let lower = value.to_ascii_lowercase();
+    let known = matches!(lower.as_str(), "auth" | "authpriv" | "daemon" | "user")
+        || (lower.len() == 6
+            && lower.starts_with("local")
+            && (b'0'..=b'7').contains(&lower.as_bytes()[5]));
+    if known {
+        Ok(lower)
+    } else {
+        Err(format!(
+            "expected auth, authpriv, daemon, user or local0..local7, got \"{}\"",
+            value::shown(value)
+        ))
     }
 }
 

@@ -207,14 +207,25 @@ fn patroni_general_keys() {
     assert_eq!(g.patroni_timeout, Duration::from_secs(5));
     assert_eq!(g.max_replica_lag, 0);
     assert_eq!(g.failover_hold_timeout, Duration::ZERO);
-    // Parsed, but nothing uses them before the pools follow Patroni: reported, not silent.
-    let cfg =
-        parse("[pgbouncer]\nmax_replica_lag = 5\npatroni_timeout = 3\nfailover_hold_timeout = 9\n");
-    assert_eq!(
-        cfg.unimplemented_keys,
-        ["max_replica_lag", "failover_hold_timeout"]
+    // In effect since the pools follow Patroni: no longer reported as unimplemented.
+    let cfg = parse(
+        "[pgbouncer]\nmax_replica_lag = 5\npatroni_timeout = 3\nfailover_hold_timeout = 9\n\
+         replica_fallback = none\n",
     );
+    assert!(cfg.unimplemented_keys.is_empty());
     assert_eq!(cfg.general.max_replica_lag, 5);
+    assert_eq!(
+        cfg.general.replica_fallback,
+        crate::config::ReplicaFallback::None
+    );
+    assert_eq!(
+        general("").replica_fallback,
+        crate::config::ReplicaFallback::Primary
+    );
+    assert_eq!(
+        general_error("replica_fallback = sometimes"),
+        "expected primary or none, got \"sometimes\""
+    );
     assert_eq!(
         general_error("patroni_poll_interval = 0"),
         "must be at least 0.01 seconds, got \"0\""

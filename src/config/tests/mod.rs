@@ -146,11 +146,19 @@ fn every_implemented_key_sets_its_field() {
         "unix_socket_dir" | "auth_file" | "logfile" | "pidfile" => "/x",
         "unix_socket_mode" => "0700",
         "auth_type" => "scram-sha-256",
+        "client_tls_sslmode" | "server_tls_sslmode" => "verify-full",
         "pool_mode" => "transaction",
+        "replica_fallback" => "none",
         "server_reset_query" | "server_check_query" => "SELECT 1",
         "user" => "postgres",
         "max_packet_size" => "4096",
-        "server_round_robin" | "server_reset_query_always" | "application_name_add_host" => "1",
+        "server_round_robin"
+        | "server_reset_query_always"
+        | "application_name_add_host"
+        | "server_fast_close"
+        | "so_reuseport"
+        | "syslog" => "1",
+        "syslog_facility" => "local3",
         "tcp_keepalive" | "log_connections" | "log_disconnections" | "log_pooler_errors"
         | "log_stats" => "0",
         _ => "7",
@@ -158,7 +166,7 @@ fn every_implemented_key_sets_its_field() {
     let implemented: Vec<_> = GENERAL_KEYS.iter().filter(|k| k.implemented).collect();
     assert_eq!(
         implemented.len(),
-        58,
+        89,
         "one implemented key per General field"
     );
     for k in implemented {
@@ -283,10 +291,13 @@ fn auth_types() {
         ("plain", AuthType::Plain),
         ("md5", AuthType::Md5),
         ("SCRAM-SHA-256", AuthType::ScramSha256),
+        ("peer", AuthType::Peer),
+        ("cert", AuthType::Cert),
+        ("hba", AuthType::Hba),
     ] {
         assert_eq!(general(&format!("auth_type = {text}")).auth_type, want);
     }
-    for unsupported in ["cert", "hba", "pam", "ldap", "peer"] {
+    for unsupported in ["pam", "ldap"] {
         let msg = general_error(&format!("auth_type = {unsupported}"));
         assert!(
             msg.starts_with(&format!("auth_type {unsupported} is not supported")),
@@ -403,17 +414,21 @@ fn zalando_operator_config() {
         Some(ServerHost::Tcp("acid-minimal-cluster".into()))
     );
     assert_eq!(cfg.databases["postgres"].port, 5432);
-    for key in [
-        "server_tls_sslmode",
-        "client_tls_sslmode",
-        "auth_query",
-        "auth_dbname",
-    ] {
-        assert!(cfg.unimplemented_keys.iter().any(|k| k == key), "{key}");
-    }
-    assert!(cfg
-        .unimplemented_keys
-        .contains(&"[databases] postgres: auth_user".to_string()));
+    // TLS and auth_query are implemented: nothing of theirs is reported.
+    assert!(
+        cfg.unimplemented_keys.is_empty(),
+        "{:?}",
+        cfg.unimplemented_keys
+    );
+    let sec = &g.security;
+    assert_eq!(sec.server_tls.sslmode, SslMode::Require);
+    assert_eq!(sec.client_tls.sslmode, SslMode::Require);
+    assert_eq!(sec.auth_dbname.as_deref(), Some("postgres"));
+    assert_eq!(sec.auth_query, "SELECT * FROM pooler.user_lookup($1)");
+    assert_eq!(
+        cfg.databases["postgres"].auth_user.as_deref(),
+        Some("pooler")
+    );
     assert_eq!(cfg.raw_general.len(), 25);
 }
 
@@ -589,9 +604,51 @@ app = host=/var/run/postgresql port=5433 dbname='my app' user=svc password='it''
 }
 
 #[test]
+fn host_lists_pair_hosts_with_ports() {
+    let cfg = parse(
+        "[databases]\nlist = host=a,/run/pg,c port=5433 load_balance_hosts=disable\n\
+         pairs = host=a,b port=1,2\nsingle = host=a port=7\n",
+    );
+    let list = &cfg.databases["list"];
+    assert_eq!(
+        list.host_list().unwrap(),
+        &[
+            (ServerHost::Tcp("a".into()), 5433),
+            (ServerHost::Unix("/run/pg".into()), 5433),
+            (ServerHost::Tcp("c".into()), 5433),
+        ]
+    );
+    assert_eq!(
+        list.load_balance_hosts,
+        crate::config::LoadBalanceHosts::Disable
+    );
+    assert_eq!(
+        (list.host.clone(), list.port),
+        (Some(ServerHost::Tcp("a".into())), 5433)
+    );
+    let pairs = &cfg.databases["pairs"];
+    assert_eq!(
+        pairs.host_list().unwrap(),
+        &[
+            (ServerHost::Tcp("a".into()), 1),
+            (ServerHost::Tcp("b".into()), 2)
+        ]
+    );
+    assert_eq!(
+        pairs.load_balance_hosts,
+        crate::config::LoadBalanceHosts::RoundRobin
+    );
+    let single = &cfg.databases["single"];
+    assert!(single.host_list().is_none());
+    assert_eq!(single.port, 7);
+}
+
+#[test]
 fn connection_string_errors() {
     let err = |connstr: &str| one_error(&format!("[databases]\nd = {connstr}\n")).message;
-    assert!(err("host=a,b").contains("not supported yet"));
+    assert!(err("host=a,b port=1,2,3").contains("3 ports for 2 hosts"));
+    assert!(err("port=1,2").contains("needs a host list"));
+    assert!(err("host=a,b load_balance_hosts=random").contains("round-robin or disable"));
     assert!(err("host=@abstract").contains("not supported"));
     assert!(err("port=0").contains("port number"));
     assert!(err("port=65536").contains("port number"));
@@ -621,16 +678,27 @@ fn connection_string_errors_never_show_the_password() {
 }
 
 #[test]
-fn unimplemented_connection_keys_are_listed() {
+fn connection_keys_of_newer_pgbouncers_are_implemented() {
     let cfg = parse(
         "[databases]\nd = auth_user=a auth_query='SELECT 1' auth_dbname=x \
          max_db_client_connections=1 load_balance_hosts=disable query_wait_timeout=3\n",
     );
-    assert_eq!(cfg.unimplemented_keys.len(), 6);
-    assert!(cfg
-        .unimplemented_keys
-        .iter()
-        .all(|k| k.starts_with("[databases] d: ")));
+    assert!(
+        cfg.unimplemented_keys.is_empty(),
+        "{:?}",
+        cfg.unimplemented_keys
+    );
+    let d = &cfg.databases["d"];
+    assert_eq!(d.max_db_client_connections, Some(1));
+    assert_eq!(d.query_wait_timeout, Some(Duration::from_secs(3)));
+    assert_eq!(
+        (
+            d.auth_user.as_deref(),
+            d.auth_query.as_deref(),
+            d.auth_dbname.as_deref()
+        ),
+        (Some("a"), Some("SELECT 1"), Some("x"))
+    );
 }
 
 #[test]
@@ -673,8 +741,19 @@ fn users_section() {
         Some(Duration::from_millis(1500))
     );
     assert_eq!(bob.client_idle_timeout, Some(Duration::from_secs(60)));
-    assert_eq!(cfg.users["carol@corp"].name, "carol@corp");
-    assert_eq!(cfg.unimplemented_keys.len(), 3);
+    let carol = &cfg.users["carol@corp"];
+    assert_eq!(carol.name, "carol@corp");
+    assert_eq!(carol.transaction_timeout, Some(Duration::from_secs(5)));
+    assert_eq!(carol.max_user_client_connections, Some(2));
+    assert_eq!(carol.query_wait_timeout, Some(Duration::from_secs(1)));
+    assert!(cfg.unimplemented_keys.is_empty());
+    // PgBouncer's "unset" spelling for the per-level query_wait_timeout.
+    let cfg = parse(
+        "[users]
+dan = query_wait_timeout=-1
+",
+    );
+    assert_eq!(cfg.users["dan"].query_wait_timeout, None);
     let e = one_error("[users]\nbob = pool_size=2 password=x\n");
     assert_eq!(
         (e.key.as_str(), e.message.as_str()),
@@ -807,4 +886,66 @@ fn load_reads_the_auth_file() {
     );
     let cfg = Config::load(&main).expect("loads");
     assert!(matches!(cfg.userlist.get("admin"), Some(Secret::Md5(_))));
+}
+
+// ---------------------------------------------------------------- console SET
+
+#[test]
+fn set_changes_reloadable_keys_and_keeps_restart_only_ones() {
+    let mut cfg = parse("[pgbouncer]\nlisten_port = 7000\n");
+    cfg.set_general("transaction_timeout", "2.5").unwrap();
+    assert_eq!(cfg.general.transaction_timeout, Duration::from_millis(2500));
+    cfg.set_general("max_db_client_connections", "3").unwrap();
+    cfg.set_general("query_wait_notify", "0").unwrap();
+    cfg.set_general("server_fast_close", "1").unwrap();
+    cfg.set_general("syslog_facility", "local0").unwrap();
+    assert_eq!(cfg.general.max_db_client_connections, 3);
+    assert!(cfg.general.query_wait_notify.is_zero() && cfg.general.server_fast_close);
+    assert!(cfg
+        .raw_general
+        .contains(&("transaction_timeout".to_string(), "2.5".to_string())));
+    // PgBouncer's cf_set: a restart-only key is accepted and left as it was, even a bad value.
+    cfg.set_general("listen_port", "7001").unwrap();
+    cfg.set_general("so_reuseport", "nonsense").unwrap();
+    assert_eq!(cfg.general.listen_port, 7000);
+    assert!(!cfg.general.so_reuseport);
+    assert!(cfg
+        .raw_general
+        .contains(&("listen_port".to_string(), "7000".to_string())));
+    assert!(cfg.set_general("no_such_key", "1").is_err());
+    assert!(cfg.set_general("transaction_timeout", "soon").is_err());
+    assert!(cfg.set_general("syslog_facility", "kern").is_err());
+}
+
+#[test]
+fn client_caps_resolve_entry_over_global() {
+    let cfg = parse(
+        "[databases]\ncapped = host=h max_db_client_connections=2\nopen = host=h\n\
+         [pgbouncer]\nmax_db_client_connections = 5\nmax_user_client_connections = 4\n\
+         [users]\nbob = max_user_client_connections=1\n",
+    );
+    assert_eq!(cfg.max_db_client_connections(&cfg.databases["capped"]), 2);
+    assert_eq!(cfg.max_db_client_connections(&cfg.databases["open"]), 5);
+    assert_eq!(cfg.max_user_client_connections("bob"), 1);
+    assert_eq!(cfg.max_user_client_connections("alice"), 4);
+}
+
+/// SET auth_type = hba / auth_hba_file reads the HBA file; a bad file fails the SET and leaves the
+/// config as it was.
+#[test]
+fn set_hba_reads_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hba = dir.path().join("hba.conf");
+    std::fs::write(&hba, "host all all 127.0.0.1/32 trust\n").expect("write");
+    let mut cfg = parse(&format!("[pgbouncer]\nauth_hba_file = {}\n", hba.display()));
+    assert!(cfg.hba.is_none());
+    cfg.set_general("auth_type", "hba").expect("SET auth_type");
+    assert_eq!(cfg.general.auth_type, AuthType::Hba);
+    assert!(cfg.hba.is_some());
+    let before = cfg.clone();
+    let missing = dir.path().join("missing.conf").display().to_string();
+    assert!(cfg.set_general("auth_hba_file", &missing).is_err());
+    assert_eq!(cfg, before);
+    cfg.set_general("auth_type", "md5").expect("SET auth_type");
+    assert!(cfg.hba.is_none());
 }

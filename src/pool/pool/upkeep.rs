@@ -66,9 +66,10 @@ impl Pool {
         let generation = st.generation;
         let max_packet = st.settings.max_packet_size;
         let retry = st.settings.server_login_retry;
+        let verify = st.verify_primary;
         let pool = Arc::clone(self);
         self.tasks.spawn(async move {
-            pool.launch(target, cred, generation, max_packet, retry)
+            pool.launch(target, cred, generation, max_packet, retry, verify)
                 .await
         });
     }
@@ -81,10 +82,29 @@ impl Pool {
         generation: u64,
         max_packet: u32,
         retry: Duration,
+        verify: bool,
     ) {
         let mut delay = Duration::from_millis(50);
         loop {
-            let result = self.connector.connect(&target, &cred, max_packet).await;
+            let mut result = self.connector.connect(&target, &cred, max_packet).await;
+            if verify {
+                // A primary member not re-confirmed: a connection to a node that is (still or
+                // again) in recovery must never take writes.
+                if let Ok(conn) = &mut result {
+                    match self.connector.in_recovery(conn, max_packet).await {
+                        Ok(false) => {}
+                        Ok(true) => {
+                            result = Err(Error::ServerInRecovery {
+                                addr: format!("{}:{}", target.host_text(), target.port),
+                            })
+                        }
+                        Err(e) => result = Err(e),
+                    }
+                }
+            }
+            if let Err(e) = &result {
+                self.report_failure(e);
+            }
             if self.settle_launch(result, generation) {
                 return;
             }
@@ -181,7 +201,7 @@ impl Pool {
     }
 
     fn register(&self, conn: &ServerConn) -> Registration {
-        Registration::new(
+        let r = Registration::new(
             &self.servers,
             conn.id,
             &self.key.db,
@@ -190,7 +210,11 @@ impl Pool {
             conn.cancel.port,
             conn.local_addr.clone(),
             conn.cancel.pid,
-        )
+        );
+        if conn.stream.is_tls() {
+            let _ = r.info.tls.set(conn.stream.tls_description());
+        }
+        r
     }
 
     /// Janitor step: close idle servers past server_idle_timeout / server_lifetime (keeping

@@ -62,6 +62,8 @@ impl Transfer<'_> {
             if self.xact_started.is_none() {
                 self.xact_started = Some(self.start.unwrap_or_else(Instant::now));
             }
+            // A new request: the server's next bytes answer it.
+            self.s_cut = false;
             let owed = self.pipe.ready_owed();
             let mut st = stmts!(self);
             let verdict = self
@@ -101,6 +103,9 @@ impl Transfer<'_> {
 
     /// Plans newly read server bytes; ReadyForQuery and ParameterStatus update the link.
     pub(super) fn scan_server(&mut self) -> Result<()> {
+        if self.s_cut {
+            return Ok(());
+        }
         let tracking = self.stmts.is_some();
         loop {
             let before = self.sscan.scanned();
@@ -108,8 +113,8 @@ impl Transfer<'_> {
                 .sscan
                 .next(&self.server.buf, self.max_packet, |t, total, _| {
                     total <= WHOLE_FRAME_CAP
-                        && (matches!(t, b'Z' | b'S' | b'C')
-                            || (tracking && matches!(t, b'1' | b'3' | b'E')))
+                        && (matches!(t, b'Z' | b'S' | b'C' | b'E')
+                            || (tracking && matches!(t, b'1' | b'3')))
                 })
                 .map_err(|e| Error::ServerProtocol(e.to_string()))?;
             let after = self.sscan.scanned();
@@ -124,6 +129,23 @@ impl Transfer<'_> {
                     (tag, Some(bytes), bytes.len())
                 }
             };
+            if tag == b'E' {
+                // Rare, so parsing it costs nothing on the hot path. A role-change SQLSTATE is
+                // reported to the pool; as a lone BEGIN's only answer a FATAL one is not
+                // forwarded (the session sends the BEGIN elsewhere).
+                if let Some(f) = body.and_then(|b| build::parse_error_fields(&b[5..]).ok()) {
+                    if crate::error::is_role_change_sqlstate(&f.code) {
+                        self.tally.role_change = true;
+                        if self.lone_begin && f.severity == "FATAL" {
+                            return Err(Error::ServerGone);
+                        }
+                    }
+                }
+                self.lone_begin = false;
+            } else {
+                // The server answered something: what follows is not "before the BEGIN".
+                self.lone_begin = false;
+            }
             let mut param = None;
             if let (b'S', Some(bytes)) = (tag, body) {
                 if let Ok((k, v)) = build::parse_parameter_status(&bytes[5..]) {
@@ -165,6 +187,11 @@ impl Transfer<'_> {
             }
             if let Some(status) = status {
                 self.ready_for_query(status)?;
+                if status == b'I' && self.pipe.is_idle() && self.mode != PoolMode::Session {
+                    // Everything is answered: what follows is nobody's answer.
+                    self.s_cut = true;
+                    return Ok(());
+                }
             }
         }
     }

@@ -1,0 +1,305 @@
+//! `auth_hba_file` (auth_type = hba): PostgreSQL's pg_hba.conf format, the subset PgBouncer reads.
+//!
+//! Connection types local/host/hostssl/hostnossl; database lists with `all`, `sameuser`,
+//! `replication` (never matches a pooled login), names and `@file`; user lists with `all`, names,
+//! `@file` and `+group`; addresses `all`, CIDR (IPv4/IPv6) or address + mask; methods trust,
+//! reject, md5, password, scram-sha-256, cert. Pure: the file is read once by [`Hba::load`], and
+//! matching does no I/O. `+group` needs role membership the pooler does not know, so it matches
+//! nobody (logged at load).
+
+use std::net::IpAddr;
+use std::path::Path;
+
+/// What an HBA line lets a connection do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HbaMethod {
+    /// No password.
+    Trust,
+    /// Refuse (`login rejected`).
+    Reject,
+    /// MD5 challenge (SCRAM for SCRAM-stored users).
+    Md5,
+    /// Cleartext password.
+    Password,
+    /// SCRAM-SHA-256.
+    ScramSha256,
+    /// TLS client certificate whose CN is the user.
+    Cert,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConnType {
+    Local,
+    Host,
+    HostSsl,
+    HostNoSsl,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Name {
+    All,
+    SameUser,
+    Replication,
+    Group(String),
+    Exact(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Addr {
+    All,
+    Net(IpAddr, u8),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Line {
+    conn: ConnType,
+    dbs: Vec<Name>,
+    users: Vec<Name>,
+    addr: Addr,
+    method: HbaMethod,
+}
+
+/// A parsed HBA file, in file order (first match wins).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Hba {
+    lines: Vec<Line>,
+}
+
+/// The connection being judged.
+pub struct Peer<'a> {
+    /// `None` for a Unix-socket client.
+    pub addr: Option<IpAddr>,
+    /// The client did the TLS handshake.
+    pub tls: bool,
+    /// The database it asked for.
+    pub database: &'a str,
+    /// The user it logs in as.
+    pub user: &'a str,
+}
+
+impl Hba {
+    /// Reads and parses `path`; `@file` lists are resolved relative to its directory.
+    pub fn load(path: &Path) -> Result<Hba, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        Hba::parse(&text, &|f| {
+            let p = dir.join(f);
+            std::fs::read_to_string(&p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+        })
+        .map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Parses HBA text; `include` reads an `@file`.
+    pub fn parse(
+        text: &str,
+        include: &dyn Fn(&str) -> Result<String, String>,
+    ) -> Result<Hba, String> {
+        let mut lines = Vec::new();
+        for (no, raw) in text.lines().enumerate() {
+            let line = raw.split('#').next().unwrap_or("");
+            let f = tokens(line);
+            if f.is_empty() {
+                continue;
+            }
+            let at = |m: String| format!("line {}: {m}", no + 1);
+            lines.push(parse_line(&f, include).map_err(at)?);
+        }
+        Ok(Hba { lines })
+    }
+
+    /// The method of the first matching line; `None` = no line matched.
+    pub fn method(&self, p: &Peer<'_>) -> Option<HbaMethod> {
+        self.lines.iter().find(|l| l.matches(p)).map(|l| l.method)
+    }
+}
+
+/// Splits on whitespace; double quotes keep a token whole (and mark it as a plain name).
+fn tokens(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for ch in line.chars() {
+        match ch {
+            '"' => {
+                quoted = !quoted;
+                cur.push(ch);
+            }
+            c if c.is_whitespace() && !quoted => {
+                if !cur.is_empty() {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+fn names(
+    field: &str,
+    include: &dyn Fn(&str) -> Result<String, String>,
+) -> Result<Vec<Name>, String> {
+    let mut out = Vec::new();
+    for item in field.split(',').filter(|s| !s.is_empty()) {
+        if let Some(q) = item.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+            out.push(Name::Exact(q.to_string()));
+        } else if let Some(file) = item.strip_prefix('@') {
+            let text = include(file)?;
+            for word in text
+                .lines()
+                .map(|l| l.split('#').next().unwrap_or(""))
+                .flat_map(|l| l.split([',', ' ', '\t']))
+                .filter(|w| !w.is_empty())
+            {
+                out.extend(names(word, include)?);
+            }
+        } else {
+            out.push(match item {
+                "all" => Name::All,
+                "sameuser" => Name::SameUser,
+                "replication" => Name::Replication,
+                g if g.starts_with('+') => {
+                    tracing::warn!(
+                        "hba: group {g} cannot be resolved by the pooler and matches nobody"
+                    );
+                    Name::Group(g[1..].to_string())
+                }
+                n => Name::Exact(n.to_string()),
+            });
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("empty list \"{field}\""));
+    }
+    Ok(out)
+}
+
+fn parse_line(
+    f: &[String],
+    include: &dyn Fn(&str) -> Result<String, String>,
+) -> Result<Line, String> {
+    let conn = match f[0].as_str() {
+        "local" => ConnType::Local,
+        "host" => ConnType::Host,
+        "hostssl" => ConnType::HostSsl,
+        "hostnossl" => ConnType::HostNoSsl,
+        other => return Err(format!("unsupported connection type \"{other}\"")),
+    };
+    let need = if conn == ConnType::Local { 4 } else { 5 };
+    if f.len() < need {
+        return Err("too few fields".to_string());
+    }
+    let dbs = names(&f[1], include)?;
+    let users = names(&f[2], include)?;
+    let (addr, rest) = if conn == ConnType::Local {
+        (Addr::All, &f[3..])
+    } else {
+        parse_addr(&f[3..])?
+    };
+    let method = match rest.first().map(String::as_str) {
+        Some("trust") => HbaMethod::Trust,
+        Some("reject") => HbaMethod::Reject,
+        Some("md5") => HbaMethod::Md5,
+        Some("password") => HbaMethod::Password,
+        Some("scram-sha-256") => HbaMethod::ScramSha256,
+        Some("cert") => HbaMethod::Cert,
+        Some(other) => return Err(format!("unsupported method \"{other}\"")),
+        None => return Err("no method".to_string()),
+    };
+    if let Some(opt) = rest.get(1) {
+        return Err(format!("unsupported option \"{opt}\""));
+    }
+    Ok(Line {
+        conn,
+        dbs,
+        users,
+        addr,
+        method,
+    })
+}
+
+/// `all`, `addr/bits`, or `addr mask`; returns the fields after the address.
+fn parse_addr(f: &[String]) -> Result<(Addr, &[String]), String> {
+    let a = f[0].as_str();
+    if a == "all" {
+        return Ok((Addr::All, &f[1..]));
+    }
+    if let Some((ip, bits)) = a.split_once('/') {
+        let ip: IpAddr = ip.parse().map_err(|_| format!("bad address \"{a}\""))?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let bits: u8 = bits
+            .parse()
+            .ok()
+            .filter(|b| *b <= max)
+            .ok_or_else(|| format!("bad prefix length in \"{a}\""))?;
+        return Ok((Addr::Net(ip, bits), &f[1..]));
+    }
+    let ip: IpAddr = a.parse().map_err(|_| {
+        format!("unsupported address \"{a}\" (host names, samehost and samenet are not supported)")
+    })?;
+    let mask: IpAddr = f
+        .get(1)
+        .and_then(|m| m.parse().ok())
+        .ok_or_else(|| format!("address \"{a}\" needs a /prefix or a mask"))?;
+    let bits = match (ip, mask) {
+        (IpAddr::V4(_), IpAddr::V4(m)) => u32::from(m).leading_ones() as u8,
+        (IpAddr::V6(_), IpAddr::V6(m)) => u128::from(m).leading_ones() as u8,
+        _ => return Err(format!("mask family differs from \"{a}\"")),
+    };
+    Ok((Addr::Net(ip, bits), &f[2..]))
+}
+
+fn in_net(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
+    // An IPv4 client on a dual-stack socket shows as ::ffff:a.b.c.d.
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    };
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0);
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0);
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+impl Line {
+    fn matches(&self, p: &Peer<'_>) -> bool {
+        let conn_ok = match (self.conn, p.addr) {
+            (ConnType::Local, None) => true,
+            (ConnType::Host, Some(_)) => true,
+            (ConnType::HostSsl, Some(_)) => p.tls,
+            (ConnType::HostNoSsl, Some(_)) => !p.tls,
+            _ => false,
+        };
+        let addr_ok = match (&self.addr, p.addr) {
+            (Addr::All, _) => true,
+            (Addr::Net(net, bits), Some(ip)) => in_net(ip, *net, *bits),
+            (Addr::Net(..), None) => false,
+        };
+        let db_ok = self.dbs.iter().any(|n| match n {
+            Name::All => true,
+            Name::SameUser => p.database == p.user,
+            Name::Replication | Name::Group(_) => false,
+            Name::Exact(d) => d == p.database,
+        });
+        let user_ok = self.users.iter().any(|n| match n {
+            Name::All => true,
+            Name::Exact(u) => u == p.user,
+            Name::SameUser | Name::Replication | Name::Group(_) => false,
+        });
+        conn_ok && addr_ok && db_ok && user_ok
+    }
+}
+
+#[cfg(test)]
+mod tests;

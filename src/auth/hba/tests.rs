@@ -1,0 +1,92 @@
+//! The HBA allow/deny matrix on parsed text (no files: `@file` comes from a closure).
+
+use super::*;
+
+fn parse(text: &str) -> Hba {
+    Hba::parse(text, &|f| match f {
+        "admins.txt" => Ok("alice, bob\n# comment\ncarol".to_string()),
+        "dbs.txt" => Ok("app1 app2".to_string()),
+        other => Err(format!("no file {other}")),
+    })
+    .unwrap()
+}
+
+fn peer<'a>(addr: Option<&str>, tls: bool, database: &'a str, user: &'a str) -> Peer<'a> {
+    Peer {
+        addr: addr.map(|a| a.parse().unwrap()),
+        tls,
+        database,
+        user,
+    }
+}
+
+const FILE: &str = r#"
+# TYPE     DATABASE   USER        ADDRESS            METHOD
+local      all        all                            trust
+hostssl    all        @admins.txt 0.0.0.0/0          cert
+host       @dbs.txt   app         10.1.0.0/16        md5
+host       "Mixed"    all         10.2.0.0 255.255.0.0 password
+hostnossl  all        app         192.168.0.0/24     reject
+host       sameuser   all         ::1/128            scram-sha-256
+host       all        +staff      all                trust
+host       all        all         fe80::/10          scram-sha-256
+host       all        all         all                md5
+"#;
+
+/// (client address, TLS, database, user, expected method).
+type Case<'a> = (Option<&'a str>, bool, &'a str, &'a str, Option<HbaMethod>);
+
+#[test]
+fn first_match_wins_across_the_matrix() {
+    let h = parse(FILE);
+    use HbaMethod::*;
+    let cases: &[Case] = &[
+        (None, false, "db", "anyone", Some(Trust)),
+        (Some("1.2.3.4"), true, "db", "bob", Some(Cert)),
+        (Some("1.2.3.4"), false, "db", "bob", Some(Md5)),
+        (Some("10.1.5.5"), false, "app2", "app", Some(Md5)),
+        (Some("10.2.9.9"), false, "Mixed", "x", Some(Password)),
+        (Some("10.2.9.9"), false, "mixed", "x", Some(Md5)),
+        (Some("192.168.0.7"), false, "db", "app", Some(Reject)),
+        (Some("192.168.0.7"), true, "db", "app", Some(Md5)),
+        (Some("::1"), false, "u1", "u1", Some(ScramSha256)),
+        (Some("::1"), false, "other", "u1", Some(Md5)),
+        (Some("fe80::1"), false, "db", "x", Some(ScramSha256)),
+        (Some("::ffff:10.1.2.3"), false, "app1", "app", Some(Md5)),
+    ];
+    for (addr, tls, db, user, want) in cases {
+        assert_eq!(
+            h.method(&peer(*addr, *tls, db, user)),
+            *want,
+            "{addr:?} tls={tls} {db} {user}"
+        );
+    }
+}
+
+#[test]
+fn no_line_means_no_method() {
+    let h = parse("host all all 127.0.0.1/32 trust\n");
+    assert_eq!(h.method(&peer(Some("127.0.0.2"), false, "d", "u")), None);
+    assert_eq!(h.method(&peer(None, false, "d", "u")), None);
+    assert_eq!(
+        h.method(&peer(Some("127.0.0.1"), false, "d", "u")),
+        Some(HbaMethod::Trust)
+    );
+}
+
+#[test]
+fn bad_lines_are_reported_with_their_number() {
+    let inc = |_: &str| Err("none".to_string());
+    for (text, needle) in [
+        ("host all all samenet md5", "line 1: unsupported address"),
+        ("\nhost all all 1.2.3.4/33 md5", "line 2: bad prefix"),
+        ("host all all all ldap", "unsupported method"),
+        ("host all all all md5 clientcert=1", "unsupported option"),
+        ("hostgssenc all all all md5", "connection type"),
+        ("host all all", "too few fields"),
+        ("host all @missing all md5", "none"),
+    ] {
+        let e = Hba::parse(text, &inc).unwrap_err();
+        assert!(e.contains(needle), "{text}: {e}");
+    }
+}

@@ -1,0 +1,193 @@
+//! TLS and authentication-source settings of `[pgbouncer]`: `client_tls_*`, `server_tls_*`,
+//! `auth_user`/`auth_query`/`auth_dbname` and `auth_hba_file`.
+//!
+//! Owns the typed values and their PgBouncer defaults. It does no I/O: key and certificate files
+//! are read by `net::tls` when a configuration is put in force, the HBA file by `auth::hba`.
+
+use std::path::PathBuf;
+
+/// A TLS mode, as libpq and PgBouncer spell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SslMode {
+    /// Plain text only.
+    Disable,
+    /// Plain text first; TLS if the other side insists (client side: TLS when asked).
+    Allow,
+    /// TLS when the other side offers it.
+    Prefer,
+    /// TLS always, without checking certificates.
+    Require,
+    /// TLS always; the peer's certificate must chain to the CA file.
+    VerifyCa,
+    /// Like verify-ca, and the certificate must name the host.
+    VerifyFull,
+}
+
+impl SslMode {
+    /// The ini spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Allow => "allow",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    fn parse(value: &str) -> Result<SslMode, String> {
+        Ok(match value.to_ascii_lowercase().as_str() {
+            "disable" => SslMode::Disable,
+            "allow" => SslMode::Allow,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            _ => {
+                return Err(format!(
+                    "expected one of disable, allow, prefer, require, verify-ca, verify-full, got \"{value}\""
+                ))
+            }
+        })
+    }
+}
+
+/// One side's TLS settings (`client_tls_*` or `server_tls_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// `*_tls_sslmode`.
+    pub sslmode: SslMode,
+    /// `*_tls_key_file`: our private key (PEM).
+    pub key_file: Option<PathBuf>,
+    /// `*_tls_cert_file`: our certificate chain (PEM).
+    pub cert_file: Option<PathBuf>,
+    /// `*_tls_ca_file`: roots the peer's certificate must chain to (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// `*_tls_protocols`: `secure` (TLS 1.2 and 1.3), `all`, or a list such as `tlsv1.3`.
+    pub protocols: String,
+    /// `*_tls_ciphers` as written (only the named sets are honoured; see `net::tls`).
+    pub ciphers: String,
+}
+
+impl TlsSettings {
+    fn with_mode(sslmode: SslMode) -> TlsSettings {
+        TlsSettings {
+            sslmode,
+            key_file: None,
+            cert_file: None,
+            ca_file: None,
+            protocols: "secure".to_string(),
+            ciphers: "default".to_string(),
+        }
+    }
+}
+
+/// PgBouncer 1.24.1+'s default auth_query (CVE-2025-2291 fix: honours rolvaliduntil).
+pub const DEFAULT_AUTH_QUERY: &str = "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL \
+     ELSE rolpassword END FROM pg_authid WHERE rolname=$1 AND rolcanlogin";
+
+/// TLS on both sides plus where secrets come from when the auth_file lacks a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Security {
+    /// Towards clients (PgBouncer default: disable).
+    pub client_tls: TlsSettings,
+    /// Towards servers (PgBouncer 1.20+ default: prefer).
+    pub server_tls: TlsSettings,
+    /// `auth_user`: who runs auth_query (a database entry may override it).
+    pub auth_user: Option<String>,
+    /// `auth_query`: `$1` is the user name; answers (name, secret).
+    pub auth_query: String,
+    /// `auth_dbname`: the database auth_query runs in (default: the client's database).
+    pub auth_dbname: Option<String>,
+    /// `auth_hba_file`, used when auth_type is hba.
+    pub auth_hba_file: Option<PathBuf>,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Security {
+            client_tls: TlsSettings::with_mode(SslMode::Disable),
+            server_tls: TlsSettings::with_mode(SslMode::Prefer),
+            auth_user: None,
+            auth_query: DEFAULT_AUTH_QUERY.to_string(),
+            auth_dbname: None,
+            auth_hba_file: None,
+        }
+    }
+}
+
+fn path(value: &str) -> Option<PathBuf> {
+    (!value.is_empty()).then(|| PathBuf::from(value))
+}
+
+fn name(value: &str) -> Option<String> {
+    (!value.is_empty()).then(|| value.to_string())
+}
+
+/// Sets one of this file's keys; `None` when `key` is not one of them.
+pub(crate) fn apply(s: &mut Security, key: &str, value: &str) -> Option<Result<(), String>> {
+    let side = |s: &mut Security, k: &str| -> Option<(bool, String)> {
+        let _ = s;
+        k.strip_prefix("client_tls_")
+            .map(|r| (true, r.to_string()))
+            .or_else(|| {
+                k.strip_prefix("server_tls_")
+                    .map(|r| (false, r.to_string()))
+            })
+    };
+    match key {
+        "auth_user" => s.auth_user = name(value),
+        "auth_query" => s.auth_query = value.to_string(),
+        "auth_dbname" => s.auth_dbname = name(value),
+        "auth_hba_file" => s.auth_hba_file = path(value),
+        _ => {
+            let (client, rest) = side(s, key)?;
+            let t = if client {
+                &mut s.client_tls
+            } else {
+                &mut s.server_tls
+            };
+            match rest.as_str() {
+                "sslmode" => match SslMode::parse(value) {
+                    Ok(m) => t.sslmode = m,
+                    Err(e) => return Some(Err(e)),
+                },
+                "key_file" => t.key_file = path(value),
+                "cert_file" => t.cert_file = path(value),
+                "ca_file" => t.ca_file = path(value),
+                "protocols" => t.protocols = value.to_ascii_lowercase(),
+                "ciphers" => t.ciphers = value.to_string(),
+                _ => return None,
+            }
+        }
+    }
+    Some(Ok(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_defaults() {
+        let mut s = Security::default();
+        assert_eq!(s.server_tls.sslmode, SslMode::Prefer);
+        assert_eq!(s.client_tls.sslmode, SslMode::Disable);
+        assert!(apply(&mut s, "client_tls_sslmode", "verify-full")
+            .unwrap()
+            .is_ok());
+        assert_eq!(s.client_tls.sslmode, SslMode::VerifyFull);
+        assert!(apply(&mut s, "server_tls_sslmode", "sometimes")
+            .unwrap()
+            .is_err());
+        assert!(apply(&mut s, "server_tls_ca_file", "/x/ca.crt")
+            .unwrap()
+            .is_ok());
+        assert_eq!(s.server_tls.ca_file, Some(PathBuf::from("/x/ca.crt")));
+        assert!(apply(&mut s, "auth_user", "pooler").unwrap().is_ok());
+        assert_eq!(s.auth_user.as_deref(), Some("pooler"));
+        assert!(apply(&mut s, "listen_port", "1").is_none());
+        assert!(apply(&mut s, "client_tls13_ciphers", "x").is_none());
+    }
+}

@@ -1,0 +1,498 @@
+//! rustls configurations built from `client_tls_*` (we accept clients) and `server_tls_*` (we
+//! connect to PostgreSQL), the certificate checks each sslmode asks for, and the `tls` text of
+//! SHOW CLIENTS/SERVERS.
+//!
+//! Only the `ring` provider is used (aws-lc-rs needs cmake). Files are read here, when a
+//! configuration is put in force (start, RELOAD, SIGHUP); live connections keep the config they
+//! were made with, so a reload never drops anyone. Must not touch sockets beyond the handshake.
+
+use std::hash::{Hash, Hasher};
+use std::path::Path;
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use tokio_rustls::rustls::{
+    self,
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    client::WebPkiServerVerifier,
+    crypto::{ring, CryptoProvider},
+    server::WebPkiClientVerifier,
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig,
+    SignatureScheme, SupportedProtocolVersion,
+};
+
+use crate::config::{SslMode, TlsSettings};
+
+/// OpenSSL's names for the suites the ring provider has (PgBouncer prints and accepts these).
+const SUITE_NAMES: &[(&str, &str)] = &[
+    ("TLS13_AES_256_GCM_SHA384", "TLS_AES_256_GCM_SHA384"),
+    ("TLS13_AES_128_GCM_SHA256", "TLS_AES_128_GCM_SHA256"),
+    (
+        "TLS13_CHACHA20_POLY1305_SHA256",
+        "TLS_CHACHA20_POLY1305_SHA256",
+    ),
+    (
+        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+    ),
+    (
+        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+    ),
+    (
+        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+    ),
+    (
+        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+    ),
+    (
+        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+    ),
+    (
+        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    ),
+];
+
+/// PgBouncer's named cipher sets; rustls's defaults are all modern AEAD suites, so each named
+/// set means "the provider's defaults".
+const NAMED_CIPHER_SETS: &[&str] = &[
+    "default", "secure", "fast", "normal", "compat", "legacy", "all",
+];
+
+fn suite_name(suite: rustls::SupportedCipherSuite) -> String {
+    let rust = format!("{:?}", suite.suite());
+    SUITE_NAMES
+        .iter()
+        .find(|(r, _)| *r == rust)
+        .map(|(_, o)| o.to_string())
+        .unwrap_or(rust)
+}
+
+/// The ring provider with the suites `ciphers` names (OpenSSL or IANA spelling, `:` or `,`
+/// separated). Names rustls does not have are skipped; a list naming none of ours is an error.
+fn provider(ciphers: &str) -> Result<CryptoProvider, String> {
+    let mut p = ring::default_provider();
+    let c = ciphers.trim();
+    if c.is_empty() || NAMED_CIPHER_SETS.iter().any(|n| n.eq_ignore_ascii_case(c)) {
+        return Ok(p);
+    }
+    let wanted: Vec<&str> = c
+        .split([':', ','])
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    p.cipher_suites.retain(|s| {
+        let rust = format!("{:?}", s.suite());
+        let ossl = suite_name(*s);
+        wanted.iter().any(|w| {
+            w.eq_ignore_ascii_case(&rust) || w.eq_ignore_ascii_case(&ossl) || {
+                // IANA spelling of TLS 1.3 suites: TLS_AES_128_GCM_SHA256 (same as OpenSSL's).
+                w.eq_ignore_ascii_case(rust.trim_start_matches("TLS13_"))
+            }
+        })
+    });
+    if p.cipher_suites.is_empty() {
+        return Err(format!(
+            "no cipher in \"{ciphers}\" is available (TLS 1.2/1.3 AEAD suites only)"
+        ));
+    }
+    Ok(p)
+}
+
+/// `*_tls_protocols`: `secure`/`default`/`all`/`legacy` or a list of `tlsv1.2`, `tlsv1.3`
+/// (TLS 1.0 and 1.1 are not offered by rustls and are skipped).
+fn versions(protocols: &str) -> Result<Vec<&'static SupportedProtocolVersion>, String> {
+    let p = protocols.trim().to_ascii_lowercase();
+    if p.is_empty() || matches!(p.as_str(), "secure" | "default" | "all" | "legacy") {
+        return Ok(vec![&rustls::version::TLS13, &rustls::version::TLS12]);
+    }
+    let mut out: Vec<&'static SupportedProtocolVersion> = Vec::new();
+    for item in p.split([',', ':', ' ']).filter(|s| !s.is_empty()) {
+        match item {
+            "tlsv1.3" => out.push(&rustls::version::TLS13),
+            "tlsv1.2" => out.push(&rustls::version::TLS12),
+            "tlsv1" | "tlsv1.0" | "tlsv1.1" => {}
+            other => return Err(format!("unknown TLS protocol \"{other}\"")),
+        }
+    }
+    if out.is_empty() {
+        return Err(format!(
+            "\"{protocols}\" names no protocol rustls offers (tlsv1.2, tlsv1.3)"
+        ));
+    }
+    Ok(out)
+}
+
+fn read(path: &Path, fp: &mut impl Hasher) -> Result<Vec<u8>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    bytes.hash(fp);
+    Ok(bytes)
+}
+
+fn certs(path: &Path, fp: &mut impl Hasher) -> Result<Vec<CertificateDer<'static>>, String> {
+    let bytes = read(path, fp)?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate found", path.display()));
+    }
+    Ok(certs)
+}
+
+fn key(path: &Path, fp: &mut impl Hasher) -> Result<PrivateKeyDer<'static>, String> {
+    let bytes = read(path, fp)?;
+    PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn roots(path: &Path, fp: &mut impl Hasher) -> Result<Arc<RootCertStore>, String> {
+    let mut store = RootCertStore::empty();
+    for c in certs(path, fp)? {
+        store
+            .add(c)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(Arc::new(store))
+}
+
+/// Builds the config that accepts clients; `None` when client_tls_sslmode is disable.
+pub fn acceptor_config(s: &TlsSettings) -> Result<Option<Arc<ServerConfig>>, String> {
+    if s.sslmode == SslMode::Disable {
+        return Ok(None);
+    }
+    let (Some(key_file), Some(cert_file)) = (&s.key_file, &s.cert_file) else {
+        return Err(format!(
+            "client_tls_sslmode {} needs client_tls_key_file and client_tls_cert_file",
+            s.sslmode.as_str()
+        ));
+    };
+    let fp = &mut std::collections::hash_map::DefaultHasher::new();
+    let provider = Arc::new(provider(&s.ciphers)?);
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions(&s.protocols)?)
+        .map_err(|e| e.to_string())?;
+    // verify-ca/verify-full: a client certificate signed by the CA is mandatory. Below that a
+    // CA file still lets clients present one (for auth_type cert through HBA).
+    let builder = match (&s.ca_file, s.sslmode >= SslMode::VerifyCa) {
+        (Some(ca), mandatory) => {
+            let b = WebPkiClientVerifier::builder_with_provider(roots(ca, fp)?, provider);
+            let b = if mandatory {
+                b
+            } else {
+                b.allow_unauthenticated()
+            };
+            builder.with_client_cert_verifier(b.build().map_err(|e| e.to_string())?)
+        }
+        (None, true) => {
+            return Err(format!(
+                "client_tls_sslmode {} needs client_tls_ca_file",
+                s.sslmode.as_str()
+            ))
+        }
+        (None, false) => builder.with_no_client_auth(),
+    };
+    let cfg = builder
+        .with_single_cert(certs(cert_file, fp)?, key(key_file, fp)?)
+        .map_err(|e| format!("client TLS key/certificate: {e}"))?;
+    Ok(Some(Arc::new(cfg)))
+}
+
+/// verify-ca: the chain must reach the CA, the host name is not checked.
+#[derive(Debug)]
+struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            r => r,
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(m, c, d)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(m, c, d)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// require/prefer/allow: encryption without identity, as libpq's sslmode=require. The
+/// handshake signatures are still checked, so the peer must hold the certificate's key.
+#[derive(Debug)]
+struct AnyCert(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &CertificateDer<'_>,
+        d: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// How the pooler uses TLS towards one server target: the mode plus the config it was built
+/// with. Equal when the settings and the files' contents are, so a RELOAD that changes nothing
+/// keeps the servers, and one that changes a certificate retires them at release.
+#[derive(Clone)]
+pub struct ServerTls {
+    /// server_tls_sslmode.
+    pub mode: SslMode,
+    /// The built config (None for disable, or when building failed: see `error`).
+    pub config: Option<Arc<ClientConfig>>,
+    /// Why the config could not be built; connecting then fails with it.
+    pub error: Option<String>,
+    fingerprint: u64,
+}
+
+impl PartialEq for ServerTls {
+    fn eq(&self, o: &Self) -> bool {
+        self.mode == o.mode && self.fingerprint == o.fingerprint && self.error == o.error
+    }
+}
+impl Eq for ServerTls {}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ServerTls({})", self.mode.as_str())
+    }
+}
+
+impl Default for ServerTls {
+    fn default() -> Self {
+        ServerTls {
+            mode: SslMode::Disable,
+            config: None,
+            error: None,
+            fingerprint: 0,
+        }
+    }
+}
+
+impl ServerTls {
+    /// Builds from `server_tls_*`. Never fails: a bad file makes every connect fail with the
+    /// reason (start-up checks the same settings first with [`check_settings`]).
+    pub fn build(s: &TlsSettings) -> ServerTls {
+        let mut fp = std::collections::hash_map::DefaultHasher::new();
+        s.hash_into(&mut fp);
+        let (config, error) = match connector_config(s, &mut fp) {
+            Ok(c) => (c, None),
+            Err(e) => (None, Some(e)),
+        };
+        ServerTls {
+            mode: s.sslmode,
+            config,
+            error,
+            fingerprint: fp.finish(),
+        }
+    }
+}
+
+trait HashInto {
+    fn hash_into(&self, h: &mut impl Hasher);
+}
+
+impl HashInto for TlsSettings {
+    fn hash_into(&self, h: &mut impl Hasher) {
+        self.sslmode.as_str().hash(h);
+        self.key_file.hash(h);
+        self.cert_file.hash(h);
+        self.ca_file.hash(h);
+        self.protocols.hash(h);
+        self.ciphers.hash(h);
+    }
+}
+
+fn connector_config(
+    s: &TlsSettings,
+    fp: &mut impl Hasher,
+) -> Result<Option<Arc<ClientConfig>>, String> {
+    if s.sslmode == SslMode::Disable {
+        return Ok(None);
+    }
+    let provider = Arc::new(provider(&s.ciphers)?);
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&versions(&s.protocols)?)
+        .map_err(|e| e.to_string())?;
+    let builder = if s.sslmode >= SslMode::VerifyCa {
+        let ca = s.ca_file.as_ref().ok_or_else(|| {
+            format!(
+                "server_tls_sslmode {} needs server_tls_ca_file",
+                s.sslmode.as_str()
+            )
+        })?;
+        let v = WebPkiServerVerifier::builder_with_provider(roots(ca, fp)?, provider)
+            .build()
+            .map_err(|e| e.to_string())?;
+        if s.sslmode == SslMode::VerifyFull {
+            builder.with_webpki_verifier(v)
+        } else {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(ChainOnly(v)))
+        }
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+    };
+    let cfg = match (&s.key_file, &s.cert_file) {
+        (Some(k), Some(c)) => builder
+            .with_client_auth_cert(certs(c, fp)?, key(k, fp)?)
+            .map_err(|e| format!("server TLS key/certificate: {e}"))?,
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(Some(Arc::new(cfg)))
+}
+
+/// Checks both sides' settings at start-up, so a bad file stops the start instead of failing
+/// every connection later.
+pub fn check_settings(client: &TlsSettings, server: &TlsSettings) -> Result<(), String> {
+    acceptor_config(client)?;
+    if let Some(e) = ServerTls::build(server).error {
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// The client-facing TLS config in force; swapped on reload, read at each SSLRequest.
+#[derive(Default)]
+pub struct ClientTls {
+    /// The current acceptor config (None = answer `N` to SSLRequest). A short lock: cloned
+    /// out, never held across the handshake.
+    current: RwLock<Option<Arc<ServerConfig>>>,
+}
+
+impl ClientTls {
+    /// Re-reads the files; on error keeps the previous config and says why.
+    pub fn reload(&self, s: &TlsSettings) -> Result<(), String> {
+        let cfg = acceptor_config(s)?;
+        *self.current.write() = cfg;
+        Ok(())
+    }
+
+    /// The config new handshakes use.
+    pub fn get(&self) -> Option<Arc<ServerConfig>> {
+        self.current.read().clone()
+    }
+}
+
+/// PgBouncer's `tls` column text: `TLSv1.3/TLS_AES_256_GCM_SHA384/ECDH=X25519`.
+pub fn describe(conn: &rustls::CommonState) -> String {
+    let proto = match conn.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
+        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
+        Some(v) => format!("{v:?}"),
+        None => "-".to_string(),
+    };
+    let cipher = conn
+        .negotiated_cipher_suite()
+        .map(suite_name)
+        .unwrap_or_else(|| "-".to_string());
+    let kx = conn
+        .negotiated_key_exchange_group()
+        .map(|g| match g.name() {
+            rustls::NamedGroup::X25519 => "/ECDH=X25519".to_string(),
+            rustls::NamedGroup::secp256r1 => "/ECDH=prime256v1".to_string(),
+            rustls::NamedGroup::secp384r1 => "/ECDH=secp384r1".to_string(),
+            other => format!("/ECDH={other:?}"),
+        })
+        .unwrap_or_default();
+    format!("{proto}/{cipher}{kx}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocol_lists() {
+        assert_eq!(versions("secure").unwrap().len(), 2);
+        assert_eq!(versions("tlsv1.3").unwrap().len(), 1);
+        assert_eq!(versions("tlsv1.1,tlsv1.2").unwrap().len(), 1);
+        assert!(versions("tlsv1.1").is_err());
+        assert!(versions("sslv3").is_err());
+    }
+
+    #[test]
+    fn cipher_lists() {
+        let all = ring::default_provider().cipher_suites.len();
+        assert_eq!(provider("default").unwrap().cipher_suites.len(), all);
+        let p = provider("ECDHE-RSA-AES256-GCM-SHA384:TLS_AES_128_GCM_SHA256").unwrap();
+        assert_eq!(p.cipher_suites.len(), 2);
+        assert!(provider("RC4-MD5").is_err());
+    }
+
+    #[test]
+    fn modes_need_their_files() {
+        let mut s = crate::config::Security::default().client_tls;
+        assert!(acceptor_config(&s).unwrap().is_none());
+        s.sslmode = SslMode::Require;
+        assert!(acceptor_config(&s)
+            .unwrap_err()
+            .contains("client_tls_key_file"));
+        let mut s = crate::config::Security::default().server_tls;
+        s.sslmode = SslMode::VerifyFull;
+        assert!(ServerTls::build(&s)
+            .error
+            .unwrap()
+            .contains("server_tls_ca_file"));
+        s.sslmode = SslMode::Require;
+        let t = ServerTls::build(&s);
+        assert!(t.config.is_some() && t.error.is_none());
+        assert_eq!(t, ServerTls::build(&s));
+    }
+}

@@ -1,0 +1,253 @@
+//! The secret provider: a user's secret from the auth_file, else from `auth_query` run over the
+//! pool of (auth_dbname, auth_user), with a short cache.
+//!
+//! The query runs on a server taken from the pool through its public checkout/checkin, with the
+//! extended protocol and the user name as `$1`, as PgBouncer does. Secrets are never logged or
+//! put into error texts. A user the query does not find gets `None`, which the authentication
+//! turns into the same mock exchange and text as a wrong password.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BufMut, BytesMut};
+use dashmap::DashMap;
+use postgres_protocol::message::frontend;
+use postgres_protocol::IsNull;
+
+use crate::config::{Config, DatabaseConfig, Secret};
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::server::ServerConn;
+
+/// How long an auth_query answer (found or not) is reused. Short: a password change reaches
+/// the pooler within this time, and a flood of logins for one name costs one query.
+pub const CACHE_TTL: Duration = Duration::from_secs(5);
+
+/// Answers of auth_query by (auth database, auth user, user).
+#[derive(Default)]
+pub struct Cache {
+    /// (auth db, auth user, user) -> (when fetched, secret or not found). Entries are small and
+    /// bounded by the names that tried to log in within the TTL; old ones are swept on insert.
+    map: DashMap<(String, String, String), (Instant, Option<Secret>)>,
+}
+
+/// Where auth_query runs for a database, if it is configured for it: (auth db name, auth user,
+/// query). Per-database keys win over the global ones.
+pub fn auth_source<'a>(
+    cfg: &'a Config,
+    db: &'a DatabaseConfig,
+) -> Option<(&'a str, &'a str, &'a str)> {
+    let sec = &cfg.general.security;
+    let user = db.auth_user.as_deref().or(sec.auth_user.as_deref())?;
+    let dbname = db
+        .auth_dbname
+        .as_deref()
+        .or(sec.auth_dbname.as_deref())
+        .unwrap_or(db.name.as_str());
+    let query = db.auth_query.as_deref().unwrap_or(sec.auth_query.as_str());
+    Some((dbname, user, query))
+}
+
+/// What the provider found.
+pub enum Found {
+    /// From the auth_file.
+    File(Secret),
+    /// From auth_query (`None`: no such user, or a NULL secret).
+    Query(Option<Secret>),
+    /// Nowhere to look: an unknown user.
+    Unknown,
+}
+
+impl Found {
+    /// The secret, if any.
+    pub fn secret(&self) -> Option<&Secret> {
+        match self {
+            Found::File(s) | Found::Query(Some(s)) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// The user's secret: the auth_file first, then auth_query when `db` configures it.
+pub async fn lookup(
+    ctx: &Arc<Context>,
+    cfg: &Config,
+    db: Option<&DatabaseConfig>,
+    user: &str,
+) -> Result<Found> {
+    if let Some(s) = cfg.userlist.get(user) {
+        return Ok(Found::File(s.clone()));
+    }
+    let Some((auth_db, auth_user, query)) = db.and_then(|d| auth_source(cfg, d)) else {
+        return Ok(Found::Unknown);
+    };
+    let key = (auth_db.to_string(), auth_user.to_string(), user.to_string());
+    if let Some(hit) = ctx.auth_cache.map.get(&key) {
+        if hit.0.elapsed() < CACHE_TTL {
+            return Ok(Found::Query(hit.1.clone()));
+        }
+    }
+    let auth_db_cfg = cfg.database(auth_db).ok_or_else(|| {
+        Error::AuthQuery(format!(
+            "auth_dbname {auth_db} is not a configured database"
+        ))
+    })?;
+    if auth_db == crate::session::link::ADMIN_DB {
+        return Err(Error::AuthQuery(
+            "auth_dbname cannot be the admin database".into(),
+        ));
+    }
+    let set = ctx.pools.get_or_create(cfg, &auth_db_cfg, auth_user);
+    let mut lease = set.route(crate::pool::Role::Any).checkout().await?;
+    let answer = run_query(&mut lease, query, user, cfg.general.max_packet_size).await;
+    let reusable = answer.is_ok() && lease.tx_status == b'I' && lease.buf.is_empty();
+    lease.release(reusable);
+    let secret = answer?;
+    let now = Instant::now();
+    ctx.auth_cache
+        .map
+        .retain(|_, v| now.duration_since(v.0) < CACHE_TTL);
+    ctx.auth_cache.map.insert(key, (now, secret.clone()));
+    Ok(Found::Query(secret))
+}
+
+/// Parse/Bind/Execute/Sync of `query` with `$1 = user`; expects (name, secret) columns.
+async fn run_query(
+    conn: &mut ServerConn,
+    query: &str,
+    user: &str,
+    max_packet: u32,
+) -> Result<Option<Secret>> {
+    let bad = |e: &dyn std::fmt::Display| Error::AuthQuery(e.to_string());
+    let mut out = BytesMut::with_capacity(query.len() + user.len() + 64);
+    frontend::parse("", query, std::iter::empty(), &mut out).map_err(|e| bad(&e))?;
+    frontend::bind(
+        "",
+        "",
+        Some(0),
+        Some(user),
+        |v, buf| {
+            buf.put_slice(v.as_bytes());
+            Ok(IsNull::No)
+        },
+        Some(0),
+        &mut out,
+    )
+    .map_err(|_| Error::AuthQuery("cannot encode the user name".into()))?;
+    frontend::execute("", 0, &mut out).map_err(|e| bad(&e))?;
+    frontend::sync(&mut out);
+    conn.stream.send(&out).await.map_err(Error::ServerIo)?;
+    let mut found: Option<Option<Secret>> = None;
+    let mut failure: Option<Error> = None;
+    loop {
+        let frame = conn.read_frame(max_packet).await?;
+        match frame.tag {
+            b'T' => {
+                let n = match frame.body.get(..2) {
+                    Some(b) => i16::from_be_bytes([b[0], b[1]]),
+                    None => return Err(Error::ServerProtocol("short RowDescription".into())),
+                };
+                if n != 2 && failure.is_none() {
+                    failure = Some(Error::AuthQuery(format!(
+                        "expected 2 columns from auth_query, not {n}"
+                    )));
+                }
+            }
+            b'D' if failure.is_none() && found.is_none() => {
+                found = Some(parse_row(&frame.body)?);
+            }
+            b'E' if failure.is_none() => {
+                let msg = crate::proto::build::parse_error_fields(&frame.body)
+                    .map(|f| f.message)
+                    .unwrap_or_default();
+                failure = Some(Error::AuthQuery(msg));
+            }
+            b'Z' => {
+                conn.tx_status = frame.body.first().copied().unwrap_or(b'I');
+                break;
+            }
+            _ => {}
+        }
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Ok(found.flatten())
+}
+
+/// The secret column of a DataRow (the name column is not needed); NULL = cannot log in.
+fn parse_row(body: &[u8]) -> Result<Option<Secret>> {
+    let short = || Error::AuthQuery("short DataRow".into());
+    let mut b = body;
+    if b.remaining() < 2 || b.get_i16() != 2 {
+        return Err(Error::AuthQuery(
+            "expected 2 columns from auth_query".into(),
+        ));
+    }
+    let mut secret = None;
+    for i in 0..2 {
+        if b.remaining() < 4 {
+            return Err(short());
+        }
+        let len = b.get_i32();
+        if len < 0 {
+            continue;
+        }
+        let len = len as usize;
+        if b.remaining() < len {
+            return Err(short());
+        }
+        if i == 1 {
+            secret = Some(String::from_utf8_lossy(&b[..len]).into_owned());
+        }
+        b.advance(len);
+    }
+    Ok(secret.filter(|s| !s.is_empty()).map(|s| classify(&s)))
+}
+
+/// pg_authid's forms: `md5…`, `SCRAM-SHA-256$…`, anything else is a plain password.
+fn classify(s: &str) -> Secret {
+    if s.len() == 35 && s.starts_with("md5") {
+        Secret::Md5(s.to_string())
+    } else if s.starts_with("SCRAM-SHA-256$") {
+        Secret::Scram(s.to_string())
+    } else {
+        Secret::Plain(s.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(cols: &[Option<&str>]) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        b.put_i16(cols.len() as i16);
+        for c in cols {
+            match c {
+                Some(v) => {
+                    b.put_i32(v.len() as i32);
+                    b.put_slice(v.as_bytes());
+                }
+                None => b.put_i32(-1),
+            }
+        }
+        b.to_vec()
+    }
+
+    #[test]
+    fn rows_give_secrets() {
+        let md5 = "md5".to_string() + &"a".repeat(32);
+        assert_eq!(
+            parse_row(&row(&[Some("u"), Some(&md5)])).unwrap(),
+            Some(Secret::Md5(md5.clone()))
+        );
+        assert_eq!(parse_row(&row(&[Some("u"), None])).unwrap(), None);
+        assert!(parse_row(&row(&[Some("u")])).is_err());
+        assert!(parse_row(&row(&[Some("u"), Some("x")])[..8]).is_err());
+        assert!(matches!(
+            classify("SCRAM-SHA-256$4096:c2FsdA==$a:b"),
+            Secret::Scram(_)
+        ));
+    }
+}

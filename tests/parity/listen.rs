@@ -1,0 +1,190 @@
+//! The listener's settings: so_reuseport (two processes on one port, one stopped under load),
+//! tcp_defer_accept, tcp_socket_buffer and unix_socket_group; and syslog.
+
+use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
+
+use crate::common::{free_port, Pooler};
+use crate::console::Raw;
+use crate::{admin, pg};
+
+/// Logins a pooler logged (one `login attempt` line per client).
+fn logins(p: &Pooler) -> usize {
+    p.log().matches("login attempt").count()
+}
+
+/// Two processes share 127.0.0.1:port with so_reuseport, each with its own Unix socket dir. The
+/// kernel spreads new connections over both; when one drains and exits (SIGTERM) while clients
+/// keep connecting, the other goes on serving, and a client in the middle of a transaction on the
+/// stopped one finishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn so_reuseport_two_processes_one_stopped_under_load() {
+    let port = free_port();
+    let extra = format!("listen_port = {port}\nso_reuseport = 1");
+    let a = Pooler::start(pg(), "", &extra, "");
+    let b = Pooler::start(pg(), "", &extra, "");
+    assert_ne!(a.dir, b.dir, "each process has its own unix_socket_dir");
+
+    // Load: four tasks that connect, run a query and leave, over and over.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let stop = stop.clone();
+        load.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, 0u32);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match Raw::connect(port, "olly", "olly_pw", "testdb").await {
+                    Ok(mut c) => {
+                        let r = c.query("SELECT 1").await;
+                        if r.error.is_none() && !r.closed {
+                            ok += 1;
+                        } else {
+                            failed += 1;
+                        }
+                        c.terminate().await;
+                    }
+                    Err(_) => failed += 1,
+                }
+            }
+            (ok, failed)
+        }));
+    }
+    // Both processes take a share of the connections.
+    assert!(
+        crate::eventually(Duration::from_secs(20), || logins(&a) > 5 && logins(&b) > 5).await,
+        "connections spread over both processes: a={} b={}",
+        logins(&a),
+        logins(&b)
+    );
+    // Clients inside a transaction when `a` is told to stop; at least one of them on `a`.
+    let mut inside = Vec::new();
+    while inside.len() < 20 {
+        let on_a = logins(&a);
+        let mut c = Raw::connect(port, "olly", "olly_pw", "testdb")
+            .await
+            .unwrap();
+        assert!(c.query("BEGIN").await.error.is_none());
+        let is_a = logins(&a) > on_a;
+        inside.push(c);
+        if is_a && inside.len() >= 2 {
+            break;
+        }
+    }
+    let before_b = logins(&b);
+    a.signal(libc::SIGTERM);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Every transaction, on whichever process it was, completes.
+    for c in &mut inside {
+        assert!(c.query("SELECT 1").await.error.is_none());
+        let end = c.query("COMMIT").await;
+        assert!(end.error.is_none(), "{end:?}");
+    }
+    let mut a = a;
+    assert!(
+        a.wait_exit(Duration::from_secs(20)).is_some(),
+        "the stopped process exits after its drain"
+    );
+    // The survivor keeps serving the load, and every new connection now succeeds.
+    assert!(
+        crate::eventually(Duration::from_secs(10), || logins(&b) > before_b + 20).await,
+        "b keeps serving"
+    );
+    for _ in 0..20 {
+        let mut c = Raw::connect(port, "olly", "olly_pw", "testdb")
+            .await
+            .expect("b serves every new client");
+        assert!(c.query("SELECT 1").await.error.is_none());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total_ok = 0;
+    for t in load {
+        let (ok, _failed) = t.await.unwrap();
+        total_ok += ok;
+    }
+    assert!(total_ok > 20);
+}
+
+/// Without so_reuseport a second process cannot take the port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_so_reuseport_the_port_is_exclusive() {
+    let a = Pooler::start(pg(), "", "", "");
+    let port = a.port;
+    let result =
+        std::panic::catch_unwind(|| Pooler::start(pg(), "", &format!("listen_port = {port}"), ""));
+    assert!(result.is_err(), "second bind must fail");
+}
+
+/// tcp_defer_accept is on by default (PgBouncer's Linux default): a connection that has sent
+/// nothing stays in the kernel (SYN_RECV on our side) instead of being accepted. SET turns it
+/// off for the listener. tcp_socket_buffer and unix_socket_group reach their sockets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_options_reach_the_sockets() {
+    let p = Pooler::start(
+        pg(),
+        "",
+        "tcp_socket_buffer = 24576\nunix_socket_group = nogroup",
+        "",
+    );
+    let socket = p.dir.join(format!(".s.PGSQL.{}", p.port));
+    let gid = std::fs::metadata(&socket).unwrap().gid();
+    assert_eq!(Some(gid), ollyscale_pooler::sys::group_id("nogroup"));
+
+    let silent = tokio::net::TcpStream::connect(("127.0.0.1", p.port))
+        .await
+        .unwrap();
+    let state =
+        |s: &tokio::net::TcpStream| server_side_state(p.port, s.local_addr().unwrap().port());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(state(&silent).as_deref(), Some("03"), "deferred: SYN_RECV");
+
+    let mut c = admin(&p).await;
+    assert!(c.query("SET tcp_defer_accept = 0").await.error.is_none());
+    // Applied at the next accept.
+    let mut client = Raw::connect(p.port, "olly", "olly_pw", "testdb")
+        .await
+        .unwrap();
+    assert!(client.query("SELECT 1").await.error.is_none());
+    let silent2 = tokio::net::TcpStream::connect(("127.0.0.1", p.port))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        state(&silent2).as_deref(),
+        Some("01"),
+        "accepted at once: ESTABLISHED"
+    );
+
+    // SO_RCVBUF/SO_SNDBUF of the accepted socket: `ss` shows the kernel's doubled values.
+    let out = std::process::Command::new("ss")
+        .args([
+            "-tmnH",
+            "state",
+            "established",
+            "sport",
+            "=",
+            &format!(":{}", p.port),
+        ])
+        .output()
+        .expect("ss");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("rb49152"), "{text}");
+    assert!(text.contains("tb49152"), "{text}");
+}
+
+/// The `st` column of /proc/net/tcp for the server side of a client's connection.
+fn server_side_state(server_port: u16, client_port: u16) -> Option<String> {
+    server_side_field(server_port, client_port).map(|f| f[3].clone())
+}
+
+fn server_side_field(server_port: u16, client_port: u16) -> Option<Vec<String>> {
+    let tcp = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    tcp.lines().skip(1).find_map(|l| {
+        let f: Vec<String> = l.split_whitespace().map(String::from).collect();
+        let port = |i: usize| {
+            f.get(i)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok())
+        };
+        (port(1) == Some(server_port) && port(2) == Some(client_port)).then_some(f)
+    })
+}

@@ -1,0 +1,256 @@
+//! Replication connections through the pooler: `pg_recvlogical` (replication=database) creates a
+//! slot and streams changes, and a physical replication connection (replication=true) runs
+//! IDENTIFY_SYSTEM; each has a server connection of its own, outside the pools.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use crate::common::{Pg, Pooler};
+use crate::console::Raw;
+use crate::{admin, eventually};
+
+/// A PostgreSQL with logical decoding.
+fn logical_pg() -> &'static Pg {
+    static PG: OnceLock<Pg> = OnceLock::new();
+    PG.get_or_init(|| Pg::start_with_conf("wal_level = logical"))
+}
+
+/// Kills the child (by its pid) when dropped, also on panic.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn recvlogical(p: &Pooler, args: &[&str]) -> Command {
+    let mut cmd = Command::new("pg_recvlogical");
+    cmd.env("PGPASSWORD", "olly_pw")
+        .env("PGCONNECT_TIMEOUT", "10")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &p.port.to_string(),
+            "-U",
+            "olly",
+            "-d",
+            "testdb",
+        ])
+        .args(args);
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_recvlogical_streams_through_the_pooler() {
+    let pg = logical_pg();
+    let p = Pooler::start(pg, "", "", "");
+    let out = recvlogical(
+        &p,
+        &[
+            "--slot",
+            "olly_slot",
+            "--create-slot",
+            "-P",
+            "test_decoding",
+        ],
+    )
+    .output()
+    .expect("run pg_recvlogical");
+    assert!(
+        out.status.success(),
+        "create slot: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        p.log()
+    );
+    let file = p.dir.join("changes.txt");
+    let child = recvlogical(
+        &p,
+        &[
+            "--slot",
+            "olly_slot",
+            "--start",
+            "-f",
+            file.to_str().unwrap(),
+            "-F",
+            "1",
+            "--no-loop",
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("start pg_recvlogical");
+    let mut child = Reaped(child);
+    pg.psql("CREATE TABLE IF NOT EXISTS repl_t (x int); INSERT INTO repl_t VALUES (4242)");
+    let seen = eventually(Duration::from_secs(20), || {
+        std::fs::read_to_string(&file).is_ok_and(|t| t.contains("4242"))
+    })
+    .await;
+    assert!(
+        seen,
+        "change streamed: {:?}",
+        std::fs::read_to_string(&file)
+    );
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.contains("table public.repl_t: INSERT: x[integer]:4242"),
+        "{text}"
+    );
+    // The console lists it as a logical replication client; no pool holds its server.
+    let mut c = admin(&p).await;
+    let clients = c.query("SHOW CLIENTS").await;
+    let repl: Vec<_> = clients.rows_where("replication", "logical");
+    assert_eq!(repl.len(), 1, "{:?}", clients.rows);
+    let pools = c.query("SHOW POOLS").await;
+    assert!(pools
+        .rows_where("database", "testdb")
+        .iter()
+        .all(|r| { r[pools.col("sv_active")].as_deref() == Some("0") }));
+    // Normal clients are served beside it.
+    let mut normal = Raw::connect(p.port, "olly", "olly_pw", "testdb")
+        .await
+        .unwrap();
+    assert!(normal.query("SELECT 1").await.error.is_none());
+    let _ = child.0.kill();
+    let _ = child.0.wait();
+    pg.psql("SELECT pg_drop_replication_slot('olly_slot')");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn physical_replication_connection_runs_replication_commands() {
+    let pg = logical_pg();
+    let pg_port = pg.port;
+    let p = Pooler::start(
+        pg,
+        &format!("replication = host=127.0.0.1 port={pg_port} dbname=testdb"),
+        "",
+        "",
+    );
+    let conn = format!(
+        "host=127.0.0.1 port={} user=olly password=olly_pw dbname=replication replication=true",
+        p.port
+    );
+    let (code, out, err) = crate::common::psql(&conn, "IDENTIFY_SYSTEM");
+    assert_eq!(code, 0, "{err}\n{}", p.log());
+    let system_id = pg.psql("SELECT system_identifier FROM pg_control_system()");
+    assert!(out.starts_with(system_id.trim()), "{out} vs {system_id}");
+    // A normal (non-replication) query is refused by the walsender, not by the pooler.
+    let (code, _, err) = crate::common::psql(&conn, "SELECT 1");
+    assert_ne!(code, 0);
+    assert!(!err.contains("unsupported startup parameter"), "{err}");
+}
+
+/// A logical replication connection takes SQL too (PostgreSQL 10+), with the client's
+/// `options` and application_name passed to its server as they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_connection_keeps_options_and_application_name() {
+    let pg = logical_pg();
+    let p = Pooler::start(pg, "", "", "");
+    let conn = format!(
+        "host=127.0.0.1 port={} user=olly password=olly_pw dbname=testdb replication=database \
+         application_name=abc options='-c enable_seqscan=off'",
+        p.port
+    );
+    let (code, out, err) = crate::common::psql(
+        &conn,
+        "SELECT current_setting('application_name') || ',' || current_setting('enable_seqscan')",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "abc,off");
+    // The same options on a pooled connection are refused, as PgBouncer refuses them.
+    let conn = format!(
+        "host=127.0.0.1 port={} user=olly password=olly_pw dbname=testdb \
+         options='-c enable_seqscan=off'",
+        p.port
+    );
+    let (code, _, err) = crate::common::psql(&conn, "SELECT 1");
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("unsupported startup parameter in options: enable_seqscan"),
+        "{err}"
+    );
+}
+
+/// PgBouncer's test_physical_rep_pg_basebackup: a base backup (with its WAL streamed over a
+/// second replication connection) through the pooler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_basebackup_through_the_pooler() {
+    let pg = logical_pg();
+    let pg_port = pg.port;
+    let p = Pooler::start(
+        pg,
+        &format!("replication = host=127.0.0.1 port={pg_port} dbname=testdb"),
+        "",
+        "",
+    );
+    let dest = p.dir.join("backup");
+    let out = Command::new("pg_basebackup")
+        .env("PGCONNECT_TIMEOUT", "10")
+        .args([
+            "-d",
+            &format!(
+                "host=127.0.0.1 port={} user=olly password=olly_pw dbname=replication",
+                p.port
+            ),
+            "-D",
+            dest.to_str().unwrap(),
+            "--checkpoint=fast",
+            "-X",
+            "stream",
+            "--no-sync",
+        ])
+        .output()
+        .expect("run pg_basebackup");
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        p.log()
+    );
+    assert!(dest.join("PG_VERSION").exists());
+    assert!(dest.join("backup_label").exists() || dest.join("backup_manifest").exists());
+}
+
+/// PgBouncer's test_replication_pool_size / _mixed_clients: a replication connection takes a
+/// place in its pool. With pool_size = 1 it evicts the idle pooled server, and two replication
+/// clients run one after the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_connections_count_against_pool_size() {
+    let pg = logical_pg();
+    let p = Pooler::start(pg, "", "default_pool_size = 1", "");
+    let mut normal = Raw::connect(p.port, "olly", "olly_pw", "testdb")
+        .await
+        .unwrap();
+    assert!(normal.query("SELECT 1").await.error.is_none());
+    let conn = format!(
+        "host=127.0.0.1 port={} user=olly password=olly_pw dbname=testdb replication=database",
+        p.port
+    );
+    let started = std::time::Instant::now();
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let conn = conn.clone();
+            std::thread::spawn(move || crate::common::psql(&conn, "SELECT pg_sleep(1)"))
+        })
+        .collect();
+    for r in runs {
+        let (code, _, err) = r.join().unwrap();
+        assert_eq!(code, 0, "{err}");
+    }
+    assert!(
+        started.elapsed() >= Duration::from_millis(1900),
+        "one place: the second waited for the first ({:?})",
+        started.elapsed()
+    );
+    assert!(
+        p.log().contains("closing because: evicted for pool_size"),
+        "{}",
+        p.log()
+    );
+    // The pooled client gets a server again once the replication clients are gone.
+    assert!(normal.query("SELECT 2").await.error.is_none());
+}

@@ -1,0 +1,138 @@
+//! auth_query through the Zalando operator's `pooler.user_lookup`, created in the test as the
+//! operator creates it: md5 and SCRAM users log in with only the pooler user in the auth_file,
+//! SCRAM passes through to the server, and an unknown user looks exactly like a wrong password.
+
+use tokio_postgres::SimpleQueryMessage;
+
+use super::common::{free_port, Pg, Pooler};
+
+/// The operator's lookup function (postgres-operator `pkg/cluster/database.go`), in `db`.
+pub fn install_user_lookup(pg: &Pg, db: &str) {
+    pg.psql_db(
+        db,
+        "CREATE SCHEMA IF NOT EXISTS pooler;
+         CREATE OR REPLACE FUNCTION pooler.user_lookup(
+             in i_username text, out uname text, out phash text)
+         RETURNS record AS $$
+         BEGIN
+             SELECT usename, passwd FROM pg_catalog.pg_shadow
+             WHERE usename = i_username INTO uname, phash;
+             RETURN;
+         END;
+         $$ LANGUAGE plpgsql SECURITY DEFINER;
+         REVOKE ALL ON FUNCTION pooler.user_lookup(text) FROM public, pooler;
+         GRANT EXECUTE ON FUNCTION pooler.user_lookup(text) TO pooler;
+         GRANT USAGE ON SCHEMA pooler TO pooler;",
+    );
+}
+
+/// The operator's pooler role.
+pub fn create_pooler_role(pg: &Pg) {
+    pg.psql_db(
+        "postgres",
+        "DO $$ BEGIN
+           IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'pooler') THEN
+             CREATE ROLE pooler LOGIN PASSWORD 'pooler_pw';
+           END IF;
+         END $$;",
+    );
+}
+
+fn start(pg: &Pg) -> Pooler {
+    let port = free_port();
+    let pg_port = pg.port;
+    Pooler::start_custom(pg, port, |dir| {
+        std::fs::write(dir.join("userlist.txt"), "\"pooler\" \"pooler_pw\"\n").unwrap();
+        let ini = format!(
+            "[databases]\n\
+             * = host=127.0.0.1 port={pg_port} auth_user=pooler\n\
+             [pgbouncer]\n\
+             listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir = {d}\n\
+             auth_type = md5\nauth_file = {d}/userlist.txt\nauth_dbname = postgres\n\
+             auth_query = SELECT * FROM pooler.user_lookup($1)\n\
+             admin_users = pooler\npool_mode = transaction\n",
+            d = dir.display()
+        );
+        std::fs::write(dir.join("pgbouncer.ini"), ini).unwrap();
+        (
+            vec![dir.join("pgbouncer.ini").display().to_string()],
+            vec![],
+        )
+    })
+}
+
+async fn current_user(c: &tokio_postgres::Client) -> String {
+    let rows = c.simple_query("SELECT current_user").await.unwrap();
+    match &rows[1] {
+        SimpleQueryMessage::Row(r) => r.get(0).unwrap().to_string(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_user_lookup_serves_md5_and_scram_users() {
+    let pg = Pg::start();
+    create_pooler_role(&pg);
+    install_user_lookup(&pg, "postgres");
+    let pooler = start(&pg);
+
+    let c = pooler.connect("md5user", "md5_pw", "testdb").await;
+    assert_eq!(current_user(&c).await, "md5user");
+    // SCRAM secret from pg_shadow: the client does SCRAM with the pooler, and the recovered keys
+    // log in to the server.
+    let c2 = pooler.connect("scramuser", "scram_pw", "testdb").await;
+    assert_eq!(current_user(&c2).await, "scramuser");
+    c.simple_query("SELECT 1").await.unwrap();
+
+    // Wrong password and unknown user: the same FATAL.
+    let wrong = pooler
+        .try_connect("md5user", "nope", "testdb")
+        .await
+        .err()
+        .unwrap();
+    let ghost = pooler
+        .try_connect("ghost", "nope", "testdb")
+        .await
+        .err()
+        .unwrap();
+    let text = |e: &tokio_postgres::Error| {
+        let d = e.as_db_error().expect("db error");
+        (d.code().code().to_string(), d.message().to_string())
+    };
+    assert_eq!(
+        text(&wrong),
+        ("08P01".into(), "password authentication failed".into())
+    );
+    assert_eq!(text(&wrong), text(&ghost));
+
+    // After a RELOAD (whose config knows nothing of md5user) the clients' servers still log in
+    // with what auth_query found: new server logins for connected clients keep working.
+    let admin = pooler.connect("pooler", "pooler_pw", "pgbouncer").await;
+    admin.simple_query("RELOAD").await.expect("RELOAD");
+    pg.terminate_backends("testdb");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(current_user(&c).await, "md5user");
+    assert_eq!(current_user(&c2).await, "scramuser");
+
+    // No pool (so no server connection) was made for the unknown user; secrets never show.
+    let pools = admin.simple_query("SHOW POOLS").await.unwrap();
+    let users: Vec<String> = pools
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(r.get(1).unwrap_or("").to_string()),
+            _ => None,
+        })
+        .collect();
+    assert!(users.contains(&"md5user".to_string()), "{users:?}");
+    assert!(!users.contains(&"ghost".to_string()), "{users:?}");
+    let md5_secret = pg.psql_db(
+        "postgres",
+        "SELECT rolpassword FROM pg_authid WHERE rolname = 'md5user'",
+    );
+    assert!(md5_secret.starts_with("md5"));
+    assert!(!pooler.log().contains(&md5_secret), "secret in the log");
+    assert!(
+        !pooler.log().contains("SCRAM-SHA-256$"),
+        "secret in the log"
+    );
+}

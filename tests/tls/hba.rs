@@ -1,0 +1,69 @@
+//! auth_type = hba: the method comes from the first matching line of auth_hba_file, with
+//! PgBouncer's texts for reject and no match, hostssl/hostnossl by the client's TLS, and `@file`.
+
+use super::common::{Pg, Pooler};
+use super::{conninfo, run_psql, Certs};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hba_allow_deny_matrix() {
+    let certs = Certs::new("hba");
+    certs.leaf("pooler", "pooler", &["localhost"]);
+    std::fs::write(certs.path("dbs.txt"), "testdb\n").unwrap();
+    std::fs::write(
+        certs.path("hba.conf"),
+        "# TYPE    DATABASE  USER       ADDRESS       METHOD\n\
+         hostssl   all       scramuser  127.0.0.1/32  scram-sha-256\n\
+         host      testdb    olly       127.0.0.1/32  reject\n\
+         host      pgbouncer olly       127.0.0.1/32  md5\n\
+         hostnossl @dbs.txt  md5user    127.0.0.0/8   password\n\
+         host      all       stats      ::1/128       trust\n",
+    )
+    .unwrap();
+    let pg = Pg::start();
+    let extra = format!(
+        "auth_type = hba\nauth_hba_file = {}\nclient_tls_sslmode = prefer\n\
+         client_tls_key_file = {}\nclient_tls_cert_file = {}\n",
+        certs.p("hba.conf"),
+        certs.p("pooler.key"),
+        certs.p("pooler.crt")
+    );
+    let pooler = Pooler::start(&pg, "", &extra, "");
+    let port = pooler.port;
+    let login = |user: &str, pw: &str, db: &str, ssl: &str| {
+        run_psql(
+            &conninfo("127.0.0.1", port, user, pw, db, &format!("sslmode={ssl}")),
+            "SELECT current_user",
+        )
+    };
+
+    // password (cleartext) for md5user over plain TCP, through the @file database list.
+    let (code, out, err) = login("md5user", "md5_pw", "testdb", "disable");
+    assert_eq!((code, out.as_str()), (0, "md5user"), "{err}");
+    // hostnossl does not match a TLS client, and nothing else does.
+    let (_, _, err) = login("md5user", "md5_pw", "testdb", "require");
+    assert!(err.contains("no authentication method is found"), "{err}");
+    // hostssl: only over TLS.
+    let (code, out, err) = login("scramuser", "scram_pw", "testdb", "require");
+    assert_eq!((code, out.as_str()), (0, "scramuser"), "{err}");
+    let (_, _, err) = login("scramuser", "scram_pw", "testdb", "disable");
+    assert!(err.contains("no authentication method is found"), "{err}");
+    // reject, per database.
+    let (_, _, err) = login("olly", "olly_pw", "testdb", "disable");
+    assert!(err.contains("login rejected"), "{err}");
+    let admin = conninfo(
+        "127.0.0.1",
+        port,
+        "olly",
+        "olly_pw",
+        "pgbouncer",
+        "sslmode=disable",
+    );
+    let (code, out, err) = run_psql(&admin, "SHOW VERSION");
+    assert_eq!(code, 0, "{err}: {out}");
+    // An IPv6-only line does not match an IPv4 client.
+    let (_, _, err) = login("stats", "stats_pw", "testdb", "disable");
+    assert!(err.contains("no authentication method is found"), "{err}");
+    // Wrong password through an HBA md5/password line: PgBouncer's text.
+    let (_, _, err) = login("md5user", "nope", "testdb", "disable");
+    assert!(err.contains("password authentication failed"), "{err}");
+}
