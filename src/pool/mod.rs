@@ -12,7 +12,7 @@ pub mod set;
 mod signal;
 pub mod stats;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 pub use connector::{Connector, PgConnector};
 pub use pause::{PauseBook, PauseReasons};

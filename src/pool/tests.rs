@@ -17,6 +17,25 @@ use crate::net::Stream;
 use crate::proto::build::ErrorFields;
 use crate::server::{CancelTarget, ServerConn};
 
+/// A logged-in-looking server connection over a socket pair, for fake connectors: the pool sees
+/// a live socket (the test keeps the other end) reporting `server_version`.
+pub(crate) fn fake_conn(target: &ServerTarget, server_version: &str) -> (ServerConn, UnixStream) {
+    let (ours, theirs) = UnixStream::pair().expect("socketpair");
+    let mut conn = ServerConn::new(
+        Stream::Unix(ours),
+        CancelTarget {
+            host: target.host.clone(),
+            port: target.port,
+            pid: 1,
+            key: 1,
+        },
+        ("unix".into(), 0),
+    );
+    conn.params
+        .push(("server_version".into(), server_version.into()));
+    (conn, theirs)
+}
+
 /// What one connect attempt of the fake does.
 #[derive(Clone, Copy)]
 enum Outcome {
@@ -74,19 +93,8 @@ impl Connector for Fake {
             let outcome = self.script.lock().pop_front().unwrap_or(Outcome::Ok);
             match outcome {
                 Outcome::Ok => {
-                    let (ours, theirs) = UnixStream::pair().expect("socketpair");
+                    let (conn, theirs) = fake_conn(target, "16.0");
                     self.peers.lock().push(theirs);
-                    let mut conn = ServerConn::new(
-                        Stream::Unix(ours),
-                        CancelTarget {
-                            host: target.host.clone(),
-                            port: target.port,
-                            pid: 1,
-                            key: 1,
-                        },
-                        ("unix".into(), 0),
-                    );
-                    conn.params.push(("server_version".into(), "16.0".into()));
                     Ok(conn)
                 }
                 Outcome::Refused => Err(Error::ServerConnect {

@@ -17,10 +17,9 @@ use super::*;
 use crate::config::{DatabaseConfig, ReplicaFallback};
 use crate::discovery::{ClusterState, Lag, Member, Tags};
 use crate::error::Error;
-use crate::net::Stream;
 use crate::pool::connector::{ConnectFuture, RecoveryFuture};
 use crate::pool::{PauseBook, PoolKey, PoolLinks, PoolSettings};
-use crate::server::{CancelTarget, ServerConn, ServerCredential, ServerTarget, Servers};
+use crate::server::{ServerConn, ServerCredential, ServerTarget, Servers};
 
 /// How a member answers the fake.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -67,19 +66,8 @@ impl Connector for FakeCluster {
                     source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
                 });
             }
-            let (ours, theirs) = UnixStream::pair().expect("socketpair");
+            let (conn, theirs) = crate::pool::tests::fake_conn(target, "15.0");
             self.peers.lock().push(theirs);
-            let mut conn = ServerConn::new(
-                Stream::Unix(ours),
-                CancelTarget {
-                    host: target.host.clone(),
-                    port: target.port,
-                    pid: 1,
-                    key: 1,
-                },
-                ("unix".into(), 0),
-            );
-            conn.params.push(("server_version".into(), "15.0".into()));
             Ok(conn)
         })
     }
