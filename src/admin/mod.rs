@@ -13,14 +13,16 @@ pub mod show;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::AsyncReadExt;
 
 use crate::context::Context;
 use crate::error::{sqlstate, Error, Result};
-use crate::net::Stream;
+use crate::net::{self, ReadError, Stream};
 use crate::pool::stats::PoolStats;
-use crate::proto::{self, build};
+use crate::proto::build;
 use crate::session::registry::{ClientInfo, ClientState};
+
+/// Longest console message accepted: a statement, never data.
+const MAX_CONSOLE_MSG: u32 = 1024 * 1024;
 
 /// The version string the console reports (server_version and SHOW VERSION).
 pub const PGBOUNCER_VERSION: &str = "1.25.2";
@@ -102,27 +104,21 @@ pub async fn serve(mut s: AdminSession) -> Result<()> {
 
     let mut buf = BytesMut::with_capacity(1024);
     loop {
-        let frame = loop {
-            match proto::read_frame(&mut buf, 1024 * 1024) {
-                Ok(Some(f)) => break f,
-                Ok(None) => {}
-                Err(e) => return Err(Error::ClientProtocol(e.to_string())),
-            }
-            let n = tokio::select! {
-                r = s.stream.read_buf(&mut buf) => Some(r.map_err(Error::ClientIo)?),
-                _ = s.ctx.shutdown.cancelled() => return Ok(()),
-                _ = s.info.signal(false) => None,
-            };
-            let Some(n) = n else {
+        let frame = tokio::select! {
+            r = net::read_frame(&mut s.stream, &mut buf, MAX_CONSOLE_MSG) => match r {
+                Ok(f) => f,
+                Err(ReadError::Eof) => return Ok(()),
+                Err(ReadError::Io(e)) => return Err(Error::ClientIo(e)),
+                Err(ReadError::Frame(e)) => return Err(Error::ClientProtocol(e.to_string())),
+            },
+            _ = s.ctx.shutdown.cancelled() => return Ok(()),
+            _ = s.info.signal(false) => {
                 // KILL_CLIENT on a console session: tell it why, as PgBouncer does (an exit
                 // says nothing).
                 let why = killed(&s.info);
                 if why.client_reachable() {
                     let _ = crate::session::send_error(&mut s.stream, &why).await;
                 }
-                return Ok(());
-            };
-            if n == 0 {
                 return Ok(());
             }
         };

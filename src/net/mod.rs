@@ -3,9 +3,11 @@
 pub mod frame;
 mod stream;
 mod tcp;
+#[cfg(test)]
+mod test_tls;
 pub mod tls;
 
-pub use frame::{read_frame, ReadError};
+pub use frame::{read_frame, read_startup, read_with, ReadError};
 pub use stream::{PeerAddr, Stream};
 pub use tcp::TcpOptions;
 pub use tls::{ClientTls, ServerTls};

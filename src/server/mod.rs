@@ -262,7 +262,7 @@ impl ServerConn {
             Ok(f) => Ok(f),
             Err(ReadError::Io(e)) => Err(Error::ServerIo(e)),
             Err(ReadError::Eof) => Err(Error::ServerGone),
-            Err(ReadError::Frame(e)) => Err(Error::ServerProtocol(e)),
+            Err(ReadError::Frame(e)) => Err(Error::ServerProtocol(e.to_string())),
         }
     }
 

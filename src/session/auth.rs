@@ -83,7 +83,7 @@ async fn read_password_msg(stream: &mut Stream, buf: &mut BytesMut) -> Result<by
         ))),
         Err(ReadError::Io(e)) => Err(Error::ClientIo(e)),
         Err(ReadError::Eof) => Err(Error::ClientGone),
-        Err(ReadError::Frame(e)) => Err(Error::ClientProtocol(e)),
+        Err(ReadError::Frame(e)) => Err(Error::ClientProtocol(e.to_string())),
     }
 }
 

@@ -5,12 +5,11 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::AsyncReadExt;
 use tokio_rustls::rustls::ServerConfig;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::net::Stream;
+use crate::net::{self, ReadError, Stream};
 use crate::proto::startup::{self, StartupPacket};
 
 /// Startup packets are small; PgBouncer caps them near its packet buffer.
@@ -28,20 +27,21 @@ pub enum Opening {
 }
 
 /// Reads packets until a StartupMessage or CancelRequest arrives, or an SSLRequest that
-/// `tls_offered` says we accept.
+/// `tls_offered` says we accept. The buffer lives only as long as this call: nothing a client
+/// sent after its SSLRequest may outlive the switch to TLS.
 pub async fn read_opening(stream: &mut Stream, tls_offered: bool) -> Result<Opening> {
     let mut buf = BytesMut::with_capacity(256);
     loop {
-        let parsed = startup::parse_startup(&mut buf, MAX_STARTUP_LEN)
-            .map_err(|e| Error::ClientProtocol(format!("bad startup packet: {e}")))?;
-        match parsed {
-            None => {
-                let n = stream.read_buf(&mut buf).await.map_err(Error::ClientIo)?;
-                if n == 0 {
-                    return Err(Error::ClientGone);
-                }
+        let packet = match net::read_startup(stream, &mut buf, MAX_STARTUP_LEN).await {
+            Ok(p) => p,
+            Err(ReadError::Io(e)) => return Err(Error::ClientIo(e)),
+            Err(ReadError::Eof) => return Err(Error::ClientGone),
+            Err(ReadError::Frame(e)) => {
+                return Err(Error::ClientProtocol(format!("bad startup packet: {e}")))
             }
-            Some(p @ (StartupPacket::SslRequest | StartupPacket::GssEncRequest)) => {
+        };
+        match packet {
+            p @ (StartupPacket::SslRequest | StartupPacket::GssEncRequest) => {
                 // Bytes sent before the handshake would be read as if they came over TLS
                 // (CVE-2021-23222's class of bug): refuse them.
                 if !buf.is_empty() {
@@ -54,9 +54,9 @@ pub async fn read_opening(stream: &mut Stream, tls_offered: bool) -> Result<Open
                 }
                 stream.send(b"N").await.map_err(Error::ClientIo)?;
             }
-            Some(StartupPacket::Cancel { pid, key }) => return Ok(Opening::Cancel { pid, key }),
-            Some(StartupPacket::V2) => return Err(Error::OldProtocol),
-            Some(StartupPacket::Startup { params, .. }) => return Ok(Opening::Session(params)),
+            StartupPacket::Cancel { pid, key } => return Ok(Opening::Cancel { pid, key }),
+            StartupPacket::V2 => return Err(Error::OldProtocol),
+            StartupPacket::Startup { params, .. } => return Ok(Opening::Session(params)),
         }
     }
 }

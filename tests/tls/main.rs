@@ -10,6 +10,7 @@ mod client;
 mod hba;
 mod pgtls;
 mod server;
+mod startup;
 mod zalando;
 
 use std::path::{Path, PathBuf};
