@@ -146,10 +146,8 @@ fn config_path(args: &Args) -> Result<PathBuf, String> {
 fn check(path: &std::path::Path) -> ExitCode {
     match ollyscale_pooler::config::Config::load(path) {
         Ok(cfg) => {
-            for key in &cfg.unimplemented_keys {
-                eprintln!(
-                    "warning: setting {key} is not supported by ollyscale-pooler and is ignored"
-                );
+            for w in cfg.warnings() {
+                eprintln!("warning: {w}");
             }
             let g = &cfg.general;
             let listen = if g.listen_addr.is_empty() {

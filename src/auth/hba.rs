@@ -2,10 +2,16 @@
 //!
 //! Connection types local/host/hostssl/hostnossl; database lists with `all`, `sameuser`,
 //! `replication` (never matches a pooled login), names and `@file`; user lists with `all`, names,
-//! `@file` and `+group`; addresses `all`, CIDR (IPv4/IPv6) or address + mask; methods trust,
-//! reject, md5, password, scram-sha-256, cert. Pure: the file is read once by [`Hba::load`], and
-//! matching does no I/O. `+group` needs role membership the pooler does not know, so it matches
-//! nobody (logged at load).
+//! and `@file`; addresses `all`, CIDR (IPv4/IPv6) or address + mask; methods trust, reject, md5,
+//! password, scram-sha-256, cert. Pure: the file is read once by [`Hba::load`], and matching does
+//! no I/O.
+//!
+//! A `+group` name (unquoted, in either list or inside an `@file`) makes the whole line be skipped
+//! with PgBouncer's warning `could not parse hba config line N`, and the rest of the file is read:
+//! that is what PgBouncer's hba.c does (it knows no role membership either). So a line such as
+//! `host all +admins,bob ... trust` gives `bob` nothing; the next matching line decides. Any other
+//! line we cannot read refuses the whole file (PgBouncer skips those too; we do not, so a typo in
+//! a `reject` line cannot silently open access).
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -40,7 +46,6 @@ enum Name {
     All,
     SameUser,
     Replication,
-    Group(String),
     Exact(String),
 }
 
@@ -63,6 +68,23 @@ struct Line {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Hba {
     lines: Vec<Line>,
+    /// Numbers (1-based) of the lines skipped for naming a `+group`, warned about at each load.
+    skipped: Vec<usize>,
+}
+
+/// Why a line is not taken.
+#[derive(Debug)]
+enum LineError {
+    /// PgBouncer ignores the line and reads on: it names a `+group`.
+    Skip,
+    /// The file is refused: this text says why.
+    Bad(String),
+}
+
+impl From<String> for LineError {
+    fn from(m: String) -> Self {
+        LineError::Bad(m)
+    }
 }
 
 /// The connection being judged.
@@ -96,16 +118,32 @@ impl Hba {
         include: &dyn Fn(&str) -> Result<String, String>,
     ) -> Result<Hba, String> {
         let mut lines = Vec::new();
+        let mut skipped = Vec::new();
         for (no, raw) in text.lines().enumerate() {
             let line = raw.split('#').next().unwrap_or("");
             let f = tokens(line);
             if f.is_empty() {
                 continue;
             }
-            let at = |m: String| format!("line {}: {m}", no + 1);
-            lines.push(parse_line(&f, include).map_err(at)?);
+            match parse_line(&f, include) {
+                Ok(l) => lines.push(l),
+                Err(LineError::Skip) => skipped.push(no + 1),
+                Err(LineError::Bad(m)) => return Err(format!("line {}: {m}", no + 1)),
+            }
         }
-        Ok(Hba { lines })
+        Ok(Hba { lines, skipped })
+    }
+
+    /// The warnings this file deserves, PgBouncer's text first: one per skipped `+group` line.
+    pub fn warnings(&self) -> Vec<String> {
+        self.skipped
+            .iter()
+            .map(|n| {
+                format!(
+                    "could not parse hba config line {n}: group names (+group) are not supported, the line is ignored"
+                )
+            })
+            .collect()
     }
 
     /// The method of the first matching line; `None` = no line matched.
@@ -142,13 +180,13 @@ fn tokens(line: &str) -> Vec<String> {
 fn names(
     field: &str,
     include: &dyn Fn(&str) -> Result<String, String>,
-) -> Result<Vec<Name>, String> {
+) -> Result<Vec<Name>, LineError> {
     let mut out = Vec::new();
     for item in field.split(',').filter(|s| !s.is_empty()) {
         if let Some(q) = item.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
             out.push(Name::Exact(q.to_string()));
         } else if let Some(file) = item.strip_prefix('@') {
-            let text = include(file)?;
+            let text = include(file).map_err(LineError::Bad)?;
             for word in text
                 .lines()
                 .map(|l| l.split('#').next().unwrap_or(""))
@@ -162,18 +200,13 @@ fn names(
                 "all" => Name::All,
                 "sameuser" => Name::SameUser,
                 "replication" => Name::Replication,
-                g if g.starts_with('+') => {
-                    tracing::warn!(
-                        "hba: group {g} cannot be resolved by the pooler and matches nobody"
-                    );
-                    Name::Group(g[1..].to_string())
-                }
+                g if g.starts_with('+') => return Err(LineError::Skip),
                 n => Name::Exact(n.to_string()),
             });
         }
     }
     if out.is_empty() {
-        return Err(format!("empty list \"{field}\""));
+        return Err(format!("empty list \"{field}\"").into());
     }
     Ok(out)
 }
@@ -181,17 +214,17 @@ fn names(
 fn parse_line(
     f: &[String],
     include: &dyn Fn(&str) -> Result<String, String>,
-) -> Result<Line, String> {
+) -> Result<Line, LineError> {
     let conn = match f[0].as_str() {
         "local" => ConnType::Local,
         "host" => ConnType::Host,
         "hostssl" => ConnType::HostSsl,
         "hostnossl" => ConnType::HostNoSsl,
-        other => return Err(format!("unsupported connection type \"{other}\"")),
+        other => return Err(format!("unsupported connection type \"{other}\"").into()),
     };
     let need = if conn == ConnType::Local { 4 } else { 5 };
     if f.len() < need {
-        return Err("too few fields".to_string());
+        return Err("too few fields".to_string().into());
     }
     let dbs = names(&f[1], include)?;
     let users = names(&f[2], include)?;
@@ -207,11 +240,11 @@ fn parse_line(
         Some("password") => HbaMethod::Password,
         Some("scram-sha-256") => HbaMethod::ScramSha256,
         Some("cert") => HbaMethod::Cert,
-        Some(other) => return Err(format!("unsupported method \"{other}\"")),
-        None => return Err("no method".to_string()),
+        Some(other) => return Err(format!("unsupported method \"{other}\"").into()),
+        None => return Err("no method".to_string().into()),
     };
     if let Some(opt) = rest.get(1) {
-        return Err(format!("unsupported option \"{opt}\""));
+        return Err(format!("unsupported option \"{opt}\"").into());
     }
     Ok(Line {
         conn,
@@ -289,13 +322,13 @@ impl Line {
         let db_ok = self.dbs.iter().any(|n| match n {
             Name::All => true,
             Name::SameUser => p.database == p.user,
-            Name::Replication | Name::Group(_) => false,
+            Name::Replication => false,
             Name::Exact(d) => d == p.database,
         });
         let user_ok = self.users.iter().any(|n| match n {
             Name::All => true,
             Name::Exact(u) => u == p.user,
-            Name::SameUser | Name::Replication | Name::Group(_) => false,
+            Name::SameUser | Name::Replication => false,
         });
         conn_ok && addr_ok && db_ok && user_ok
     }

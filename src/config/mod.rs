@@ -521,12 +521,21 @@ impl Config {
         Ok(cfg)
     }
 
-    /// Logs, once per load, every accepted key that has no effect (the contract: never ignored
-    /// silently).
+    /// Logs, once per load, every accepted key and every auth_hba_file line that has no effect
+    /// (the contract: never ignored silently).
     pub fn warn_unimplemented(&self) {
-        for key in &self.unimplemented_keys {
-            tracing::warn!("setting {key} is not supported by ollyscale-pooler and is ignored");
+        for w in self.warnings() {
+            tracing::warn!("{w}");
         }
+    }
+
+    /// The texts [`Config::warn_unimplemented`] logs (`--check` prints them).
+    pub fn warnings(&self) -> Vec<String> {
+        let keys = self.unimplemented_keys.iter().map(|key| {
+            format!("setting {key} is not supported by ollyscale-pooler and is ignored")
+        });
+        let hba = self.hba.iter().flat_map(|h| h.warnings());
+        keys.chain(hba).collect()
     }
 
     /// The database entry for a client's database name: an exact entry, else the `*` fallback

@@ -6,6 +6,7 @@ fn parse(text: &str) -> Hba {
     Hba::parse(text, &|f| match f {
         "admins.txt" => Ok("alice, bob\n# comment\ncarol".to_string()),
         "dbs.txt" => Ok("app1 app2".to_string()),
+        "groups.txt" => Ok("dave\n+ops".to_string()),
         other => Err(format!("no file {other}")),
     })
     .unwrap()
@@ -29,6 +30,10 @@ host       "Mixed"    all         10.2.0.0 255.255.0.0 password
 hostnossl  all        app         192.168.0.0/24     reject
 host       sameuser   all         ::1/128            scram-sha-256
 host       all        +staff      all                trust
+host       all        bob,+staff  10.9.0.0/16        trust
+host       +ops       all         10.9.0.0/16        trust
+hostssl    all        @groups.txt 10.9.0.0/16        trust
+host       all        "+staff"    10.9.0.0/16        password
 host       all        all         fe80::/10          scram-sha-256
 host       all        all         all                md5
 "#;
@@ -53,6 +58,13 @@ fn first_match_wins_across_the_matrix() {
         (Some("::1"), false, "other", "u1", Some(Md5)),
         (Some("fe80::1"), false, "db", "x", Some(ScramSha256)),
         (Some("::ffff:10.1.2.3"), false, "app1", "app", Some(Md5)),
+        // Every line naming an unquoted +group is skipped whole, as PgBouncer does: bob, dave
+        // and a database called "+ops" fall through to the last line.
+        (Some("10.9.0.1"), false, "db", "bob", Some(Md5)),
+        (Some("10.9.0.1"), false, "+ops", "x", Some(Md5)),
+        (Some("10.9.0.1"), true, "db", "dave", Some(Md5)),
+        // Quoted, it is a plain name.
+        (Some("10.9.0.1"), false, "db", "+staff", Some(Password)),
     ];
     for (addr, tls, db, user, want) in cases {
         assert_eq!(
@@ -61,6 +73,20 @@ fn first_match_wins_across_the_matrix() {
             "{addr:?} tls={tls} {db} {user}"
         );
     }
+}
+
+#[test]
+fn group_lines_are_skipped_not_refused() {
+    let h = parse("host all +g all trust\nhost all all all reject\n");
+    assert_eq!(h.lines.len(), 1);
+    assert_eq!(
+        h.warnings(),
+        ["could not parse hba config line 1: group names (+group) are not supported, the line is ignored"]
+    );
+    assert_eq!(
+        h.method(&peer(Some("1.2.3.4"), false, "d", "g")),
+        Some(HbaMethod::Reject)
+    );
 }
 
 #[test]
