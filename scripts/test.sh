@@ -8,7 +8,8 @@
 #   2. cargo fmt --check, cargo clippy -D warnings;
 #   3. the deployment: deploy/ rendered with kubectl kustomize and validated (schemas, selectors,
 #      `ollyscale-pooler --check` on the ConfigMap's ini: scripts/check-deploy.sh), and the container
-#      image built on a local Debian base and run in front of PostgreSQL (scripts/docker-image.sh);
+#      image built on a local Debian base and run in front of PostgreSQL (scripts/docker-image.sh),
+#      then with the Zalando operator's pooler ini unchanged at its paths (scripts/docker-zalando.sh);
 #   4. the tests: cargo nextest when installed, else cargo test. The integration tests start their
 #      own PostgreSQL servers (tests/common) and fail loudly if they cannot: nothing is skipped.
 # Exits non-zero on the first failing step (the test step itself runs every test first).
@@ -135,6 +136,9 @@ step "deploy/: kubectl kustomize, kubernetes-validate, ollyscale-pooler --check 
 PYTHON="$OLLY_PYTHON" POOLER_BIN=target/debug/ollyscale-pooler timeout 300 bash scripts/check-deploy.sh
 step "container image: build on a local base and serve psql (scripts/docker-image.sh)"
 POOLER_BIN=target/debug/ollyscale-pooler timeout 600 bash scripts/docker-image.sh
+# The Zalando operator's pooler ini, unchanged at its real paths, in that image (about 20 s).
+step "container image: the Zalando pooler ini with sslmode=require (scripts/docker-zalando.sh)"
+timeout 300 bash scripts/docker-zalando.sh
 # The container topology (etcd, two Patroni nodes, both pooler replicas, a SQLAlchemy load):
 # about 2 minutes with its images cached, 5 more to debootstrap them, so only on request.
 if [ "${OLLY_E2E:-0}" = 1 ]; then

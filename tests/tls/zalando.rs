@@ -1,85 +1,17 @@
-//! The Zalando operator's pooler configuration (`pooler/pgbouncer.ini.tmpl`, verbatim below), after
-//! its entrypoint's envsubst, with client and server TLS `require`, auth_query through
+//! The Zalando operator's pooler configuration (`pooler/pgbouncer.ini.tmpl`, verbatim in
+//! `zalando/`), after its entrypoint's envsubst, with client and server TLS `require`, auth_query through
 //! `pooler.user_lookup`, and a self-signed certificate as the entrypoint makes: psql with
 //! sslmode=require is served. The test moves only what must stay inside the test: the absolute
-//! directories go under the test's temp dir and `listen_addr = *` becomes 127.0.0.1.
+//! directories go under the test's temp dir and `listen_addr = *` becomes 127.0.0.1. The same
+//! file runs unchanged, with those paths, in the container image: scripts/docker-zalando.sh.
 
 use super::auth_query::{create_pooler_role, install_user_lookup};
 use super::common::{free_port, Pooler};
 use super::{conninfo, pg_with_ssl, run_psql, Certs};
 
-const TEMPLATE: &str = r#"# vim: set ft=dosini:
-
-[databases]
-* = host=$PGHOST port=$PGPORT auth_user=$PGUSER
-postgres = host=$PGHOST port=$PGPORT auth_user=$PGUSER
-
-[pgbouncer]
-pool_mode = $CONNECTION_POOLER_MODE
-listen_port = $CONNECTION_POOLER_PORT
-listen_addr = *
-admin_users = $PGUSER
-stats_users = $INFRASTRUCTURE_ROLES
-auth_dbname = postgres
-auth_file = /etc/pgbouncer/userlist.txt
-auth_query = SELECT * FROM $PGSCHEMA.user_lookup($1)
-auth_type = md5
-logfile = /var/log/pgbouncer/pgbouncer.log
-pidfile = /var/run/pgbouncer/pgbouncer.pid
-
-server_tls_sslmode = require
-server_tls_ca_file = /etc/ssl/certs/pgbouncer.crt
-server_tls_protocols = secure
-client_tls_sslmode = require
-client_tls_key_file = /etc/ssl/certs/pgbouncer.key
-client_tls_cert_file = /etc/ssl/certs/pgbouncer.crt
-
-log_connections = 1
-log_disconnections = 1
-verbose = 1
-
-# Number of prepared statements to cache on a server connection (zero value
-# disables support of prepared statements).
-max_prepared_statements = 200
-
-# How many server connections to allow per user/database pair.
-default_pool_size = $CONNECTION_POOLER_DEFAULT_SIZE
-
-# Add more server connections to pool if below this number. Improves behavior
-# when usual load comes suddenly back after period of total inactivity.
-#
-# NOTE: This value is per pool, i.e. a pair of (db, user), not a global one.
-# Which means on the higher level it has to be calculated from the max allowed
-# database connections and number of databases and users. If not taken into
-# account, then for too many users or databases PgBouncer will go crazy
-# opening/evicting connections. For now disable it.
-#
-# min_pool_size = $CONNECTION_POOLER_MIN_SIZE
-
-# How many additional connections to allow to a pool
-reserve_pool_size = $CONNECTION_POOLER_RESERVE_SIZE
-
-# Maximum number of client connections allowed.
-max_client_conn = $CONNECTION_POOLER_MAX_CLIENT_CONN
-
-# Do not allow more than this many connections per database (regardless of
-# pool, i.e. user)
-max_db_connections = $CONNECTION_POOLER_MAX_DB_CONN
-
-# If a client has been in "idle in transaction" state longer, it will be
-# disconnected. [seconds]
-idle_transaction_timeout = 600
-
-# If login failed, because of failure from connect() or authentication that
-# pooler waits this much before retrying to connect. Default is 15. [seconds]
-server_login_retry = 5
-
-# To ignore extra parameter in startup packet. By default only 'database' and
-# 'user' are allowed, all others raise error.  This is needed to tolerate
-# overenthusiastic JDBC wanting to unconditionally set 'extra_float_digits=2'
-# in startup packet.
-ignore_startup_parameters = extra_float_digits,options
-"#;
+/// The operator's `pooler/pgbouncer.ini.tmpl`, byte for byte (shared with
+/// scripts/docker-zalando.sh, which runs it in the image with its real paths).
+const TEMPLATE: &str = include_str!("zalando/pgbouncer.ini.tmpl");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_pooler_ini_serves_psql_with_sslmode_require() {
