@@ -11,6 +11,7 @@ mod hba;
 mod pgtls;
 mod server;
 mod startup;
+mod vanish;
 mod zalando;
 
 use std::path::{Path, PathBuf};
