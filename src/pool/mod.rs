@@ -231,9 +231,10 @@ pub fn pool_role(role: crate::config::Role) -> Role {
 }
 
 impl Pools {
-    /// An empty registry whose launch tasks are tracked by `tasks`, connecting to PostgreSQL.
-    pub fn new(tasks: TaskTracker) -> Pools {
-        Self::with_connector(tasks, Arc::new(PgConnector))
+    /// An empty registry whose launch tasks are tracked by `tasks`, connecting to PostgreSQL
+    /// with host names resolved through `dns`.
+    pub fn new(tasks: TaskTracker, dns: Arc<crate::server::dns::DnsCache>) -> Pools {
+        Self::with_connector(tasks, Arc::new(PgConnector { dns }))
     }
 
     /// An empty registry whose pools make server connections with `connector`.

@@ -218,7 +218,8 @@ pub async fn login(
         let set = ctx.pools.get_or_create(cfg, &db, &params.user);
         let pool = set.route(Role::Any).pool()?.clone();
         let place = pool.replication_slot().await?;
-        let server = super::replication::open(cfg, &db, &params, mode, authed.scram_keys).await?;
+        let server =
+            super::replication::open(cfg, &db, &params, mode, authed.scram_keys, &ctx.dns).await?;
         *info.replication.lock() = super::replication::kind(mode);
         if cfg.general.log_connections {
             tracing::info!(

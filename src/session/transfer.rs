@@ -523,6 +523,7 @@ mod tests {
             CancelTarget {
                 host: crate::config::ServerHost::Tcp("x".into()),
                 port: 1,
+                addr: None,
                 pid: 1,
                 key: 1,
             },

@@ -9,6 +9,7 @@ mod common;
 mod console;
 
 mod caps;
+mod dns;
 mod hosts;
 mod keys;
 mod listen;
