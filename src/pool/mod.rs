@@ -89,6 +89,8 @@ pub struct PoolSettings {
     /// failover_hold_timeout: how long a cluster database's client waits for a member serving
     /// its role (a confirmed leader) before it gets an error; zero = query_wait_timeout only.
     pub failover_hold_timeout: Duration,
+    /// disable_pqexec: a simple Query closes the client.
+    pub disable_pqexec: bool,
 }
 
 impl PoolSettings {
@@ -135,6 +137,7 @@ impl PoolSettings {
             log_connections: g.log_connections,
             forced_user: db.user.is_some(),
             failover_hold_timeout: g.failover_hold_timeout,
+            disable_pqexec: g.disable_pqexec,
         }
     }
 }

@@ -14,6 +14,7 @@ mod hosts;
 mod keys;
 mod listen;
 mod local;
+mod login;
 mod replication;
 mod syslog;
 
