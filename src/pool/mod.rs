@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod connector;
+mod expiry;
 mod hosts;
 pub mod pause;
 #[allow(clippy::module_inception)]
@@ -221,6 +222,9 @@ pub struct Pools {
     clusters: OnceLock<(Arc<Clusters>, CancellationToken)>,
     /// One router per cluster that has pool sets, by cluster name.
     routers: DashMap<String, Arc<ClusterRouter>>,
+    /// Since when unused sets and auto-databases are unused (pool_idle_timeout,
+    /// autodb_idle_timeout; see `expiry`).
+    idle: expiry::IdleSince,
 }
 
 /// The pool's role for a database's `role=`.
@@ -252,6 +256,7 @@ impl Pools {
             connector,
             clusters: OnceLock::new(),
             routers: DashMap::new(),
+            idle: Default::default(),
         }
     }
 
@@ -485,14 +490,26 @@ impl Pools {
         }
     }
 
-    /// Periodic upkeep of every pool until `shutdown`.
-    pub async fn run_janitor(self: Arc<Self>, shutdown: CancellationToken) {
+    /// Periodic upkeep of every pool until `shutdown`; about once a second, unused pools and
+    /// auto-databases are freed under the settings `config` gives (the one in force).
+    pub async fn run_janitor(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+        config: Box<dyn Fn() -> Arc<Config> + Send>,
+    ) {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut n = 0u32;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tick.tick() => self.janitor_step(),
+                _ = tick.tick() => {
+                    self.janitor_step();
+                    n = n.wrapping_add(1);
+                    if n % 4 == 0 {
+                        self.expire_unused(&config(), tokio::time::Instant::now());
+                    }
+                }
             }
         }
     }

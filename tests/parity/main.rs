@@ -11,6 +11,7 @@ mod console;
 mod caps;
 mod dns;
 mod hosts;
+mod idle;
 mod keys;
 mod listen;
 mod local;
