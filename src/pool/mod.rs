@@ -2,6 +2,7 @@
 //! host — created on first use, reconfigured on reload, paused through the [`PauseBook`], and
 //! kept tidy by a janitor task. Never sees a client.
 
+mod attach;
 pub mod cluster;
 pub mod connector;
 mod expiry;
@@ -467,10 +468,26 @@ impl Pools {
                 }
                 continue;
             };
-            if set.is_fixed() == db.host_list().is_some() && db.cluster.is_none() {
-                // Between one host and a host list: the set is rebuilt for new clients; the old
-                // one's servers close as they are released.
-                tracing::info!("{}: host list changed shape, rebuilding its pools", set.key);
+            let host_shape = set.is_fixed() == db.host_list().is_some() && db.cluster.is_none();
+            if host_shape || set.is_discovered() != db.cluster.is_some() {
+                // Between one host, a host list and a cluster: the set is rebuilt for new
+                // clients; the old one's servers close as they are released.
+                tracing::info!("{}: servers changed shape, rebuilding its pools", set.key);
+                self.map.remove(&set.key);
+                for pool in set.pools() {
+                    pool.reconnect();
+                }
+                continue;
+            }
+            let role = db
+                .cluster
+                .as_ref()
+                .map(|_| pool_role(db.role.unwrap_or_default()));
+            if role.is_some() && self.routed_role(&set).is_some_and(|r| Some(r) != role) {
+                // A connected client keeps the role it logged in for (its route asks for it),
+                // so the set is rebuilt for new clients; the old one's servers close as they
+                // are released.
+                tracing::info!("{}: role changed, rebuilding its pools", set.key);
                 self.map.remove(&set.key);
                 for pool in set.pools() {
                     pool.reconnect();
@@ -486,6 +503,9 @@ impl Pools {
             );
             if let Some(hosts) = db.host_list() {
                 set.set_host_list(hosts, db.load_balance_hosts);
+            }
+            if let (Some(cluster), Some(role)) = (&db.cluster, role) {
+                self.reattach(&set, cluster, role, cfg);
             }
         }
     }
