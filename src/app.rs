@@ -36,8 +36,15 @@ pub async fn start(cfg: Config) -> std::io::Result<Running> {
     // Bound before any task starts, so a taken HTTP port fails start-up cleanly.
     let http_addr = crate::metrics::http::start(&ctx).await?;
     let unix_path = listeners.spawn(&ctx);
+    let weak = Arc::downgrade(&ctx);
+    // Weak: the task must not keep the context alive; it ends with shutdown anyway.
+    let config = Box::new(move || {
+        weak.upgrade()
+            .map(|c| c.config())
+            .unwrap_or_else(|| Arc::new(Config::default()))
+    });
     ctx.tasks
-        .spawn(ctx.pools.clone().run_janitor(ctx.shutdown.clone()));
+        .spawn(ctx.pools.clone().run_janitor(ctx.shutdown.clone(), config));
     ctx.tasks.spawn(crate::stats::run(ctx.clone()));
     ctx.clusters.start();
     Ok(Running {

@@ -67,6 +67,8 @@ pub struct Context {
     pub clusters: Arc<crate::discovery::Clusters>,
     /// Protocol-level prepared statements shared by every client (max_prepared_statements).
     pub statements: crate::server::statements::StatementCache,
+    /// Server host names and their addresses (dns_max_ttl, dns_nxdomain_ttl; SHOW DNS_HOSTS).
+    pub dns: Arc<crate::server::dns::DnsCache>,
     phase: AtomicU8,
     /// Applies a `verbose` value to the running log filter (installed once by `main`, which owns
     /// the tracing subscriber); called on every config swap so SET verbose and RELOAD take effect.
@@ -83,7 +85,9 @@ impl Context {
     /// A context around a first config.
     pub fn new(config: Config) -> Arc<Context> {
         let tasks = TaskTracker::new();
-        let pools = Arc::new(Pools::new(tasks.clone()));
+        let dns = Arc::new(crate::server::dns::DnsCache::default());
+        dns.configure(config.general.dns_max_ttl, config.general.dns_nxdomain_ttl);
+        let pools = Arc::new(Pools::new(tasks.clone(), dns.clone()));
         let clients = Clients::default();
         clients
             .peer_id
@@ -112,6 +116,7 @@ impl Context {
             peer_pools: Default::default(),
             clusters,
             statements: Default::default(),
+            dns,
             shutdown,
             drain: CancellationToken::new(),
             tasks,
@@ -137,6 +142,8 @@ impl Context {
             tracing::error!("client TLS settings could not be applied, keeping the old ones: {e}");
         }
         *self.config.write() = config.clone();
+        self.dns
+            .configure(config.general.dns_max_ttl, config.general.dns_nxdomain_ttl);
         // Clusters first: a database of a cluster the reload adds finds it when its pools open.
         self.clusters.reconcile(&config);
         self.pools.reconfigure(&config);
@@ -305,6 +312,7 @@ impl Context {
                 new.general.user = old.general.user.clone();
                 new.general.so_reuseport = old.general.so_reuseport;
                 new.general.unix_socket_group = old.general.unix_socket_group.clone();
+                new.general.disable_pqexec = old.general.disable_pqexec;
                 // SHOW CONFIG must show what is in force for the keys that did not change.
                 for key in crate::config::GENERAL_KEYS.iter().filter(|k| !k.reloadable) {
                     new.raw_general.retain(|(k, _)| k != key.name);

@@ -132,6 +132,9 @@ pub enum Error {
     MaxUserClientConnections,
     #[error("transaction timeout")]
     TransactionTimeout,
+    /// disable_pqexec: the client sent a simple Query.
+    #[error("PQexec disallowed")]
+    PqexecDisallowed,
     /// auth_type peer (or the console's own-user rule) refused a Unix-socket client.
     #[error("unix socket login rejected")]
     UnixSocketLoginRejected,
@@ -329,6 +332,7 @@ mod tests {
             (Error::IdleTransactionTimeout, "idle transaction timeout"),
             (Error::QueryTimeout, "query timeout"),
             (Error::TransactionTimeout, "transaction timeout"),
+            (Error::PqexecDisallowed, "PQexec disallowed"),
             (
                 Error::MaxDbClientConnections,
                 "client connections exceeded (max_db_client_connections)",

@@ -398,3 +398,73 @@ async fn unreachable_patroni_and_clusters_changed_by_reload() {
         .log()
         .contains("patroni cluster gone: removed from the configuration"));
 }
+
+/// RELOAD that changes a `cluster=` database's `role=` or `cluster=` routes it anew: a role the
+/// cluster cannot serve (sync, with only a leader) holds and fails its logins; `role=primary`
+/// then serves new clients; moving it to a cluster with no members takes even the connected
+/// client's next transaction there (it waits for a leader and gets the hold's error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_moves_a_database_to_another_role_or_cluster() {
+    let pg = common::Pg::start();
+    let body: &'static str = Box::leak(
+        format!(
+            r#"{{"members":[{{"name":"a","role":"leader","state":"running",
+              "host":"127.0.0.1","port":{},"timeline":1,"api_url":"http://127.0.0.1:1/patroni"}}]}}"#,
+            pg.port
+        )
+        .into_boxed_str(),
+    );
+    let up = fake_patroni(body).await;
+    let closed = free_port();
+    let general = format!(
+        "patroni_poll_interval = 0.1\npatroni_timeout = 0.5\nfailover_hold_timeout = 1\n\
+         [clusters]\nup = patroni=http://127.0.0.1:{up}\ngone = patroni=http://127.0.0.1:{closed}\n"
+    );
+    let entry =
+        |cluster: &str, role: &str| format!("app = cluster={cluster} role={role} dbname=testdb");
+    let pooler = Pooler::start(&pg, &entry("up", "sync"), &general, "");
+    let mut admin = Raw::connect(pooler.port, "olly", "olly_pw", "pgbouncer")
+        .await
+        .expect("console login");
+    let refused = |e: tokio_postgres::Error| {
+        e.as_db_error()
+            .map(|d| d.message().to_string())
+            .unwrap_or_else(|| e.to_string())
+    };
+    let Err(e) = pooler.try_connect("olly", "olly_pw", "app").await else {
+        panic!("no sync standby: the login must fail");
+    };
+    assert_eq!(refused(e), "failover_hold_timeout");
+
+    pooler.rewrite_config(&entry("up", "primary"), &general, "");
+    let r = admin.query("RELOAD").await;
+    assert!(r.error.is_none(), "{:?}", r.error);
+    let client = match pooler.try_connect("olly", "olly_pw", "app").await {
+        Ok(c) => c,
+        Err(e) => panic!(
+            "role=primary after RELOAD: {}\n{}",
+            refused(e),
+            pooler.log()
+        ),
+    };
+    let row = client.query_one("SELECT 1", &[]).await.expect("served");
+    assert_eq!(row.get::<_, i32>(0), 1);
+
+    pooler.rewrite_config(&entry("gone", "primary"), &general, "");
+    let r = admin.query("RELOAD").await;
+    assert!(r.error.is_none(), "{:?}", r.error);
+    let e = client
+        .query_one("SELECT 2", &[])
+        .await
+        .expect_err("the moved database has no leader");
+    assert!(
+        refused(e).contains("failover_hold_timeout"),
+        "{}",
+        pooler.log()
+    );
+    assert!(
+        pooler.log().contains("now routed by cluster gone"),
+        "{}",
+        pooler.log()
+    );
+}

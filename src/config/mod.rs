@@ -362,6 +362,22 @@ pub struct General {
     pub failover_hold_timeout: Duration,
     /// `replica_fallback` (ours): where a `role=replica` database goes when no replica is usable.
     pub replica_fallback: ReplicaFallback,
+    /// `dns_max_ttl` / `dns_nxdomain_ttl`: how long a resolved host name / a failed lookup is
+    /// reused before the name is looked up again (the record's own TTL is ignored, as in PgBouncer).
+    pub dns_max_ttl: Duration,
+    pub dns_nxdomain_ttl: Duration,
+    /// `autodb_idle_timeout`: a database made from `*` with no client and no server for this
+    /// long is dropped (0 = never).
+    pub autodb_idle_timeout: Duration,
+    /// `pool_idle_timeout` (PgBouncer 1.26): a pool with no client and no server for this long
+    /// is freed (0 = never).
+    pub pool_idle_timeout: Duration,
+    /// `disable_pqexec`: the simple Query message closes the client (`PQexec disallowed`).
+    pub disable_pqexec: bool,
+    /// `scram_iterations`: PBKDF2 iterations when a SCRAM secret is derived from a plain password.
+    pub scram_iterations: u32,
+    /// `login_notify_message`: a NOTICE every client gets after login (empty = none).
+    pub login_notify_message: String,
 }
 
 impl Default for General {
@@ -443,6 +459,13 @@ impl Default for General {
             max_replica_lag: 1024 * 1024,
             failover_hold_timeout: Duration::from_secs(30),
             replica_fallback: ReplicaFallback::Primary,
+            dns_max_ttl: Duration::from_secs(15),
+            dns_nxdomain_ttl: Duration::from_secs(15),
+            autodb_idle_timeout: Duration::from_secs(3600),
+            pool_idle_timeout: Duration::ZERO,
+            disable_pqexec: false,
+            scram_iterations: 4096,
+            login_notify_message: String::new(),
         }
     }
 }

@@ -77,8 +77,11 @@ pub async fn query_in_recovery(conn: &mut ServerConn, max_packet: u32) -> Result
 }
 
 /// The real connector: TCP or Unix socket to PostgreSQL (`server::connect`).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct PgConnector;
+#[derive(Default, Clone)]
+pub struct PgConnector {
+    /// Host names are resolved through this cache (dns_max_ttl, dns_nxdomain_ttl).
+    pub dns: std::sync::Arc<server::dns::DnsCache>,
+}
 
 impl Connector for PgConnector {
     fn connect<'a>(
@@ -87,6 +90,6 @@ impl Connector for PgConnector {
         cred: &'a ServerCredential,
         max_packet: u32,
     ) -> ConnectFuture<'a> {
-        Box::pin(server::connect(target, cred, max_packet))
+        Box::pin(server::connect(target, cred, max_packet, &self.dns))
     }
 }

@@ -1,9 +1,10 @@
 //! Host lists (`host=a,b,...`): the connector of each member pool reports to its set whether the
 //! host could be reached, so the set can send checkouts to the other hosts (`PoolSet::host_failed`)
 //! and take the host back once it logs a server in (`PoolSet::host_ok`).
-//! A host name that resolves to several addresses is tried address by address on every connect
-//! (tokio's `TcpStream::connect`), and names are resolved again on every new connection, so a
-//! DNS change is seen at once. Owns no state beyond the link to its set.
+//! A host name that resolves to several addresses is resolved through the DNS cache
+//! (`server::dns`: reused for dns_max_ttl, a failure remembered for dns_nxdomain_ttl); each
+//! connect starts at the next address and falls through to the others, so a DNS change is seen
+//! within dns_max_ttl. Owns no state beyond the link to its set.
 
 use std::sync::{Arc, Weak};
 

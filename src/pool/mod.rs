@@ -2,8 +2,10 @@
 //! host — created on first use, reconfigured on reload, paused through the [`PauseBook`], and
 //! kept tidy by a janitor task. Never sees a client.
 
+mod attach;
 pub mod cluster;
 pub mod connector;
+mod expiry;
 mod hosts;
 pub mod pause;
 #[allow(clippy::module_inception)]
@@ -89,6 +91,8 @@ pub struct PoolSettings {
     /// failover_hold_timeout: how long a cluster database's client waits for a member serving
     /// its role (a confirmed leader) before it gets an error; zero = query_wait_timeout only.
     pub failover_hold_timeout: Duration,
+    /// disable_pqexec: a simple Query closes the client.
+    pub disable_pqexec: bool,
 }
 
 impl PoolSettings {
@@ -135,6 +139,7 @@ impl PoolSettings {
             log_connections: g.log_connections,
             forced_user: db.user.is_some(),
             failover_hold_timeout: g.failover_hold_timeout,
+            disable_pqexec: g.disable_pqexec,
         }
     }
 }
@@ -218,6 +223,9 @@ pub struct Pools {
     clusters: OnceLock<(Arc<Clusters>, CancellationToken)>,
     /// One router per cluster that has pool sets, by cluster name.
     routers: DashMap<String, Arc<ClusterRouter>>,
+    /// Since when unused sets and auto-databases are unused (pool_idle_timeout,
+    /// autodb_idle_timeout; see `expiry`).
+    idle: expiry::IdleSince,
 }
 
 /// The pool's role for a database's `role=`.
@@ -231,9 +239,10 @@ pub fn pool_role(role: crate::config::Role) -> Role {
 }
 
 impl Pools {
-    /// An empty registry whose launch tasks are tracked by `tasks`, connecting to PostgreSQL.
-    pub fn new(tasks: TaskTracker) -> Pools {
-        Self::with_connector(tasks, Arc::new(PgConnector))
+    /// An empty registry whose launch tasks are tracked by `tasks`, connecting to PostgreSQL
+    /// with host names resolved through `dns`.
+    pub fn new(tasks: TaskTracker, dns: Arc<crate::server::dns::DnsCache>) -> Pools {
+        Self::with_connector(tasks, Arc::new(PgConnector { dns }))
     }
 
     /// An empty registry whose pools make server connections with `connector`.
@@ -248,6 +257,7 @@ impl Pools {
             connector,
             clusters: OnceLock::new(),
             routers: DashMap::new(),
+            idle: Default::default(),
         }
     }
 
@@ -458,10 +468,26 @@ impl Pools {
                 }
                 continue;
             };
-            if set.is_fixed() == db.host_list().is_some() && db.cluster.is_none() {
-                // Between one host and a host list: the set is rebuilt for new clients; the old
-                // one's servers close as they are released.
-                tracing::info!("{}: host list changed shape, rebuilding its pools", set.key);
+            let host_shape = set.is_fixed() == db.host_list().is_some() && db.cluster.is_none();
+            if host_shape || set.is_discovered() != db.cluster.is_some() {
+                // Between one host, a host list and a cluster: the set is rebuilt for new
+                // clients; the old one's servers close as they are released.
+                tracing::info!("{}: servers changed shape, rebuilding its pools", set.key);
+                self.map.remove(&set.key);
+                for pool in set.pools() {
+                    pool.reconnect();
+                }
+                continue;
+            }
+            let role = db
+                .cluster
+                .as_ref()
+                .map(|_| pool_role(db.role.unwrap_or_default()));
+            if role.is_some() && self.routed_role(&set).is_some_and(|r| Some(r) != role) {
+                // A connected client keeps the role it logged in for (its route asks for it),
+                // so the set is rebuilt for new clients; the old one's servers close as they
+                // are released.
+                tracing::info!("{}: role changed, rebuilding its pools", set.key);
                 self.map.remove(&set.key);
                 for pool in set.pools() {
                     pool.reconnect();
@@ -478,17 +504,32 @@ impl Pools {
             if let Some(hosts) = db.host_list() {
                 set.set_host_list(hosts, db.load_balance_hosts);
             }
+            if let (Some(cluster), Some(role)) = (&db.cluster, role) {
+                self.reattach(&set, cluster, role, cfg);
+            }
         }
     }
 
-    /// Periodic upkeep of every pool until `shutdown`.
-    pub async fn run_janitor(self: Arc<Self>, shutdown: CancellationToken) {
+    /// Periodic upkeep of every pool until `shutdown`; about once a second, unused pools and
+    /// auto-databases are freed under the settings `config` gives (the one in force).
+    pub async fn run_janitor(
+        self: Arc<Self>,
+        shutdown: CancellationToken,
+        config: Box<dyn Fn() -> Arc<Config> + Send>,
+    ) {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut n = 0u32;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = tick.tick() => self.janitor_step(),
+                _ = tick.tick() => {
+                    self.janitor_step();
+                    n = n.wrapping_add(1);
+                    if n % 4 == 0 {
+                        self.expire_unused(&config(), tokio::time::Instant::now());
+                    }
+                }
             }
         }
     }

@@ -26,6 +26,7 @@ pub(crate) fn fake_conn(target: &ServerTarget, server_version: &str) -> (ServerC
         CancelTarget {
             host: target.host.clone(),
             port: target.port,
+            addr: None,
             pid: 1,
             key: 1,
         },

@@ -9,6 +9,7 @@ use postgres_protocol::message::frontend;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
+use super::dns::DnsCache;
 use super::{CancelTarget, ServerConn, ServerCredential, ServerTarget};
 use crate::auth::{md5, scram};
 use crate::config::ServerHost;
@@ -16,25 +17,59 @@ use crate::error::{Error, Result};
 use crate::net::{Stream, TcpOptions};
 use crate::proto::build::{self, AuthRequest};
 
+/// Where a TCP server is: a literal address as it is; a name through the DNS cache (`None`:
+/// no cache, e.g. a `[peers]` cancel), its addresses tried in turn until one answers.
+async fn tcp_addrs(
+    host: &str,
+    port: u16,
+    dns: Option<&DnsCache>,
+) -> std::io::Result<Vec<std::net::SocketAddr>> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Ok(vec![(ip, port).into()]);
+    }
+    match dns {
+        Some(cache) => Ok(cache
+            .resolve(host)
+            .await?
+            .into_iter()
+            .map(|ip| (ip, port).into())
+            .collect()),
+        None => Ok(tokio::net::lookup_host((host, port)).await?.collect()),
+    }
+}
+
+/// Connects to the first address that answers (PgBouncer tries one address per connect; falling
+/// through saves a failed login round when one address of a name is dead).
 async fn open(
     host: &ServerHost,
     port: u16,
     tcp: &TcpOptions,
-) -> std::io::Result<(Stream, (String, u16))> {
+    dns: Option<&DnsCache>,
+) -> std::io::Result<(Stream, (String, u16), Option<std::net::SocketAddr>)> {
     match host {
         ServerHost::Tcp(h) => {
-            let s = TcpStream::connect((h.as_str(), port)).await?;
-            tcp.apply(&s);
-            let local = s
-                .local_addr()
-                .map(|a| (a.ip().to_string(), a.port()))
-                .unwrap_or_else(|_| (String::new(), 0));
-            Ok((Stream::Tcp(s), local))
+            let mut last = None;
+            for addr in tcp_addrs(h, port, dns).await? {
+                match TcpStream::connect(addr).await {
+                    Ok(s) => {
+                        tcp.apply(&s);
+                        let local = s
+                            .local_addr()
+                            .map(|a| (a.ip().to_string(), a.port()))
+                            .unwrap_or_else(|_| (String::new(), 0));
+                        return Ok((Stream::Tcp(s), local, Some(addr)));
+                    }
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.unwrap_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no address to connect to")
+            }))
         }
         ServerHost::Unix(dir) => {
             let path = dir.join(format!(".s.PGSQL.{port}"));
             let s = UnixStream::connect(path).await?;
-            Ok((Stream::Unix(s), ("unix".to_string(), 0)))
+            Ok((Stream::Unix(s), ("unix".to_string(), 0), None))
         }
     }
 }
@@ -89,10 +124,11 @@ pub async fn connect(
     target: &ServerTarget,
     cred: &ServerCredential,
     max_packet: u32,
+    dns: &DnsCache,
 ) -> Result<ServerConn> {
     match tokio::time::timeout(
         target.connect_timeout,
-        connect_inner(target, cred, max_packet),
+        connect_inner(target, cred, max_packet, dns),
     )
     .await
     {
@@ -108,14 +144,14 @@ async fn connect_inner(
     target: &ServerTarget,
     cred: &ServerCredential,
     max_packet: u32,
+    dns: &DnsCache,
 ) -> Result<ServerConn> {
-    let (stream, local_addr) =
-        open(&target.host, target.port, &target.tcp)
-            .await
-            .map_err(|source| Error::ServerConnect {
-                addr: format!("{}:{}", target.host_text(), target.port),
-                source,
-            })?;
+    let (stream, local_addr, peer) = open(&target.host, target.port, &target.tcp, Some(dns))
+        .await
+        .map_err(|source| Error::ServerConnect {
+            addr: format!("{}:{}", target.host_text(), target.port),
+            source,
+        })?;
     let stream = match (stream, &target.host) {
         (Stream::Tcp(tcp), ServerHost::Tcp(host)) => negotiate_tls(tcp, host, target).await?,
         (other, _) => other,
@@ -125,6 +161,7 @@ async fn connect_inner(
         CancelTarget {
             host: target.host.clone(),
             port: target.port,
+            addr: peer,
             pid: 0,
             key: 0,
         },
@@ -249,8 +286,15 @@ async fn connect_inner(
 }
 
 /// Opens the connection a CancelRequest will travel on.
+/// It goes to the very address the server was reached at: another address of the same name is
+/// another server.
 pub async fn open_cancel(target: &CancelTarget, tcp: &TcpOptions) -> std::io::Result<Stream> {
-    Ok(open(&target.host, target.port, tcp).await?.0)
+    if let Some(addr) = target.addr {
+        let s = TcpStream::connect(addr).await?;
+        tcp.apply(&s);
+        return Ok(Stream::Tcp(s));
+    }
+    Ok(open(&target.host, target.port, tcp, None).await?.0)
 }
 
 /// Sends a CancelRequest with the server's real key on `stream`, then waits (bounded) for the

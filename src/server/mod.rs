@@ -1,6 +1,7 @@
 //! One PostgreSQL server connection: connect, log in, run the pooler's own small queries, and
 //! hold the state pooling needs (parameters, cancel key, age). Never sees a pool or a client.
 
+pub mod dns;
 mod login;
 pub mod registry;
 pub mod statements;
@@ -90,6 +91,9 @@ pub struct CancelTarget {
     pub host: ServerHost,
     /// Port.
     pub port: u16,
+    /// The address the server was reached at (TCP): a cancel must reach the same backend, and
+    /// a name may resolve to several servers.
+    pub addr: Option<std::net::SocketAddr>,
     /// Backend PID.
     pub pid: u32,
     /// Backend secret key.

@@ -94,8 +94,9 @@ pub async fn authenticate(
     method: Method,
     user: &str,
     secret: Option<&Secret>,
+    scram_iterations: u32,
 ) -> Result<Authenticated> {
-    let auth = exchange(stream, method, user, secret).await?;
+    let auth = exchange(stream, method, user, secret, scram_iterations).await?;
     let mut out = BytesMut::with_capacity(16);
     build::auth_ok(&mut out);
     send(stream, &out).await?;
@@ -104,12 +105,14 @@ pub async fn authenticate(
 
 /// Runs the exchange `method` calls for against `secret` (None = unknown user), without the
 /// AuthenticationOk: the caller sends it at the head of the welcome, so a login costs one write
-/// less.
+/// less. `scram_iterations` is used where a SCRAM secret must be made up: from a plain password,
+/// and for the mock exchange of an unknown user (which must look the same).
 pub async fn exchange(
     stream: &mut Stream,
     method: Method,
     user: &str,
     secret: Option<&Secret>,
+    scram_iterations: u32,
 ) -> Result<Authenticated> {
     let secret = secret.cloned();
     let mut out = BytesMut::with_capacity(128);
@@ -154,7 +157,8 @@ pub async fn exchange(
         }
         Method::Md5 => match &secret {
             Some(Secret::Scram(s)) => {
-                scram_exchange(stream, &mut inbuf, scram::ScramSecret::parse(s)).await
+                let parsed = scram::ScramSecret::parse(s);
+                scram_exchange(stream, &mut inbuf, parsed, scram_iterations).await
             }
             _ => {
                 let salt: [u8; 4] = rand::random();
@@ -181,11 +185,15 @@ pub async fn exchange(
                 Some(Secret::Scram(s)) => scram::ScramSecret::parse(s),
                 Some(Secret::Plain(p)) => {
                     let salt: [u8; 16] = rand::random();
-                    Some(scram::ScramSecret::from_password(p, &salt, 4096))
+                    Some(scram::ScramSecret::from_password(
+                        p,
+                        &salt,
+                        scram_iterations,
+                    ))
                 }
                 _ => None,
             };
-            scram_exchange(stream, &mut inbuf, parsed).await
+            scram_exchange(stream, &mut inbuf, parsed, scram_iterations).await
         }
     };
     result
@@ -223,12 +231,13 @@ async fn scram_exchange(
     stream: &mut Stream,
     inbuf: &mut BytesMut,
     secret: Option<scram::ScramSecret>,
+    mock_iterations: u32,
 ) -> Result<Authenticated> {
     let real = secret.is_some();
     let secret = secret.unwrap_or_else(|| {
         let salt: [u8; 16] = rand::random();
         let pw: [u8; 16] = rand::random();
-        scram::ScramSecret::from_password(&String::from_utf8_lossy(&pw), &salt, 4096)
+        scram::ScramSecret::from_password(&String::from_utf8_lossy(&pw), &salt, mock_iterations)
     });
     let server_key = secret.server_key;
     let mut server = scram::ScramServer::new(secret);

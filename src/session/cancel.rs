@@ -130,6 +130,7 @@ async fn forward_to_peer(ctx: &Context, cfg: &Config, target: u16, pid: u32, key
     let to = CancelTarget {
         host: peer.host.clone(),
         port: peer.port,
+        addr: None,
         pid,
         key,
     };

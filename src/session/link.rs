@@ -160,7 +160,14 @@ pub async fn login(
         }
         let method = method_for(cfg, info, stream, &params.database, &params.user)?;
         let secret = cfg.userlist.get(&params.user);
-        auth::authenticate(stream, method, &params.user, secret).await?;
+        auth::authenticate(
+            stream,
+            method,
+            &params.user,
+            secret,
+            cfg.general.scram_iterations,
+        )
+        .await?;
         let g = &cfg.general;
         let is_admin = g.auth_type == AuthType::Any || g.admin_users.contains(&params.user);
         let is_stats = g.stats_users.contains(&params.user);
@@ -198,7 +205,14 @@ pub async fn login(
         _ => auth_query::lookup(ctx, cfg, db.as_deref(), &params.user).await?,
     };
     // AuthenticationOk goes out with the welcome below, in one write.
-    let authed = auth::exchange(stream, method, &params.user, found.secret()).await?;
+    let authed = auth::exchange(
+        stream,
+        method,
+        &params.user,
+        found.secret(),
+        cfg.general.scram_iterations,
+    )
+    .await?;
     // Reported after authentication since PgBouncer 1.17, so names cannot be probed.
     let db = db.ok_or_else(|| Error::NoSuchDatabase(params.database.clone()))?;
     if !cfg.databases.contains_key(&db.name) && ctx.pools.of_db(&db.name).is_empty() {
@@ -218,7 +232,8 @@ pub async fn login(
         let set = ctx.pools.get_or_create(cfg, &db, &params.user);
         let pool = set.route(Role::Any).pool()?.clone();
         let place = pool.replication_slot().await?;
-        let server = super::replication::open(cfg, &db, &params, mode, authed.scram_keys).await?;
+        let server =
+            super::replication::open(cfg, &db, &params, mode, authed.scram_keys, &ctx.dns).await?;
         *info.replication.lock() = super::replication::kind(mode);
         if cfg.general.log_connections {
             tracing::info!(
@@ -312,6 +327,10 @@ pub async fn login(
         }
     }
     build::backend_key_data(&mut out, info.cancel_key.0, info.cancel_key.1);
+    if !cfg.general.login_notify_message.is_empty() {
+        // login_notify_message (PgBouncer 1.26): in the same write as the welcome.
+        build::notice_response(&mut out, "00000", &cfg.general.login_notify_message, None);
+    }
     build::ready_for_query(&mut out, b'I');
     stream.send(&out).await.map_err(Error::ClientIo)?;
     if let Some((_, app)) = client_params

@@ -267,6 +267,12 @@ async fn session(
 /// Lone BEGINs sent again in a row (each after a server died without answering it).
 const MAX_REPLAYS: u8 = 3;
 
+/// disable_pqexec: a simple Query is refused with PgBouncer's error, and the client closed.
+pub(crate) fn pqexec_disallowed() -> Error {
+    tracing::warn!("client used \"Query\" packet type");
+    Error::PqexecDisallowed
+}
+
 /// The error a killed client gets (KILL_CLIENT, KILL db, ...).
 fn kill_error_of(info: &ClientInfo) -> Error {
     info.kill_reason
@@ -285,6 +291,9 @@ impl Client {
             }
             if self.buf[0] == b'X' && self.server.is_none() {
                 return Ok(());
+            }
+            if self.buf[0] == b'Q' && self.settings.disable_pqexec {
+                return Err(pqexec_disallowed());
             }
             if self.ctx.is_suspended() && self.server.is_none() {
                 // SUSPEND: the request waits, unread by any server, until RESUME.
@@ -535,6 +544,7 @@ impl Client {
         t.set_start(started);
         t.xact_timeout = self.settings.transaction_timeout;
         t.fast_close = self.settings.server_fast_close;
+        t.no_simple_query = self.settings.disable_pqexec;
         if tracks {
             t.track_statements(
                 &mut self.stmts,

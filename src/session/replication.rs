@@ -36,6 +36,7 @@ pub async fn open(
     params: &StartupParams,
     replication: &str,
     scram_keys: Option<([u8; 32], [u8; 32])>,
+    dns: &crate::server::dns::DnsCache,
 ) -> Result<ServerConn> {
     let server_user = pool::server_user(db, &params.user);
     let mut target = pool::target_for(cfg, db, server_user);
@@ -63,7 +64,7 @@ pub async fn open(
             server_key,
         };
     }
-    server::connect(&target, &cred, cfg.general.max_packet_size).await
+    server::connect(&target, &cred, cfg.general.max_packet_size, dns).await
 }
 
 /// Sends the welcome (AuthenticationOk, the server's own parameters, our cancel key) and relays until one side

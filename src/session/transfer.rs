@@ -128,6 +128,8 @@ pub struct Transfer<'a> {
     /// server_fast_close: in session mode, give the server back at a transaction boundary once
     /// it is marked close_needed (RECONNECT, a changed database), so it is closed.
     pub fast_close: bool,
+    /// disable_pqexec: a simple Query met inside the transaction ends the client.
+    pub no_simple_query: bool,
     pub tally: Tally,
     sscan: Scanner,
     /// What each reply owes and what to rewrite: the protocol half of the link.
@@ -209,6 +211,7 @@ impl<'a> Transfer<'a> {
             idle_tx_timeout,
             xact_timeout: Duration::ZERO,
             fast_close: false,
+            no_simple_query: false,
             tally: Tally::default(),
             sscan: Scanner::default(),
             pipe: Pipeline::default(),
@@ -523,6 +526,7 @@ mod tests {
             CancelTarget {
                 host: crate::config::ServerHost::Tcp("x".into()),
                 port: 1,
+                addr: None,
                 pid: 1,
                 key: 1,
             },

@@ -319,9 +319,15 @@ pub fn users(ctx: &Context) -> Vec<UserRow> {
         .collect()
 }
 
-/// SHOW LISTS, in PgBouncer's row order. We keep no free lists or DNS cache, so those counts are
-/// truly zero.
+/// SHOW DNS_HOSTS: the server host names the DNS cache holds.
+pub fn dns_hosts(ctx: &Context) -> Vec<crate::server::dns::HostRow> {
+    ctx.dns.hosts()
+}
+
+/// SHOW LISTS, in PgBouncer's row order. We keep no free lists and poll no DNS zones, so those
+/// counts are truly zero.
 pub fn lists(ctx: &Context) -> Vec<(&'static str, u64)> {
+    let (dns_names, dns_queries, dns_pending) = ctx.dns.counts();
     let clients = ctx.clients.all();
     let login = clients
         .iter()
@@ -343,10 +349,10 @@ pub fn lists(ctx: &Context) -> Vec<(&'static str, u64)> {
         ("login_clients", login),
         ("free_servers", 0),
         ("used_servers", ctx.servers.len() as u64 + logging_in),
-        ("dns_names", 0),
+        ("dns_names", dns_names),
         ("dns_zones", 0),
-        ("dns_queries", 0),
-        ("dns_pending", 0),
+        ("dns_queries", dns_queries),
+        ("dns_pending", dns_pending),
     ]
 }
 

@@ -98,6 +98,8 @@ pub struct Raw {
     pub params: Vec<(String, String)>,
     /// BackendKeyData.
     pub key: Option<(u32, u32)>,
+    /// NoticeResponses of the login (login_notify_message).
+    pub notices: Vec<Fields>,
 }
 
 fn cstr(body: &mut BytesMut) -> String {
@@ -137,6 +139,7 @@ impl Raw {
             buf: BytesMut::new(),
             params: Vec::new(),
             key: None,
+            notices: Vec::new(),
         };
         let mut out = BytesMut::new();
         postgres_protocol::message::frontend::startup_message(
@@ -179,6 +182,7 @@ impl Raw {
                     raw.params.push((k, v));
                 }
                 b'K' => raw.key = Some((body.get_u32(), body.get_u32())),
+                b'N' => raw.notices.push(fields(body)),
                 b'E' => return Err(fields(body)),
                 b'Z' => return Ok(raw),
                 _ => {}

@@ -9,10 +9,13 @@ mod common;
 mod console;
 
 mod caps;
+mod dns;
 mod hosts;
+mod idle;
 mod keys;
 mod listen;
 mod local;
+mod login;
 mod replication;
 mod syslog;
 

@@ -98,6 +98,13 @@ pub(super) fn apply(g: &mut General, key: &str, value: &str) -> Result<(), Strin
         "patroni_timeout" => g.patroni_timeout = positive_seconds(value)?,
         "max_replica_lag" => g.max_replica_lag = c_uint(value, u64::MAX)?,
         "failover_hold_timeout" => g.failover_hold_timeout = seconds(value)?,
+        "dns_max_ttl" => g.dns_max_ttl = seconds(value)?,
+        "dns_nxdomain_ttl" => g.dns_nxdomain_ttl = seconds(value)?,
+        "autodb_idle_timeout" => g.autodb_idle_timeout = seconds(value)?,
+        "pool_idle_timeout" => g.pool_idle_timeout = seconds(value)?,
+        "disable_pqexec" => g.disable_pqexec = boolean(value)?,
+        "scram_iterations" => g.scram_iterations = scram_iterations(value)?,
+        "login_notify_message" => g.login_notify_message = value.to_string(),
         "replica_fallback" => g.replica_fallback = super::super::ReplicaFallback::parse(value)?,
         _ => {
             return Err(format!(
@@ -118,6 +125,14 @@ fn positive_seconds(value: &str) -> Result<std::time::Duration, String> {
         ));
     }
     Ok(d)
+}
+
+/// At least 1 (PBKDF2 needs one round); PostgreSQL's own `scram_iterations` allows up to i32::MAX.
+fn scram_iterations(value: &str) -> Result<u32, String> {
+    match c_uint(value, i32::MAX as u64)? {
+        0 => Err("expected an iteration count of at least 1, got \"0\"".to_string()),
+        n => Ok(n as u32),
+    }
 }
 
 fn u32_value(value: &str) -> Result<u32, String> {

@@ -126,6 +126,23 @@ impl ClusterRouter {
         self.wake.notify_one();
     }
 
+    /// The role `set` is routed for by this router, if it is one of its sets.
+    pub fn role_of(&self, set: &Arc<PoolSet>) -> Option<Role> {
+        self.sets
+            .lock()
+            .iter()
+            .find(|(w, _)| w.as_ptr() == Arc::as_ptr(set))
+            .map(|(_, r)| *r)
+    }
+
+    /// Stops routing `set` (its database moved to another cluster or role on RELOAD); its
+    /// members are left to whoever attaches it next.
+    pub fn detach(&self, set: &Arc<PoolSet>) {
+        self.sets
+            .lock()
+            .retain(|(w, _)| w.as_ptr() != Arc::as_ptr(set));
+    }
+
     /// What SHOW CLUSTERS / SHOW MEMBERS and the metrics show.
     pub fn view(&self) -> RouterView {
         let held = self.live_sets().iter().map(|(s, _)| s.held_clients()).sum();

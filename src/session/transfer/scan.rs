@@ -59,6 +59,9 @@ impl Transfer<'_> {
                 self.terminated = true;
                 return Ok(());
             }
+            if tag == b'Q' && self.no_simple_query {
+                return Err(super::super::pqexec_disallowed());
+            }
             if self.xact_started.is_none() {
                 self.xact_started = Some(self.start.unwrap_or_else(Instant::now));
             }
