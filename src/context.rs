@@ -67,6 +67,8 @@ pub struct Context {
     pub clusters: Arc<crate::discovery::Clusters>,
     /// Protocol-level prepared statements shared by every client (max_prepared_statements).
     pub statements: crate::server::statements::StatementCache,
+    /// Spare client read buffers, so requests do not malloc and free one each (bounded).
+    pub read_bufs: crate::session::bufs::ReadBufs,
     phase: AtomicU8,
     /// Applies a `verbose` value to the running log filter (installed once by `main`, which owns
     /// the tracing subscriber); called on every config swap so SET verbose and RELOAD take effect.
@@ -112,6 +114,7 @@ impl Context {
             peer_pools: Default::default(),
             clusters,
             statements: Default::default(),
+            read_bufs: Default::default(),
             shutdown,
             drain: CancellationToken::new(),
             tasks,

@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod auth_query;
+pub mod bufs;
 pub mod cancel;
 mod link;
 pub mod pipeline;
@@ -295,8 +296,8 @@ impl Client {
             }
             Box::pin(self.transaction()).await?;
             if self.buf.is_empty() {
-                // Idle clients own no buffer.
-                self.buf = BytesMut::new();
+                // Idle clients own no buffer; it goes back to the shared stock.
+                self.ctx.read_bufs.give(std::mem::take(&mut self.buf));
             }
         }
     }
@@ -366,9 +367,7 @@ impl Client {
                 return self.read_or_close().await;
             }
         }
-        if self.buf.capacity() - self.buf.len() < 1024 {
-            self.buf.reserve(8 * 1024);
-        }
+        self.make_room();
         let (stream, buf) = (&mut self.stream, &mut self.buf);
         let n = poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, &mut *buf))
             .await
@@ -387,9 +386,7 @@ impl Client {
     /// client sends within [`DRAIN_QUIET`] (a real read, not a readiness check: tokio caches
     /// readiness until a read would block); closes it otherwise.
     async fn read_or_close(&mut self) -> Result<()> {
-        if self.buf.capacity() - self.buf.len() < 1024 {
-            self.buf.reserve(8 * 1024);
-        }
+        self.make_room();
         let (stream, buf) = (&mut self.stream, &mut self.buf);
         let read =
             poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, &mut *buf));
@@ -403,6 +400,15 @@ impl Client {
 
     fn kill_error(&self) -> Error {
         kill_error_of(&self.info)
+    }
+
+    /// Room to read into: an idle client's empty buffer comes from the shared stock.
+    fn make_room(&mut self) {
+        if self.buf.capacity() == 0 {
+            self.buf = self.ctx.read_bufs.take();
+        } else if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(bufs::READ_BUF);
+        }
     }
 
     /// Gets a server for this client (or keeps its session server).
