@@ -27,7 +27,7 @@ use wait::Waiter;
 
 use super::connector::Connector;
 use super::pause::PauseReasons;
-use super::signal::{PoolObserver, Signal};
+use super::signal::{Nudging, PoolObserver, Signal};
 use super::stats::PoolStats;
 use super::{PoolKey, PoolSettings};
 use crate::error::{Error, Result};
@@ -332,19 +332,24 @@ impl Pool {
     /// Takes a server, waiting FIFO behind earlier clients up to query_wait_timeout. Counts
     /// the assignment and the time waited on the pool's stats.
     pub async fn checkout(self: &Arc<Self>) -> Result<Lease> {
+        self.checkout_nudged(None).await
+    }
+
+    /// [`Pool::checkout`], and `nudge` is told once if the wait is still on at its time.
+    pub async fn checkout_nudged(self: &Arc<Self>, nudge: Nudging) -> Result<Lease> {
         let started = Instant::now();
         let _clock = WaitClock {
             pool: self,
             started,
         };
-        let lease = self.checkout_from(started).await;
+        let lease = self.checkout_from(started, nudge).await;
         if lease.is_ok() {
             PoolStats::add(&self.stats.server_assignment_count, 1);
         }
         lease
     }
 
-    async fn checkout_from(self: &Arc<Self>, started: Instant) -> Result<Lease> {
+    async fn checkout_from(self: &Arc<Self>, started: Instant, nudge: Nudging) -> Result<Lease> {
         let rx = {
             let mut st = self.state.lock();
             match self.pop_idle(&mut st) {
@@ -356,7 +361,7 @@ impl Pool {
                         }
                     }
                     let (tx, rx) = oneshot::channel();
-                    let waiter = Waiter::new(tx, &st.settings, started);
+                    let waiter = Waiter::new(tx, &st.settings, started, nudge);
                     self.enqueue(&mut st, waiter);
                     self.maybe_launch(&mut st, false);
                     Ok(rx)
@@ -411,7 +416,7 @@ impl Pool {
             _ => {
                 conn.release(false);
                 // Try again with whatever the pool has next.
-                Box::pin(self.checkout_from(Instant::now())).await
+                Box::pin(self.checkout_from(Instant::now(), None)).await
             }
         }
     }

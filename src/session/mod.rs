@@ -435,11 +435,16 @@ impl Client {
         // A copy of the route: with a host list the checkout may move to another host, and
         // the session's own route re-picks from the set's new epoch afterwards.
         let mut route = self.route.clone();
-        let checkout = async move { route.checkout().await };
-        tokio::pin!(checkout);
+        // query_wait_notify: the pool's waiter sweeper nudges this client (no timer per wait).
         let notify_after = self.settings.query_wait_notify;
-        let mut notice = (!notify_after.is_zero() && !self.queue_noticed)
-            .then(|| Box::pin(tokio::time::sleep(notify_after)));
+        let mut notice = !notify_after.is_zero() && !self.queue_noticed;
+        let nudge: crate::pool::Nudging = notice.then(|| {
+            self.info.clear_notice();
+            let at = tokio::time::Instant::now() + notify_after;
+            (at, self.info.clone() as Arc<dyn crate::pool::Nudge>)
+        });
+        let checkout = async move { route.checkout_nudged(nudge).await };
+        tokio::pin!(checkout);
         let got = loop {
             // Keep reading while queued: a client that gives up (EOF) must leave the queue with
             // its request unsent, as with PgBouncer; more pipelined requests just join the buffer.
@@ -451,10 +456,10 @@ impl Client {
                 biased;
                 r = &mut checkout => break r,
                 _ = self.info.signal(false) => break Err(self.kill_error()),
-                _ = async { notice.as_mut().expect("invariant: branch enabled").await },
-                    if notice.is_some() =>
+                _ = poll_fn(|cx| if self.info.poll_notice(cx) { Poll::Ready(()) } else { Poll::Pending }),
+                    if notice =>
                 {
-                    notice = None;
+                    notice = false;
                     self.queue_noticed = true;
                     let mut out = BytesMut::with_capacity(128);
                     build::notice_response(&mut out, "00000", QUEUED_NOTICE, None);

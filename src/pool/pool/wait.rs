@@ -8,7 +8,9 @@
 //! earliest of them, as PgBouncer's janitor checks query_wait_timeout. The sweeper wakes when a
 //! deadline is due (exactly then, not on a coarse tick) and otherwise costs nothing per
 //! hand-off: under steady load its next wake-up is the oldest waiter's deadline, long after that
-//! waiter was served, and it then simply sleeps again until the new oldest one's.
+//! waiter was served, and it then simply sleeps again until the new oldest one's. The same goes
+//! for query_wait_notify's NOTICE (a boxed sleep per queued checkout before): the session hands
+//! in a [`crate::pool::Nudge`] that the sweeper calls when it is due.
 
 use std::sync::{Arc, Weak};
 
@@ -18,6 +20,7 @@ use tokio::time::Instant;
 use super::lease::Handoff;
 use super::{Pool, State};
 use crate::error::{Error, Result};
+use crate::pool::signal::Nudging;
 use crate::pool::PoolSettings;
 use crate::server::ServerConn;
 
@@ -34,11 +37,18 @@ pub(super) struct Waiter {
     pub(super) deadline: Option<(Instant, bool)>,
     /// When this waiter may ask for a reserve server (reserve_pool_timeout), until it did.
     pub(super) reserve_at: Option<Instant>,
+    /// Whom to tell that the wait is long (query_wait_notify), until told.
+    pub(super) nudge: Nudging,
 }
 
 impl Waiter {
     /// A waiter that started waiting at `started` under `settings`.
-    pub(super) fn new(tx: HandoffTx, settings: &PoolSettings, started: Instant) -> Waiter {
+    pub(super) fn new(
+        tx: HandoffTx,
+        settings: &PoolSettings,
+        started: Instant,
+        nudge: Nudging,
+    ) -> Waiter {
         let (deadline, query_first) = wait_deadline(settings, started);
         let reserve_at = (settings.reserve_pool_size > 0)
             .then(|| started + settings.reserve_pool_timeout)
@@ -48,15 +58,20 @@ impl Waiter {
             since: Instant::now(),
             deadline: deadline.map(|d| (d, query_first)),
             reserve_at,
+            nudge,
         }
     }
 
     /// The earliest moment the sweeper has something to do for this waiter.
     fn next_due(&self) -> Option<Instant> {
-        match (self.deadline.map(|(d, _)| d), self.reserve_at) {
-            (Some(d), Some(r)) => Some(d.min(r)),
-            (d, r) => d.or(r),
-        }
+        [
+            self.deadline.map(|(d, _)| d),
+            self.reserve_at,
+            self.nudge.as_ref().map(|(at, _)| *at),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 }
 
@@ -106,6 +121,11 @@ impl Pool {
                     let tx = std::mem::replace(&mut w.tx, oneshot::channel().0);
                     let _ = tx.send(Err(err));
                     return false;
+                }
+            }
+            if w.nudge.as_ref().is_some_and(|(at, _)| *at <= now) {
+                if let Some((_, n)) = w.nudge.take() {
+                    n.nudge();
                 }
             }
             if w.reserve_at.is_some_and(|r| r <= now) {
