@@ -69,6 +69,8 @@ pub struct Context {
     pub statements: crate::server::statements::StatementCache,
     /// Server host names and their addresses (dns_max_ttl, dns_nxdomain_ttl; SHOW DNS_HOSTS).
     pub dns: Arc<crate::server::dns::DnsCache>,
+    /// Spare client read buffers, so requests do not malloc and free one each (bounded).
+    pub read_bufs: crate::session::bufs::ReadBufs,
     phase: AtomicU8,
     /// Applies a `verbose` value to the running log filter (installed once by `main`, which owns
     /// the tracing subscriber); called on every config swap so SET verbose and RELOAD take effect.
@@ -117,6 +119,7 @@ impl Context {
             clusters,
             statements: Default::default(),
             dns,
+            read_bufs: Default::default(),
             shutdown,
             drain: CancellationToken::new(),
             tasks,

@@ -20,7 +20,7 @@ pub use connector::{Connector, PgConnector};
 pub use pause::{PauseBook, PauseReasons};
 pub use pool::{Lease, Pool, PoolLinks, PoolSnapshot, ReplicationSlot, Welcome};
 pub use set::{Member, PoolSet, Role, Route, Serves};
-pub use signal::{PoolObserver, Signal};
+pub use signal::{Nudge, Nudging, PoolObserver, Signal};
 
 use std::path::PathBuf;
 use std::sync::atomic::AtomicU32;

@@ -18,28 +18,20 @@ mod lease;
 mod observe;
 mod replication;
 mod upkeep;
+mod wait;
 
 pub use lease::Lease;
-use lease::{Handoff, WaitClock};
+use lease::WaitClock;
 pub use replication::ReplicationSlot;
+use wait::Waiter;
 
 use super::connector::Connector;
 use super::pause::PauseReasons;
-use super::signal::{PoolObserver, Signal};
+use super::signal::{Nudging, PoolObserver, Signal};
 use super::stats::PoolStats;
 use super::{PoolKey, PoolSettings};
 use crate::error::{Error, Result};
 use crate::server::{ServerConn, ServerCredential, ServerState, ServerTarget, Servers};
-
-type HandoffTx = oneshot::Sender<Result<ServerConn>>;
-
-/// A queued client.
-struct Waiter {
-    /// Where the server (or the error) goes; closed when the client gave up.
-    tx: HandoffTx,
-    /// When the client started waiting (maxwait).
-    since: Instant,
-}
 
 /// What the pool shows to the console.
 #[derive(Debug, Clone, Default)]
@@ -91,6 +83,8 @@ struct State {
     total: u32,
     connecting: u32,
     waiters: VecDeque<Waiter>,
+    /// When the waiters' sweeper wakes next; `None` when no sweeper runs (see `wait.rs`).
+    sweep_at: Option<Instant>,
     /// The first login's ParameterStatus set, sent to every new client.
     welcome: Option<Arc<Welcome>>,
     /// Last login refusal and when it happened (server_login_retry).
@@ -117,6 +111,8 @@ pub struct Pool {
     /// Server connections of the whole user (max_user_connections), shared with sibling pools.
     user_conns: Arc<AtomicU32>,
     state: Mutex<State>,
+    /// Wakes the waiters' sweeper early, when a waiter with an earlier deadline was queued.
+    sweep_wake: Arc<tokio::sync::Notify>,
     /// Where launch tasks are tracked, so shutdown can wait for them.
     tasks: tokio_util::task::TaskTracker,
     /// The server registry new connections join.
@@ -156,12 +152,14 @@ impl Pool {
                 total: 0,
                 connecting: 0,
                 waiters: VecDeque::new(),
+                sweep_at: None,
                 welcome: None,
                 login_failure: None,
                 paused: PauseReasons::NONE,
                 observer: None,
                 verify_primary: false,
             }),
+            sweep_wake: Arc::new(tokio::sync::Notify::new()),
             tasks,
             servers,
             connector,
@@ -334,50 +332,47 @@ impl Pool {
     /// Takes a server, waiting FIFO behind earlier clients up to query_wait_timeout. Counts
     /// the assignment and the time waited on the pool's stats.
     pub async fn checkout(self: &Arc<Self>) -> Result<Lease> {
+        self.checkout_nudged(None).await
+    }
+
+    /// [`Pool::checkout`], and `nudge` is told once if the wait is still on at its time.
+    pub async fn checkout_nudged(self: &Arc<Self>, nudge: Nudging) -> Result<Lease> {
         let started = Instant::now();
         let _clock = WaitClock {
             pool: self,
             started,
         };
-        let lease = self.checkout_from(started).await;
+        let lease = self.checkout_from(started, nudge).await;
         if lease.is_ok() {
             PoolStats::add(&self.stats.server_assignment_count, 1);
         }
         lease
     }
 
-    async fn checkout_from(self: &Arc<Self>, started: Instant) -> Result<Lease> {
-        loop {
-            let (rx, settings) = {
-                let mut st = self.state.lock();
-                match self.pop_idle(&mut st) {
-                    Some(conn) => (Err(conn), st.settings.clone()),
-                    None => {
-                        if let Some((at, msg)) = &st.login_failure {
-                            if at.elapsed() < st.settings.server_login_retry && st.connecting == 0 {
-                                return Err(Error::ServerLoginRetry(msg.clone()));
-                            }
+    async fn checkout_from(self: &Arc<Self>, started: Instant, nudge: Nudging) -> Result<Lease> {
+        let rx = {
+            let mut st = self.state.lock();
+            match self.pop_idle(&mut st) {
+                Some(conn) => Err(conn),
+                None => {
+                    if let Some((at, msg)) = &st.login_failure {
+                        if at.elapsed() < st.settings.server_login_retry && st.connecting == 0 {
+                            return Err(Error::ServerLoginRetry(msg.clone()));
                         }
-                        let (tx, rx) = oneshot::channel();
-                        st.waiters.push_back(Waiter {
-                            tx,
-                            since: Instant::now(),
-                        });
-                        self.maybe_launch(&mut st, false);
-                        (Ok(rx), st.settings.clone())
                     }
+                    let (tx, rx) = oneshot::channel();
+                    let waiter = Waiter::new(tx, &st.settings, started, nudge);
+                    self.enqueue(&mut st, waiter);
+                    self.maybe_launch(&mut st, false);
+                    Ok(rx)
                 }
-            };
-            let rx = match rx {
-                Ok(rx) => rx,
-                Err(conn) => return self.check_before_use(self.lease(conn)).await,
-            };
-            let got = self.wait(rx, &settings, started).await?;
-            match got {
-                Some(conn) => return self.check_before_use(self.lease(conn)).await,
-                None => continue,
             }
-        }
+        };
+        let conn = match rx {
+            Ok(rx) => self.wait(rx).await?,
+            Err(conn) => conn,
+        };
+        self.check_before_use(self.lease(conn)).await
     }
 
     /// An idle server right now, without waiting: the common case, which needs no clock reads.
@@ -402,68 +397,6 @@ impl Pool {
             && conn.last_used.elapsed() >= st.settings.server_check_delay
     }
 
-    /// Waits for a handoff; after reserve_pool_timeout asks for a reserve connection once.
-    /// `Ok(None)` means "look again" (never returned today, kept for the retry loop).
-    async fn wait(
-        self: &Arc<Self>,
-        rx: oneshot::Receiver<Result<ServerConn>>,
-        settings: &PoolSettings,
-        started: Instant,
-    ) -> Result<Option<ServerConn>> {
-        // The guard makes the wait cancellation-safe: a client that stops waiting (timeout, kill,
-        // disconnect) gives back a server that was handed to it in the meantime.
-        let mut guard = Handoff {
-            rx: Some(rx),
-            pool: self.clone(),
-        };
-        let rx = guard.rx.as_mut().expect("invariant: set above");
-        let (deadline, query_timeout_first) = wait_deadline(settings, started);
-        if settings.reserve_pool_size > 0 {
-            let reserve_at = started + settings.reserve_pool_timeout;
-            if deadline.is_none_or(|d| reserve_at < d) {
-                match tokio::time::timeout_at(reserve_at, &mut *rx).await {
-                    Ok(r) => return Self::taken(&mut guard, r),
-                    Err(_) => {
-                        let mut st = self.state.lock();
-                        self.maybe_launch(&mut st, true);
-                    }
-                }
-            }
-        }
-        let rx = guard.rx.as_mut().expect("invariant: set above");
-        match deadline {
-            Some(d) => match tokio::time::timeout_at(d, &mut *rx).await {
-                Ok(r) => Self::taken(&mut guard, r),
-                // Dropping the guard returns a server sent between the timeout and now.
-                Err(_) if query_timeout_first => Err(Error::QueryTimeout),
-                Err(_) => Err(Error::QueryWaitTimeout),
-            },
-            None => {
-                let r = (&mut *rx).await;
-                Self::taken(&mut guard, r)
-            }
-        }
-    }
-
-    fn taken(
-        guard: &mut Handoff,
-        r: std::result::Result<Result<ServerConn>, oneshot::error::RecvError>,
-    ) -> Result<Option<ServerConn>> {
-        guard.rx = None;
-        Self::handoff(r)
-    }
-
-    fn handoff(
-        r: std::result::Result<Result<ServerConn>, oneshot::error::RecvError>,
-    ) -> Result<Option<ServerConn>> {
-        match r {
-            Ok(Ok(conn)) => Ok(Some(conn)),
-            Ok(Err(e)) => Err(e),
-            // The pool dropped our sender (pool removed): treat like a timeout.
-            Err(_) => Err(Error::DatabaseRemoved),
-        }
-    }
-
     /// Runs server_check_query on a server that idled longer than server_check_delay.
     pub async fn check_before_use(self: &Arc<Self>, mut conn: Lease) -> Result<Lease> {
         let settings = self.settings();
@@ -483,7 +416,7 @@ impl Pool {
             _ => {
                 conn.release(false);
                 // Try again with whatever the pool has next.
-                Box::pin(self.checkout_from(Instant::now())).await
+                Box::pin(self.checkout_from(Instant::now(), None)).await
             }
         }
     }
@@ -591,20 +524,5 @@ impl Pool {
     /// Live servers (idle + active + connecting).
     pub fn total(&self) -> u32 {
         self.state.lock().total
-    }
-}
-
-/// When a queued client stops waiting, and whether query_timeout (rather than
-/// query_wait_timeout) is what ends it: as in PgBouncer, a query's timeout counts from its
-/// arrival, so it bounds the wait for a server too.
-fn wait_deadline(settings: &PoolSettings, started: Instant) -> (Option<Instant>, bool) {
-    let wait = settings.query_wait_timeout;
-    let query = settings.query_timeout;
-    match (wait.is_zero(), query.is_zero()) {
-        (true, true) => (None, false),
-        (false, true) => (Some(started + wait), false),
-        (true, false) => (Some(started + query), true),
-        (false, false) if query < wait => (Some(started + query), true),
-        (false, false) => (Some(started + wait), false),
     }
 }

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::pause::{PauseBook, PauseReasons};
+use super::signal::Nudging;
 use super::{Lease, Pool, PoolKey, PoolLinks, PoolSettings, Welcome};
 use crate::config::{LoadBalanceHosts, ServerHost};
 use crate::error::{Error, Result};
@@ -705,13 +706,19 @@ impl Route {
     /// and query_wait_timeout together; a client queued on a member that stops serving the role
     /// is moved to the one that does. Nothing was sent to a server while it waits.
     pub async fn checkout(&mut self) -> Result<Lease> {
+        self.checkout_nudged(None).await
+    }
+
+    /// [`Route::checkout`], and `nudge` is told once if the wait is still on at its time
+    /// (query_wait_notify), whether queued in a pool or held for a failover.
+    pub async fn checkout_nudged(&mut self, nudge: Nudging) -> Result<Lease> {
         if !self.set.discovered {
             // A fixed set (one host, or a host list): no hold, no clock read. With a host list,
             // a client queued on a host that turns out unreachable moves to the next one.
             let tries = self.set.state.lock().members.len() + 1;
             for _ in 0..tries {
                 let pool = self.pool()?.clone();
-                match pool.checkout().await {
+                match pool.checkout_nudged(nudge.clone()).await {
                     Err(Error::HostDown) => self.pool = None,
                     other => return other,
                 }
@@ -723,7 +730,7 @@ impl Route {
             // Subscribed before looking, so a change between the look and the wait is seen.
             let mut changes = self.set.changed.subscribe();
             if let Ok(pool) = self.pool() {
-                match pool.clone().checkout().await {
+                match pool.clone().checkout_nudged(nudge.clone()).await {
                     Err(Error::Rerouted) => continue,
                     r => return r,
                 }
@@ -739,12 +746,24 @@ impl Route {
                 (false, false) => Some((hold.min(wait), hold <= wait)),
             };
             let _held = HeldGuard::new(&self.set.held_clients);
-            match limit {
-                None => {
-                    let _ = changes.changed().await;
+            // Held with no pool to queue in: this rare wait nudges with a timer of its own.
+            let changed = async {
+                let nudged = async {
+                    if let Some((at, n)) = &nudge {
+                        tokio::time::sleep_until(*at).await;
+                        n.nudge();
+                    }
+                    std::future::pending::<()>().await
+                };
+                tokio::select! {
+                    _ = changes.changed() => {}
+                    _ = nudged => {}
                 }
+            };
+            match limit {
+                None => changed.await,
                 Some((limit, hold_first)) => {
-                    if tokio::time::timeout_at(started + limit, changes.changed())
+                    if tokio::time::timeout_at(started + limit, changed)
                         .await
                         .is_err()
                     {

@@ -31,6 +31,17 @@ impl Signal {
     }
 }
 
+/// Told once that a queued checkout has waited a while (query_wait_notify), so the waiting side
+/// can say so without a timer of its own: the pool's waiter sweeper calls it (see `pool/wait.rs`).
+/// Called with the pool's lock held: must only set a flag and wake, never call into the pool.
+pub trait Nudge: Send + Sync {
+    /// The wait reached the time it was asked to be nudged at.
+    fn nudge(&self);
+}
+
+/// When to nudge a queued checkout, and whom.
+pub type Nudging = Option<(tokio::time::Instant, std::sync::Arc<dyn Nudge>)>;
+
 /// Hears about a pool's server failures (the cluster router: holds, bans, discovery pokes).
 /// May be called with the pool's lock held: must not block nor call back into the pool.
 pub trait PoolObserver: Send + Sync {

@@ -228,6 +228,76 @@ async fn query_wait_timeout_ends_a_wait_and_frees_its_place() {
     assert_eq!(pool.snapshot().idle, 1, "no one took the released server");
 }
 
+/// Counts nudges and when they came (query_wait_notify's hook).
+#[derive(Default)]
+struct Nudges(Mutex<Vec<tokio::time::Instant>>);
+
+impl Nudge for Nudges {
+    fn nudge(&self) {
+        self.0.lock().push(tokio::time::Instant::now());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_queued_checkout_is_nudged_once_at_its_time_and_not_after_being_served() {
+    let fake = Arc::new(Fake::default());
+    let pool = one_pool(&fake, settings(1));
+    let held = pool.checkout().await.expect("checkout");
+    let started = tokio::time::Instant::now();
+    let nudges = Arc::new(Nudges::default());
+    let nudge: Nudging = Some((started + Duration::from_secs(3), nudges.clone()));
+    let waiter = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.checkout_nudged(nudge).await.map(|l| l.id) })
+    };
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(*nudges.0.lock(), vec![started + Duration::from_secs(3)]);
+    held.release(true);
+    waiter.await.expect("task").expect("served");
+    // A nudge due after the wait ended never comes.
+    let held = pool.checkout().await.expect("checkout");
+    let later = Arc::new(Nudges::default());
+    let nudge: Nudging = Some((
+        tokio::time::Instant::now() + Duration::from_secs(3),
+        later.clone(),
+    ));
+    let waiter = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.checkout_nudged(nudge).await.map(|l| l.id) })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    held.release(true);
+    waiter.await.expect("task").expect("served");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(later.0.lock().is_empty());
+    assert_eq!(nudges.0.lock().len(), 1, "told once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shorter_wait_queued_behind_a_longer_one_still_ends_on_time() {
+    // One sweeper per pool sleeps until the earliest deadline: a waiter queued later with an
+    // earlier deadline (query_wait_timeout lowered by a reload) must wake it early.
+    let fake = Arc::new(Fake::default());
+    let pool = one_pool(&fake, settings(1));
+    let _held = pool.checkout().await.expect("checkout");
+    let long = {
+        let pool = pool.clone();
+        tokio::spawn(async move { pool.checkout().await.map(|l| l.id) })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut s = settings(1);
+    s.query_wait_timeout = Duration::from_secs(2);
+    pool.reconfigure(Arc::new(s), pool.target(), ServerCredential::None);
+    let started = tokio::time::Instant::now();
+    let r = pool.checkout().await;
+    assert!(matches!(r, Err(Error::QueryWaitTimeout)), "{:?}", r.err());
+    assert_eq!(started.elapsed(), Duration::from_secs(2));
+    assert!(!long.is_finished(), "the first waiter keeps its own 10 s");
+    let r = long.await.expect("task");
+    assert!(matches!(r, Err(Error::QueryWaitTimeout)));
+    assert_eq!(started.elapsed(), Duration::from_secs(9));
+}
+
 #[tokio::test(start_paused = true)]
 async fn reserve_pool_opens_after_reserve_pool_timeout() {
     let fake = Arc::new(Fake::default());

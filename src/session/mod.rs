@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod auth_query;
+pub mod bufs;
 pub mod cancel;
 mod link;
 pub mod pipeline;
@@ -304,8 +305,8 @@ impl Client {
             }
             Box::pin(self.transaction()).await?;
             if self.buf.is_empty() {
-                // Idle clients own no buffer.
-                self.buf = BytesMut::new();
+                // Idle clients own no buffer; it goes back to the shared stock.
+                self.ctx.read_bufs.give(std::mem::take(&mut self.buf));
             }
         }
     }
@@ -375,9 +376,7 @@ impl Client {
                 return self.read_or_close().await;
             }
         }
-        if self.buf.capacity() - self.buf.len() < 1024 {
-            self.buf.reserve(8 * 1024);
-        }
+        self.make_room();
         let (stream, buf) = (&mut self.stream, &mut self.buf);
         let n = poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, &mut *buf))
             .await
@@ -396,9 +395,7 @@ impl Client {
     /// client sends within [`DRAIN_QUIET`] (a real read, not a readiness check: tokio caches
     /// readiness until a read would block); closes it otherwise.
     async fn read_or_close(&mut self) -> Result<()> {
-        if self.buf.capacity() - self.buf.len() < 1024 {
-            self.buf.reserve(8 * 1024);
-        }
+        self.make_room();
         let (stream, buf) = (&mut self.stream, &mut self.buf);
         let read =
             poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut *stream), cx, &mut *buf));
@@ -412,6 +409,15 @@ impl Client {
 
     fn kill_error(&self) -> Error {
         kill_error_of(&self.info)
+    }
+
+    /// Room to read into: an idle client's empty buffer comes from the shared stock.
+    fn make_room(&mut self) {
+        if self.buf.capacity() == 0 {
+            self.buf = self.ctx.read_bufs.take();
+        } else if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(bufs::READ_BUF);
+        }
     }
 
     /// Gets a server for this client (or keeps its session server).
@@ -438,11 +444,16 @@ impl Client {
         // A copy of the route: with a host list the checkout may move to another host, and
         // the session's own route re-picks from the set's new epoch afterwards.
         let mut route = self.route.clone();
-        let checkout = async move { route.checkout().await };
-        tokio::pin!(checkout);
+        // query_wait_notify: the pool's waiter sweeper nudges this client (no timer per wait).
         let notify_after = self.settings.query_wait_notify;
-        let mut notice = (!notify_after.is_zero() && !self.queue_noticed)
-            .then(|| Box::pin(tokio::time::sleep(notify_after)));
+        let mut notice = !notify_after.is_zero() && !self.queue_noticed;
+        let nudge: crate::pool::Nudging = notice.then(|| {
+            self.info.clear_notice();
+            let at = tokio::time::Instant::now() + notify_after;
+            (at, self.info.clone() as Arc<dyn crate::pool::Nudge>)
+        });
+        let checkout = async move { route.checkout_nudged(nudge).await };
+        tokio::pin!(checkout);
         let got = loop {
             // Keep reading while queued: a client that gives up (EOF) must leave the queue with
             // its request unsent, as with PgBouncer; more pipelined requests just join the buffer.
@@ -454,10 +465,10 @@ impl Client {
                 biased;
                 r = &mut checkout => break r,
                 _ = self.info.signal(false) => break Err(self.kill_error()),
-                _ = async { notice.as_mut().expect("invariant: branch enabled").await },
-                    if notice.is_some() =>
+                _ = poll_fn(|cx| if self.info.poll_notice(cx) { Poll::Ready(()) } else { Poll::Pending }),
+                    if notice =>
                 {
-                    notice = None;
+                    notice = false;
                     self.queue_noticed = true;
                     let mut out = BytesMut::with_capacity(128);
                     build::notice_response(&mut out, "00000", QUEUED_NOTICE, None);

@@ -91,6 +91,9 @@ pub struct ClientInfo {
     killed: AtomicBool,
     /// Set (before the wake) by [`ClientInfo::drain`].
     draining: AtomicBool,
+    /// Set (before the wake) when a queued checkout reached query_wait_notify (the pool's
+    /// [`crate::pool::Nudge`]); read and cleared by [`ClientInfo::poll_notice`].
+    notice_due: AtomicBool,
     /// What to tell the client when killed.
     pub kill_reason: Mutex<Option<KillReason>>,
     /// Whether this is an admin-console session.
@@ -156,6 +159,18 @@ impl ClientInfo {
         self.waker.register(cx.waker());
         let drained = drain && self.draining.load(Ordering::Acquire);
         self.killed.load(Ordering::Acquire) || drained
+    }
+
+    /// True (once) when the pool nudged this client's queued checkout; otherwise the task is
+    /// woken when that happens.
+    pub fn poll_notice(&self, cx: &mut Context<'_>) -> bool {
+        self.waker.register(cx.waker());
+        self.notice_due.swap(false, Ordering::AcqRel)
+    }
+
+    /// Forgets a nudge of an earlier wait, before a new one starts.
+    pub fn clear_notice(&self) {
+        self.notice_due.store(false, Ordering::Relaxed);
     }
 
     /// True once killed.
@@ -227,6 +242,7 @@ impl Clients {
                 waker: AtomicWaker::new(),
                 killed: AtomicBool::new(false),
                 draining: AtomicBool::new(false),
+                notice_due: AtomicBool::new(false),
                 kill_reason: Mutex::new(None),
                 is_admin: std::sync::atomic::AtomicBool::new(false),
                 tls: std::sync::OnceLock::new(),
@@ -306,5 +322,12 @@ impl Clients {
     /// True when nobody is connected.
     pub fn is_empty(&self) -> bool {
         self.by_id.is_empty()
+    }
+}
+
+impl crate::pool::Nudge for ClientInfo {
+    fn nudge(&self) {
+        self.notice_due.store(true, Ordering::Release);
+        self.waker.wake();
     }
 }
