@@ -4,10 +4,12 @@
 Used by benches/pgbench_compare.sh to measure a pooler's memory per idle client.
 Standard library only: raw sockets, the v3 StartupMessage, md5 (and, for completeness,
 cleartext and SCRAM-SHA-256) authentication, then wait for ReadyForQuery and send nothing
-more until told to stop.
+more until told to stop. With --sslmode require each connection first sends SSLRequest and
+completes a TLS handshake (no certificate check, like libpq's sslmode=require).
 
     idle_clients.py --port 6432 -n 2000 [--host 127.0.0.1] [--user bench] [--password bench_pw]
                     [--dbname bench] [--batch 50] [--hold 600] [--timeout 30]
+                    [--sslmode disable|require]
 
 Prints "READY <n>" on stdout (flushed) once all N connections reached ReadyForQuery, then
 sleeps until SIGTERM/SIGINT or --hold seconds, sends Terminate on each and exits 0.
@@ -22,6 +24,7 @@ import os
 import resource
 import signal
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -78,6 +81,18 @@ def startup_packet(user, dbname):
     params += b"\0"
     payload = struct.pack("!I", 196608) + params  # protocol 3.0
     return struct.pack("!I", len(payload) + 4) + payload
+
+
+SSL_REQUEST = struct.pack("!II", 8, 80877103)
+
+
+def start_tls(sock, context):
+    """SSLRequest, then the handshake; the server must answer 'S'."""
+    sock.sendall(SSL_REQUEST)
+    answer = recv_exact(sock, 1)
+    if answer != b"S":
+        raise PgError(f"server refused TLS (answered {answer!r})")
+    return context.wrap_socket(sock)
 
 
 def md5_response(user, password, salt):
@@ -155,7 +170,15 @@ def main():
     ap.add_argument("--batch", type=int, default=50, help="connections started at once")
     ap.add_argument("--hold", type=float, default=600.0, help="seconds to hold them at most")
     ap.add_argument("--timeout", type=float, default=30.0, help="per-connection login timeout")
+    ap.add_argument("--sslmode", choices=("disable", "require"), default="disable")
     args = ap.parse_args()
+
+    tls = None
+    if args.sslmode == "require":
+        # require = encrypt, trust any certificate (the bench's are self-signed).
+        tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        tls.check_hostname = False
+        tls.verify_mode = ssl.CERT_NONE
 
     raise_fd_limit(args.clients + 64)
 
@@ -179,9 +202,11 @@ def main():
             try:
                 s = socket.create_connection((args.host, args.port), timeout=args.timeout)
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if tls is not None:
+                    s = start_tls(s, tls)
                 s.sendall(packet)
                 batch.append(s)
-            except OSError as e:
+            except (OSError, PgError) as e:
                 failed += 1
                 first_error = first_error or f"connect: {e}"
         remaining -= min(args.batch, remaining)

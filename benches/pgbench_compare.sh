@@ -19,6 +19,13 @@
 #                  main) measured the same way, for before/after ratios in one run
 #   IDLE_CLIENTS   idle authenticated clients for the memory test, 0 = skip [2000]
 #   RESULTS_DIR    CSVs and raw pgbench logs [<repo>/target/bench]
+#   TLS [off]      off | client | server | both. client: both poolers get client_tls_sslmode = require
+#                  with a self-signed certificate (made at run time) and pgbench connects to them
+#                  with PGSSLMODE=require; server: PostgreSQL runs with ssl=on (PG_SSL=1) and both
+#                  poolers get server_tls_sslmode = require; both: the two together, the Zalando
+#                  template's shape, and `direct` then uses TLS too
+#   PG_SSL [0]     1: PostgreSQL with ssl=on and TLS-only TCP logins (set by TLS=server|both); on
+#                  its own, the poolers keep their default server_tls_sslmode = prefer, i.e. TLS
 #   PG_PASSWORD_ENCRYPTION, POOLER_INI_EXTRA, KEEP_TMP: see scripts/lib.sh
 set -euo pipefail
 
@@ -43,17 +50,34 @@ PGBOUNCER_BIN=${PGBOUNCER_BIN:-/usr/sbin/pgbouncer}
 POOLER_BIN_DEFAULT=$REPO/target/release/ollyscale-pooler
 POOLER_BIN=${POOLER_BIN:-$POOLER_BIN_DEFAULT}
 BASELINE_BIN=${BASELINE_BIN:-}
+TLS=${TLS:-off}
+case "$TLS" in
+    off|client) ;;
+    server|both) PG_SSL=1 ;;   # server_tls_sslmode = require needs a server with ssl on
+    *) die "TLS=$TLS: off, client, server or both" ;;
+esac
+POOLER_TLS=$TLS
+# sslmode of pgbench/psql towards the poolers and towards PostgreSQL itself (`direct`); set per
+# command, never exported, so the Unix-socket housekeeping stays plain.
+POOLER_SSLMODE=disable
+case "$TLS" in client|both) POOLER_SSLMODE=require ;; esac
+DIRECT_SSLMODE=disable
+[ "$PG_SSL" = 1 ] && DIRECT_SSLMODE=require
+sslmode_for() { if [ "$1" = direct ]; then echo "$DIRECT_SSLMODE"; else echo "$POOLER_SSLMODE"; fi; }
 
 # ---- the exact command line -----------------------------------------------------------------
 cmdline="cd $(printf '%q' "$PWD") &&"
 for v in POOLER_BIN BASELINE_BIN PGBOUNCER_BIN DURATION ROUNDS POOL_SIZE SCALE JOBS WORKLOADS TARGETS IDLE_CLIENTS \
-         RESULTS_DIR PG_PASSWORD_ENCRYPTION POOLER_INI_EXTRA; do
+         RESULTS_DIR TLS PG_SSL PG_PASSWORD_ENCRYPTION POOLER_INI_EXTRA; do
     cmdline+=" $v=$(printf '%q' "${!v}")"
 done
 cmdline+=" bash $(printf '%q' "$0")"
 for a in "$@"; do cmdline+=" $(printf '%q' "$a")"; done
 echo "# command: $cmdline"
 echo "# host: $(uname -srm), $(nproc) CPUs, $(awk '/MemTotal/ {printf "%.1f GiB", $2/1048576}' /proc/meminfo); $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+# The machine may be shared: the load before and after the runs says how far to trust the numbers.
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "# load average at start: $LOAD_START"
 
 # ---- checks ---------------------------------------------------------------------------------------
 for w in $WORKLOADS; do
@@ -100,7 +124,7 @@ mkdir -p "$RESULTS_DIR/raw-$STAMP"
 RAW=$RESULTS_DIR/raw-$STAMP
 CSV=$RESULTS_DIR/pgbench-$STAMP.csv
 MEMCSV=$RESULTS_DIR/memory-$STAMP.csv
-echo "$cmdline" > "$RAW/command.txt"
+printf '%s\n# load average at start: %s\n' "$cmdline" "$LOAD_START" > "$RAW/command.txt"
 echo "workload,kind,mode,clients,target,round,duration_s,tps,latency_ms,xacts,failed_xacts,pooler_cpu_s,cpu_us_per_xact,status" > "$CSV"
 
 # ---- PostgreSQL + poolers --------------------------------------------------------------------
@@ -108,7 +132,7 @@ make_tmpdir PGD pg
 free_port PGP
 pg_up "$PGD" "$PGP"
 log "pgbench -i -s $SCALE (directly)"
-"$BIN/pgbench" -i -q -s "$SCALE" -h 127.0.0.1 -p "$PGP" -U "$BENCH_USER" "$BENCH_DB" > "$RAW/init.log" 2>&1 \
+PGSSLMODE=$DIRECT_SSLMODE "$BIN/pgbench" -i -q -s "$SCALE" -h 127.0.0.1 -p "$PGP" -U "$BENCH_USER" "$BENCH_DB" > "$RAW/init.log" 2>&1 \
     || { cat "$RAW/init.log"; die "pgbench -i failed"; }
 
 declare -A T_PORT T_PID T_DIR T_BIN T_INI
@@ -131,9 +155,10 @@ for t in ollyscale pgbouncer baseline; do
     T_INI[$t]=$(write_pooler_ini "${T_DIR[$t]}" "${T_PORT[$t]}" "$PGP" "$POOL_SIZE")
     start_target "$t" || die "$t (${T_BIN[$t]}) did not start"
 done
+[ "$TLS" = off ] || log "TLS=$TLS: pgbench sslmode $POOLER_SSLMODE to the poolers, $DIRECT_SSLMODE to PostgreSQL (ssl $([ "$PG_SSL" = 1 ] && echo on || echo off))"
 
 # Direct SQL on the server (not through a pooler), for housekeeping between runs.
-psql_direct() { "$BIN/psql" -X -q -h "$PGD" -p "$PGP" -U "$BENCH_USER" -d "$BENCH_DB" "$@"; }
+psql_direct() { PGSSLMODE=disable "$BIN/psql" -X -q -h "$PGD" -p "$PGP" -U "$BENCH_USER" -d "$BENCH_DB" "$@"; }
 
 # Extracts "<tps> <latency_ms> <xacts> <failed>" from a pgbench log (NA when absent).
 # pgbench >= 14 prints one "tps = X (without initial connection time)" line; older ones print
@@ -189,10 +214,11 @@ for w in $WORKLOADS; do
             # What pgbench would do without -n, done directly so it is outside the measurement.
             psql_direct -c 'VACUUM pgbench_branches' -c 'VACUUM pgbench_tellers' \
                 -c 'TRUNCATE pgbench_history' >/dev/null 2>&1 || warn "vacuum before the run failed"
-            echo "\$ pgbench ${args[*]} -h 127.0.0.1 -p ${T_PORT[$t]} -U $BENCH_USER $BENCH_DB   # $t round $r" > "$logf"
+            sslmode=$(sslmode_for "$t")
+            echo "\$ PGSSLMODE=$sslmode pgbench ${args[*]} -h 127.0.0.1 -p ${T_PORT[$t]} -U $BENCH_USER $BENCH_DB   # $t round $r" > "$logf"
             cpu0=0; [ -n "$pid" ] && cpu0=$(proc_cpu_ticks "$pid")
             rc=0
-            "$BIN/pgbench" "${args[@]}" -h 127.0.0.1 -p "${T_PORT[$t]}" -U "$BENCH_USER" "$BENCH_DB" >> "$logf" 2>&1 || rc=$?
+            PGSSLMODE=$sslmode "$BIN/pgbench" "${args[@]}" -h 127.0.0.1 -p "${T_PORT[$t]}" -U "$BENCH_USER" "$BENCH_DB" >> "$logf" 2>&1 || rc=$?
             cpu1=0; [ -n "$pid" ] && cpu1=$(proc_cpu_ticks "$pid")
             read -r tps lat xacts failed < <(parse_pgbench "$logf")
             status=ok
@@ -228,14 +254,15 @@ if [ "$IDLE_CLIENTS" -gt 0 ]; then
         fi
         pid=${T_PID[$t]}
         # One real query first, so the pool and its server connection exist before the baseline.
-        "$BIN/psql" -X -q -At -h 127.0.0.1 -p "${T_PORT[$t]}" -U "$BENCH_USER" -d "$BENCH_DB" -c 'SELECT 1' >/dev/null 2>&1 \
+        PGSSLMODE=$POOLER_SSLMODE "$BIN/psql" -X -q -At -h 127.0.0.1 -p "${T_PORT[$t]}" -U "$BENCH_USER" -d "$BENCH_DB" -c 'SELECT 1' >/dev/null 2>&1 \
             || warn "warm-up query through $t failed"
         sleep 0.5
         before=$(proc_rss_kib "$pid")
         out=$RAW/idle-$t.out
         : > "$out"
         python3 "$REPO/benches/idle_clients.py" --port "${T_PORT[$t]}" -n "$IDLE_CLIENTS" \
-            --user "$BENCH_USER" --password "$BENCH_PASSWORD" --dbname "$BENCH_DB" --hold 300 > "$out" 2>&1 &
+            --user "$BENCH_USER" --password "$BENCH_PASSWORD" --dbname "$BENCH_DB" --sslmode "$POOLER_SSLMODE" \
+            --hold 300 > "$out" 2>&1 &
         cpid=$!
         register_bg_pid "$cpid"
         status=timeout
@@ -263,6 +290,9 @@ fi
 # ---- summary tables -------------------------------------------------------------------------------
 echo
 echo "# command: $cmdline"
+echo "# load average at start: $LOAD_START, at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >> "$RAW/command.txt"
+[ "$TLS" = off ] || echo "# TLS=$TLS: pgbench sslmode=$POOLER_SSLMODE to the poolers, sslmode=$DIRECT_SSLMODE to PostgreSQL"
 echo "# results: $CSV"
 [ "$IDLE_CLIENTS" -gt 0 ] && echo "# memory:  $MEMCSV"
 echo "# raw pgbench logs: $RAW"

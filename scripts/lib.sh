@@ -12,6 +12,7 @@
 #   write_pooler_ini <dir> <listen_port> <pg_port> <pool_size>
 #                                                      <dir>/pgbouncer.ini + <dir>/userlist.txt, read
 #                                                      unchanged by PgBouncer and ollyscale-pooler
+#   make_selfsigned_cert <dir> <name> <cn>             <dir>/<name>.key + .crt (openssl, RSA 2048)
 #   pooler_up <binary> <ini> [<name>]                  start in background, wait for the port (sets POOLER_PID)
 #   pooler_down [<pid>]                                stop that pooler (default: all started)
 #
@@ -21,6 +22,13 @@
 #   PG_PASSWORD_ENCRYPTION  how the server stores bench's password: scram-sha-256 (default) or md5
 #   MAX_CLIENT_CONN         max_client_conn written to the ini (2000)
 #   POOLER_INI_EXTRA        extra "key = value" lines appended to [pgbouncer]
+#   PG_SSL=1                pg_up turns ssl on with a self-signed certificate made at run time, and
+#                           its pg_hba.conf then refuses TCP logins without TLS (hostnossl reject,
+#                           as Spilo's does)
+#   POOLER_TLS              TLS lines written into the pooler ini: off (default: none, so both
+#                           poolers keep server_tls_sslmode = prefer), client (client_tls_sslmode =
+#                           require with a self-signed certificate made in the pooler's dir), server
+#                           (server_tls_sslmode = require) or both
 #   KEEP_TMP=1              keep temp dirs (logs) instead of removing them
 
 BENCH_USER=bench
@@ -32,6 +40,8 @@ BENCH_DB=bench
 : "${MAX_CLIENT_CONN:=2000}"
 : "${POOLER_INI_EXTRA:=}"
 : "${KEEP_TMP:=0}"
+: "${PG_SSL:=0}"
+: "${POOLER_TLS:=off}"
 
 # Registries used by the cleanup trap.
 _OLLY_POOLER_PIDS=()
@@ -170,11 +180,23 @@ pg_up() {
         cat "$dir/initdb.log" >&2; die "initdb failed"
     fi
     rm -f "$dir/pwfile"
-    cat > "$data/pg_hba.conf" <<EOF
+    if [ "$PG_SSL" = 1 ]; then
+        # Spilo's shape: TLS-only host access, so a client (or pooler) that falls back to plain
+        # text fails instead of being measured without TLS.
+        make_selfsigned_cert "$dir" server localhost
+        cat > "$data/pg_hba.conf" <<EOF
+# written by scripts/lib.sh (PG_SSL=1)
+local     all all              trust
+hostssl   all all 127.0.0.1/32 md5
+hostnossl all all 127.0.0.1/32 reject
+EOF
+    else
+        cat > "$data/pg_hba.conf" <<EOF
 # written by scripts/lib.sh
 local all all                trust
 host  all all 127.0.0.1/32   md5
 EOF
+    fi
     cat >> "$data/postgresql.conf" <<EOF
 
 # --- scripts/lib.sh (throwaway benchmark cluster: NOT crash safe) ---
@@ -189,6 +211,13 @@ full_page_writes = off
 password_encryption = '$PG_PASSWORD_ENCRYPTION'
 logging_collector = off
 EOF
+    if [ "$PG_SSL" = 1 ]; then
+        cat >> "$data/postgresql.conf" <<EOF
+ssl = on
+ssl_cert_file = '$dir/server.crt'
+ssl_key_file = '$dir/server.key'
+EOF
+    fi
     if is_root; then chown "$PG_OS_USER:" "$data/pg_hba.conf" "$data/postgresql.conf"; fi
     _OLLY_PG_DIRS+=("$dir")
     log "starting PostgreSQL on 127.0.0.1:$port"
@@ -211,7 +240,9 @@ EOF
         -c "CREATE DATABASE $BENCH_DB" >/dev/null || die "could not create database $BENCH_DB"
     PG_PORT=$port
     PG_DIR=$dir
-    log "PostgreSQL up: pid $PG_PID, 127.0.0.1:$port, password stored as $PG_PASSWORD_ENCRYPTION"
+    local ssl_note=""
+    [ "$PG_SSL" = 1 ] && ssl_note=", ssl on (TCP logins need TLS)"
+    log "PostgreSQL up: pid $PG_PID, 127.0.0.1:$port, password stored as $PG_PASSWORD_ENCRYPTION$ssl_note"
 }
 
 # Stops a process by PID: signal $2 (TERM), wait up to $3 seconds (15), then SIGKILL.
@@ -246,9 +277,27 @@ pg_down() {
     _OLLY_PG_DIRS=("${keep[@]}")
 }
 
+# make_selfsigned_cert <dir> <name> <cn>: <dir>/<name>.key and <dir>/<name>.crt, a self-signed
+# RSA 2048 certificate as the Zalando entrypoint makes it (`openssl req -nodes -new -x509`),
+# the key readable only by its owner (PostgreSQL refuses a key others can read).
+make_selfsigned_cert() {
+    local dir=$1 name=$2 cn=$3
+    command -v openssl >/dev/null 2>&1 || ensure_packages openssl
+    openssl req -nodes -new -x509 -days 2 -newkey rsa:2048 -subj "/CN=$cn" \
+        -keyout "$dir/$name.key" -out "$dir/$name.crt" > "$dir/$name.openssl.log" 2>&1 \
+        || { cat "$dir/$name.openssl.log" >&2; die "openssl req failed for $dir/$name.crt"; }
+    rm -f "$dir/$name.openssl.log"
+    chmod 600 "$dir/$name.key"
+    if is_root; then chown "$PG_OS_USER:" "$dir/$name.key" "$dir/$name.crt"; fi
+}
+
 # write_pooler_ini <dir> <listen_port> <pg_port> <pool_size>: prints the ini path.
 write_pooler_ini() {
     local dir=$1 lport=$2 pgport=$3 pool=$4
+    case "$POOLER_TLS" in off|client|server|both) ;; *) die "POOLER_TLS=$POOLER_TLS: off, client, server or both" ;; esac
+    if [ "$POOLER_TLS" = client ] || [ "$POOLER_TLS" = both ]; then
+        make_selfsigned_cert "$dir" pooler localhost
+    fi
     cat > "$dir/userlist.txt" <<EOF
 "$BENCH_USER" "$BENCH_PASSWORD"
 EOF
@@ -272,6 +321,14 @@ ignore_startup_parameters = extra_float_digits
 logfile = $dir/pooler.log
 pidfile = $dir/pooler.pid
 EOF
+        [ "$POOLER_TLS" = off ] || printf ';; POOLER_TLS=%s\n' "$POOLER_TLS"
+        case "$POOLER_TLS" in
+            client|both) printf 'client_tls_sslmode = require\nclient_tls_key_file = %s\nclient_tls_cert_file = %s\n' \
+                             "$dir/pooler.key" "$dir/pooler.crt" ;;
+        esac
+        case "$POOLER_TLS" in
+            server|both) printf 'server_tls_sslmode = require\n' ;;
+        esac
         if [ -n "$POOLER_INI_EXTRA" ]; then
             printf ';; POOLER_INI_EXTRA\n%s\n' "$POOLER_INI_EXTRA"
         fi
