@@ -148,7 +148,10 @@ async fn max_db_connections_caps_servers_across_users() {
     let b = pooler.connect("md5user", "md5_pw", "testdb").await;
     // The third pool's login needs a server too: an idle one of a sibling pool is closed for it.
     let c = pooler.connect("scramuser", "scram_pw", "testdb").await;
-    assert!(pg.backend_count("testdb") <= 2);
+    // A backend whose connection the pooler closed leaves pg_stat_activity a moment later, so
+    // a third row may show briefly while the sibling's backend exits.
+    let at_most_two = || pg.backend_count("testdb") <= 2;
+    assert!(crate::eventually(Duration::from_secs(3), at_most_two).await);
     a.batch_execute("BEGIN").await.unwrap();
     b.batch_execute("BEGIN").await.unwrap();
     let e = c
@@ -156,7 +159,7 @@ async fn max_db_connections_caps_servers_across_users() {
         .await
         .expect_err("no third server");
     assert_pooler_error(&e, "query_wait_timeout");
-    assert!(pg.backend_count("testdb") <= 2);
+    assert!(crate::eventually(Duration::from_secs(3), at_most_two).await);
     a.batch_execute("COMMIT").await.unwrap();
     b.batch_execute("COMMIT").await.unwrap();
 }
