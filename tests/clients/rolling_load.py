@@ -164,8 +164,10 @@ async def unit(Session, key, tally):
             tally.inside_first += first
         tally.error(stage, e)
     finally:
-        if apg is not None:
-            UNITS.pop(apg, None)
+        # Only our own entry: the connection may already serve the next unit (it went back to the
+        # pool while the session closed).
+        if apg is not None and UNITS.get(apg) is state:
+            del UNITS[apg]
         took = time.monotonic() - t0
         tally.slowest = max(tally.slowest, took)
         tally.stalls += took > STALL_SECONDS
