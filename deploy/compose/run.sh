@@ -11,9 +11,10 @@
 #
 # After each phase it prints what the clients saw (errors between / inside transactions, stalls,
 # committed units per node) and fails on a lost or duplicated row, an error inside a transaction
-# (phase 1 only: phase 2 cuts transactions off with their leader), or (phase 2) a commit that the
-# cut-off leader acknowledged after the cut, or nodes that end with different rows. Errors between transactions are
-# printed; E2E_STRICT=1 also fails on them. Everything is torn down on exit, also on failure.
+# (phase 1 only: phase 2 cuts transactions off with their leader), or (phase 2) a committed unit
+# whose statements the cut-off leader ran after the cut, or nodes that end with different rows.
+# Errors between transactions are printed; E2E_STRICT=1 also fails on them. Everything is torn
+# down on exit, also on failure.
 #
 # Knobs: E2E_SKIP_BUILD=1 (reuse the images), E2E_TIMEOUT (seconds for the whole run, 600),
 # E2E_LOG_DIR=dir (keep every service's log, with timestamps, and each phase's summary there),
