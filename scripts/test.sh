@@ -141,7 +141,7 @@ POOLER_BIN=target/debug/ollyscale-pooler timeout 600 bash scripts/docker-image.s
 # issue 11's bar, zero errors between transactions through a rolling restart, a switchover and
 # the leader cut off (E2E_STRICT=1). Measured on the shared 2-core machine: 3.5-4.5 minutes with
 # its images cached, 2-3 more to build the node image on a fresh machine. Only with OLLY_E2E=1:
-# 2 of the 5 strict runs that got to the end failed on one error between transactions each (a race,
+# 2 of the 6 strict runs that got to the end failed on one error between transactions each (a race,
 # fixed since; a connect that timed out on a replica exiting, which compose, unlike a Service with
 # a preStop delay, still names in DNS), so it is not yet reliable enough to gate every CI run.
 if [ "${OLLY_E2E:-0}" = 1 ]; then
