@@ -181,7 +181,14 @@ pub async fn login(
             admin: is_admin,
         });
     }
-    if ctx.phase() != Phase::Running {
+    // SIGTERM drains at transaction boundaries and stops TCP accepting at once, so a TCP client
+    // logging in now was accepted before it, between transactions: it is let in and drained
+    // like any idle client after its transaction (refusing it failed SQLAlchemy's new
+    // connections during rolling restarts). Logins on the Unix socket, which stays open for the
+    // console, and any after SIGINT are refused.
+    let accepted_before_drain =
+        ctx.phase() == Phase::DrainClients && matches!(info.peer, crate::net::PeerAddr::Tcp(_));
+    if ctx.phase() != Phase::Running && !accepted_before_drain {
         return Err(Error::ShuttingDown);
     }
     let count = ctx.clients.count.fetch_add(1, Ordering::Relaxed) + 1;

@@ -475,6 +475,53 @@ async fn sigterm_keeps_the_console_reachable() {
     expect_exit(p, 15).await;
 }
 
+/// SIGTERM: a TCP client the pooler accepted before the signal but whose startup packet comes
+/// after it (a new connection of an application pool during a rolling restart) was between
+/// transactions: it logs in, runs its transaction and is drained, instead of being refused with
+/// `pooler is shutting down`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_in_a_client_accepted_before_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let p = pooler();
+    let busy = p.connect("md5user", "md5_pw", "testdb").await;
+    busy.simple_query("BEGIN").await.expect("begin");
+    // An SSLRequest answered proves the session exists before the signal.
+    let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", p.port))
+        .await
+        .expect("connect");
+    tcp.write_all(&[0, 0, 0, 8, 4, 210, 22, 47])
+        .await
+        .expect("SSLRequest");
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer)
+        .await
+        .expect("SSLRequest answer");
+    assert_eq!(&answer, b"N");
+    p.signal(libc::SIGTERM);
+    let p = tokio::task::spawn_blocking(move || {
+        assert!(p.wait_for_log("got SIGTERM", Duration::from_secs(10)));
+        p
+    })
+    .await
+    .expect("wait");
+    let (late, conn) = tokio_postgres::Config::new()
+        .user("md5user")
+        .password("md5_pw")
+        .dbname("testdb")
+        .connect_raw(tcp, tokio_postgres::NoTls)
+        .await
+        .expect("a client accepted before SIGTERM logs in");
+    tokio::spawn(conn);
+    let rows = late
+        .simple_query("SELECT 1")
+        .await
+        .expect("its transaction");
+    assert!(!rows.is_empty());
+    busy.simple_query("COMMIT").await.expect("commit");
+    drop(busy);
+    expect_exit(p, 15).await;
+}
+
 /// A second SIGINT exits at once, and clients see their connection close with no error
 /// message, as when PgBouncer exits; the log says `got SIGINT while shutting down, fast exit`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

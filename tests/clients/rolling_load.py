@@ -8,14 +8,22 @@ one transaction (`async with session.begin()`) that inserts a row with a unique 
 back, and commits. Every exception is caught, classified and counted, never retried inside the
 unit (a retry would hide what the application saw):
 
-  - between: the unit failed before its first statement returned (checkout, pre-ping, BEGIN +
-    first INSERT): the application was between transactions when the pooler went away;
-  - inside: a statement after the first one, or the COMMIT, failed: the transaction was open.
+  - between: the unit failed before the server answered its BEGIN (checkout, pre-ping, the
+    BEGIN itself): the application was between transactions, nothing of the unit was open on a
+    server, so the pooler owes it a server (it may hold it, never fail it);
+  - inside: the BEGIN was answered, so the transaction was open on a server when a statement
+    (the first INSERT included) or the COMMIT failed. Those that failed on the first statement
+    are also counted apart (`inside_first_statement`): to the application they look like the
+    unit's first step failing, but its transaction was already open on the server that went away.
+
+asyncpg's query logger tells when the BEGIN (which asyncpg sends, as its own simple Query, just
+before the unit's first statement) was answered.
 
 A unit counts as committed only when COMMIT returned. At the end the script reads the table on a
 fresh connection and checks nothing committed is missing and no key appears twice. Per server
 address (`inet_server_addr()`) it reports how many units committed there and the wall-clock time
-of the last one, so a caller that cut a node off can tell whether that node acknowledged a write
+of the last one, and the server's clock at the unit's last statement (the UPDATE just before
+COMMIT), so a caller that cut a node off can tell whether that node ran a committed write
 afterwards. It writes
 CONTROL_DIR/ready once the load runs, prints one `SUMMARY {json}` line and exits 0; the caller
 judges the counts (the scenario itself fails only on lost or duplicated rows).
@@ -27,7 +35,7 @@ import os
 import time
 from collections import Counter
 
-from sqlalchemy import String, func, select, text
+from sqlalchemy import String, event, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -37,6 +45,33 @@ ENGINES = 2
 WORKERS_PER_ENGINE = 6
 STALL_SECONDS = 1.0
 MAX_SECONDS = int(os.environ.get("ROLLING_LOAD_MAX_SECONDS", "150"))
+MAX_EVENTS = 40
+
+
+class UnitState:
+    """What the query logger learnt about the unit running on a connection."""
+
+    __slots__ = ("begun",)
+
+    def __init__(self):
+        self.begun = False  # the server answered the unit's BEGIN: its transaction is open
+
+
+# asyncpg connection id -> the unit using it now (set once the checkout and pre-ping are done,
+# so the pre-ping's own BEGIN/ROLLBACK does not count).
+UNITS = {}
+
+
+def log_begins(dbapi_connection, _record):
+    """Pool `connect` hook: marks the current unit when its BEGIN is answered."""
+    apg = dbapi_connection.driver_connection
+
+    def on_query(record, key=id(apg)):
+        unit = UNITS.get(key)
+        if unit is not None and record.exception is None and record.query.lstrip()[:5].upper() == "BEGIN":
+            unit.begun = True
+
+    apg.add_query_logger(on_query)
 
 
 class Base(DeclarativeBase):
@@ -54,7 +89,7 @@ class Write(Base):
 
 def make_engine(t):
     # ollyScale's settings; pool_recycle renews connections so they spread over both processes.
-    return create_async_engine(
+    engine = create_async_engine(
         t.url("postgresql+asyncpg"),
         pool_size=4,
         max_overflow=2,
@@ -63,6 +98,8 @@ def make_engine(t):
         pool_timeout=30,
         connect_args={"statement_cache_size": 0, "prepared_statement_cache_size": 0, "timeout": 10},
     )
+    event.listen(engine.sync_engine, "connect", log_begins)
+    return engine
 
 
 class Tally:
@@ -70,41 +107,67 @@ class Tally:
         self.committed = []
         self.between = Counter()
         self.inside = Counter()
+        self.inside_first = 0  # inside errors on the unit's first statement (BEGIN answered)
         self.first_error = {}
         self.slowest = 0.0  # seconds of the slowest unit, failed or not
         self.stalls = 0  # units that took longer than STALL_SECONDS
         self.nodes = {}  # server address -> units committed there
         self.last_commit = {}  # server address -> wall-clock time of the last COMMIT it acknowledged
+        self.last_ran = {}  # server address -> its clock at the last statement of a committed unit
+        self.events = []  # (wall-clock time, where, kind) of the first MAX_EVENTS errors
 
     def error(self, where, e):
         kind = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:160]
         (self.between if where == "between" else self.inside)[kind] += 1
         self.first_error.setdefault(where, kind)
+        if len(self.events) < MAX_EVENTS:
+            # Wall-clock, so a caller can line an error up with what it did (a stop, a cut).
+            self.events.append((round(time.time(), 3), where, kind))
 
 
 async def unit(Session, key, tally):
     stage = "between"
+    state = UnitState()
+    apg = None
+    first = False  # the unit's first statement (the INSERT that asyncpg sends after BEGIN) runs
     t0 = time.monotonic()
     try:
         async with Session() as session:
             async with session.begin():
+                # The checkout (with its pre-ping); asyncpg sends the BEGIN with the first statement.
+                conn = await session.connection()
+                apg = id((await conn.get_raw_connection()).driver_connection)
+                UNITS[apg] = state
                 session.add(Write(key=key, backend=0))
+                first = True
                 await session.flush()
+                first = False
                 stage = "inside"
                 got = await session.scalar(select(Write.key).where(Write.key == key))
                 check(got == key, f"{key}: own row not visible inside its transaction")
-                node = await session.scalar(text(
+                node, ran_at = (await session.execute(text(
                     "UPDATE rolling_writes SET backend = pg_backend_pid(), "
-                    "node = coalesce(host(inet_server_addr()), 'local') WHERE key = :k RETURNING node"
-                ), {"k": key})
+                    "node = coalesce(host(inet_server_addr()), 'local') WHERE key = :k "
+                    "RETURNING node, extract(epoch FROM clock_timestamp())::float8"
+                ), {"k": key})).one()
+        # The classifier's own check: a committed unit had its BEGIN answered.
+        check(state.begun, f"{key}: committed, but the query logger saw no answered BEGIN")
         tally.committed.append(key)
         tally.nodes[node] = tally.nodes.get(node, 0) + 1
         tally.last_commit[node] = time.time()
+        tally.last_ran[node] = max(tally.last_ran.get(node, 0.0), ran_at)
     except SystemExit:
         raise
     except Exception as e:  # noqa: BLE001 - every application-visible error is counted
+        if stage == "between" and state.begun:
+            stage = "inside"
+            tally.inside_first += first
         tally.error(stage, e)
     finally:
+        # Only our own entry: the connection may already serve the next unit (it went back to the
+        # pool while the session closed).
+        if apg is not None and UNITS.get(apg) is state:
+            del UNITS[apg]
         took = time.monotonic() - t0
         tally.slowest = max(tally.slowest, took)
         tally.stalls += took > STALL_SECONDS
@@ -164,12 +227,15 @@ async def run(t):
         "server_backends": backends,
         "errors_between": sum(tally.between.values()),
         "errors_inside": sum(tally.inside.values()),
+        "inside_first_statement": tally.inside_first,
         "between": dict(tally.between),
         "inside": dict(tally.inside),
         "slowest_unit_seconds": round(tally.slowest, 3),
         "stalls_over_1s": tally.stalls,
         "committed_per_node": tally.nodes,
         "last_commit_per_node": {k: round(v, 3) for k, v in tally.last_commit.items()},
+        "last_statement_per_node": {k: round(v, 3) for k, v in tally.last_ran.items()},
+        "error_events": tally.events,
     }
     print("SUMMARY " + json.dumps(summary, sort_keys=True), flush=True)
     check(not lost, f"committed rows missing: {lost[:5]}")
