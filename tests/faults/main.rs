@@ -3,8 +3,12 @@
 //! (no panic, no exit) and still serves new clients afterwards. Plus the short soak (the long
 //! one is benches/soak.sh).
 
+#[path = "../common/mod.rs"]
 mod common;
+#[path = "../console/mod.rs"]
 mod console;
+
+mod panic;
 
 use std::time::{Duration, Instant};
 
