@@ -1,5 +1,5 @@
 //! Half-open TCP on either side of the pooler, made honestly: nftables rules on the loopback
-//! interface drop every packet of one connection (matched by its ephemeral port) or every SYN to
+//! interface drop every packet of one connection (matched by both its ports) or every SYN to
 //! one port, so the peer's socket stays open but nothing gets through: no FIN, no RST, exactly
 //! what a pulled cable, a dead node or a silently dropping firewall looks like.
 //!
@@ -23,10 +23,13 @@ struct Blackhole {
 }
 
 impl Blackhole {
-    /// Drops every packet from or to `port` (both directions of the connections using it).
-    fn connection(port: u16) -> Blackhole {
+    /// Drops every packet of the loopback connection between ports `a` and `b`, both ways.
+    /// Both ports are matched: Linux reuses an ephemeral port for connections to other
+    /// destinations, so one port alone could silence a bystander connection too.
+    fn connection(a: u16, b: u16) -> Blackhole {
         Blackhole::install(&format!(
-            "oifname \"lo\" tcp sport {port} drop\n    oifname \"lo\" tcp dport {port} drop"
+            "oifname \"lo\" tcp sport {a} tcp dport {b} drop\n    \
+             oifname \"lo\" tcp sport {b} tcp dport {a} drop"
         ))
     }
 
@@ -141,7 +144,7 @@ async fn server_silent_mid_query_keepalive_fires() {
         },
     )
     .await;
-    let hole = Blackhole::connection(port.expect("set above"));
+    let hole = Blackhole::connection(port.expect("set above"), pg.port);
     let err = tokio::time::timeout(Duration::from_secs(40), sleeper)
         .await
         .expect("keepalive must end the query long before it would finish")
@@ -176,7 +179,7 @@ async fn server_silent_before_query_tcp_user_timeout_fires() {
         .await
         .expect("the server's view of the pooler's port")
         .get(0);
-    let hole = Blackhole::connection(before as u16);
+    let hole = Blackhole::connection(before as u16, pg.port);
     let err = tokio::time::timeout(Duration::from_secs(40), c.simple_query("SELECT 2"))
         .await
         .expect("tcp_user_timeout must end the wait")
@@ -237,7 +240,7 @@ async fn client_silent_in_transaction_keepalive_frees_server() {
         .await
         .expect("backend pid")
         .get(0);
-    let hole = Blackhole::connection(client_port);
+    let hole = Blackhole::connection(client_port, p.port);
     let gone = format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}");
     eventually(
         "the silent client's server is closed",
