@@ -5,7 +5,7 @@
 #
 #   bash benches/soak.sh            # nice'd; takes about 12 minutes
 #
-# It runs the suite's soak test (tests/faults.rs `soak_short`) with the full sizes, so that the
+# It runs the suite's soak test (tests/faults/main.rs `soak_short`) with the full sizes, so that the
 # PostgreSQL and pooler setup is the test harness's (real PostgreSQL on a loopback port, the
 # built pooler, both stopped at the end); benches/soak.py is the load generator and sampler.
 set -euo pipefail

@@ -35,7 +35,8 @@ as_root() {
 # 1. System packages.
 # patroni, etcd-server, etcd-client and python3-etcd: tests/patroni.rs runs a real two-node
 # Patroni cluster (Patroni's etcd3 module imports python-etcd even though it talks v3).
-packages=(postgresql postgresql-contrib pgbouncer patroni etcd-server etcd-client python3-etcd)
+# nftables: tests/faults/halfopen.rs black-holes loopback ports (half-open TCP; needs root).
+packages=(postgresql postgresql-contrib pgbouncer patroni etcd-server etcd-client python3-etcd nftables)
 step "checking Debian packages: ${packages[*]}"
 missing=()
 for p in "${packages[@]}"; do
@@ -52,7 +53,7 @@ pg_bin=$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin -type d 2>/d
 if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ] || [ ! -x "$pg_bin/postgres" ]; then
     die "no PostgreSQL server under /usr/lib/postgresql/<version>/bin"
 fi
-for tool in psql pgbench pgbouncer patroni etcd etcdctl; do
+for tool in psql pgbench pgbouncer patroni etcd etcdctl nft; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool not found after installing packages"
 done
 echo "PostgreSQL: $("$pg_bin/postgres" --version); $(pgbouncer --version | head -n 1)"
@@ -78,7 +79,7 @@ step "expect(\"invariant: ...\") only (scripts/check-expect.py)"
 python3 scripts/check-expect.py
 
 # The fuzz targets (fuzz/, a workspace of its own, outside the build above): each one runs for
-# FUZZ_SECONDS (15 s by default; 7 targets, under 2 minutes plus the build) on stable with
+# FUZZ_SECONDS (15 s by default; 11 targets, under 3 minutes plus the build) on stable with
 # libFuzzer and no sanitizer, and any crash or failed invariant fails CI (scripts/fuzz.sh says
 # why not cargo-fuzz; fuzz/README.md how to run them longer).
 step "fuzz targets, ${FUZZ_SECONDS:-15} s each (scripts/fuzz.sh)"

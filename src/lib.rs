@@ -35,6 +35,7 @@ pub mod server;
 pub mod session;
 pub mod stats;
 pub mod sys;
+pub mod unwind;
 
 /// Worker threads: `OLLYSCALE_WORKERS`, else half the cores (at least one).
 ///

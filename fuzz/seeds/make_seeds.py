@@ -148,3 +148,59 @@ with open(os.path.join(HERE, "..", "..", "src", "discovery", "tests", "mod.rs"))
 for name, body in re.findall(r'pub const (\w+): &str = r#"(.*?)"#;', fixtures, re.S):
     write("patroni_cluster", name.lower() + ".json", body)
 write("patroni_cluster", "url.txt", "http://[::1]:8008/patroni")
+
+# pipeline: byte 0 odd = the differential run, one byte per operation: op + 11 * arg
+# (fuzz_targets/pipeline.rs). Names "", "a", "b", "c" = 0..3; queries 0..5 (4 = a syntax
+# error, 5 = fails at Execute); Parse's arg is name + 4 * query.
+def op(code, arg=0):
+    return bytes([code + 11 * arg])
+
+
+PARSE, BIND, DESC_S, DESC_P, EXECUTE, CLOSE_S, CLOSE_P, SYNC, QUERY, DELIVER, SWITCH = range(11)
+prepared_cycle = (op(PARSE, 1) + op(BIND, 1) + op(DESC_P) + op(EXECUTE) + op(SYNC)
+                  + op(DELIVER, 7) + op(BIND, 1) + op(EXECUTE) + op(SYNC))
+write("pipeline", "prepared_cycle", b"\x01" + prepared_cycle)
+# Client 1 on server 1 uses "a", then client 0 on server 1 prepares the same text: a shared
+# statement the pooler answers itself; then an eviction (cap 2) and a Close.
+shared = (op(PARSE, 1) + op(SYNC) + op(SWITCH, 3) + op(PARSE, 2) + op(PARSE, 3 + 4)
+          + op(PARSE, 1 + 8) + op(BIND, 2) + op(EXECUTE) + op(CLOSE_S, 2) + op(SYNC)
+          + op(SWITCH, 1) + op(BIND, 1) + op(EXECUTE) + op(SYNC))
+write("pipeline", "shared_and_evicted", b"\x01" + shared)
+# Errors mid-pipeline: a syntax error, a duplicate name, a division by zero, late delivery.
+errors = (op(PARSE, 1) + op(PARSE, 2 + 16) + op(BIND, 2) + op(EXECUTE) + op(SYNC)
+          + op(PARSE, 1) + op(DELIVER, 2) + op(PARSE, 3 + 20) + op(BIND, 3) + op(EXECUTE)
+          + op(BIND, 1) + op(SYNC) + op(QUERY, 1) + op(BIND, 1) + op(SYNC) + op(QUERY, 3))
+write("pipeline", "errors_mid_pipeline", b"\x01" + errors)
+# Byte 0 even: hostile frames, records [side, tag, len, body].
+write("pipeline", "hostile_frames", b"\x00" + b"\x00P\x0aa\x00SELECT 1\x00" + b"\x00S\x00" + b"\x01Z\x01I")
+
+# peers: the text after a [peers] header.
+write("peers", "two_peers", "1 = host=10.0.0.1 port=6432\n"
+      "2 = host='pooler-b.svc' port=5432 pool_size=4\n[pgbouncer]\npeer_id = 1\n")
+write("peers", "unix_and_errors", "3 = host=/var/run/pooler\n0 = host=x\n16384 = host=y\n"
+      "4 = port=70000\n5 = host=@abstract\n6 = host=a bogus=1\n")
+
+# host_list: byte 0 even = the whole connection string, odd = after `db = host=`.
+write("host_list", "ports_per_host", b"\x00host=pg-a,pg-b,/var/run/pg port=5432,5433,5434 "
+      b"dbname=app load_balance_hosts=round-robin\n")
+write("host_list", "one_port", b"\x01pg-a, pg-b , pg-c port=6543 load_balance_hosts=disable\n")
+write("host_list", "mismatch", b"\x01a,b,c port=1,2 dbname=x\n")
+
+# operator_env: byte 0 bit 0 = userlist mounted; values split at 0xFF in the order of VARS
+# (fuzz_targets/operator_env.rs); 0xFE = unset.
+def env(*values):
+    return b"\xff".join(v if isinstance(v, bytes) else v.encode() for v in values)
+
+
+UNSET = b"\xfe"
+write("operator_env", "operator_defaults", b"\x00" + env(
+    "acid-db", "5432", "pooler", "pooler-secret", "pooler", "transaction", "5432", "20", "10",
+    "10000", "40", "robot_zmon", UNSET, UNSET, UNSET, UNSET))
+write("operator_env", "tls_and_include", b"\x01" + env(
+    "acid-db.default.svc", UNSET, "pooler", UNSET, UNSET, "session", "6432", UNSET, UNSET,
+    UNSET, UNSET, UNSET, "/tls/tls.crt", "/tls/tls.key", "/tls/ca.crt", "/etc/extra.ini"))
+write("operator_env", "hostile_values", b"\x00" + env(
+    "db", "x", "us\"er", "pw\nnext", "s", "transaction\nauth_type = trust", "99999"))
+# A Parse that fails, then a Close of its name before the error arrives, then a Bind of it.
+write("pipeline", "failed_parse_then_close", b"\x01" + op(PARSE, 1 + 16) + op(CLOSE_S, 1)
+      + op(SYNC) + op(BIND, 1) + op(EXECUTE) + op(SYNC))

@@ -53,8 +53,25 @@ pub fn render(
     userlist_path: &Path,
     mounted_userlist: bool,
 ) -> Result<Rendered, EnvError> {
+    // Every value lands on one line of the ini or the userlist: a line break (or a NUL) in one
+    // would add lines of its own choosing.
+    let one_line = |name: &'static str, v: String| -> Result<String, EnvError> {
+        if v.contains(['\n', '\r', '\0']) {
+            return Err(EnvError {
+                name,
+                message: "must not contain line breaks".into(),
+            });
+        }
+        Ok(v)
+    };
+    let opt = |name: &'static str| -> Result<Option<String>, EnvError> {
+        env(name)
+            .filter(|v| !v.is_empty())
+            .map(|v| one_line(name, v))
+            .transpose()
+    };
     let var = |name: &'static str, default: Option<&str>| -> Result<String, EnvError> {
-        match env(name).filter(|v| !v.is_empty()) {
+        match opt(name)? {
             Some(v) => Ok(v),
             None => default.map(str::to_string).ok_or(EnvError {
                 name,
@@ -65,7 +82,10 @@ pub fn render(
     let number = |name: &'static str, default: &str| -> Result<String, EnvError> {
         let v = var(name, Some(default))?;
         match v.parse::<u32>() {
-            Ok(_) => Ok(v),
+            // Written back in plain decimal: the ini reads a leading 0 as octal, as PgBouncer
+            // does, so `010` must not reach it as the operator's ten (found by the
+            // operator_env fuzz target). A `+` sign goes the same way.
+            Ok(n) => Ok(n.to_string()),
             Err(_) => Err(EnvError {
                 name,
                 message: format!("expected a non-negative integer, got {v:?}"),
@@ -82,7 +102,13 @@ pub fn render(
     let reserve_size = number("CONNECTION_POOLER_RESERVE_SIZE", "7")?;
     let max_client_conn = number("CONNECTION_POOLER_MAX_CLIENT_CONN", "10000")?;
     let max_db_conn = number("CONNECTION_POOLER_MAX_DB_CONN", "30")?;
-    let stats_users = env("INFRASTRUCTURE_ROLES").unwrap_or_default();
+    let stats_users = opt("INFRASTRUCTURE_ROLES")?.unwrap_or_default();
+    let client_tls = (
+        opt("CONNECTION_POOLER_CLIENT_TLS_CRT")?,
+        opt("CONNECTION_POOLER_CLIENT_TLS_KEY")?,
+        opt("CONNECTION_POOLER_CLIENT_CA_FILE")?,
+    );
+    let include = opt("OLLYSCALE_INCLUDE")?;
     for (name, value) in [("PGHOST", &host), ("PGUSER", &user), ("PGSCHEMA", &schema)] {
         if value.contains(['\'', '"', ' ', '\n', '\r', '\0']) {
             return Err(EnvError {
@@ -128,14 +154,11 @@ pub fn render(
     let _ = writeln!(w, "server_tls_protocols = secure");
     // The operator's image makes a self-signed certificate when none is mounted; client TLS is set
     // here only when the operator passes one (CONNECTION_POOLER_CLIENT_TLS_CRT/_KEY).
-    if let (Some(crt), Some(key)) = (
-        env("CONNECTION_POOLER_CLIENT_TLS_CRT").filter(|v| !v.is_empty()),
-        env("CONNECTION_POOLER_CLIENT_TLS_KEY").filter(|v| !v.is_empty()),
-    ) {
+    if let (Some(crt), Some(key), ca) = client_tls {
         let _ = writeln!(w, "client_tls_sslmode = require");
         let _ = writeln!(w, "client_tls_key_file = {key}");
         let _ = writeln!(w, "client_tls_cert_file = {crt}");
-        if let Some(ca) = env("CONNECTION_POOLER_CLIENT_CA_FILE").filter(|v| !v.is_empty()) {
+        if let Some(ca) = ca {
             let _ = writeln!(w, "client_tls_ca_file = {ca}");
         }
     }
@@ -155,7 +178,7 @@ pub fn render(
     let _ = writeln!(w, "http_listen_port = {OPERATOR_HTTP_PORT}");
     // Ours: a fragment mounted beside (e.g. [peers], peer_id, or listen_addr for tests); its keys
     // win because they come last.
-    if let Some(extra) = env("OLLYSCALE_INCLUDE").filter(|v| !v.is_empty()) {
+    if let Some(extra) = include {
         let _ = writeln!(w, "%include {extra}");
     }
     Ok(Rendered { ini, userlist })
@@ -236,6 +259,21 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.name, "PGPASSWORD");
+        // A line break in any value would add lines to the ini or the userlist (found by the
+        // operator_env fuzz target).
+        for name in ["OLLYSCALE_INCLUDE", "CONNECTION_POOLER_MODE", "PGPASSWORD"] {
+            let e = render(
+                &env_of(&[
+                    ("PGHOST", "h"),
+                    ("PGUSER", "p"),
+                    (name, "x\nauth_type = trust"),
+                ]),
+                Path::new("/u"),
+                false,
+            )
+            .unwrap_err();
+            assert_eq!(e.name, name);
+        }
         let ok = render(
             &env_of(&[("PGHOST", "h"), ("PGUSER", "p")]),
             Path::new("/u"),
@@ -243,6 +281,21 @@ mod tests {
         )
         .expect("defaults");
         assert!(ok.ini.contains("default_pool_size = 15\n"), "{}", ok.ini);
+        let padded = render(
+            &env_of(&[
+                ("PGHOST", "h"),
+                ("PGUSER", "p"),
+                ("CONNECTION_POOLER_DEFAULT_SIZE", "010"),
+            ]),
+            Path::new("/u"),
+            true,
+        )
+        .expect("a zero-padded number");
+        assert!(
+            padded.ini.contains("default_pool_size = 10\n"),
+            "{}",
+            padded.ini
+        );
         assert!(ok.userlist.is_none());
     }
 }

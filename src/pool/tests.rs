@@ -46,6 +46,8 @@ enum Outcome {
     Refused,
     /// The server refuses the login with this SQLSTATE.
     Login(&'static str),
+    /// A bug in the connector: it panics.
+    Panic,
 }
 
 /// A connector that follows a script (then succeeds) and counts its calls.
@@ -103,6 +105,7 @@ impl Connector for Fake {
                     source: std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
                 }),
                 Outcome::Login(code) => Err(login_error(code)),
+                Outcome::Panic => panic!("fake connector bug"),
             }
         })
     }
@@ -184,6 +187,29 @@ async fn checkout_release_reuses_the_server_and_counts_assignments() {
     drop(again);
     assert_eq!(pool.total(), 0);
     assert_eq!(pool.snapshot().active, 0);
+}
+
+/// A connector that panics (a bug) ends only its launch task: the pool gives the launch's slot
+/// back, the queued client keeps waiting and is served by the next launch (the janitor's pass),
+/// and the pool works on. Without the slot given back, a pool of 1 stays full for ever.
+#[tokio::test(start_paused = true)]
+async fn a_panicking_connector_frees_its_launch_slot() {
+    let fake = Fake::scripted(&[Outcome::Panic]);
+    let pool = one_pool(&fake, settings(1));
+    let waiter = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.checkout().await }
+    });
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(fake.calls(), 1, "the launch ran and panicked");
+    assert_eq!(pool.total(), 0, "the panicked launch's slot is given back");
+    assert_eq!(pool.snapshot().login, 0);
+    assert_eq!(pool.snapshot().waiting, 1, "the client still waits");
+    pool.maintain();
+    let lease = waiter.await.expect("join").expect("served after the panic");
+    assert_eq!(fake.calls(), 2);
+    lease.release(true);
+    assert_eq!((pool.total(), pool.snapshot().idle), (1, 1));
 }
 
 #[tokio::test(start_paused = true)]

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod auth_query;
 pub mod bufs;
 pub mod cancel;
+mod isolate;
 mod link;
 pub mod pipeline;
 pub mod prepared;
@@ -78,8 +79,15 @@ pub struct Client {
 /// for the session's whole life (the arguments of an async fn stay in its state).
 pub fn spawn(ctx: &Arc<Context>, stream: Stream, peer: PeerAddr, local: (String, u16)) {
     let info = ctx.clients.register(peer, local);
-    // Detached from the accept loop but tracked: shutdown waits for sessions.
-    ctx.tasks.spawn(run(ctx.clone(), info, stream));
+    // Whatever ends the session (even a panic), the client leaves the client list.
+    let registered = isolate::Registered {
+        ctx: ctx.clone(),
+        info: info.clone(),
+    };
+    // Detached from the accept loop but tracked: shutdown waits for sessions. A panic ends only
+    // this session (see `isolate`).
+    let session = run(ctx.clone(), info, stream);
+    ctx.tasks.spawn(isolate::isolated(registered, session));
 }
 
 /// Serves one accepted connection to the end. Errors are reported to the client here.

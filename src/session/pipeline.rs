@@ -92,6 +92,10 @@ enum Expect {
     Describe { stmt: Option<u64> },
     /// CommandComplete, EmptyQueryResponse or PortalSuspended.
     Execute { stmt: Option<u64> },
+    /// ParseComplete (never, in practice: the server refuses it with 42P05) of a Parse that
+    /// reuses the client's `name`, sent under statement `id`'s server name. Its error must
+    /// read `name`, whatever the client's map says by the time it comes back.
+    Duplicate { name: Box<[u8]>, id: u64 },
     /// ReadyForQuery after Sync.
     Sync,
     /// ReadyForQuery ending a simple Query or a FunctionCall.
@@ -126,6 +130,9 @@ pub struct Pipeline {
     copy_in: bool,
     /// Prepared-statement counters.
     pub counts: Counts,
+    /// (client name, statement id) whose Parse an error undid in this transaction, to name
+    /// them in errors about messages pipelined behind it. Touched on the error path only.
+    forgotten: Vec<(Box<[u8]>, u64)>,
 }
 
 const PARSE_COMPLETE: [u8; 5] = [b'1', 0, 0, 0, 4];
@@ -258,10 +265,9 @@ impl Pipeline {
                     self.ensure(&have, st, &mut out);
                     frame_into(&mut out, b'P', &[&have.name, b"\0", rest]);
                     self.counts.server_parses += 1;
-                    self.push(Expect::Parse {
-                        stmt: None,
-                        client: None,
-                        visible: true,
+                    self.push(Expect::Duplicate {
+                        name: name.into(),
+                        id: have.id,
                     });
                     return Some(ToServer::Replace(out));
                 }
@@ -450,7 +456,7 @@ impl Pipeline {
     /// client asked for it.
     fn complete(&mut self, tag: u8) -> bool {
         let ends = match self.queue.front() {
-            Some(Expect::Parse { .. }) => tag == b'1',
+            Some(Expect::Parse { .. }) | Some(Expect::Duplicate { .. }) => tag == b'1',
             Some(Expect::Bind { .. }) => tag == b'2',
             Some(Expect::Close { .. }) => tag == b'3',
             Some(Expect::Describe { .. }) => tag == b'T' || tag == b'n',
@@ -469,10 +475,15 @@ impl Pipeline {
     /// An ErrorResponse: the failed message and, in the extended protocol, everything up to
     /// the next Sync are dropped; what they would have created is undone.
     fn error(&mut self, body: Option<&[u8]>, mut stmts: Option<&mut Stmts<'_>>) -> ToClient {
+        let mut exact = None;
         let front_stmt = match self.queue.front() {
             None | Some(Expect::Sync) | Some(Expect::Query) => {
                 // Inside a simple query (or at Sync) the error ends nothing by itself.
-                return self.rename(body, stmts.as_deref());
+                return self.rename(body, stmts.as_deref(), None);
+            }
+            Some(Expect::Duplicate { name, id }) => {
+                exact = Some((name.clone(), *id));
+                None
             }
             Some(Expect::Bind { stmt })
             | Some(Expect::Describe { stmt })
@@ -486,6 +497,7 @@ impl Pipeline {
             }
         }
         let mut skipped_to_sync = false;
+        let mut skipped = Vec::new();
         while let Some(e) = self.queue.front() {
             if matches!(e, Expect::Sync) {
                 skipped_to_sync = true;
@@ -495,19 +507,35 @@ impl Pipeline {
             if matches!(e, Expect::Query) {
                 self.ready_owed -= 1;
             }
-            if let Some(st) = stmts.as_deref_mut() {
-                undo(e, st);
+            skipped.push(e);
+        }
+        if let Some(st) = stmts.as_deref_mut() {
+            // Newest first, as undo goes: a Close gives a name back before the skipped Parse
+            // that made it takes it away again, and a skipped re-Parse of a name is undone
+            // before the skipped Close that freed it.
+            for e in skipped.into_iter().rev() {
+                undo(e, st, &mut self.forgotten);
             }
         }
         if !skipped_to_sync && self.in_extended {
             self.skipping = true;
         }
-        self.rename(body, stmts.as_deref())
+        self.rename(body, stmts.as_deref(), exact)
     }
 
-    fn rename(&self, body: Option<&[u8]>, stmts: Option<&Stmts<'_>>) -> ToClient {
+    /// The error with the client's names for server statement names: `exact`'s name for its
+    /// statement (the message that failed named it so), else the client's map, else a name
+    /// whose Parse was undone in this transaction.
+    fn rename(
+        &self,
+        body: Option<&[u8]>,
+        stmts: Option<&Stmts<'_>>,
+        exact: Option<(Box<[u8]>, u64)>,
+    ) -> ToClient {
         let renamed = match (body, stmts.and_then(|s| s.client.as_deref())) {
-            (Some(body), Some(map)) => map.rename_in_error(body),
+            (Some(body), Some(map)) => {
+                map.rename_in_error_with(body, exact.as_ref(), &self.forgotten)
+            }
             _ => None,
         };
         match renamed {
@@ -517,8 +545,9 @@ impl Pipeline {
     }
 }
 
-/// A message the server failed or skipped: what it would have created does not exist.
-fn undo(e: Expect, st: &mut Stmts<'_>) {
+/// A message the server failed or skipped: what it would have created does not exist. Names
+/// whose Parse is undone go to `forgotten` (for naming errors that still come back about them).
+fn undo(e: Expect, st: &mut Stmts<'_>, forgotten: &mut Vec<(Box<[u8]>, u64)>) {
     match e {
         Expect::Parse {
             stmt: Some(stmt),
@@ -526,8 +555,11 @@ fn undo(e: Expect, st: &mut Stmts<'_>) {
             ..
         } => {
             st.server.remove(stmt.id);
-            if let (Some(name), Some(map)) = (client, st.client.as_deref_mut()) {
-                map.forget(&name, stmt.id);
+            if let Some(name) = client {
+                if let Some(map) = st.client.as_deref_mut() {
+                    map.forget(&name, stmt.id);
+                }
+                forgotten.push((name, stmt.id));
             }
         }
         Expect::Close {
@@ -540,6 +572,7 @@ fn undo(e: Expect, st: &mut Stmts<'_>) {
             if let Some(map) = st.client.as_deref_mut() {
                 map.forget(&client, id);
             }
+            forgotten.push((client, id));
         }
         Expect::FakeClose {
             restore: Some((name, stmt)),

@@ -289,10 +289,12 @@ impl Clients {
         self.per_user.get(user).map(|n| *n).unwrap_or(0)
     }
 
-    /// Removes a client at disconnect.
+    /// Removes a client at disconnect. By identity, so that calling it twice (the session's own
+    /// call, then its drop guard) never removes another client that got the same cancel key.
     pub fn unregister(&self, info: &ClientInfo) {
-        self.by_id.remove(&info.id);
-        self.by_key.remove(&key64(info.cancel_key));
+        let me = |_: &u64, c: &Arc<ClientInfo>| std::ptr::eq(Arc::as_ptr(c), info);
+        self.by_id.remove_if(&info.id, me);
+        self.by_key.remove_if(&key64(info.cancel_key), me);
     }
 
     /// The client a cancel key belongs to.

@@ -69,9 +69,26 @@ impl Pool {
         let verify = st.verify_primary;
         let pool = Arc::clone(self);
         self.tasks.spawn(async move {
-            pool.launch(target, cred, generation, max_packet, retry, verify)
-                .await
+            let launch = Arc::clone(&pool).launch(target, cred, generation, max_packet, retry, verify);
+            if let Err(why) = crate::unwind::caught(launch).await {
+                tracing::error!(
+                    pool = %pool.key,
+                    "server launch panicked ({why}): its slot is freed; this is a bug, please report it"
+                );
+                pool.abandon_launch();
+            }
         });
+    }
+
+    /// Gives back the slot of a launch that panicked (in a connector: `settle_launch` books
+    /// under the lock and cannot stop half-way), so the pool does not stay full of servers that
+    /// will never come. Its waiters stay queued: the janitor's next pass launches for them, at
+    /// its own pace, so a connector that always panics cannot spin.
+    fn abandon_launch(&self) {
+        let mut st = self.state.lock();
+        st.connecting -= 1;
+        st.total -= 1;
+        self.release_counts(1);
     }
 
     /// Makes one server connection, retrying network failures while clients still wait.

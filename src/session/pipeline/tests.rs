@@ -504,3 +504,152 @@ fn syncs_sent_into_a_copy_in_owe_nothing() {
     l.server(c, b'Z', b"I");
     assert!(l.p.is_idle());
 }
+
+/// A Parse that fails, with a Close of its name sent before the error came back: both are
+/// skipped by the server, so the name must not exist afterwards (undoing the Close must not
+/// bring back a name whose Parse failed). Found by the differential fuzz target: the pooler
+/// used to keep the name and inject the failing Parse again at the next Bind, so the client saw
+/// a syntax error where PostgreSQL says 26000.
+#[test]
+fn close_of_a_failed_parse_does_not_bring_the_name_back() {
+    let cache = StatementCache::default();
+    let (mut l, c) = Link::new(&cache, true);
+    l.client(c, b'P', &parse("a", "selec"));
+    l.client(c, b'C', &stmt_msg("a"));
+    l.client(c, b'S', b"");
+    l.server(c, b'E', &error("42601", "syntax error"));
+    l.server(c, b'Z', b"I");
+    assert_eq!(l.take().1, b"EZ");
+    assert!(
+        l.client.as_ref().unwrap().get(b"a").is_none(),
+        "a was never made"
+    );
+    // A Bind of it goes to the server as the client named it (26000 there, as from PostgreSQL).
+    l.client(c, b'B', &bind("a"));
+    l.client(c, b'S', b"");
+    assert_eq!(l.take().0, b"BS", "no Parse injected");
+
+    // The same when the server already had the statement (a ParseComplete the pooler owed).
+    l.client(c, b'P', &parse("b", "select 1"));
+    l.client(c, b'S', b"");
+    l.server(c, b'1', b"");
+    l.server(c, b'Z', b"I");
+    l.client(c, b'C', &stmt_msg("b"));
+    l.client(c, b'S', b"");
+    l.server(c, b'Z', b"I");
+    l.take();
+    l.client(c, b'B', &bind("nope"));
+    l.client(c, b'P', &parse("b", "select 1"));
+    l.client(c, b'C', &stmt_msg("b"));
+    l.client(c, b'S', b"");
+    l.server(
+        c,
+        b'E',
+        &error("26000", "prepared statement \"nope\" does not exist"),
+    );
+    l.server(c, b'Z', b"I");
+    assert!(
+        l.client.as_ref().unwrap().get(b"b").is_none(),
+        "b's Parse was skipped"
+    );
+}
+
+/// A statement named in a run that failed, used right after the Sync before the failure came
+/// back: its Describe fails on the server with the server's name, and the client must read its
+/// own name (PostgreSQL says `prepared statement "c" does not exist`), though the pipeline has
+/// forgotten the name meanwhile. Found by the differential fuzz target.
+#[test]
+fn error_about_a_forgotten_statement_names_it_as_the_client_did() {
+    let cache = StatementCache::default();
+    let (mut l, c) = Link::new(&cache, true);
+    l.client(c, b'P', &parse("a", "select 1"));
+    l.client(c, b'B', &bind("nope"));
+    l.client(c, b'P', &parse("c", "select 3"));
+    let id = l.client.as_ref().unwrap().get(b"c").unwrap().id;
+    l.client(c, b'S', b"");
+    l.client(c, b'D', &stmt_msg("c"));
+    l.client(c, b'S', b"");
+    l.server(c, b'1', b"");
+    l.server(
+        c,
+        b'E',
+        &error("26000", "prepared statement \"nope\" does not exist"),
+    );
+    l.server(c, b'Z', b"I");
+    assert!(
+        l.client.as_ref().unwrap().get(b"c").is_none(),
+        "c's Parse was skipped"
+    );
+    let r = l.server(
+        c,
+        b'E',
+        &error(
+            "26000",
+            &format!("prepared statement \"OLLY_{id}\" does not exist"),
+        ),
+    );
+    let ToClient::Replace(frame) = r else {
+        panic!("not renamed: {r:?}");
+    };
+    let text = String::from_utf8_lossy(&frame);
+    assert!(
+        text.contains("prepared statement \"c\" does not exist"),
+        "{text}"
+    );
+}
+
+/// A Parse that reuses a name, then a Close of that name pipelined before the 42P05 came back:
+/// the error still reads the client's name, as from PostgreSQL (the map no longer has it).
+/// Found by the differential fuzz target.
+#[test]
+fn duplicate_error_names_the_statement_after_a_pipelined_close() {
+    let cache = StatementCache::default();
+    let (mut l, c) = Link::new(&cache, true);
+    l.client(c, b'P', &parse("b", "select 1"));
+    l.client(c, b'S', b"");
+    l.server(c, b'1', b"");
+    l.server(c, b'Z', b"I");
+    let id = l.client.as_ref().unwrap().get(b"b").unwrap().id;
+    l.client(c, b'P', &parse("b", "select 1"));
+    l.client(c, b'S', b"");
+    l.client(c, b'C', &stmt_msg("b"));
+    l.client(c, b'S', b"");
+    let msg = format!("prepared statement \"OLLY_{id}\" already exists");
+    let r = l.server(c, b'E', &error("42P05", &msg));
+    let ToClient::Replace(frame) = r else {
+        panic!("not renamed: {r:?}");
+    };
+    let text = String::from_utf8_lossy(&frame);
+    assert!(
+        text.contains("prepared statement \"b\" already exists"),
+        "{text}"
+    );
+}
+
+/// In one run that fails early: a name closed and then parsed again (the server holds the text,
+/// so both are answered by the pooler). Both are skipped by the server, so the name keeps the
+/// statement it had before the run (undo goes newest first). Found by the differential fuzz
+/// target: undoing oldest first lost the name.
+#[test]
+fn skipped_close_and_reparse_of_a_name_leave_it_as_it_was() {
+    let cache = StatementCache::default();
+    let (mut l, c) = Link::new(&cache, true);
+    l.client(c, b'P', &parse("a", "select 1"));
+    l.client(c, b'S', b"");
+    l.server(c, b'1', b"");
+    l.server(c, b'Z', b"I");
+    l.client(c, b'B', &bind("nope"));
+    l.client(c, b'C', &stmt_msg("a"));
+    l.client(c, b'P', &parse("a", "select 1"));
+    l.client(c, b'S', b"");
+    l.server(
+        c,
+        b'E',
+        &error("26000", "prepared statement \"nope\" does not exist"),
+    );
+    l.server(c, b'Z', b"I");
+    assert!(
+        l.client.as_ref().unwrap().get(b"a").is_some(),
+        "a is still there"
+    );
+}

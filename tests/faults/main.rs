@@ -1,10 +1,16 @@
 //! Faults injected under load against a real PostgreSQL and the built pooler: each test states
 //! what the clients saw and what the pooler logged, and checks that the pooler is still alive
 //! (no panic, no exit) and still serves new clients afterwards. Plus the short soak (the long
-//! one is benches/soak.sh).
+//! one is benches/soak.sh). Half-open TCP (nftables on loopback): `halfopen`; a panic in one
+//! session (in-process pooler): `panic`.
 
+#[path = "../common/mod.rs"]
 mod common;
+#[path = "../console/mod.rs"]
 mod console;
+
+mod halfopen;
+mod panic;
 
 use std::time::{Duration, Instant};
 
