@@ -102,6 +102,27 @@ async fn eventually(what: &str, limit: Duration, mut cond: impl FnMut() -> bool)
     }
 }
 
+/// Send-Q of the established loopback connection from port `local` to port `peer` (ss(8)),
+/// `None` while there is no such connection.
+fn send_queue(local: u16, peer: u16) -> Option<u64> {
+    let out = Command::new("ss")
+        .args(["-tnH", "state", "established"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ss (package iproute2): {e}"));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let port_of = |a: &str| a.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+            match f.as_slice() {
+                [_, sendq, l, r, ..] if port_of(l) == Some(local) && port_of(r) == Some(peer) => {
+                    sendq.parse().ok()
+                }
+                _ => None,
+            }
+        })
+}
+
 /// The pooler-side port of the server connection running `query` (pg_stat_activity.client_port).
 fn server_port_running(pg: &Pg, query: &str) -> u16 {
     let sql = format!(
@@ -144,7 +165,17 @@ async fn server_silent_mid_query_keepalive_fires() {
         },
     )
     .await;
-    let hole = Blackhole::connection(port.expect("set above"), pg.port);
+    let port = port.expect("set above");
+    // Keepalive probes are only sent on a connection with nothing unacknowledged: had the hole
+    // swallowed PostgreSQL's (possibly delayed) ACK of the query, the pooler would retransmit
+    // instead, which only tcp_user_timeout bounds (the next test). So wait for that ACK.
+    eventually(
+        "PostgreSQL acknowledged the query",
+        Duration::from_secs(10),
+        || send_queue(port, pg.port) == Some(0),
+    )
+    .await;
+    let hole = Blackhole::connection(port, pg.port);
     let err = tokio::time::timeout(Duration::from_secs(40), sleeper)
         .await
         .expect("keepalive must end the query long before it would finish")
