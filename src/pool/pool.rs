@@ -378,7 +378,11 @@ impl Pool {
         };
         let lease = self.lease(conn);
         match check_delay {
-            Some(delay) if lease.last_used.elapsed() >= delay => self.check_before_use(lease).await,
+            // Boxed: the test's round trip is rare, and inline its state would sit in every
+            // session's per-transaction future (see `Client::transaction`).
+            Some(delay) if lease.last_used.elapsed() >= delay => {
+                Box::pin(self.check_before_use(lease)).await
+            }
             _ => Ok(lease),
         }
     }

@@ -456,7 +456,9 @@ pub async fn sync_params(
         server.synced = params.to_vec();
         return Ok(false);
     };
-    match server.run_internal(&sql, max_packet).await? {
+    // Boxed: a SET round trip is rare, and inline its state would sit in every session's
+    // per-transaction future.
+    match Box::pin(server.run_internal(&sql, max_packet)).await? {
         None => {
             // Parameters the server does not report keep the value the pooler set.
             for (k, v) in params.iter() {

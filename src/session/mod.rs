@@ -434,7 +434,8 @@ impl Client {
         if let Some((conn, check)) = self.route.try_take_idle(now) {
             if check {
                 let pool = conn.pool().clone();
-                return Ok((pool.check_before_use(conn).await?, None));
+                // Boxed, as every rare round trip here: see `transaction`.
+                return Ok((Box::pin(pool.check_before_use(conn)).await?, None));
             }
             return Ok((conn, Some(now)));
         }
@@ -676,15 +677,12 @@ impl Client {
             return;
         }
         if self.settings.server_reset_query_always && !self.settings.server_reset_query.is_empty() {
-            let ok = matches!(
-                server
-                    .run_internal(
-                        &self.settings.server_reset_query,
-                        self.settings.max_packet_size
-                    )
-                    .await,
-                Ok(None)
-            );
+            // Boxed: the reset's round trip is optional, see `transaction`.
+            let reset = Box::pin(server.run_internal(
+                &self.settings.server_reset_query,
+                self.settings.max_packet_size,
+            ));
+            let ok = matches!(reset.await, Ok(None));
             server.release(ok);
         } else {
             server.release(true);
