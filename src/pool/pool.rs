@@ -350,9 +350,12 @@ impl Pool {
     }
 
     async fn checkout_from(self: &Arc<Self>, started: Instant, nudge: Nudging) -> Result<Lease> {
-        let rx = {
+        let (rx, check_delay) = {
             let mut st = self.state.lock();
-            match self.pop_idle(&mut st) {
+            // Read under this lock so the hand-off needs no second one to know if it must test.
+            let check_delay = (!st.settings.server_check_query.is_empty())
+                .then_some(st.settings.server_check_delay);
+            let rx = match self.pop_idle(&mut st, None) {
                 Some(conn) => Err(conn),
                 None => {
                     if let Some((at, msg)) = &st.login_failure {
@@ -366,35 +369,43 @@ impl Pool {
                     self.maybe_launch(&mut st, false);
                     Ok(rx)
                 }
-            }
+            };
+            (rx, check_delay)
         };
         let conn = match rx {
             Ok(rx) => self.wait(rx).await?,
             Err(conn) => conn,
         };
-        self.check_before_use(self.lease(conn)).await
+        let lease = self.lease(conn);
+        match check_delay {
+            // Boxed: the test's round trip is rare, and inline its state would sit in every
+            // session's per-transaction future (see `Client::transaction`).
+            Some(delay) if lease.last_used.elapsed() >= delay => {
+                Box::pin(self.check_before_use(lease)).await
+            }
+            _ => Ok(lease),
+        }
     }
 
-    /// An idle server right now, without waiting: the common case, which needs no clock reads.
-    /// It may still have to pass server_check_query ([`Pool::check_before_use`]).
-    pub fn try_take_idle(self: &Arc<Self>) -> Option<Lease> {
-        let conn = {
+    /// An idle server right now, without waiting: the common case. `now` is the caller's clock
+    /// read, used for server_lifetime and server_check_delay, so the fast path reads the clock
+    /// once per transaction (the session reuses it as the transaction's start) and locks the
+    /// pool once. The flag says the server idled past server_check_delay and must pass
+    /// server_check_query first ([`Pool::check_before_use`]).
+    pub fn try_take_idle(self: &Arc<Self>, now: std::time::Instant) -> Option<(Lease, bool)> {
+        let (conn, check) = {
             let mut st = self.state.lock();
-            self.pop_idle(&mut st)
-        }?;
+            let conn = self.pop_idle(&mut st, Some(now))?;
+            let check = !st.settings.server_check_query.is_empty()
+                && now.saturating_duration_since(conn.last_used) >= st.settings.server_check_delay;
+            (conn, check)
+        };
         PoolStats::add(&self.stats.server_assignment_count, 1);
-        Some(self.lease(conn))
+        Some((self.lease(conn), check))
     }
 
     fn lease(self: &Arc<Self>, conn: ServerConn) -> Lease {
         Lease::new(conn, self.clone())
-    }
-
-    /// True when `conn` idled long enough to need server_check_query before use.
-    pub fn needs_check(&self, conn: &ServerConn) -> bool {
-        let st = self.state.lock();
-        !st.settings.server_check_query.is_empty()
-            && conn.last_used.elapsed() >= st.settings.server_check_delay
     }
 
     /// Runs server_check_query on a server that idled longer than server_check_delay.
@@ -421,8 +432,10 @@ impl Pool {
         }
     }
 
-    /// Pops a usable idle server, closing stale or broken ones on the way.
-    fn pop_idle(&self, st: &mut State) -> Option<ServerConn> {
+    /// Pops a usable idle server, closing stale or broken ones on the way. `now` is the
+    /// caller's clock read, if it has one; otherwise the clock is read only when a server is
+    /// there to check against server_lifetime.
+    fn pop_idle(&self, st: &mut State, mut now: Option<std::time::Instant>) -> Option<ServerConn> {
         if !st.paused.is_empty() {
             return None;
         }
@@ -432,8 +445,10 @@ impl Pool {
             } else {
                 st.idle.pop_back()
             }?;
-            let expired = !st.settings.server_lifetime.is_zero()
-                && conn.created.elapsed() >= st.settings.server_lifetime;
+            let expired = !st.settings.server_lifetime.is_zero() && {
+                let now = *now.get_or_insert_with(std::time::Instant::now);
+                now.saturating_duration_since(conn.created) >= st.settings.server_lifetime
+            };
             let broken = conn.is_broken_while_idle();
             if expired || conn.generation != st.generation || broken {
                 st.total -= 1;
@@ -457,9 +472,11 @@ impl Pool {
     /// only ever return to the pool it came from).
     fn checkin_conn(self: &Arc<Self>, mut conn: ServerConn, reusable: bool) {
         self.active.fetch_sub(1, Ordering::Relaxed);
+        // One clock read for the lifetime check and last_used, taken before the lock.
+        let now = std::time::Instant::now();
         let mut st = self.state.lock();
         let expired = !st.settings.server_lifetime.is_zero()
-            && conn.created.elapsed() >= st.settings.server_lifetime;
+            && now.saturating_duration_since(conn.created) >= st.settings.server_lifetime;
         if !reusable || expired || conn.generation != st.generation || conn.tx_status != b'I' {
             st.total -= 1;
             self.release_counts(1);
@@ -469,7 +486,7 @@ impl Pool {
             drop(conn);
             return;
         }
-        conn.last_used = std::time::Instant::now();
+        conn.last_used = now;
         self.give(&mut st, conn);
     }
 
@@ -495,7 +512,7 @@ impl Pool {
 
     fn serve_waiters(self: &Arc<Self>, st: &mut State) {
         while st.waiters.iter().any(|w| !w.tx.is_closed()) {
-            let Some(conn) = self.pop_idle(st) else {
+            let Some(conn) = self.pop_idle(st, None) else {
                 break;
             };
             self.active.fetch_sub(1, Ordering::Relaxed);

@@ -694,9 +694,11 @@ impl Route {
             .ok_or(Error::NoServerForRole(self.role.as_str()))
     }
 
-    /// An idle server of the current member right now, if it has one (no clock read).
-    pub fn try_take_idle(&mut self) -> Option<Lease> {
-        self.pool().ok()?.try_take_idle()
+    /// An idle server of the current member right now, if it has one (see
+    /// [`Pool::try_take_idle`]: `now` is the caller's clock read; the flag asks for
+    /// server_check_query first).
+    pub fn try_take_idle(&mut self, now: std::time::Instant) -> Option<(Lease, bool)> {
+        self.pool().ok()?.try_take_idle(now)
     }
 
     /// A server of the current member, queueing if needed (see [`Pool::checkout`]).

@@ -178,7 +178,10 @@ async fn checkout_release_reuses_the_server_and_counts_assignments() {
     assert_eq!(pool.snapshot().active, 1);
     lease.release(true);
     assert_eq!(pool.snapshot().idle, 1);
-    let again = pool.try_take_idle().expect("idle server");
+    let (again, check) = pool
+        .try_take_idle(std::time::Instant::now())
+        .expect("idle server");
+    assert!(!check, "just used: no server_check_query due");
     assert_eq!(again.id, id);
     assert_eq!(fake.calls(), 1);
     assert_eq!(pool.stats.snapshot().server_assignment_count, 2);
@@ -210,6 +213,35 @@ async fn a_panicking_connector_frees_its_launch_slot() {
     assert_eq!(fake.calls(), 2);
     lease.release(true);
     assert_eq!((pool.total(), pool.snapshot().idle), (1, 1));
+}
+
+/// The fast path judges server_check_delay and server_lifetime by the caller's clock read (the
+/// session's one read per transaction), under the same lock that pops the server.
+#[tokio::test]
+async fn taking_an_idle_server_judges_check_delay_and_lifetime_by_the_callers_clock() {
+    let fake = Arc::new(Fake::default());
+    let mut s = settings(2);
+    s.server_check_query = "select 1".into();
+    s.server_check_delay = Duration::from_secs(30);
+    s.server_lifetime = Duration::from_secs(3600);
+    let pool = one_pool(&fake, s);
+    pool.checkout().await.expect("checkout").release(true);
+    let now = std::time::Instant::now();
+    let (lease, check) = pool.try_take_idle(now).expect("idle server");
+    assert!(!check, "used a moment ago");
+    lease.release(true);
+    let (lease, check) = pool
+        .try_take_idle(now + Duration::from_secs(31))
+        .expect("idle server");
+    assert!(check, "idle past server_check_delay: test it first");
+    lease.release(true);
+    assert!(
+        pool.try_take_idle(now + Duration::from_secs(3601))
+            .is_none(),
+        "past server_lifetime: closed, not handed out"
+    );
+    assert_eq!(pool.total(), 0, "the expired server was closed");
+    assert_eq!(fake.calls(), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -356,7 +388,7 @@ async fn each_pause_reason_is_lifted_only_by_its_owner() {
     set.set_booked(PauseReasons::ADMIN);
     set.hold(PauseReasons::FAILOVER_HOLD);
     assert!(
-        pool.try_take_idle().is_none(),
+        pool.try_take_idle(std::time::Instant::now()).is_none(),
         "paused pools hand out nothing"
     );
     let waiter = {

@@ -447,22 +447,25 @@ fn in_sync(server: &ServerConn, params: &[(Arc<str>, Arc<str>)]) -> bool {
             .all(|((sk, sv), (k, v))| same(sk, k) && same(sv, v))
 }
 
-/// Applies the client's tracked parameters to the server before it is handed over.
+/// Applies the client's tracked parameters to the server before it is handed over. True when
+/// that took a round trip to the server (a SET was sent).
 pub async fn sync_params(
     server: &mut ServerConn,
     params: &mut [(Arc<str>, Arc<str>)],
     max_packet: u32,
-) -> Result<()> {
+) -> Result<bool> {
     // Checked apart from the diff so the common case copies nothing: rebuilding `synced` was a
     // Vec allocation and an Arc clone per parameter on every transaction.
     if in_sync(server, params) {
-        return Ok(());
+        return Ok(false);
     }
     let Some(sql) = param_diff(server, params) else {
         server.synced = params.to_vec();
-        return Ok(());
+        return Ok(false);
     };
-    match server.run_internal(&sql, max_packet).await? {
+    // Boxed: a SET round trip is rare, and inline its state would sit in every session's
+    // per-transaction future.
+    match Box::pin(server.run_internal(&sql, max_packet)).await? {
         None => {
             // Parameters the server does not report keep the value the pooler set.
             for (k, v) in params.iter() {
@@ -483,7 +486,7 @@ pub async fn sync_params(
                 }
             }
             server.synced = params.to_vec();
-            Ok(())
+            Ok(true)
         }
         Some(err) => {
             tracing::warn!("tracked parameter SET failed: {}", err.message);

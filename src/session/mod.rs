@@ -428,21 +428,24 @@ impl Client {
         }
     }
 
-    /// Gets a server for this client (or keeps its session server).
-    async fn acquire(&mut self) -> Result<Lease> {
+    /// Gets a server for this client (or keeps its session server). The clock read comes back
+    /// when an idle server was taken at once, for the transaction to start its clock with.
+    async fn acquire(&mut self) -> Result<(Lease, Option<std::time::Instant>)> {
         if let Some(s) = self.server.take() {
-            return Ok(*s);
+            return Ok((*s, None));
         }
         if self.ctx.phase() == Phase::DrainServers {
             // PgBouncer's pause_client during SHUTDOWN WAIT_FOR_SERVERS / SIGINT.
             return Err(Error::ServerShuttingDown);
         }
-        if let Some(conn) = self.route.try_take_idle() {
-            if conn.pool().needs_check(&conn) {
+        let now = std::time::Instant::now();
+        if let Some((conn, check)) = self.route.try_take_idle(now) {
+            if check {
                 let pool = conn.pool().clone();
-                return pool.check_before_use(conn).await;
+                // Boxed, as every rare round trip here: see `transaction`.
+                return Ok((Box::pin(pool.check_before_use(conn)).await?, None));
             }
-            return Ok(conn);
+            return Ok((conn, Some(now)));
         }
         self.info.set_state(ClientState::Waiting);
         self.info
@@ -494,7 +497,7 @@ impl Client {
         self.info
             .wait_start_us
             .store(0, std::sync::atomic::Ordering::Relaxed);
-        got
+        got.map(|lease| (lease, None))
     }
 
     /// One transaction (or, in session mode, the rest of the session).
@@ -502,12 +505,13 @@ impl Client {
         // SET and RELOAD change the pool's settings; each transaction runs under the current ones.
         self.settings = self.route.set().settings();
         let mut tries = 0;
-        let mut server = loop {
-            let mut server = self.acquire().await?;
+        let (mut server, took_at) = loop {
+            let (mut server, took_at) = self.acquire().await?;
             match link::sync_params(&mut server, &mut self.params, self.settings.max_packet_size)
                 .await
             {
-                Ok(()) => break server,
+                // A SET round trip makes the checkout's clock read too early to start with.
+                Ok(talked) => break (server, took_at.filter(|_| !talked)),
                 // The server died under our own SET, before any of the client's bytes went out:
                 // take another one (the router re-checks the member).
                 Err(e @ (Error::ServerGone | Error::ServerIo(_)))
@@ -532,8 +536,9 @@ impl Client {
         } else {
             replay::lone_begin(&self.buf)
         };
-        // One clock read serves the console's request_time, the transaction and its first query.
-        let started = std::time::Instant::now();
+        // One clock read serves the pool's lifetime and check-delay tests, the console's
+        // request_time, the transaction and its first query (a fresh one after a wait or a SET).
+        let started = took_at.unwrap_or_else(std::time::Instant::now);
         let started_us = registry::us_since_epoch(started);
         self.info.set_state(ClientState::Active);
         self.info
@@ -680,15 +685,12 @@ impl Client {
             return;
         }
         if self.settings.server_reset_query_always && !self.settings.server_reset_query.is_empty() {
-            let ok = matches!(
-                server
-                    .run_internal(
-                        &self.settings.server_reset_query,
-                        self.settings.max_packet_size
-                    )
-                    .await,
-                Ok(None)
-            );
+            // Boxed: the reset's round trip is optional, see `transaction`.
+            let reset = Box::pin(server.run_internal(
+                &self.settings.server_reset_query,
+                self.settings.max_packet_size,
+            ));
+            let ok = matches!(reset.await, Ok(None));
             server.release(ok);
         } else {
             server.release(true);

@@ -55,7 +55,8 @@ impl Waiter {
             .filter(|r| deadline.is_none_or(|d| *r < d));
         Waiter {
             tx,
-            since: Instant::now(),
+            // The checkout's own clock read: one per queued checkout, not two.
+            since: started,
             deadline: deadline.map(|d| (d, query_first)),
             reserve_at,
             nudge,
