@@ -139,6 +139,58 @@ async fn server_sigstopped_query_timeout() {
     still_serves(&p).await;
 }
 
+/// A slow server (every query takes 600 ms) under more clients than servers: 8 clients on a
+/// pool of 2 with query_wait_timeout = 1. The clients served within a second of queueing get
+/// their rows; the ones still queued after 1 s get FATAL 08P01 `query_wait_timeout` (PgBouncer's
+/// text) and nothing else: no other error, no hang, never a third server, and the pooler serves
+/// a new client afterwards. PgBouncer behaves the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_server_queues_clients_until_query_wait_timeout() {
+    let pg = Pg::start();
+    let p = Pooler::start(&pg, "", "default_pool_size = 2\nquery_wait_timeout = 1", "");
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(p.connect("olly", "olly_pw", "testdb").await);
+    }
+    let mut tasks = Vec::new();
+    for (i, c) in clients.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let r = c
+                .query_one("SELECT $1::int FROM pg_sleep(0.6)", &[&(i as i32)])
+                .await;
+            (i as i32, r)
+        }));
+    }
+    let (mut served, mut timed_out) = (0, 0);
+    for t in tasks {
+        let (i, r) = tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .expect("no client hangs")
+            .expect("join");
+        match r {
+            Ok(row) => {
+                assert_eq!(row.get::<_, i32>(0), i, "a served client gets its own row");
+                served += 1;
+            }
+            Err(e) => {
+                let db = e.as_db_error().expect("an ErrorResponse, not a bare close");
+                assert_eq!(
+                    (db.code().code(), db.message()),
+                    ("08P01", "query_wait_timeout"),
+                    "client saw: {e:?}"
+                );
+                timed_out += 1;
+            }
+        }
+    }
+    // Two servers serve four clients within the second (0.6 s each); the last pairs queue
+    // for 1.2 s and more.
+    assert!(served >= 2, "served {served}, timed out {timed_out}");
+    assert!(timed_out >= 2, "served {served}, timed out {timed_out}");
+    assert!(pg.backend_count("testdb") <= 2, "a third server was opened");
+    still_serves(&p).await;
+}
+
 /// `kill -STOP`/`-CONT` through the kill(1) binary (the crate forbids unsafe code).
 fn unsafe_free_kill(pid: i32, sig: &str) {
     let st = std::process::Command::new("kill")
