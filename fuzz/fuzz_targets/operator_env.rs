@@ -15,7 +15,7 @@
 //! - a rendered userlist parses to exactly (`PGUSER`, `PGPASSWORD`);
 //! - with plain values (names of letters, digits, `._-`; numbers in range; a known pool mode;
 //!   no TLS files, no include) the ini parses, and says what the variables said;
-//! - the password never appears in the ini, nor in a parse error.
+//! - the password never appears in the ini, and the ini (so any parse error) does not depend on it.
 #![no_main]
 
 use std::collections::HashMap;
@@ -100,7 +100,12 @@ fuzz_target!(|data: &[u8]| {
     let base = render(&plain_lookup, userlist_path, mounted).expect("plain values render");
     let got: Vec<&str> = rendered.ini.lines().collect();
     let want: Vec<&str> = base.ini.lines().collect();
-    assert_eq!(got.len(), want.len(), "a value added lines:\n{}", rendered.ini);
+    assert_eq!(
+        got.len(),
+        want.len(),
+        "a value added lines:\n{}",
+        rendered.ini
+    );
     for (g, w) in got.iter().zip(&want) {
         assert!(!g.contains(['\r', '\0']), "control character in {g:?}");
         fn key_of(l: &str) -> &str {
@@ -111,16 +116,6 @@ fuzz_target!(|data: &[u8]| {
         } else {
             assert_eq!(key_of(g), key_of(w), "a value changed a line's key: {g:?}");
         }
-    }
-    // A password that another variable's value, or the template's own text, holds too may be
-    // shown as that.
-    let password = env.get("PGPASSWORD").filter(|p| {
-        p.len() >= 6
-            && !base.ini.contains(p.as_str())
-            && !env.iter().any(|(k, v)| *k != "PGPASSWORD" && v.contains(p.as_str()))
-    });
-    if let Some(p) = password {
-        assert!(!rendered.ini.contains(p.as_str()), "the password is in the ini");
     }
     if let Some(list) = &rendered.userlist {
         let parsed = parse_userlist(list, userlist_path)
@@ -138,27 +133,50 @@ fuzz_target!(|data: &[u8]| {
     let ini: String = rendered
         .ini
         .lines()
-        .map(|l| if l.starts_with("%include") { SAFE_INCLUDE } else { l })
+        .map(|l| {
+            if l.starts_with("%include") {
+                SAFE_INCLUDE
+            } else {
+                l
+            }
+        })
         .flat_map(|l| [l, "\n"])
         .collect();
-    let parsed = parse_ini_str(&ini, Path::new(INI_PATH));
-    if let (Err(e), Some(p)) = (&parsed, password) {
-        for issue in &e.0 {
-            let leaked = issue.message.contains(p.as_str()) || issue.key.contains(p.as_str());
-            assert!(!leaked, "the password is in an error: {issue:?}");
-        }
+    // The password never reaches the ini: rendered with another password of the same length
+    // it is the same text, so no parse error can show the password either. (Looking for the
+    // password's text gave false alarms: "session" is part of the fixed message "expected
+    // session, transaction or statement", and other values can spell it next to each other.)
+    if let Some(p) = env.get("PGPASSWORD") {
+        let mut other = env.clone();
+        other.insert("PGPASSWORD", "Q".repeat(p.chars().count()));
+        let other_lookup = |k: &str| other.get(k).cloned();
+        let o = render(&other_lookup, userlist_path, mounted).expect("a plain password renders");
+        assert_eq!(o.ini, rendered.ini, "the ini depends on the password");
     }
+    let parsed = parse_ini_str(&ini, Path::new(INI_PATH));
     if plain_values(&env) {
         let cfg = parsed.unwrap_or_else(|e| panic!("plain values do not parse: {e:?}\n{ini}"));
         let num = |k: &str, d: u32| env.get(k).map_or(d, |v| v.parse().expect("plain number"));
-        assert_eq!(cfg.general.default_pool_size, num("CONNECTION_POOLER_DEFAULT_SIZE", 15));
-        assert_eq!(cfg.general.reserve_pool_size, num("CONNECTION_POOLER_RESERVE_SIZE", 7));
-        assert_eq!(cfg.general.max_db_connections, num("CONNECTION_POOLER_MAX_DB_CONN", 30));
+        assert_eq!(
+            cfg.general.default_pool_size,
+            num("CONNECTION_POOLER_DEFAULT_SIZE", 15)
+        );
+        assert_eq!(
+            cfg.general.reserve_pool_size,
+            num("CONNECTION_POOLER_RESERVE_SIZE", 7)
+        );
+        assert_eq!(
+            cfg.general.max_db_connections,
+            num("CONNECTION_POOLER_MAX_DB_CONN", 30)
+        );
         assert_eq!(
             cfg.general.max_client_conn,
             num("CONNECTION_POOLER_MAX_CLIENT_CONN", 10000)
         );
-        assert_eq!(u32::from(cfg.general.listen_port), num("CONNECTION_POOLER_PORT", 5432));
+        assert_eq!(
+            u32::from(cfg.general.listen_port),
+            num("CONNECTION_POOLER_PORT", 5432)
+        );
         assert_eq!(cfg.general.admin_users, vec![env["PGUSER"].clone()]);
         let fallback = cfg.fallback_database.expect("the * entry");
         assert_eq!(u32::from(fallback.port), num("PGPORT", 5432));
@@ -171,13 +189,15 @@ fn plain_values(env: &HashMap<&str, String>) -> bool {
     let name = |v: &str| {
         !v.is_empty()
             && v.len() <= 63
-            && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
     };
     // Leading zeros and signs are fine too: render writes the number in plain decimal.
     let number_ok = |k: &str, v: &str| {
         let max = if k.ends_with("PORT") { 65535 } else { 100_000 };
         v.bytes().all(|b| b.is_ascii_digit())
-            && v.parse::<u32>().is_ok_and(|n| n <= max && (n > 0 || !k.ends_with("PORT")))
+            && v.parse::<u32>()
+                .is_ok_and(|n| n <= max && (n > 0 || !k.ends_with("PORT")))
     };
     env.iter().all(|(k, v)| match *k {
         "PGHOST" | "PGUSER" | "PGSCHEMA" => name(v),
