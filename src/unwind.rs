@@ -3,25 +3,25 @@
 //! launch task; nothing else should need it (a panic is a bug, never an expected path).
 
 use std::any::Any;
-use std::future::{poll_fn, Future};
-use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::task::Poll;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt;
 
 /// Runs `fut` to its end; a panic inside it comes back as `Err` with the panic's message. The
 /// future is dropped (its guards run) before this returns, and never polled again after a panic.
 ///
+/// Built from futures-util's `CatchUnwind` and `Map` rather than as an `async fn`: an async fn
+/// (or block) that takes a future by value and awaits it stores that future twice in its own
+/// state (rust-lang/rust#62958), and the session task's future is what every idle client costs.
+///
 /// Unwind safety: the caller must only read state that the future's own guards or its
 /// `parking_lot` locks (which do not poison, and unlock while unwinding) keep consistent.
-pub async fn caught<F: Future>(fut: F) -> Result<F::Output, String> {
-    let mut fut = std::pin::pin!(fut);
-    poll_fn(
-        |cx| match catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
-            Err(payload) => Poll::Ready(Err(panic_text(payload.as_ref()).to_string())),
-        },
-    )
-    .await
+pub fn caught<F: Future>(fut: F) -> impl Future<Output = Result<F::Output, String>> {
+    // `Map` drops the finished (or unwound) future before it calls the closure.
+    AssertUnwindSafe(fut)
+        .catch_unwind()
+        .map(|r| r.map_err(|payload| panic_text(payload.as_ref()).to_string()))
 }
 
 /// The message of a panic payload (`panic!` with a literal or a formatted string).
@@ -51,5 +51,23 @@ mod tests {
         .await;
         assert_eq!(out, Err("boom 7".to_string()));
         assert_eq!(caught(async { 2 }).await, Ok(2));
+    }
+
+    /// The wrapper holds the future once: an async fn around it held it twice, which every
+    /// idle client paid for (its session task is wrapped).
+    #[test]
+    fn the_wrapped_future_is_held_once() {
+        let big = async {
+            let buf = [7u8; 4096];
+            tokio::task::yield_now().await;
+            std::hint::black_box(&buf);
+        };
+        let alone = std::mem::size_of_val(&big);
+        let wrapped = caught(big);
+        assert!(
+            std::mem::size_of_val(&wrapped) < alone + 64,
+            "{} bytes around a {alone}-byte future",
+            std::mem::size_of_val(&wrapped)
+        );
     }
 }

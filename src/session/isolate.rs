@@ -18,6 +18,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use futures_util::FutureExt;
+
 use super::registry::ClientInfo;
 use crate::context::Context;
 
@@ -38,16 +40,22 @@ impl Drop for Registered {
 
 /// Runs one session to its end; a panic inside it is caught, logged with the client's id, and
 /// the session's state dropped (closing its socket and its server) before `guard` unregisters
-/// the client.
-pub(crate) async fn isolated(guard: Registered, session: impl Future<Output = ()>) {
-    if let Err(why) = crate::unwind::caught(session).await {
-        tracing::error!(
-            "C-{} {}@{} session panicked ({why}): its connection and server are closed, other \
-             clients are unaffected; this is a bug, please report it",
-            guard.info.id,
-            guard.info.user.lock(),
-            guard.info.peer,
-        );
-    }
-    drop(guard);
+/// the client. A plain function returning a combinator, not an `async fn`: see
+/// [`crate::unwind::caught`] for why (this future is what each idle client costs).
+pub(crate) fn isolated(
+    guard: Registered,
+    session: impl Future<Output = ()>,
+) -> impl Future<Output = ()> {
+    crate::unwind::caught(session).map(move |result| {
+        if let Err(why) = result {
+            tracing::error!(
+                "C-{} {}@{} session panicked ({why}): its connection and server are closed, \
+                 other clients are unaffected; this is a bug, please report it",
+                guard.info.id,
+                guard.info.user.lock(),
+                guard.info.peer,
+            );
+        }
+        drop(guard);
+    })
 }
