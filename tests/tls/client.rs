@@ -2,7 +2,6 @@
 //! pipelined requests over TLS, the `tls` column, certificates swapped by SIGHUP without dropping
 //! anyone, and `auth_type = cert`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
@@ -122,17 +121,6 @@ async fn raw_tls_client(
     certs: &Certs,
     port: u16,
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-    let pem = std::fs::read(certs.path("ca.crt")).unwrap();
-    for c in rustls_pki_types::pem::PemObject::pem_slice_iter(&pem) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let cfg = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
     let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
@@ -141,10 +129,7 @@ async fn raw_tls_client(
         .unwrap();
     assert_eq!(tcp.read_u8().await.unwrap(), b'S');
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let mut s = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(name, tcp)
-        .await
-        .unwrap();
+    let mut s = certs.tls_connector().connect(name, tcp).await.unwrap();
     let mut out = BytesMut::new();
     let body = b"user\0olly\0database\0testdb\0\0";
     out.put_i32(8 + body.len() as i32);

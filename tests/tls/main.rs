@@ -28,6 +28,23 @@ pub struct Certs {
 }
 
 impl Certs {
+    /// A raw TLS client's connector (tokio-rustls, ring) that trusts this CA, for tests that
+    /// drive the protocol by hand rather than through tokio-postgres.
+    pub fn tls_connector(&self) -> tokio_rustls::TlsConnector {
+        let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+        let pem = std::fs::read(self.path("ca.crt")).expect("read ca.crt");
+        for c in rustls_pki_types::pem::PemObject::pem_slice_iter(&pem) {
+            roots.add(c.expect("CA PEM")).expect("CA certificate");
+        }
+        let provider = std::sync::Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let cfg = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+    }
+
     /// A fresh CA named `name`.
     pub fn new(name: &str) -> Certs {
         let dir = tempfile::Builder::new()

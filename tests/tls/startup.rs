@@ -3,7 +3,6 @@
 //! separate TCP segments (plain) or separate TLS records, and an oversized startup packet over TLS
 //! refused with a FATAL before its body is sent.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, BytesMut};
@@ -98,17 +97,6 @@ async fn tls_connect(
     certs: &Certs,
     port: u16,
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-    let pem = std::fs::read(certs.path("ca.crt")).unwrap();
-    for c in rustls_pki_types::pem::PemObject::pem_slice_iter(&pem) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let cfg = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
     let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     tcp.set_nodelay(true).unwrap();
     let mut ssl = BytesMut::new();
@@ -117,10 +105,7 @@ async fn tls_connect(
     send_in_pieces(&mut tcp, &ssl, &[3]).await;
     assert_eq!(tcp.read_u8().await.unwrap(), b'S');
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(name, tcp)
-        .await
-        .unwrap()
+    certs.tls_connector().connect(name, tcp).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

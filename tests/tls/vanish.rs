@@ -3,7 +3,6 @@
 //! server (which had answered everything) goes back to the pool and serves the next client, and
 //! the pooler goes on.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -109,22 +108,8 @@ async fn client_reset_while_tls_flush_pending_releases_the_server() {
     frontend::ssl_request(&mut ssl);
     tcp.write_all(&ssl).await.unwrap();
     assert_eq!(tcp.read_u8().await.unwrap(), b'S');
-    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
-    let pem = std::fs::read(certs.path("ca.crt")).unwrap();
-    for c in rustls_pki_types::pem::PemObject::pem_slice_iter(&pem) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let cfg = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let mut s = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(name, tcp)
-        .await
-        .unwrap();
+    let mut s = certs.tls_connector().connect(name, tcp).await.unwrap();
     let mut out = BytesMut::new();
     frontend::startup_message([("user", "olly"), ("database", "testdb")], &mut out).unwrap();
     s.write_all(&out).await.unwrap();
