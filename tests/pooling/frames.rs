@@ -5,37 +5,15 @@
 
 use std::time::Duration;
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use postgres_protocol::message::frontend;
-use postgres_protocol::IsNull;
 
 use crate::common::{Pg, Pooler};
 use crate::console::{Answer, Raw};
+use crate::extended::{bind, parse};
 
 const MODES: [&str; 3] = ["session", "transaction", "statement"];
 const SIZES: [usize; 3] = [8 * 1024, 40 * 1024, 400 * 1024];
-
-fn parse(out: &mut BytesMut, name: &str, sql: &str) {
-    frontend::parse(name, sql, std::iter::empty(), out).expect("parse message");
-}
-
-/// Bind of the unnamed portal with text parameters.
-fn bind(out: &mut BytesMut, name: &str, params: &[&str]) {
-    frontend::bind(
-        "",
-        name,
-        [0i16],
-        params.iter(),
-        |v, buf| {
-            buf.put_slice(v.as_bytes());
-            Ok(IsNull::No)
-        },
-        [0i16],
-        out,
-    )
-    .map_err(|_| "bind")
-    .expect("bind message");
-}
 
 fn execute_sync(out: &mut BytesMut) {
     frontend::execute("", 0, out).expect("execute message");

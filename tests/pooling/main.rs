@@ -7,6 +7,7 @@ mod common;
 mod console;
 
 mod auth;
+mod extended;
 mod frames;
 mod lifecycle;
 mod limits;

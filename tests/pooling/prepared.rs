@@ -5,33 +5,12 @@
 //! invalidation, DEALLOCATE ALL / DISCARD ALL, and a flood of distinct statements with the
 //! pooler's memory bounded.
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 use postgres_protocol::message::frontend;
-use postgres_protocol::IsNull;
 
 use crate::common::{Pg, Pooler};
 use crate::console::{Answer, Raw};
-
-fn parse(out: &mut BytesMut, name: &str, sql: &str) {
-    frontend::parse(name, sql, std::iter::empty(), out).expect("parse message");
-}
-
-fn bind(out: &mut BytesMut, name: &str, params: &[&str]) {
-    frontend::bind(
-        "",
-        name,
-        [0i16],
-        params.iter(),
-        |v, buf| {
-            buf.put_slice(v.as_bytes());
-            Ok(IsNull::No)
-        },
-        [0i16],
-        out,
-    )
-    .map_err(|_| "bind")
-    .expect("bind message");
-}
+use crate::extended::{bind, parse};
 
 fn execute(out: &mut BytesMut) {
     frontend::execute("", 0, out).expect("execute message");
