@@ -354,7 +354,12 @@ impl Context {
             loop {
                 let done = match phase {
                     Phase::DrainServers => ctx.pools.all().iter().all(|p| p.snapshot().active == 0),
-                    _ => ctx.clients.count.load(Ordering::Relaxed) == 0,
+                    // Clients still logging in count too: a drain takes in the TCP clients
+                    // accepted before it (see `listener`), and they are not yet counted.
+                    _ => {
+                        ctx.clients.count.load(Ordering::Relaxed) == 0
+                            && ctx.clients.logging_in_tcp() == 0
+                    }
                 };
                 if done || (!limit.is_zero() && tokio::time::Instant::now() >= deadline) {
                     if !done {

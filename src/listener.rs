@@ -1,6 +1,7 @@
 //! Listening sockets (TCP on listen_addr:listen_port and the Unix socket
 //! `<unix_socket_dir>/.s.PGSQL.<port>`) and the accept loops that spawn one session per client.
-//! TCP accepting stops as soon as the pooler starts draining; the Unix socket stays open until
+//! TCP accepting stops as soon as the pooler starts draining (taking in what the kernel already
+//! queued, see [`take_backlog`]); the Unix socket stays open until
 //! the process stops, so the console can still be reached (PgBouncer's `cleanup_sockets`), while
 //! normal logins there are refused with `pooler is shutting down`.
 
@@ -8,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::net::{TcpListener, TcpSocket, UnixListener};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UnixListener};
 
 use crate::config::General;
 use crate::context::Context;
@@ -140,14 +141,14 @@ async fn accept_tcp(ctx: Arc<Context>, l: TcpListener) {
     let mut defer = ctx.config().general.tcp_defer_accept > 0;
     loop {
         let accepted = tokio::select! {
-            _ = ctx.drain.cancelled() => return,
+            _ = ctx.drain.cancelled() => return take_backlog(&ctx, &l),
             r = l.accept() => r,
         };
         // SUSPEND: this connection waits unserved, and later ones in the kernel's backlog,
         // until RESUME.
         if ctx.is_suspended() {
             tokio::select! {
-                _ = ctx.drain.cancelled() => return,
+                _ = ctx.drain.cancelled() => return take_backlog(&ctx, &l),
                 _ = ctx.wait_unsuspended() => {}
             }
         }
@@ -158,13 +159,8 @@ async fn accept_tcp(ctx: Arc<Context>, l: TcpListener) {
                     defer = cfg.general.tcp_defer_accept > 0;
                     apply_defer_accept(&l, cfg.general.tcp_defer_accept);
                 }
-                TcpOptions::from_general(&cfg.general).apply(&s);
                 drop(cfg);
-                let local = s
-                    .local_addr()
-                    .map(|a| (a.ip().to_string(), a.port()))
-                    .unwrap_or_default();
-                session::spawn(&ctx, Stream::Tcp(s), PeerAddr::Tcp(peer), local);
+                serve_tcp(&ctx, s, peer);
             }
             Err(e) => {
                 tracing::warn!("accept failed: {e}");
@@ -172,6 +168,56 @@ async fn accept_tcp(ctx: Arc<Context>, l: TcpListener) {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
         }
+    }
+}
+
+fn serve_tcp(ctx: &Arc<Context>, s: TcpStream, peer: SocketAddr) {
+    TcpOptions::from_general(&ctx.config().general).apply(&s);
+    let local = s
+        .local_addr()
+        .map(|a| (a.ip().to_string(), a.port()))
+        .unwrap_or_default();
+    session::spawn(ctx, Stream::Tcp(s), PeerAddr::Tcp(peer), local);
+}
+
+/// Serves the connections the kernel already completed for this listener, before it is closed.
+/// Closing a listener resets every connection still in its accept queue; with so_reuseport the
+/// other processes on the port would have served them, and the clients (a rolling restart's)
+/// see `connection reset` instead (Linux migrates them to a sibling only with the sysctl
+/// `net.ipv4.tcp_migrate_req = 1`). Taken in, they log in and are drained like any client.
+/// A plain `accept(2)` until EAGAIN: tokio's `accept` would wait for the reactor to report
+/// readiness, which it may not have seen yet for connections queued a moment ago.
+fn take_backlog(ctx: &Arc<Context>, l: &TcpListener) {
+    let sock = socket2::SockRef::from(l);
+    let mut taken = 0usize;
+    loop {
+        let (s, addr) = match sock.accept() {
+            Ok(pair) => pair,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::WouldBlock {
+                    tracing::warn!("accept failed while closing the listener: {e}");
+                }
+                break;
+            }
+        };
+        let Some(peer) = addr.as_socket() else {
+            continue;
+        };
+        let s = std::net::TcpStream::from(s);
+        match s
+            .set_nonblocking(true)
+            .and_then(|()| TcpStream::from_std(s))
+        {
+            Ok(s) => {
+                serve_tcp(ctx, s, peer);
+                taken += 1;
+            }
+            Err(e) => tracing::warn!("cannot take a queued connection in: {e}"),
+        }
+    }
+    if taken > 0 {
+        tracing::info!("took {taken} queued connections in before closing the listener");
     }
 }
 

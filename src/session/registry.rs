@@ -289,6 +289,15 @@ impl Clients {
         self.per_user.get(user).map(|n| *n).unwrap_or(0)
     }
 
+    /// TCP clients that have not finished logging in (a SIGTERM drain waits for them).
+    /// Walks every client: called only while draining.
+    pub fn logging_in_tcp(&self) -> usize {
+        self.by_id
+            .iter()
+            .filter(|c| c.state() == ClientState::Login && matches!(c.peer, PeerAddr::Tcp(_)))
+            .count()
+    }
+
     /// Removes a client at disconnect. By identity, so that calling it twice (the session's own
     /// call, then its drop guard) never removes another client that got the same cancel key.
     pub fn unregister(&self, info: &ClientInfo) {

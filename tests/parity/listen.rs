@@ -188,3 +188,59 @@ fn server_side_field(server_port: u16, client_port: u16) -> Option<Vec<String>> 
         (port(1) == Some(server_port) && port(2) == Some(client_port)).then_some(f)
     })
 }
+
+/// Connections the kernel completed for a process but that it had not accepted yet when SIGTERM
+/// arrived are served, not reset: closing a listener resets what is left in its accept queue,
+/// which in a so_reuseport rolling restart is a client's `connection reset` (the other process
+/// would have served it). The process sleeps (SIGSTOP) while the connections complete, so that
+/// more of them wait in the queue than one pass of the accept loop takes before it sees the drain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_serves_connections_queued_before_it() {
+    const QUEUED: usize = 300;
+    let port = free_port();
+    let extra = format!(
+        "listen_port = {port}\nso_reuseport = 1\ntcp_defer_accept = 0\n\
+         listen_backlog = 1024\nmax_client_conn = 1000"
+    );
+    let mut a = Pooler::start(pg(), "", &extra, "");
+    a.signal(libc::SIGSTOP);
+    let mut queued = Vec::new();
+    for _ in 0..QUEUED {
+        // Completed by the kernel alone: the process is stopped.
+        queued.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap(),
+        );
+    }
+    a.signal(libc::SIGTERM);
+    a.signal(libc::SIGCONT);
+    let config: tokio_postgres::Config = a.conn_str("olly", "olly_pw", "testdb").parse().unwrap();
+    let clients = queued.into_iter().map(|tcp| {
+        let config = config.clone();
+        async move {
+            let (client, conn) = config
+                .connect_raw(tcp, tokio_postgres::NoTls)
+                .await
+                .map_err(|e| format!("login: {e}"))?;
+            tokio::spawn(conn);
+            let rows = client
+                .simple_query("SELECT 1")
+                .await
+                .map_err(|e| format!("query: {e}"))?;
+            Ok::<usize, String>(rows.len())
+        }
+    });
+    let results = futures_util::future::join_all(clients).await;
+    let failed: Vec<&String> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {QUEUED} queued clients failed, e.g. {:?}",
+        failed.len(),
+        failed.first()
+    );
+    assert!(
+        a.wait_exit(Duration::from_secs(30)).is_some(),
+        "the process exits once the clients it took in are drained"
+    );
+}
