@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 
 use super::still_serves;
 use crate::common::{self, Pg, Pooler};
+use crate::console::Raw;
 
 /// An nftables table dropping loopback TCP packets; deleted on drop.
 struct Blackhole {
@@ -149,8 +150,11 @@ async fn server_silent_mid_query_keepalive_fires() {
         "tcp_keepalive = 1\ntcp_keepidle = 1\ntcp_keepintvl = 1\ntcp_keepcnt = 2",
         "",
     );
-    let c = p.connect("olly", "olly_pw", "testdb").await;
-    let sleeper = tokio::spawn(async move { c.simple_query("SELECT pg_sleep(60)").await });
+    // A raw client, which reads exactly the frames the pooler sent (see the next test).
+    let mut c = Raw::connect(p.port, "olly", "olly_pw", "testdb")
+        .await
+        .expect("login");
+    let sleeper = tokio::spawn(async move { c.query("SELECT pg_sleep(60)").await });
     let mut port = None;
     eventually(
         "the query reaches PostgreSQL",
@@ -176,16 +180,19 @@ async fn server_silent_mid_query_keepalive_fires() {
     )
     .await;
     let hole = Blackhole::connection(port, pg.port);
-    let err = tokio::time::timeout(Duration::from_secs(40), sleeper)
+    let answer = tokio::time::timeout(Duration::from_secs(40), sleeper)
         .await
         .expect("keepalive must end the query long before it would finish")
-        .expect("join")
-        .expect_err("the query on a silent server fails");
-    let db = err
-        .as_db_error()
-        .expect("an ErrorResponse, not a bare close");
-    assert_eq!(db.code().code(), "08P01", "client saw: {err:?}");
-    assert_eq!(db.message(), "server conn crashed?", "client saw: {err:?}");
+        .expect("join");
+    let err = answer
+        .error
+        .as_ref()
+        .unwrap_or_else(|| panic!("an ErrorResponse, not a bare close: {answer:?}"));
+    assert_eq!(
+        (err.code.as_str(), err.message.as_str()),
+        ("08P01", "server conn crashed?"),
+        "client saw: {answer:?}"
+    );
     still_serves(&p).await;
     drop(hole);
     still_serves(&p).await;
@@ -204,24 +211,37 @@ async fn server_silent_before_query_tcp_user_timeout_fires() {
         "default_pool_size = 1\ntcp_user_timeout = 1500",
         "",
     );
-    let c = p.connect("olly", "olly_pw", "testdb").await;
-    let before: i32 = c
-        .query_one("SELECT inet_client_port()", &[])
+    // The raw client reads exactly the frames the pooler sent: tokio-postgres sometimes reports a
+    // FATAL ErrorResponse that is followed at once by the close as a bare `Closed` (seen in 6 of
+    // 20 runs on a loaded machine, with the pooler's write of the ErrorResponse logged as done).
+    let mut c = Raw::connect(p.port, "olly", "olly_pw", "testdb")
         .await
-        .expect("the server's view of the pooler's port")
-        .get(0);
+        .expect("login");
+    let port = c.query("SELECT inet_client_port()").await;
+    let before: i32 = port.rows[0][0]
+        .as_deref()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("the server's view of the pooler's port: {port:?}"));
     let hole = Blackhole::connection(before as u16, pg.port);
-    let err = tokio::time::timeout(Duration::from_secs(40), c.simple_query("SELECT 2"))
+    let answer = tokio::time::timeout(Duration::from_secs(40), c.query("SELECT 2"))
         .await
-        .expect("tcp_user_timeout must end the wait")
-        .expect_err("the query written into the hole fails");
-    let db = err
-        .as_db_error()
-        .expect("an ErrorResponse, not a bare close");
+        .expect("tcp_user_timeout must end the wait");
+    let err = answer
+        .error
+        .as_ref()
+        .unwrap_or_else(|| panic!("an ErrorResponse, not a bare close: {answer:?}"));
     assert_eq!(
-        (db.code().code(), db.message()),
-        ("08P01", "server conn crashed?"),
-        "client saw: {err:?}"
+        (
+            err.severity.as_str(),
+            err.code.as_str(),
+            err.message.as_str()
+        ),
+        ("FATAL", "08P01", "server conn crashed?"),
+        "client saw: {answer:?}"
+    );
+    assert!(
+        answer.closed,
+        "the client is closed after the FATAL: {answer:?}"
     );
     // The pool of one replaced its server: a new client gets a new connection.
     let c2 = p.connect("olly", "olly_pw", "testdb").await;
