@@ -7,6 +7,7 @@
 
 pub mod cert;
 pub mod hba;
+pub mod ident;
 pub mod md5;
 pub mod scram;
 

@@ -48,7 +48,7 @@ pub static GENERAL_KEYS: &[KeyInfo] = &[
     key("auth_dbname", "", RELOAD, IMPL),
     key("auth_file", "", RELOAD, IMPL),
     key("auth_hba_file", "", RELOAD, IMPL),
-    key("auth_ident_file", "", RELOAD, UNIMPL),
+    key("auth_ident_file", "", RELOAD, IMPL),
     key("auth_ldap_options", "", RELOAD, UNIMPL),
     key(
         "auth_query",

@@ -208,7 +208,7 @@ pub async fn login(
     let method = method_for(cfg, info, stream, &params.database, &params.user)?;
     let found = match method {
         // Nothing to look up: no secret is used, and a refused login must not reach a server.
-        Method::Any | Method::Reject | Method::Cert => auth_query::Found::Unknown,
+        Method::Any | Method::Reject | Method::Cert(_) => auth_query::Found::Unknown,
         _ => auth_query::lookup(ctx, cfg, db.as_deref(), &params.user).await?,
     };
     // AuthenticationOk goes out with the welcome below, in one write.
@@ -367,13 +367,13 @@ pub async fn login(
 }
 
 /// The method for this login: auth_type, or the first matching line of auth_hba_file.
-fn method_for(
-    cfg: &Config,
+fn method_for<'c>(
+    cfg: &'c Config,
     info: &ClientInfo,
     stream: &Stream,
     database: &str,
     user: &str,
-) -> Result<Method> {
+) -> Result<Method<'c>> {
     if cfg.general.auth_type != AuthType::Hba {
         return Ok(Method::of(cfg.general.auth_type));
     }
@@ -389,8 +389,8 @@ fn method_for(
         database,
         user,
     };
-    hba.method(&peer)
-        .map(Method::of_hba)
+    hba.rule(&peer)
+        .map(|rule| Method::of_hba(rule, cfg.ident.as_ref()))
         .ok_or(Error::NoAuthMethod)
 }
 
