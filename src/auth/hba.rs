@@ -3,8 +3,9 @@
 //! Connection types local/host/hostssl/hostnossl; database lists with `all`, `sameuser`,
 //! `replication` (never matches a pooled login), names and `@file`; user lists with `all`, names,
 //! and `@file`; addresses `all`, CIDR (IPv4/IPv6) or address + mask; methods trust, reject, md5,
-//! password, scram-sha-256, cert and peer (local lines only). The one option after the method
-//! is `map=NAME` on cert and peer lines (a map of `auth_ident_file`). Pure: the file is read once by [`Hba::load`], and matching does no I/O.
+//! password, scram-sha-256, cert, peer (local lines only) and ldap. Options after the method:
+//! `map=NAME` on cert and peer lines (a map of `auth_ident_file`), the `ldap*` options on ldap
+//! lines (`auth::ldap`). Pure: the file is read once by [`Hba::load`], and matching does no I/O.
 //!
 //! A `+group` name (unquoted, in either list or inside an `@file`) makes the whole line be skipped
 //! with PgBouncer's warning `could not parse hba config line N`, and the rest of the file is read:
@@ -33,6 +34,8 @@ pub enum HbaMethod {
     Cert,
     /// Unix-socket peer credentials: the client's OS user is the user (or maps to it).
     Peer,
+    /// Cleartext password checked by binding to an LDAP server.
+    Ldap,
 }
 
 /// What the first matching line decides: the method and its options.
@@ -43,6 +46,8 @@ pub struct HbaRule {
     /// `map=NAME` (cert and peer): the `auth_ident_file` map that relates the certificate CN or
     /// OS user to the user names it may log in as.
     pub map: Option<String>,
+    /// The `ldap*` options of an ldap line, checked when the file is read.
+    pub ldap: Option<crate::auth::ldap::LdapOptions>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -263,6 +268,7 @@ fn parse_line(
         Some("scram-sha-256") => HbaMethod::ScramSha256,
         Some("cert") => HbaMethod::Cert,
         Some("peer") => HbaMethod::Peer,
+        Some("ldap") => HbaMethod::Ldap,
         Some(other) => return Err(format!("unsupported method \"{other}\"").into()),
         None => return Err("no method".to_string().into()),
     };
@@ -282,9 +288,14 @@ fn parse_line(
     })
 }
 
-/// The `name=value` options after the method: `map` for cert and peer.
+/// The `name=value` options after the method: `map` for cert and peer, `ldap*` for ldap.
 fn parse_options(method: HbaMethod, opts: &[String]) -> Result<HbaRule, String> {
-    let mut rule = HbaRule { method, map: None };
+    let mut rule = HbaRule {
+        method,
+        map: None,
+        ldap: None,
+    };
+    let mut ldap = Vec::new();
     for opt in opts {
         let Some((name, value)) = opt.split_once('=') else {
             return Err(format!(
@@ -298,12 +309,16 @@ fn parse_options(method: HbaMethod, opts: &[String]) -> Result<HbaRule, String> 
             .to_string();
         match (method, name) {
             (HbaMethod::Cert | HbaMethod::Peer, "map") => rule.map = Some(value),
+            (HbaMethod::Ldap, n) if n.starts_with("ldap") => ldap.push((n.to_string(), value)),
             _ => {
                 return Err(format!(
                     "authentication option \"{name}\" is not supported for this method"
                 ))
             }
         }
+    }
+    if method == HbaMethod::Ldap {
+        rule.ldap = Some(crate::auth::ldap::LdapOptions::from_pairs(&ldap)?);
     }
     Ok(rule)
 }

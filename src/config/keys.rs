@@ -49,7 +49,7 @@ pub static GENERAL_KEYS: &[KeyInfo] = &[
     key("auth_file", "", RELOAD, IMPL),
     key("auth_hba_file", "", RELOAD, IMPL),
     key("auth_ident_file", "", RELOAD, IMPL),
-    key("auth_ldap_options", "", RELOAD, UNIMPL),
+    key("auth_ldap_options", "", RELOAD, IMPL),
     key(
         "auth_query",
         "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END \

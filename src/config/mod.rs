@@ -88,6 +88,8 @@ pub enum AuthType {
     Cert,
     /// Method chosen per connection by the auth_hba_file.
     Hba,
+    /// Cleartext password checked against LDAP with `auth_ldap_options` (PgBouncer 1.25).
+    Ldap,
 }
 
 impl AuthType {
@@ -102,6 +104,7 @@ impl AuthType {
             AuthType::Cert => "cert",
             AuthType::Hba => "hba",
             AuthType::Peer => "peer",
+            AuthType::Ldap => "ldap",
         }
     }
 }
@@ -287,6 +290,8 @@ pub struct Config {
     pub hba: Option<crate::auth::hba::Hba>,
     /// The parsed `auth_ident_file` (read with the HBA file, when set).
     pub ident: Option<crate::auth::ident::IdentMap>,
+    /// The parsed `auth_ldap_options` (when auth_type is ldap).
+    pub ldap: Option<crate::auth::ldap::LdapOptions>,
 }
 
 /// One `[peers]` entry: another pooler process that cancel requests carrying its id go to.
@@ -401,7 +406,7 @@ impl Config {
         ini::set_general(&mut next, key, value)?;
         if matches!(
             key.to_ascii_lowercase().as_str(),
-            "auth_type" | "auth_hba_file" | "auth_ident_file"
+            "auth_type" | "auth_hba_file" | "auth_ident_file" | "auth_ldap_options"
         ) {
             next.load_hba()?;
         }
@@ -412,6 +417,13 @@ impl Config {
     /// Reads `auth_hba_file` and `auth_ident_file` when auth_type is hba (an error names what is
     /// wrong), else clears them: PgBouncer reads the ident file only for hba.
     fn load_hba(&mut self) -> Result<(), String> {
+        self.ldap = match self.general.auth_type {
+            AuthType::Ldap => Some(
+                crate::auth::ldap::LdapOptions::parse(&self.general.security.auth_ldap_options)
+                    .map_err(|e| format!("auth_ldap_options: {e}"))?,
+            ),
+            _ => None,
+        };
         if self.general.auth_type != AuthType::Hba {
             self.hba = None;
             self.ident = None;

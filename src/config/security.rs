@@ -1,5 +1,6 @@
 //! TLS and authentication-source settings of `[pgbouncer]`: `client_tls_*`, `server_tls_*`,
-//! `auth_user`/`auth_query`/`auth_dbname`, `auth_hba_file` and `auth_ident_file`.
+//! `auth_user`/`auth_query`/`auth_dbname`, `auth_hba_file`, `auth_ident_file` and
+//! `auth_ldap_options`.
 //!
 //! Owns the typed values and their PgBouncer defaults. It does no I/O: key and certificate files
 //! are read by `net::tls` when a configuration is put in force, the HBA file by `auth::hba`.
@@ -104,6 +105,9 @@ pub struct Security {
     pub auth_hba_file: Option<PathBuf>,
     /// `auth_ident_file`: the user name maps HBA `map=` options name (read when auth_type is hba).
     pub auth_ident_file: Option<PathBuf>,
+    /// `auth_ldap_options`: the LDAP options of auth_type ldap, as written (parsed by
+    /// `auth::ldap` when the configuration is loaded).
+    pub auth_ldap_options: String,
 }
 
 impl Default for Security {
@@ -116,6 +120,7 @@ impl Default for Security {
             auth_dbname: None,
             auth_hba_file: None,
             auth_ident_file: None,
+            auth_ldap_options: String::new(),
         }
     }
 }
@@ -145,6 +150,7 @@ pub(crate) fn apply(s: &mut Security, key: &str, value: &str) -> Option<Result<(
         "auth_dbname" => s.auth_dbname = name(value),
         "auth_hba_file" => s.auth_hba_file = path(value),
         "auth_ident_file" => s.auth_ident_file = path(value),
+        "auth_ldap_options" => s.auth_ldap_options = value.to_string(),
         _ => {
             let (client, rest) = side(s, key)?;
             let t = if client {

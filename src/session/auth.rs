@@ -1,6 +1,6 @@
 //! Authenticating a client with a method (auth_type, or the HBA line that matched) against the
 //! secret the provider found: trust, any, plain, md5, SCRAM-SHA-256 (md5 falls back to SCRAM for
-//! SCRAM-stored users, as PgBouncer does), cert, reject. Unknown users get a mock exchange that
+//! SCRAM-stored users, as PgBouncer does), cert, peer, ldap, reject. Unknown users get a mock exchange that
 //! always fails, so they look exactly like wrong passwords.
 
 use bytes::BytesMut;
@@ -19,6 +19,8 @@ const MAX_AUTH_MSG: u32 = 64 * 1024;
 pub struct Authenticated {
     /// SCRAM keys recovered from the client's proof (for SCRAM pass-through to the server).
     pub scram_keys: Option<([u8; 32], [u8; 32])>,
+    /// The cleartext password LDAP accepted: the server login uses it, as PgBouncer does.
+    pub password: Option<String>,
 }
 
 /// An HBA line's `map=`: the name and the loaded `auth_ident_file` (None when unset, which lets
@@ -58,13 +60,16 @@ pub enum Method<'a> {
     /// Unix-socket peer credentials: the client's OS user has the name it logs in with, or maps
     /// to it.
     Peer(Option<UserMap<'a>>),
+    /// Cleartext password, checked by binding to LDAP with these options.
+    Ldap(&'a crate::auth::ldap::LdapOptions),
     /// Refused before any exchange (HBA reject).
     Reject,
 }
 
 impl<'a> Method<'a> {
-    /// The method of a global auth_type (hba is resolved per connection by the caller).
-    pub fn of(t: AuthType) -> Method<'a> {
+    /// The method of a global auth_type (hba is resolved per connection by the caller);
+    /// `ldap` is the parsed `auth_ldap_options`, which the configuration has for auth_type ldap.
+    pub fn of(t: AuthType, ldap: Option<&'a crate::auth::ldap::LdapOptions>) -> Method<'a> {
         match t {
             AuthType::Any => Method::Any,
             AuthType::Trust => Method::Trust,
@@ -73,6 +78,11 @@ impl<'a> Method<'a> {
             AuthType::ScramSha256 => Method::Scram,
             AuthType::Cert => Method::Cert(None),
             AuthType::Peer => Method::Peer(None),
+            AuthType::Ldap => match ldap {
+                Some(o) => Method::Ldap(o),
+                // Config::load refuses auth_type ldap without valid options; fail closed.
+                None => Method::Reject,
+            },
         }
     }
 
@@ -91,6 +101,10 @@ impl<'a> Method<'a> {
             H::ScramSha256 => Method::Scram,
             H::Cert => Method::Cert(map),
             H::Peer => Method::Peer(map),
+            H::Ldap => match &rule.ldap {
+                Some(o) => Method::Ldap(o),
+                None => Method::Reject,
+            },
         }
     }
 }
@@ -181,6 +195,24 @@ pub async fn exchange(
             match &secret {
                 Some(s) if check_plain(s, user, &pw) => Ok(Authenticated::default()),
                 _ => Err(Error::PasswordAuthFailed),
+            }
+        }
+        Method::Ldap(opts) => {
+            build::auth_cleartext(&mut out);
+            send(stream, &out).await?;
+            let body = read_password_msg(stream, &mut inbuf).await?;
+            let pw = build::parse_password_message(&body)
+                .map_err(|e| Error::ClientProtocol(e.to_string()))?;
+            let pw = String::from_utf8_lossy(pw).into_owned();
+            match crate::session::ldap::check(opts, user, &pw).await {
+                Ok(()) => Ok(Authenticated {
+                    scram_keys: None,
+                    password: Some(pw),
+                }),
+                Err(why) => {
+                    tracing::warn!("LDAP authentication failed for user \"{user}\": {why}");
+                    Err(Error::LdapAuthFailed)
+                }
             }
         }
         Method::Md5 => match &secret {
@@ -300,5 +332,6 @@ async fn scram_exchange(
     send(stream, &out).await?;
     Ok(Authenticated {
         scram_keys: Some((client_key, server_key)),
+        password: None,
     })
 }

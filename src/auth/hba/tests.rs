@@ -145,3 +145,22 @@ fn map_option_on_cert_and_peer_lines() {
     assert!(h.uses_maps());
     assert!(!parse("local all all peer\n").uses_maps());
 }
+
+#[test]
+fn ldap_lines_carry_their_options() {
+    let h = parse(
+        "host all all all ldap ldapserver=127.0.0.1 ldapport=3890 ldapprefix=\"cn=\" ldapsuffix=\",dc=x\"\n",
+    );
+    let r = h.rule(&peer(Some("10.0.0.1"), false, "d", "u")).unwrap();
+    assert_eq!(r.method, HbaMethod::Ldap);
+    let o = r.ldap.as_ref().unwrap();
+    assert_eq!(o.urls(), vec!["ldap://127.0.0.1:3890"]);
+    let inc = |_: &str| Err("none".to_string());
+    let e = Hba::parse("host all all all ldap ldapserver=h\n", &inc).unwrap_err();
+    assert!(
+        e.contains("line 1: authentication method \"ldap\" requires"),
+        "{e}"
+    );
+    let e = Hba::parse("host all all all ldap map=x ldapserver=h\n", &inc).unwrap_err();
+    assert!(e.contains("not supported for this method"), "{e}");
+}

@@ -167,7 +167,7 @@ fn every_implemented_key_sets_its_field() {
     let implemented: Vec<_> = GENERAL_KEYS.iter().filter(|k| k.implemented).collect();
     assert_eq!(
         implemented.len(),
-        97,
+        98,
         "one implemented key per General field"
     );
     for k in implemented {
@@ -295,16 +295,12 @@ fn auth_types() {
         ("peer", AuthType::Peer),
         ("cert", AuthType::Cert),
         ("hba", AuthType::Hba),
+        ("ldap", AuthType::Ldap),
     ] {
         assert_eq!(general(&format!("auth_type = {text}")).auth_type, want);
     }
-    for unsupported in ["pam", "ldap"] {
-        let msg = general_error(&format!("auth_type = {unsupported}"));
-        assert!(
-            msg.starts_with(&format!("auth_type {unsupported} is not supported")),
-            "{msg}"
-        );
-    }
+    let msg = general_error("auth_type = pam");
+    assert!(msg.starts_with("auth_type pam is not supported"), "{msg}");
     assert!(general_error("auth_type = password").starts_with("expected one of"));
 }
 
@@ -747,6 +743,27 @@ fn ident_file_is_read_with_hba() {
         "{:?}",
         cfg.warnings()
     );
+}
+
+/// auth_type ldap needs valid auth_ldap_options: checked at load and by SET, which keeps the
+/// previous options on a bad value.
+#[test]
+fn ldap_options_are_checked_with_auth_type_ldap() {
+    let mut cfg = parse("[pgbouncer]\nauth_ldap_options = ldapserver=h ldapprefix=uid=\n");
+    assert!(cfg.ldap.is_none(), "parsed only for auth_type ldap");
+    cfg.set_general("auth_type", "ldap").expect("SET auth_type");
+    assert!(cfg.ldap.is_some());
+    let e = cfg
+        .set_general("auth_ldap_options", "ldapserver=h")
+        .unwrap_err();
+    assert!(e.contains("requires argument \"ldapbasedn\""), "{e}");
+    assert!(cfg.ldap.is_some());
+    cfg.set_general("auth_type", "md5").expect("SET auth_type");
+    assert!(cfg.ldap.is_none());
+    let e = cfg.set_general("auth_type", "ldap");
+    assert!(e.is_ok(), "{e:?}");
+    let mut bare = parse("[pgbouncer]\n");
+    assert!(bare.set_general("auth_type", "ldap").is_err());
 }
 
 /// SET auth_type = hba / auth_hba_file reads the HBA file; a bad file fails the SET and leaves the
