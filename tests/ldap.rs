@@ -174,3 +174,91 @@ async fn auth_type_ldap_with_auth_user_is_a_config_error() {
     );
     assert_eq!(current_user(&p, "ldapuser", "ldap_pw").await, "ldapuser");
 }
+
+/// A CA (PEM) and a server certificate + key it signed for 127.0.0.1 (PEM).
+fn ca_and_server() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "olly test LDAP CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    leaf.distinguished_name
+        .push(rcgen::DnType::CommonName, "127.0.0.1");
+    let cert = leaf.signed_by(&key, &ca_cert, &ca_key).unwrap();
+    (ca_cert.pem(), cert.pem(), key.serialize_pem())
+}
+
+/// A pooler whose environment has `LDAPTLS_CACERT` = `ca_pem` (libldap's variable), with `hba`
+/// as its auth_hba_file.
+fn pooler_with_ca(pg: &Pg, ca_pem: &str, hba: &str, databases: &str) -> Pooler {
+    let port = common::free_port();
+    let (ca_pem, hba, databases) = (ca_pem.to_string(), hba.to_string(), databases.to_string());
+    Pooler::start_custom(pg, port, move |dir| {
+        std::fs::write(dir.join("ca.pem"), &ca_pem).unwrap();
+        std::fs::write(dir.join("hba.conf"), &hba).unwrap();
+        std::fs::write(dir.join("userlist.txt"), common::render_userlist("")).unwrap();
+        let ini = common::render_ini(
+            pg.port,
+            port,
+            dir,
+            &databases,
+            &format!(
+                "auth_type = hba\nauth_hba_file = {}/hba.conf",
+                dir.display()
+            ),
+        );
+        let ini_path = dir.join("pgbouncer.ini");
+        std::fs::write(&ini_path, ini).unwrap();
+        (
+            vec![ini_path.display().to_string()],
+            vec![(
+                "LDAPTLS_CACERT".to_string(),
+                dir.join("ca.pem").display().to_string(),
+            )],
+        )
+    })
+}
+
+/// ldapscheme=ldaps and ldaptls=1 (StartTLS): the server certificate must chain to
+/// LDAPTLS_CACERT; with another CA the login fails like a wrong password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldaps_and_starttls_check_the_server_certificate() {
+    let (ca, cert, key) = ca_and_server();
+    let slapd = Slapd::start_tls(&[("ldapuser", "ldap_pw")], &cert, &key);
+    let pg = pg_with_ldap_user();
+    let bind = format!("ldapprefix=\"uid=\" ldapsuffix=\",ou=people,{BASE_DN}\"");
+    let hba = format!(
+        "host testdb all 127.0.0.1/32 ldap ldapscheme=ldaps ldapserver=127.0.0.1 \
+         ldapport={tls} {bind}\n\
+         host all all 127.0.0.1/32 ldap ldaptls=1 ldapserver=127.0.0.1 ldapport={plain} {bind}\n",
+        tls = slapd.tls_port,
+        plain = slapd.port
+    );
+    let starttls_db = format!("starttlsdb = host=127.0.0.1 port={} dbname=testdb", pg.port);
+    let p = pooler_with_ca(&pg, &ca, &hba, &starttls_db);
+    // ldaps (testdb) and StartTLS (starttlsdb).
+    assert_eq!(current_user(&p, "ldapuser", "ldap_pw").await, "ldapuser");
+    let c = p
+        .try_connect("ldapuser", "ldap_pw", "starttlsdb")
+        .await
+        .unwrap_or_else(|e| panic!("StartTLS login: {e}\n{}", p.log()));
+    assert!(c.simple_query("SELECT 1").await.is_ok());
+    assert_eq!(
+        refused(&p, "ldapuser", "bad", "testdb").await,
+        ldap_failed()
+    );
+    assert_eq!(
+        refused(&p, "ldapuser", "bad", "starttlsdb").await,
+        ldap_failed()
+    );
+    // Another CA: no TLS session, so no login, over either mode.
+    let (other_ca, _, _) = ca_and_server();
+    let q = pooler_with_ca(&pg, &other_ca, &hba, &starttls_db);
+    for db in ["testdb", "starttlsdb"] {
+        assert_eq!(refused(&q, "ldapuser", "ldap_pw", db).await, ldap_failed());
+    }
+    assert!(q.log().contains("could not connect to LDAP"), "{}", q.log());
+}

@@ -53,6 +53,8 @@ pub struct LdapOptions {
     pub servers: Vec<String>,
     /// `ldapport` (389, or 636 for ldaps).
     pub port: u16,
+    /// `ldaptls=1`: StartTLS before binding.
+    pub starttls: bool,
     /// How the user's DN is found.
     pub mode: Mode,
 }
@@ -74,6 +76,7 @@ impl std::fmt::Debug for LdapOptions {
             .field("scheme", &self.scheme)
             .field("servers", &self.servers)
             .field("port", &self.port)
+            .field("starttls", &self.starttls)
             .field("mode", &mode)
             .finish()
     }
@@ -138,6 +141,11 @@ impl LdapOptions {
             }
         }
         raw.finish()
+    }
+
+    /// Whether the connection is TLS (ldaps, or StartTLS with ldaptls=1).
+    pub fn uses_tls(&self) -> bool {
+        self.scheme == "ldaps" || self.starttls
     }
 
     /// The URLs to try, in order.
@@ -212,11 +220,6 @@ impl Raw {
             return Err("ldapserver is required (DNS SRV discovery is not supported)".to_string());
         }
         let scheme = self.scheme.unwrap_or_else(|| "ldap".to_string());
-        if scheme == "ldaps" || self.tls {
-            return Err(
-                "LDAP over TLS (ldapscheme=ldaps, ldaptls=1) is not supported yet".to_string(),
-            );
-        }
         let port = self
             .port
             .unwrap_or(if scheme == "ldaps" { 636 } else { 389 });
@@ -224,6 +227,7 @@ impl Raw {
             scheme,
             servers,
             port,
+            starttls: self.tls,
             mode,
         })
     }

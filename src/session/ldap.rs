@@ -15,6 +15,27 @@ use crate::auth::ldap::{filter_for, user_fits_filter, LdapOptions, Mode, Scope};
 /// PgBouncer's LDAP_OPT_NETWORK_TIMEOUT: how long one server may take to accept the connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// libldap's variable for the CA file that LDAP servers' certificates must chain to (without it,
+/// the system's roots).
+const CA_ENV: &str = "LDAPTLS_CACERT";
+
+/// The TLS settings of a connection: the CA of `LDAPTLS_CACERT`, read at each TLS login so a
+/// replaced file takes effect without a restart (asynchronously: no blocking read on the loop).
+async fn settings(opts: &LdapOptions) -> Result<LdapConnSettings, String> {
+    let settings = LdapConnSettings::new()
+        .set_conn_timeout(CONNECT_TIMEOUT)
+        .set_starttls(opts.starttls);
+    let Some(path) = std::env::var_os(CA_ENV).filter(|_| opts.uses_tls()) else {
+        return Ok(settings);
+    };
+    let origin = format!("{CA_ENV}={}", path.to_string_lossy());
+    let pem = tokio::fs::read(&path)
+        .await
+        .map_err(|e| format!("cannot read {origin}: {e}"))?;
+    let config = crate::net::tls::ldap_client_config(&pem, &origin)?;
+    Ok(settings.set_config(config))
+}
+
 /// Whether `password` is `user`'s LDAP password; `Err` says why not (for the log).
 pub async fn check(opts: &LdapOptions, user: &str, password: &str) -> Result<(), String> {
     // An empty password would be an anonymous bind, which many servers accept.
@@ -93,8 +114,7 @@ where
     let mut errors = Vec::new();
     let mut connected = None;
     for url in opts.urls() {
-        let settings = LdapConnSettings::new().set_conn_timeout(CONNECT_TIMEOUT);
-        match LdapConnAsync::with_settings(settings, &url).await {
+        match LdapConnAsync::with_settings(settings(opts).await?, &url).await {
             Ok(c) => {
                 connected = Some((url, c));
                 break;

@@ -22,8 +22,10 @@ pub const ADMIN_PW: &str = "adminpw";
 
 /// A running slapd owned by one test.
 pub struct Slapd {
-    /// Port slapd listens on (127.0.0.1).
+    /// Port slapd listens on (127.0.0.1; plain LDAP, StartTLS when started with a certificate).
     pub port: u16,
+    /// Port of `ldaps://` (0 without a certificate).
+    pub tls_port: u16,
     /// The temp dir: slapd.conf, data.ldif, db/, slapd.log.
     pub dir: PathBuf,
     /// The slapd process (foreground, `-d 0`), None once stopped.
@@ -34,9 +36,31 @@ impl Slapd {
     /// Starts slapd with the base entries plus `people`: (uid, password) pairs under `ou=people`
     /// (each also gets `mail: <uid>@example.net`).
     pub fn start(people: &[(&str, &str)]) -> Slapd {
+        Slapd::launch(people, None)
+    }
+
+    /// `start` with TLS: `cert_pem`/`key_pem` serve StartTLS on `port` and ldaps on `tls_port`.
+    pub fn start_tls(people: &[(&str, &str)], cert_pem: &str, key_pem: &str) -> Slapd {
+        Slapd::launch(people, Some((cert_pem, key_pem)))
+    }
+
+    fn launch(people: &[(&str, &str)], tls: Option<(&str, &str)>) -> Slapd {
         let dir = make_temp_dir("olly-slapd-");
+        let tls_lines = match tls {
+            Some((cert, key)) => {
+                std::fs::write(dir.join("server.crt"), cert).expect("write server.crt");
+                std::fs::write(dir.join("server.key"), key).expect("write server.key");
+                format!(
+                    "TLSCertificateFile {d}/server.crt
+TLSCertificateKeyFile {d}/server.key
+",
+                    d = dir.display()
+                )
+            }
+            None => String::new(),
+        };
         let conf = format!(
-            "include /etc/ldap/schema/core.schema\n\
+            "{tls_lines}include /etc/ldap/schema/core.schema\n\
              include /etc/ldap/schema/cosine.schema\n\
              include /etc/ldap/schema/inetorgperson.schema\n\
              pidfile {dir}/slapd.pid\n\
@@ -86,12 +110,17 @@ impl Slapd {
             assert!(st.success(), "chown of {} failed", dir.display());
         }
         let port = free_port();
+        let tls_port = if tls.is_some() { free_port() } else { 0 };
+        let mut urls = format!("ldap://127.0.0.1:{port}/");
+        if tls.is_some() {
+            urls.push_str(&format!(" ldaps://127.0.0.1:{tls_port}/"));
+        }
         let log = std::fs::File::create(dir.join("slapd.log")).expect("create slapd.log");
         let mut cmd = Command::new("/usr/sbin/slapd");
         cmd.arg("-f")
             .arg(&conf)
             .arg("-h")
-            .arg(format!("ldap://127.0.0.1:{port}/"))
+            .arg(urls)
             // -d keeps slapd in the foreground, so the child we hold is slapd itself.
             .args(["-d", "0"]);
         if is_root() {
@@ -106,6 +135,7 @@ impl Slapd {
         register(child.id(), Some(&dir));
         let mut s = Slapd {
             port,
+            tls_port,
             dir,
             child: Some(child),
         };
@@ -117,7 +147,8 @@ impl Slapd {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            let up = |p: u16| p == 0 || std::net::TcpStream::connect(("127.0.0.1", p)).is_ok();
+            if up(self.port) && up(self.tls_port) {
                 return;
             }
             if let Some(c) = self.child.as_mut() {

@@ -118,13 +118,30 @@ fn refusals_with_pgbouncer_texts() {
         ("ldapurl=http://h/dc=x", "unsupported LDAP URL scheme"),
         ("ldapurl=ldap://h/dc=x?a?deep", "bad scope"),
         ("ldapprefix=a", "ldapserver is required"),
-        ("ldapserver=h ldapprefix=a ldaptls=1", "not supported"),
         ("ldapserver=h ldapprefix=", "has no value"),
         ("ldapserver=h ldapprefix=\"a", "unterminated"),
     ] {
         let e = LdapOptions::parse(text).unwrap_err();
         assert!(e.contains(needle), "{text}: {e}");
     }
+}
+
+#[test]
+fn tls_by_scheme_or_starttls() {
+    let o = LdapOptions::parse("ldapserver=h ldapprefix=a ldapscheme=ldaps").unwrap();
+    assert_eq!(
+        (o.urls(), o.uses_tls()),
+        (vec!["ldaps://h:636".to_string()], true)
+    );
+    let o = LdapOptions::parse("ldapserver=h ldapprefix=a ldaptls=1").unwrap();
+    assert_eq!(
+        (o.urls(), o.starttls),
+        (vec!["ldap://h:389".to_string()], true)
+    );
+    let o = LdapOptions::parse("ldapurl=ldaps://h/dc=x").unwrap();
+    assert_eq!(o.urls(), vec!["ldaps://h:636".to_string()]);
+    let o = LdapOptions::parse("ldapserver=h ldapprefix=a ldaptls=0").unwrap();
+    assert!(!o.uses_tls());
 }
 
 #[test]
