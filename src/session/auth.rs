@@ -1,7 +1,7 @@
 //! Authenticating a client with a method (auth_type, or the HBA line that matched) against the
 //! secret the provider found: trust, any, plain, md5, SCRAM-SHA-256 (md5 falls back to SCRAM for
-//! SCRAM-stored users, as PgBouncer does), cert, peer, ldap, reject. Unknown users get a mock exchange that
-//! always fails, so they look exactly like wrong passwords.
+//! SCRAM-stored users, as PgBouncer does), cert, peer, ldap, reject. Unknown users get a mock
+//! exchange that always fails, so they look exactly like wrong passwords.
 
 use bytes::BytesMut;
 
