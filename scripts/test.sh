@@ -36,7 +36,9 @@ as_root() {
 # patroni, etcd-server, etcd-client and python3-etcd: tests/patroni.rs runs a real two-node
 # Patroni cluster (Patroni's etcd3 module imports python-etcd even though it talks v3).
 # nftables: tests/faults/halfopen.rs black-holes loopback ports (half-open TCP; needs root).
-packages=(postgresql postgresql-contrib pgbouncer patroni etcd-server etcd-client python3-etcd nftables)
+# slapd and ldap-utils: tests/ldap.rs runs a real OpenLDAP server (its own config in a temp dir;
+# the packaged system service is not used, whether or not the install started it).
+packages=(postgresql postgresql-contrib pgbouncer patroni etcd-server etcd-client python3-etcd nftables slapd ldap-utils)
 step "checking Debian packages: ${packages[*]}"
 missing=()
 for p in "${packages[@]}"; do

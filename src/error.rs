@@ -154,6 +154,14 @@ pub enum Error {
     /// auth cert: no certificate, or its CN is not the user name.
     #[error("certificate authentication failed")]
     CertAuthFailed,
+    /// auth_type ldap / an HBA ldap line: the directory did not accept the password (the reason
+    /// is logged, never told).
+    #[error("LDAP authentication failed")]
+    LdapAuthFailed,
+    /// auth_type ldap for a database with an auth_user (logged; the client gets PgBouncer's
+    /// `bouncer config error`).
+    #[error("LDAP can't be used together with database authentication")]
+    LdapWithAuthUser,
     /// An HBA line with method reject matched.
     #[error("login rejected")]
     LoginRejected,
@@ -244,7 +252,7 @@ impl Error {
                 "TLS handshake failed".to_string(),
             ),
             // Never tell a client how auth_query failed: it would leak the query's shape.
-            AuthQuery(_) => (
+            AuthQuery(_) | LdapWithAuthUser => (
                 Severity::Fatal,
                 sqlstate::PROTOCOL_VIOLATION.to_string(),
                 "bouncer config error".to_string(),
@@ -351,6 +359,8 @@ mod tests {
             (Error::LoginRejected, "login rejected"),
             (Error::NoAuthMethod, "no authentication method is found"),
             (Error::AuthQuery("secret".into()), "bouncer config error"),
+            (Error::LdapAuthFailed, "LDAP authentication failed"),
+            (Error::LdapWithAuthUser, "bouncer config error"),
         ];
         for (err, text) in cases {
             let (sev, code, msg) = err.to_response();

@@ -43,7 +43,7 @@ fn check_mode_reports_file_line_key() {
         &good,
         format!(
             "[databases]\nappdb = host=127.0.0.1 port=5432\n[pgbouncer]\nlisten_addr = *\n\
-             listen_port = 5432\npool_mode = transaction\nauth_file = {}\nauth_ident_file = x\n",
+             listen_port = 5432\npool_mode = transaction\nauth_file = {}\nsbuf_loopcnt = 10\n",
             users.display()
         ),
     )
@@ -60,7 +60,7 @@ fn check_mode_reports_file_line_key() {
         "{stdout}"
     );
     assert!(
-        stderr.contains("setting auth_ident_file is not supported"),
+        stderr.contains("setting sbuf_loopcnt is not supported"),
         "{stderr}"
     );
 

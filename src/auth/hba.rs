@@ -3,8 +3,9 @@
 //! Connection types local/host/hostssl/hostnossl; database lists with `all`, `sameuser`,
 //! `replication` (never matches a pooled login), names and `@file`; user lists with `all`, names,
 //! and `@file`; addresses `all`, CIDR (IPv4/IPv6) or address + mask; methods trust, reject, md5,
-//! password, scram-sha-256, cert. Pure: the file is read once by [`Hba::load`], and matching does
-//! no I/O.
+//! password, scram-sha-256, cert, peer (local lines only) and ldap. Options after the method:
+//! `map=NAME` on cert and peer lines (a map of `auth_ident_file`), the `ldap*` options on ldap
+//! lines (`auth::ldap`). Pure: the file is read once by [`Hba::load`], and matching does no I/O.
 //!
 //! A `+group` name (unquoted, in either list or inside an `@file`) makes the whole line be skipped
 //! with PgBouncer's warning `could not parse hba config line N`, and the rest of the file is read:
@@ -29,8 +30,24 @@ pub enum HbaMethod {
     Password,
     /// SCRAM-SHA-256.
     ScramSha256,
-    /// TLS client certificate whose CN is the user.
+    /// TLS client certificate whose CN is the user (or maps to it).
     Cert,
+    /// Unix-socket peer credentials: the client's OS user is the user (or maps to it).
+    Peer,
+    /// Cleartext password checked by binding to an LDAP server.
+    Ldap,
+}
+
+/// What the first matching line decides: the method and its options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HbaRule {
+    /// The method.
+    pub method: HbaMethod,
+    /// `map=NAME` (cert and peer): the `auth_ident_file` map that relates the certificate CN or
+    /// OS user to the user names it may log in as.
+    pub map: Option<String>,
+    /// The `ldap*` options of an ldap line, checked when the file is read.
+    pub ldap: Option<crate::auth::ldap::LdapOptions>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +78,7 @@ struct Line {
     dbs: Vec<Name>,
     users: Vec<Name>,
     addr: Addr,
-    method: HbaMethod,
+    rule: HbaRule,
 }
 
 /// A parsed HBA file, in file order (first match wins).
@@ -148,7 +165,17 @@ impl Hba {
 
     /// The method of the first matching line; `None` = no line matched.
     pub fn method(&self, p: &Peer<'_>) -> Option<HbaMethod> {
-        self.lines.iter().find(|l| l.matches(p)).map(|l| l.method)
+        self.rule(p).map(|r| r.method)
+    }
+
+    /// The first matching line's method and options; `None` = no line matched.
+    pub fn rule(&self, p: &Peer<'_>) -> Option<&HbaRule> {
+        self.lines.iter().find(|l| l.matches(p)).map(|l| &l.rule)
+    }
+
+    /// Whether some line names an ident map (then `auth_ident_file` is needed).
+    pub fn uses_maps(&self) -> bool {
+        self.lines.iter().any(|l| l.rule.map.is_some())
     }
 }
 
@@ -240,19 +267,60 @@ fn parse_line(
         Some("password") => HbaMethod::Password,
         Some("scram-sha-256") => HbaMethod::ScramSha256,
         Some("cert") => HbaMethod::Cert,
+        Some("peer") => HbaMethod::Peer,
+        Some("ldap") => HbaMethod::Ldap,
         Some(other) => return Err(format!("unsupported method \"{other}\"").into()),
         None => return Err("no method".to_string().into()),
     };
-    if let Some(opt) = rest.get(1) {
-        return Err(format!("unsupported option \"{opt}\"").into());
+    if method == HbaMethod::Peer && conn != ConnType::Local {
+        // PostgreSQL's and PgBouncer's rule: there are no peer credentials over TCP.
+        return Err("peer authentication is only supported on local sockets"
+            .to_string()
+            .into());
     }
+    let rule = parse_options(method, &rest[1..])?;
     Ok(Line {
         conn,
         dbs,
         users,
         addr,
-        method,
+        rule,
     })
+}
+
+/// The `name=value` options after the method: `map` for cert and peer, `ldap*` for ldap.
+fn parse_options(method: HbaMethod, opts: &[String]) -> Result<HbaRule, String> {
+    let mut rule = HbaRule {
+        method,
+        map: None,
+        ldap: None,
+    };
+    let mut ldap = Vec::new();
+    for opt in opts {
+        let Some((name, value)) = opt.split_once('=') else {
+            return Err(format!(
+                "authentication option not in name=value format: {opt}"
+            ));
+        };
+        let value = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(value)
+            .to_string();
+        match (method, name) {
+            (HbaMethod::Cert | HbaMethod::Peer, "map") => rule.map = Some(value),
+            (HbaMethod::Ldap, n) if n.starts_with("ldap") => ldap.push((n.to_string(), value)),
+            _ => {
+                return Err(format!(
+                    "authentication option \"{name}\" is not supported for this method"
+                ))
+            }
+        }
+    }
+    if method == HbaMethod::Ldap {
+        rule.ldap = Some(crate::auth::ldap::LdapOptions::from_pairs(&ldap)?);
+    }
+    Ok(rule)
 }
 
 /// `all`, `addr/bits`, or `addr mask`; returns the fields after the address.

@@ -7,6 +7,8 @@
 
 pub mod cert;
 pub mod hba;
+pub mod ident;
+pub mod ldap;
 pub mod md5;
 pub mod scram;
 

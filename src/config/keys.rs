@@ -48,8 +48,8 @@ pub static GENERAL_KEYS: &[KeyInfo] = &[
     key("auth_dbname", "", RELOAD, IMPL),
     key("auth_file", "", RELOAD, IMPL),
     key("auth_hba_file", "", RELOAD, IMPL),
-    key("auth_ident_file", "", RELOAD, UNIMPL),
-    key("auth_ldap_options", "", RELOAD, UNIMPL),
+    key("auth_ident_file", "", RELOAD, IMPL),
+    key("auth_ldap_options", "", RELOAD, IMPL),
     key(
         "auth_query",
         "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END \

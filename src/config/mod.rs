@@ -88,6 +88,8 @@ pub enum AuthType {
     Cert,
     /// Method chosen per connection by the auth_hba_file.
     Hba,
+    /// Cleartext password checked against LDAP with `auth_ldap_options` (PgBouncer 1.25).
+    Ldap,
 }
 
 impl AuthType {
@@ -102,6 +104,7 @@ impl AuthType {
             AuthType::Cert => "cert",
             AuthType::Hba => "hba",
             AuthType::Peer => "peer",
+            AuthType::Ldap => "ldap",
         }
     }
 }
@@ -285,6 +288,10 @@ pub struct Config {
     pub peers: std::collections::BTreeMap<u16, PeerConfig>,
     /// The parsed `auth_hba_file` (read when auth_type is hba).
     pub hba: Option<crate::auth::hba::Hba>,
+    /// The parsed `auth_ident_file` (read with the HBA file, when set).
+    pub ident: Option<crate::auth::ident::IdentMap>,
+    /// The parsed `auth_ldap_options` (when auth_type is ldap).
+    pub ldap: Option<crate::auth::ldap::LdapOptions>,
 }
 
 /// One `[peers]` entry: another pooler process that cancel requests carrying its id go to.
@@ -348,7 +355,16 @@ impl Config {
             format!("setting {key} is not supported by ollyscale-pooler and is ignored")
         });
         let hba = self.hba.iter().flat_map(|h| h.warnings());
-        keys.chain(hba).collect()
+        // A `map=` with no ident file can never let anyone in; say so rather than fail silently.
+        let maps = self
+            .hba
+            .as_ref()
+            .filter(|h| h.uses_maps() && self.ident.is_none())
+            .map(|_| {
+                "auth_hba_file uses map= but auth_ident_file is not set: those lines let nobody in"
+                    .to_string()
+            });
+        keys.chain(hba).chain(maps).collect()
     }
 
     /// The database entry for a client's database name: an exact entry, else the `*` fallback
@@ -390,7 +406,7 @@ impl Config {
         ini::set_general(&mut next, key, value)?;
         if matches!(
             key.to_ascii_lowercase().as_str(),
-            "auth_type" | "auth_hba_file"
+            "auth_type" | "auth_hba_file" | "auth_ident_file" | "auth_ldap_options"
         ) {
             next.load_hba()?;
         }
@@ -398,12 +414,25 @@ impl Config {
         Ok(())
     }
 
-    /// Reads `auth_hba_file` when auth_type is hba (an error names what is wrong), else clears it.
+    /// Reads `auth_hba_file` and `auth_ident_file` when auth_type is hba (an error names what is
+    /// wrong), else clears them: PgBouncer reads the ident file only for hba.
     fn load_hba(&mut self) -> Result<(), String> {
+        self.ldap = match self.general.auth_type {
+            AuthType::Ldap => Some(
+                crate::auth::ldap::LdapOptions::parse(&self.general.security.auth_ldap_options)
+                    .map_err(|e| format!("auth_ldap_options: {e}"))?,
+            ),
+            _ => None,
+        };
         if self.general.auth_type != AuthType::Hba {
             self.hba = None;
+            self.ident = None;
             return Ok(());
         }
+        self.ident = match &self.general.security.auth_ident_file {
+            Some(file) => Some(crate::auth::ident::IdentMap::load(file)?),
+            None => None,
+        };
         let file = self
             .general
             .security

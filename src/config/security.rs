@@ -1,5 +1,6 @@
 //! TLS and authentication-source settings of `[pgbouncer]`: `client_tls_*`, `server_tls_*`,
-//! `auth_user`/`auth_query`/`auth_dbname` and `auth_hba_file`.
+//! `auth_user`/`auth_query`/`auth_dbname`, `auth_hba_file`, `auth_ident_file` and
+//! `auth_ldap_options`.
 //!
 //! Owns the typed values and their PgBouncer defaults. It does no I/O: key and certificate files
 //! are read by `net::tls` when a configuration is put in force, the HBA file by `auth::hba`.
@@ -102,6 +103,11 @@ pub struct Security {
     pub auth_dbname: Option<String>,
     /// `auth_hba_file`, used when auth_type is hba.
     pub auth_hba_file: Option<PathBuf>,
+    /// `auth_ident_file`: the user name maps HBA `map=` options name (read when auth_type is hba).
+    pub auth_ident_file: Option<PathBuf>,
+    /// `auth_ldap_options`: the LDAP options of auth_type ldap, as written (parsed by
+    /// `auth::ldap` when the configuration is loaded).
+    pub auth_ldap_options: String,
 }
 
 impl Default for Security {
@@ -113,6 +119,8 @@ impl Default for Security {
             auth_query: DEFAULT_AUTH_QUERY.to_string(),
             auth_dbname: None,
             auth_hba_file: None,
+            auth_ident_file: None,
+            auth_ldap_options: String::new(),
         }
     }
 }
@@ -141,6 +149,8 @@ pub(crate) fn apply(s: &mut Security, key: &str, value: &str) -> Option<Result<(
         "auth_query" => s.auth_query = value.to_string(),
         "auth_dbname" => s.auth_dbname = name(value),
         "auth_hba_file" => s.auth_hba_file = path(value),
+        "auth_ident_file" => s.auth_ident_file = path(value),
+        "auth_ldap_options" => s.auth_ldap_options = value.to_string(),
         _ => {
             let (client, rest) = side(s, key)?;
             let t = if client {

@@ -454,6 +454,26 @@ pub fn describe(conn: &rustls::CommonState) -> String {
     format!("{proto}/{cipher}{kx}")
 }
 
+/// The TLS client config for LDAP (ldaps, ldaptls=1) when `LDAPTLS_CACERT` names a CA file, as
+/// libldap reads it for PgBouncer: only these roots are trusted, and the server's name is checked.
+pub fn ldap_client_config(ca_pem: &[u8], origin: &str) -> Result<Arc<ClientConfig>, String> {
+    let mut store = RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem) {
+        let c = c.map_err(|e| format!("{origin}: {e}"))?;
+        store.add(c).map_err(|e| format!("{origin}: {e}"))?;
+    }
+    if store.is_empty() {
+        return Err(format!("{origin}: no certificate found"));
+    }
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

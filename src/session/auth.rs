@@ -1,7 +1,7 @@
 //! Authenticating a client with a method (auth_type, or the HBA line that matched) against the
 //! secret the provider found: trust, any, plain, md5, SCRAM-SHA-256 (md5 falls back to SCRAM for
-//! SCRAM-stored users, as PgBouncer does), cert, reject. Unknown users get a mock exchange that
-//! always fails, so they look exactly like wrong passwords.
+//! SCRAM-stored users, as PgBouncer does), cert, peer, ldap, reject. Unknown users get a mock
+//! exchange that always fails, so they look exactly like wrong passwords.
 
 use bytes::BytesMut;
 
@@ -19,11 +19,32 @@ const MAX_AUTH_MSG: u32 = 64 * 1024;
 pub struct Authenticated {
     /// SCRAM keys recovered from the client's proof (for SCRAM pass-through to the server).
     pub scram_keys: Option<([u8; 32], [u8; 32])>,
+    /// The cleartext password LDAP accepted: the server login uses it, as PgBouncer does.
+    pub password: Option<String>,
+}
+
+/// An HBA line's `map=`: the name and the loaded `auth_ident_file` (None when unset, which lets
+/// nobody in through that map).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserMap<'a> {
+    /// The map name.
+    pub name: &'a str,
+    /// The loaded ident file.
+    pub ident: Option<&'a crate::auth::ident::IdentMap>,
+}
+
+/// Whether the identity the client proved (`system`: certificate CN or OS user) may log in as
+/// `user`: the same name without a map, and only what the map allows with one (as PostgreSQL).
+fn identity_allows(system: &str, user: &str, map: Option<UserMap<'_>>) -> bool {
+    match map {
+        None => system == user,
+        Some(m) => m.ident.is_some_and(|i| i.allows(m.name, system, user)),
+    }
 }
 
 /// The exchange a login goes through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
+pub enum Method<'a> {
     /// auth_type any: nothing asked, any user name.
     Any,
     /// No password; the user must be known.
@@ -34,38 +55,56 @@ pub enum Method {
     Md5,
     /// SCRAM-SHA-256.
     Scram,
-    /// TLS client certificate whose CN is the user name.
-    Cert,
-    /// Unix-socket peer credentials: the client's OS user has the name it logs in with.
-    Peer,
+    /// TLS client certificate whose CN is the user name, or maps to it.
+    Cert(Option<UserMap<'a>>),
+    /// Unix-socket peer credentials: the client's OS user has the name it logs in with, or maps
+    /// to it.
+    Peer(Option<UserMap<'a>>),
+    /// Cleartext password, checked by binding to LDAP with these options.
+    Ldap(&'a crate::auth::ldap::LdapOptions),
     /// Refused before any exchange (HBA reject).
     Reject,
 }
 
-impl Method {
-    /// The method of a global auth_type (hba is resolved per connection by the caller).
-    pub fn of(t: AuthType) -> Method {
+impl<'a> Method<'a> {
+    /// The method of a global auth_type (hba is resolved per connection by the caller);
+    /// `ldap` is the parsed `auth_ldap_options`, which the configuration has for auth_type ldap.
+    pub fn of(t: AuthType, ldap: Option<&'a crate::auth::ldap::LdapOptions>) -> Method<'a> {
         match t {
             AuthType::Any => Method::Any,
             AuthType::Trust => Method::Trust,
             AuthType::Plain => Method::Plain,
             AuthType::Md5 | AuthType::Hba => Method::Md5,
             AuthType::ScramSha256 => Method::Scram,
-            AuthType::Cert => Method::Cert,
-            AuthType::Peer => Method::Peer,
+            AuthType::Cert => Method::Cert(None),
+            AuthType::Peer => Method::Peer(None),
+            AuthType::Ldap => match ldap {
+                Some(o) => Method::Ldap(o),
+                // Config::load refuses auth_type ldap without valid options; fail closed.
+                None => Method::Reject,
+            },
         }
     }
 
-    /// The method an HBA line names.
-    pub fn of_hba(m: crate::auth::hba::HbaMethod) -> Method {
+    /// The method an HBA line names, with its map resolved against the loaded ident file.
+    pub fn of_hba(
+        rule: &'a crate::auth::hba::HbaRule,
+        ident: Option<&'a crate::auth::ident::IdentMap>,
+    ) -> Method<'a> {
         use crate::auth::hba::HbaMethod as H;
-        match m {
+        let map = rule.map.as_deref().map(|name| UserMap { name, ident });
+        match rule.method {
             H::Trust => Method::Trust,
             H::Reject => Method::Reject,
             H::Md5 => Method::Md5,
             H::Password => Method::Plain,
             H::ScramSha256 => Method::Scram,
-            H::Cert => Method::Cert,
+            H::Cert => Method::Cert(map),
+            H::Peer => Method::Peer(map),
+            H::Ldap => match &rule.ldap {
+                Some(o) => Method::Ldap(o),
+                None => Method::Reject,
+            },
         }
     }
 }
@@ -91,7 +130,7 @@ async fn read_password_msg(stream: &mut Stream, buf: &mut BytesMut) -> Result<by
 /// AuthenticationOk on success.
 pub async fn authenticate(
     stream: &mut Stream,
-    method: Method,
+    method: Method<'_>,
     user: &str,
     secret: Option<&Secret>,
     scram_iterations: u32,
@@ -109,7 +148,7 @@ pub async fn authenticate(
 /// and for the mock exchange of an unknown user (which must look the same).
 pub async fn exchange(
     stream: &mut Stream,
-    method: Method,
+    method: Method<'_>,
     user: &str,
     secret: Option<&Secret>,
     scram_iterations: u32,
@@ -121,20 +160,23 @@ pub async fn exchange(
         Method::Any => Ok(Authenticated::default()),
         Method::Reject => Err(Error::LoginRejected),
         // PgBouncer's login_as_unix_peer: a known user, over the Unix socket, from the OS user
-        // of the same name.
-        Method::Peer => match (&secret, unix_peer_uid(stream)) {
-            (Some(_), Some(uid)) if crate::sys::user_name(uid).as_deref() == Some(user) => {
-                Ok(Authenticated::default())
+        // of the same name (or one the line's map relates to it).
+        Method::Peer(map) => {
+            let os_user = unix_peer_uid(stream).and_then(crate::sys::user_name);
+            match (&secret, os_user) {
+                (Some(_), Some(os)) if identity_allows(&os, user, map) => {
+                    Ok(Authenticated::default())
+                }
+                _ => Err(Error::UnixSocketLoginRejected),
             }
-            _ => Err(Error::UnixSocketLoginRejected),
-        },
+        }
         // The certificate was verified against client_tls_ca_file during the handshake; here
-        // only its subject CN must name the user.
-        Method::Cert => match stream
+        // only its subject CN must name the user (or map to it).
+        Method::Cert(map) => match stream
             .peer_certificate()
             .and_then(crate::auth::cert::subject_common_name)
         {
-            Some(cn) if cn == user => Ok(Authenticated::default()),
+            Some(cn) if identity_allows(&cn, user, map) => Ok(Authenticated::default()),
             _ => Err(Error::CertAuthFailed),
         },
         // PgBouncer 1.23+: trust skips the password, not the lookup. A user known only from
@@ -153,6 +195,24 @@ pub async fn exchange(
             match &secret {
                 Some(s) if check_plain(s, user, &pw) => Ok(Authenticated::default()),
                 _ => Err(Error::PasswordAuthFailed),
+            }
+        }
+        Method::Ldap(opts) => {
+            build::auth_cleartext(&mut out);
+            send(stream, &out).await?;
+            let body = read_password_msg(stream, &mut inbuf).await?;
+            let pw = build::parse_password_message(&body)
+                .map_err(|e| Error::ClientProtocol(e.to_string()))?;
+            let pw = String::from_utf8_lossy(pw).into_owned();
+            match crate::session::ldap::check(opts, user, &pw).await {
+                Ok(()) => Ok(Authenticated {
+                    scram_keys: None,
+                    password: Some(pw),
+                }),
+                Err(why) => {
+                    tracing::warn!("LDAP authentication failed for user \"{user}\": {why}");
+                    Err(Error::LdapAuthFailed)
+                }
             }
         }
         Method::Md5 => match &secret {
@@ -272,5 +332,6 @@ async fn scram_exchange(
     send(stream, &out).await?;
     Ok(Authenticated {
         scram_keys: Some((client_key, server_key)),
+        password: None,
     })
 }

@@ -206,9 +206,21 @@ pub async fn login(
         None => cfg.database(&params.database).map(std::borrow::Cow::Owned),
     };
     let method = method_for(cfg, info, stream, &params.database, &params.user)?;
+    if cfg.general.auth_type == AuthType::Ldap
+        && db
+            .as_deref()
+            .is_some_and(|d| auth_query::auth_source(cfg, d).is_some())
+    {
+        // PgBouncer refuses PAM and LDAP for a database with an auth_user.
+        tracing::error!("C-{} {}", info.id, Error::LdapWithAuthUser);
+        return Err(Error::LdapWithAuthUser);
+    }
     let found = match method {
         // Nothing to look up: no secret is used, and a refused login must not reach a server.
-        Method::Any | Method::Reject | Method::Cert => auth_query::Found::Unknown,
+        // LDAP checks the password itself, like PgBouncer's PAM: auth_file is not consulted.
+        Method::Any | Method::Reject | Method::Cert(_) | Method::Ldap(_) => {
+            auth_query::Found::Unknown
+        }
         _ => auth_query::lookup(ctx, cfg, db.as_deref(), &params.user).await?,
     };
     // AuthenticationOk goes out with the welcome below, in one write.
@@ -265,6 +277,12 @@ pub async fn login(
         }
         if let Some((ck, sk)) = authed.scram_keys {
             set.offer_scram_keys(ck, sk);
+        }
+        if let Some(pw) = &authed.password {
+            // The password LDAP accepted logs in to the server too (PgBouncer's ldap_auth_finish).
+            set.offer_credential(crate::pool::credential_of(&crate::config::Secret::Plain(
+                pw.clone(),
+            )));
         }
     }
     // Static `host=` databases serve every role from their one member; a `cluster=` database's
@@ -367,15 +385,15 @@ pub async fn login(
 }
 
 /// The method for this login: auth_type, or the first matching line of auth_hba_file.
-fn method_for(
-    cfg: &Config,
+fn method_for<'c>(
+    cfg: &'c Config,
     info: &ClientInfo,
     stream: &Stream,
     database: &str,
     user: &str,
-) -> Result<Method> {
+) -> Result<Method<'c>> {
     if cfg.general.auth_type != AuthType::Hba {
-        return Ok(Method::of(cfg.general.auth_type));
+        return Ok(Method::of(cfg.general.auth_type, cfg.ldap.as_ref()));
     }
     let Some(hba) = cfg.hba.as_ref() else {
         return Err(Error::NoAuthMethod);
@@ -389,8 +407,8 @@ fn method_for(
         database,
         user,
     };
-    hba.method(&peer)
-        .map(Method::of_hba)
+    hba.rule(&peer)
+        .map(|rule| Method::of_hba(rule, cfg.ident.as_ref()))
         .ok_or(Error::NoAuthMethod)
 }
 

@@ -10,6 +10,7 @@ pub mod auth_query;
 pub mod bufs;
 pub mod cancel;
 mod isolate;
+mod ldap;
 mod link;
 pub mod pipeline;
 pub mod prepared;

@@ -284,7 +284,7 @@ async fn set_and_show_config() {
     for bad in [
         "SET no_such_key = 1",
         "SET default_pool_size = lots",
-        "SET auth_ident_file = abc",
+        "SET sbuf_loopcnt = 3",
     ] {
         expect_error(&mut c, bad, "08P01", "SET failed").await;
     }

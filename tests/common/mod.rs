@@ -23,6 +23,7 @@ mod patroni;
 mod pg;
 mod pooler;
 mod process;
+pub mod slapd;
 
 use std::process::Command;
 use std::time::Duration;
@@ -31,6 +32,7 @@ pub use patroni::{PatroniLab, PatroniNode};
 pub use pg::Pg;
 pub use pooler::{ini_value, render_ini, render_userlist, Pooler};
 pub use process::{free_port, keep_dirs, pid_alive};
+pub use slapd::Slapd;
 
 use process::{clear_pg_env, run_bounded};
 

@@ -186,3 +186,62 @@ async fn suspend_holds_everything_until_resume() {
         Some("cannot suspend with paused databases")
     );
 }
+
+/// HBA `peer` with `map=` (auth_ident_file, PgBouncer 1.23+): the OS user may log in as the
+/// names the map gives it (exact and `all` lines), nothing else; RELOAD re-reads the map.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hba_peer_with_an_ident_map() {
+    let files = tempfile::tempdir().unwrap();
+    let hba = files.path().join("hba.conf");
+    let ident = files.path().join("ident.conf");
+    std::fs::write(
+        &hba,
+        "local all md5user,root peer\n\
+         local all all      peer map=ops\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &ident,
+        "# MAP  SYSTEM    DATABASE\n\
+         ops    root      olly\n\
+         ops    postgres  all\n",
+    )
+    .unwrap();
+    let p = Pooler::start(
+        pg(),
+        "",
+        &format!(
+            "auth_type = hba\nauth_hba_file = {}\nauth_ident_file = {}",
+            hba.display(),
+            ident.display()
+        ),
+        "\"root\" \"\"\n\"postgres\" \"\"",
+    );
+    open_dir(&p);
+    // root -> olly through the map, without a password.
+    let (code, out, err) = psql_unix(&p, None, "olly", "testdb", "SELECT current_user");
+    assert_eq!((code, out.as_str()), (0, "olly"), "{err}");
+    // The map gives root nothing else; md5user's line has no map, so only the OS user md5user
+    // passes it.
+    for user in ["scramuser", "md5user"] {
+        let (code, _, err) = psql_unix(&p, None, user, "testdb", "SELECT 1");
+        assert_ne!(code, 0, "{user}");
+        assert!(err.contains("unix socket login rejected"), "{user}: {err}");
+    }
+    // `all`: the OS user postgres may be any known user.
+    let (code, out, err) = psql_unix(&p, Some("postgres"), "scramuser", "testdb", "SELECT 1");
+    assert_eq!((code, out.as_str()), (0, "1"), "{err}");
+    // A map line does not stand in for the same name: `nobody` is in no map.
+    let (code, _, err) = psql_unix(&p, Some("nobody"), "olly", "testdb", "SELECT 1");
+    assert_ne!(code, 0);
+    assert!(err.contains("unix socket login rejected"), "{err}");
+    // RELOAD re-reads the ident file: root loses olly and gets scramuser.
+    std::fs::write(&ident, "ops root scramuser\n").unwrap();
+    let (code, _, err) = psql_unix(&p, None, "pgbouncer", "pgbouncer", "RELOAD");
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = psql_unix(&p, None, "olly", "testdb", "SELECT 1");
+    assert_ne!(code, 0);
+    assert!(err.contains("unix socket login rejected"), "{err}");
+    let (code, out, err) = psql_unix(&p, None, "scramuser", "testdb", "SELECT current_user");
+    assert_eq!((code, out.as_str()), (0, "scramuser"), "{err}");
+}

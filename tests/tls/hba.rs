@@ -106,3 +106,70 @@ async fn group_lines_are_skipped_like_pgbouncer() {
         );
     }
 }
+
+/// HBA `cert` with `map=` (auth_ident_file): the certificate CN goes through the map, with a
+/// regular expression and `\1`; without a map the CN must be the user; failures get PgBouncer's
+/// `certificate authentication failed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cert_with_an_ident_map() {
+    let certs = Certs::new("hba-certmap");
+    certs.leaf("pooler", "pooler", &["localhost"]);
+    certs.leaf("app", "app-olly", &[]);
+    certs.leaf("alice", "alice", &[]);
+    std::fs::write(
+        certs.path("hba.conf"),
+        "hostssl pgbouncer all 127.0.0.1/32 cert\n\
+         hostssl all all 127.0.0.1/32 cert map=certs\n",
+    )
+    .unwrap();
+    std::fs::write(
+        certs.path("ident.conf"),
+        "certs /^app-(.*)$ \\1\n\
+         certs alice       md5user\n",
+    )
+    .unwrap();
+    let pg = Pg::start();
+    let extra = format!(
+        "auth_type = hba\nauth_hba_file = {}\nauth_ident_file = {}\n\
+         client_tls_sslmode = require\nclient_tls_key_file = {}\n\
+         client_tls_cert_file = {}\nclient_tls_ca_file = {}\n",
+        certs.p("hba.conf"),
+        certs.p("ident.conf"),
+        certs.p("pooler.key"),
+        certs.p("pooler.crt"),
+        certs.p("ca.crt")
+    );
+    let pooler = Pooler::start(&pg, "", &extra, "");
+    let login = |stem: &str, user: &str, db: &str| {
+        let ci = conninfo(
+            "127.0.0.1",
+            pooler.port,
+            user,
+            "unused",
+            db,
+            &format!(
+                "sslmode=require sslcert={} sslkey={}",
+                certs.p(&format!("{stem}.crt")),
+                certs.p(&format!("{stem}.key"))
+            ),
+        );
+        run_psql(&ci, "SELECT current_user")
+    };
+    // CN app-olly -> olly through the regex and \1.
+    let (code, out, err) = login("app", "olly", "testdb");
+    assert_eq!((code, out.as_str()), (0, "olly"), "{err}");
+    // The CN itself is not a user the map gives, nor is anyone else.
+    for user in ["app-olly", "md5user"] {
+        let (code, _, err) = login("app", user, "testdb");
+        assert_ne!(code, 0, "{user}");
+        assert!(err.contains("certificate authentication failed"), "{err}");
+    }
+    // CN alice -> md5user by an exact line, and not to olly.
+    let (code, out, err) = login("alice", "md5user", "testdb");
+    assert_eq!((code, out.as_str()), (0, "md5user"), "{err}");
+    let (_, _, err) = login("alice", "olly", "testdb");
+    assert!(err.contains("certificate authentication failed"), "{err}");
+    // The console line has no map: the CN must be the user.
+    let (_, _, err) = login("app", "olly", "pgbouncer");
+    assert!(err.contains("certificate authentication failed"), "{err}");
+}

@@ -106,8 +106,14 @@ fn bad_lines_are_reported_with_their_number() {
     for (text, needle) in [
         ("host all all samenet md5", "line 1: unsupported address"),
         ("\nhost all all 1.2.3.4/33 md5", "line 2: bad prefix"),
-        ("host all all all ldap", "unsupported method"),
-        ("host all all all md5 clientcert=1", "unsupported option"),
+        ("host all all all radius", "unsupported method"),
+        (
+            "host all all all md5 clientcert=1",
+            "not supported for this method",
+        ),
+        ("host all all all peer", "only supported on local sockets"),
+        ("local all all peer map", "name=value"),
+        ("local all all trust map=x", "not supported for this method"),
         ("hostgssenc all all all md5", "connection type"),
         ("host all all", "too few fields"),
         ("host all @missing all md5", "none"),
@@ -115,4 +121,46 @@ fn bad_lines_are_reported_with_their_number() {
         let e = Hba::parse(text, &inc).unwrap_err();
         assert!(e.contains(needle), "{text}: {e}");
     }
+}
+
+#[test]
+fn map_option_on_cert_and_peer_lines() {
+    let h = parse(
+        "local all all peer map=ops\n\
+         hostssl all all all cert map=\"my map\"\n\
+         host all all all md5\n",
+    );
+    let local = h.rule(&peer(None, false, "d", "u")).unwrap();
+    assert_eq!(
+        (local.method, local.map.as_deref()),
+        (HbaMethod::Peer, Some("ops"))
+    );
+    let tls = h.rule(&peer(Some("10.0.0.1"), true, "d", "u")).unwrap();
+    assert_eq!(
+        (tls.method, tls.map.as_deref()),
+        (HbaMethod::Cert, Some("my map"))
+    );
+    let plain = h.rule(&peer(Some("10.0.0.1"), false, "d", "u")).unwrap();
+    assert_eq!((plain.method, plain.map.as_deref()), (HbaMethod::Md5, None));
+    assert!(h.uses_maps());
+    assert!(!parse("local all all peer\n").uses_maps());
+}
+
+#[test]
+fn ldap_lines_carry_their_options() {
+    let h = parse(
+        "host all all all ldap ldapserver=127.0.0.1 ldapport=3890 ldapprefix=\"cn=\" ldapsuffix=\",dc=x\"\n",
+    );
+    let r = h.rule(&peer(Some("10.0.0.1"), false, "d", "u")).unwrap();
+    assert_eq!(r.method, HbaMethod::Ldap);
+    let o = r.ldap.as_ref().unwrap();
+    assert_eq!(o.urls(), vec!["ldap://127.0.0.1:3890"]);
+    let inc = |_: &str| Err("none".to_string());
+    let e = Hba::parse("host all all all ldap ldapserver=h\n", &inc).unwrap_err();
+    assert!(
+        e.contains("line 1: authentication method \"ldap\" requires"),
+        "{e}"
+    );
+    let e = Hba::parse("host all all all ldap map=x ldapserver=h\n", &inc).unwrap_err();
+    assert!(e.contains("not supported for this method"), "{e}");
 }

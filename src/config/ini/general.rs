@@ -180,11 +180,13 @@ fn auth_type(value: &str) -> Result<AuthType, String> {
         "peer" => Ok(AuthType::Peer),
         "cert" => Ok(AuthType::Cert),
         "hba" => Ok(AuthType::Hba),
-        other @ ("pam" | "ldap") => Err(format!(
-            "auth_type {other} is not supported (use any, trust, plain, md5, scram-sha-256, cert, hba or peer)"
-        )),
+        "ldap" => Ok(AuthType::Ldap),
+        "pam" => Err(
+            "auth_type pam is not supported (use any, trust, plain, md5, scram-sha-256, cert, hba, peer or ldap)"
+                .to_string(),
+        ),
         _ => Err(format!(
-            "expected one of any, trust, plain, md5, scram-sha-256, cert, hba, peer, got \"{}\"",
+            "expected one of any, trust, plain, md5, scram-sha-256, cert, hba, peer, ldap, got \"{}\"",
             value::shown(value)
         )),
     }

@@ -167,7 +167,7 @@ fn every_implemented_key_sets_its_field() {
     let implemented: Vec<_> = GENERAL_KEYS.iter().filter(|k| k.implemented).collect();
     assert_eq!(
         implemented.len(),
-        96,
+        98,
         "one implemented key per General field"
     );
     for k in implemented {
@@ -295,16 +295,12 @@ fn auth_types() {
         ("peer", AuthType::Peer),
         ("cert", AuthType::Cert),
         ("hba", AuthType::Hba),
+        ("ldap", AuthType::Ldap),
     ] {
         assert_eq!(general(&format!("auth_type = {text}")).auth_type, want);
     }
-    for unsupported in ["pam", "ldap"] {
-        let msg = general_error(&format!("auth_type = {unsupported}"));
-        assert!(
-            msg.starts_with(&format!("auth_type {unsupported} is not supported")),
-            "{msg}"
-        );
-    }
+    let msg = general_error("auth_type = pam");
+    assert!(msg.starts_with("auth_type pam is not supported"), "{msg}");
     assert!(general_error("auth_type = password").starts_with("expected one of"));
 }
 
@@ -697,6 +693,77 @@ fn client_caps_resolve_entry_over_global() {
     assert_eq!(cfg.max_db_client_connections(&cfg.databases["open"]), 5);
     assert_eq!(cfg.max_user_client_connections("bob"), 1);
     assert_eq!(cfg.max_user_client_connections("alice"), 4);
+}
+
+/// auth_ident_file is read with the HBA file (only for auth_type hba, as PgBouncer), SET re-reads
+/// it, and a bad file fails the SET and keeps the loaded map.
+#[test]
+fn ident_file_is_read_with_hba() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hba = dir.path().join("hba.conf");
+    let ident = dir.path().join("ident.conf");
+    std::fs::write(&hba, "local all all peer map=m\n").expect("write");
+    std::fs::write(&ident, "m root olly\n").expect("write");
+    let text = format!(
+        "[pgbouncer]\nauth_hba_file = {}\nauth_ident_file = {}\n",
+        hba.display(),
+        ident.display()
+    );
+    let mut cfg = parse(&text);
+    assert!(cfg.ident.is_none(), "read only for auth_type hba");
+    cfg.set_general("auth_type", "hba").expect("SET auth_type");
+    assert!(cfg
+        .ident
+        .as_ref()
+        .is_some_and(|m| m.allows("m", "root", "olly")));
+    assert!(cfg.warnings().is_empty(), "{:?}", cfg.warnings());
+    std::fs::write(&ident, "m root alice\n").expect("write");
+    cfg.set_general("auth_ident_file", &ident.display().to_string())
+        .expect("SET auth_ident_file");
+    assert!(cfg
+        .ident
+        .as_ref()
+        .is_some_and(|m| m.allows("m", "root", "alice")));
+    let bad = dir.path().join("bad.conf");
+    std::fs::write(&bad, "m /([ x\n").expect("write");
+    let e = cfg
+        .set_general("auth_ident_file", &bad.display().to_string())
+        .unwrap_err();
+    assert!(e.contains("invalid regular expression"), "{e}");
+    assert!(cfg
+        .ident
+        .as_ref()
+        .is_some_and(|m| m.allows("m", "root", "alice")));
+    cfg.set_general("auth_ident_file", "").expect("unset");
+    assert!(cfg.ident.is_none());
+    assert!(
+        cfg.warnings()
+            .iter()
+            .any(|w| w.contains("auth_ident_file is not set")),
+        "{:?}",
+        cfg.warnings()
+    );
+}
+
+/// auth_type ldap needs valid auth_ldap_options: checked at load and by SET, which keeps the
+/// previous options on a bad value.
+#[test]
+fn ldap_options_are_checked_with_auth_type_ldap() {
+    let mut cfg = parse("[pgbouncer]\nauth_ldap_options = ldapserver=h ldapprefix=uid=\n");
+    assert!(cfg.ldap.is_none(), "parsed only for auth_type ldap");
+    cfg.set_general("auth_type", "ldap").expect("SET auth_type");
+    assert!(cfg.ldap.is_some());
+    let e = cfg
+        .set_general("auth_ldap_options", "ldapserver=h")
+        .unwrap_err();
+    assert!(e.contains("requires argument \"ldapbasedn\""), "{e}");
+    assert!(cfg.ldap.is_some());
+    cfg.set_general("auth_type", "md5").expect("SET auth_type");
+    assert!(cfg.ldap.is_none());
+    let e = cfg.set_general("auth_type", "ldap");
+    assert!(e.is_ok(), "{e:?}");
+    let mut bare = parse("[pgbouncer]\n");
+    assert!(bare.set_general("auth_type", "ldap").is_err());
 }
 
 /// SET auth_type = hba / auth_hba_file reads the HBA file; a bad file fails the SET and leaves the
