@@ -339,7 +339,16 @@ impl Pool {
 
     /// [`Pool::checkout`], and `nudge` is told once if the wait is still on at its time.
     pub async fn checkout_nudged(self: &Arc<Self>, nudge: Nudging) -> Result<Lease> {
-        let started = Instant::now();
+        self.checkout_since(Instant::now(), nudge).await
+    }
+
+    /// [`Pool::checkout_nudged`] for a caller that read the clock just before (it looked for
+    /// an idle server first): the wait counts from `started`, with no clock read of its own.
+    pub async fn checkout_since(
+        self: &Arc<Self>,
+        started: Instant,
+        nudge: Nudging,
+    ) -> Result<Lease> {
         let _clock = WaitClock {
             pool: self,
             started,
