@@ -78,7 +78,9 @@ struct State {
     credential: ServerCredential,
     /// Bumped when the target changes (reload, RECONNECT): older servers close at release.
     generation: u64,
-    idle: VecDeque<ServerConn>,
+    /// Boxed, as everywhere in the pool and in a [`Lease`]: a checkout and a hand-off move a
+    /// pointer instead of copying the whole connection (a few hundred bytes) at every step.
+    idle: VecDeque<Box<ServerConn>>,
     /// Live servers: idle + handed out + being launched.
     total: u32,
     connecting: u32,
@@ -337,7 +339,16 @@ impl Pool {
 
     /// [`Pool::checkout`], and `nudge` is told once if the wait is still on at its time.
     pub async fn checkout_nudged(self: &Arc<Self>, nudge: Nudging) -> Result<Lease> {
-        let started = Instant::now();
+        self.checkout_since(Instant::now(), nudge).await
+    }
+
+    /// [`Pool::checkout_nudged`] for a caller that read the clock just before (it looked for
+    /// an idle server first): the wait counts from `started`, with no clock read of its own.
+    pub async fn checkout_since(
+        self: &Arc<Self>,
+        started: Instant,
+        nudge: Nudging,
+    ) -> Result<Lease> {
         let _clock = WaitClock {
             pool: self,
             started,
@@ -404,7 +415,7 @@ impl Pool {
         Some((self.lease(conn), check))
     }
 
-    fn lease(self: &Arc<Self>, conn: ServerConn) -> Lease {
+    fn lease(self: &Arc<Self>, conn: Box<ServerConn>) -> Lease {
         Lease::new(conn, self.clone())
     }
 
@@ -435,7 +446,11 @@ impl Pool {
     /// Pops a usable idle server, closing stale or broken ones on the way. `now` is the
     /// caller's clock read, if it has one; otherwise the clock is read only when a server is
     /// there to check against server_lifetime.
-    fn pop_idle(&self, st: &mut State, mut now: Option<std::time::Instant>) -> Option<ServerConn> {
+    fn pop_idle(
+        &self,
+        st: &mut State,
+        mut now: Option<std::time::Instant>,
+    ) -> Option<Box<ServerConn>> {
         if !st.paused.is_empty() {
             return None;
         }
@@ -470,7 +485,7 @@ impl Pool {
 
     /// Takes back a server of this pool (from [`Lease`] and `Handoff` only, so a server can
     /// only ever return to the pool it came from).
-    fn checkin_conn(self: &Arc<Self>, mut conn: ServerConn, reusable: bool) {
+    fn checkin_conn(self: &Arc<Self>, mut conn: Box<ServerConn>, reusable: bool) {
         self.active.fetch_sub(1, Ordering::Relaxed);
         // One clock read for the lifetime check and last_used, taken before the lock.
         let now = std::time::Instant::now();
@@ -491,7 +506,7 @@ impl Pool {
     }
 
     /// Hands a ready server to the oldest live waiter, or parks it idle.
-    fn give(&self, st: &mut State, mut conn: ServerConn) {
+    fn give(&self, st: &mut State, mut conn: Box<ServerConn>) {
         if st.paused.is_empty() {
             while let Some(w) = st.waiters.pop_front() {
                 self.active.fetch_add(1, Ordering::Relaxed);

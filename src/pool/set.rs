@@ -714,13 +714,26 @@ impl Route {
     /// [`Route::checkout`], and `nudge` is told once if the wait is still on at its time
     /// (query_wait_notify), whether queued in a pool or held for a failover.
     pub async fn checkout_nudged(&mut self, nudge: Nudging) -> Result<Lease> {
+        self.checkout_since(std::time::Instant::now(), nudge).await
+    }
+
+    /// [`Route::checkout_nudged`] with the wait counted from `started`, the caller's clock
+    /// read (the session reads it once to look for an idle server, then queues).
+    pub async fn checkout_since(
+        &mut self,
+        started: std::time::Instant,
+        nudge: Nudging,
+    ) -> Result<Lease> {
         if !self.set.discovered {
             // A fixed set (one host, or a host list): no hold, no clock read. With a host list,
             // a client queued on a host that turns out unreachable moves to the next one.
             let tries = self.set.state.lock().members.len() + 1;
+            let mut since = Some(tokio::time::Instant::from_std(started));
             for _ in 0..tries {
                 let pool = self.pool()?.clone();
-                match pool.checkout_nudged(nudge.clone()).await {
+                // A wait on the next host counts from its own start.
+                let since = since.take().unwrap_or_else(tokio::time::Instant::now);
+                match pool.checkout_since(since, nudge.clone()).await {
                     Err(Error::HostDown) => self.pool = None,
                     other => return other,
                 }

@@ -494,7 +494,11 @@ fn message(buf: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
 /// Writes `s` as a C string. NUL bytes cannot be represented and are dropped, so text
 /// that came from elsewhere (a database name in an error) can never break the framing.
 fn put_cstr(buf: &mut BytesMut, s: &str) {
-    buf.extend(s.bytes().filter(|&b| b != 0));
+    // Whole runs between NULs (the whole string, in practice), not byte by byte: a login's
+    // welcome is a dozen ParameterStatus messages built this way.
+    for run in s.as_bytes().split(|&b| b == 0) {
+        buf.extend_from_slice(run);
+    }
     buf.put_u8(0);
 }
 

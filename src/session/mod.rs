@@ -449,9 +449,11 @@ impl Client {
             return Ok((conn, Some(now)));
         }
         self.info.set_state(ClientState::Waiting);
-        self.info
-            .wait_start_us
-            .store(registry::now_us(), std::sync::atomic::Ordering::Relaxed);
+        // The clock read above serves the wait's start everywhere (console, pool, nudge).
+        self.info.wait_start_us.store(
+            registry::us_since_epoch(now),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         // The pool counts the assignment and the time waited.
         // A copy of the route: with a host list the checkout may move to another host, and
         // the session's own route re-picks from the set's new epoch afterwards.
@@ -461,10 +463,10 @@ impl Client {
         let mut notice = !notify_after.is_zero() && !self.queue_noticed;
         let nudge: crate::pool::Nudging = notice.then(|| {
             self.info.clear_notice();
-            let at = tokio::time::Instant::now() + notify_after;
+            let at = tokio::time::Instant::from_std(now) + notify_after;
             (at, self.info.clone() as Arc<dyn crate::pool::Nudge>)
         });
-        let checkout = async move { route.checkout_nudged(nudge).await };
+        let checkout = async move { route.checkout_since(now, nudge).await };
         tokio::pin!(checkout);
         let got = loop {
             // Keep reading while queued: a client that gives up (EOF) must leave the queue with

@@ -18,7 +18,8 @@
 //! answered here. A Parse of a name the client still holds goes to the server under the
 //! statement's server name, so PostgreSQL itself refuses it (42P05) at the right place.
 
-use std::collections::VecDeque;
+mod queue;
+
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -115,7 +116,8 @@ enum Expect {
 /// The bookkeeping of one link (see the module doc).
 #[derive(Debug, Default)]
 pub struct Pipeline {
-    queue: VecDeque<Expect>,
+    /// Inline up to a few entries: a pipeline lives for one transaction (see `queue`).
+    queue: queue::Queue<Expect>,
     /// Sync/Query entries in the queue: ReadyForQuery messages still owed.
     ready_owed: u32,
     /// An extended-protocol message went out with no Sync after it yet.

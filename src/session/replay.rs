@@ -8,13 +8,26 @@
 //! Anything else (a statement that may have run, a commit that may have happened) is never sent
 //! twice.
 
-use bytes::Bytes;
-
 /// Most bytes a lone BEGIN frame can have (`START TRANSACTION` with some blanks and `;`).
 const MAX_FRAME: usize = 64;
 
+/// A copy of a lone BEGIN frame, kept inline: every simple Query up to [`MAX_FRAME`] bytes is
+/// examined (pgbench's select-only query is one), and TPC-B-like transactions start with a
+/// BEGIN of their own, so neither the test nor the copy may cost an allocation.
+pub struct Frame {
+    bytes: [u8; MAX_FRAME],
+    len: u8,
+}
+
+impl std::ops::Deref for Frame {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
 /// The frame when `buf` holds exactly one simple Query whose text is a bare transaction start.
-pub fn lone_begin(buf: &[u8]) -> Option<Bytes> {
+pub fn lone_begin(buf: &[u8]) -> Option<Frame> {
     if buf.len() > MAX_FRAME || buf.len() < 6 || buf[0] != b'Q' {
         return None;
     }
@@ -23,19 +36,33 @@ pub fn lone_begin(buf: &[u8]) -> Option<Bytes> {
         return None;
     }
     let text = buf[5..].strip_suffix(b"\0")?;
-    let text = std::str::from_utf8(text).ok()?;
-    let words: Vec<String> = text
-        .trim()
-        .trim_end_matches(';')
-        .split_ascii_whitespace()
-        .map(str::to_ascii_lowercase)
-        .collect();
-    let words: Vec<&str> = words.iter().map(String::as_str).collect();
-    let bare = matches!(
-        words.as_slice(),
-        ["begin"] | ["begin", "transaction"] | ["begin", "work"] | ["start", "transaction"]
-    );
-    bare.then(|| Bytes::copy_from_slice(buf))
+    // Trailing blanks, then any `;`s, as in `BEGIN ; `; words compare without case.
+    let text = text.trim_ascii_end();
+    let end = text.iter().rposition(|b| *b != b';').map_or(0, |i| i + 1);
+    let mut words = text[..end]
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|w| !w.is_empty());
+    let is = |w: &[u8], k: &str| w.eq_ignore_ascii_case(k.as_bytes());
+    // The first word decides for nearly every query (a short SELECT is no BEGIN): the rest of
+    // the text is not scanned then.
+    let first = words.next()?;
+    let begin = is(first, "begin");
+    if !begin && !is(first, "start") {
+        return None;
+    }
+    let bare = match (words.next(), words.next()) {
+        (None, _) => begin,
+        (Some(w), None) => is(w, "transaction") || (begin && is(w, "work")),
+        _ => false,
+    };
+    bare.then(|| {
+        let mut bytes = [0; MAX_FRAME];
+        bytes[..buf.len()].copy_from_slice(buf);
+        Frame {
+            bytes,
+            len: buf.len() as u8,
+        }
+    })
 }
 
 #[cfg(test)]
@@ -58,8 +85,11 @@ mod tests {
             " Begin Transaction ; ",
             "START TRANSACTION",
             "begin work",
+            "BEGIN;;",
+            "\tbegin\n",
         ] {
-            assert!(lone_begin(&q(ok)).is_some(), "{ok}");
+            let frame = lone_begin(&q(ok));
+            assert_eq!(frame.as_deref(), Some(&q(ok)[..]), "{ok}");
         }
         for no in [
             "BEGIN; INSERT INTO t VALUES (1)",
@@ -68,6 +98,11 @@ mod tests {
             "SELECT 1",
             "INSERT INTO t VALUES (1)",
             "",
+            ";",
+            "begin; begin",
+            "begin transaction work",
+            "beginn",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 1;",
         ] {
             assert!(lone_begin(&q(no)).is_none(), "{no}");
         }

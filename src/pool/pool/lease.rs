@@ -17,13 +17,13 @@ use crate::server::ServerConn;
 /// goes back to the pool it came from.
 pub struct Lease {
     /// Always `Some` until release or drop.
-    conn: Option<ServerConn>,
+    conn: Option<Box<ServerConn>>,
     /// The pool the server belongs to (and is returned to).
     pool: Arc<Pool>,
 }
 
 impl Lease {
-    pub(super) fn new(conn: ServerConn, pool: Arc<Pool>) -> Lease {
+    pub(super) fn new(conn: Box<ServerConn>, pool: Arc<Pool>) -> Lease {
         Lease {
             conn: Some(conn),
             pool,
@@ -77,7 +77,7 @@ impl Drop for Lease {
 /// The receiving end of a waiter, returning anything it receives after its owner gave up.
 pub(super) struct Handoff {
     /// `None` once the result was taken by the waiting client.
-    pub(super) rx: Option<oneshot::Receiver<Result<ServerConn>>>,
+    pub(super) rx: Option<oneshot::Receiver<Result<Box<ServerConn>>>>,
     /// Where a server that arrives too late goes back to.
     pub(super) pool: Arc<Pool>,
 }

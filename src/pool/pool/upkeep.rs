@@ -167,7 +167,7 @@ impl Pool {
                             conn.local_addr.1
                         );
                     }
-                    self.give(&mut st, conn);
+                    self.give(&mut st, Box::new(conn));
                     return true;
                 }
                 // 57P03 (starting up / shutting down) is a restart or a switchover in
@@ -243,7 +243,7 @@ impl Pool {
         let mut closed = 0u32;
         let mut live = st.total;
         // Oldest-used first, so LIFO reuse keeps the warm ones.
-        let mut idle: Vec<ServerConn> = st.idle.drain(..).collect();
+        let mut idle: Vec<Box<ServerConn>> = st.idle.drain(..).collect();
         idle.sort_by_key(|c| c.last_used);
         for conn in idle {
             let idle_too_long = !s.server_idle_timeout.is_zero()

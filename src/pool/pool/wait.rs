@@ -24,7 +24,7 @@ use crate::pool::signal::Nudging;
 use crate::pool::PoolSettings;
 use crate::server::ServerConn;
 
-pub(super) type HandoffTx = oneshot::Sender<Result<ServerConn>>;
+pub(super) type HandoffTx = oneshot::Sender<Result<Box<ServerConn>>>;
 
 /// A queued client.
 pub(super) struct Waiter {
@@ -174,8 +174,8 @@ impl Pool {
     /// Waits for a handoff. The wait ends with the sweeper's error at the waiter's deadline.
     pub(super) async fn wait(
         self: &Arc<Self>,
-        rx: oneshot::Receiver<Result<ServerConn>>,
-    ) -> Result<ServerConn> {
+        rx: oneshot::Receiver<Result<Box<ServerConn>>>,
+    ) -> Result<Box<ServerConn>> {
         // The guard makes the wait cancellation-safe: a client that stops waiting (kill,
         // disconnect, its own timer) gives back a server that was handed to it in the meantime.
         let mut guard = Handoff {
