@@ -2,9 +2,15 @@
 # End-to-end run of issue 11's container topology (docker-compose.yml here): builds the images
 # (images.sh, cached), brings up etcd + two Patroni nodes + the two pooler replicas, and runs the
 # application load (tests/clients/rolling_load.py: SQLAlchemy async on asyncpg, pool_pre_ping) in a
-# container that reaches the poolers by one DNS name, as ollyScale reaches its Service. Then:
+# container that reaches the poolers through an emulated Kubernetes Service (kube-proxy's per-
+# connection DNAT from a ClusterIP to the ready endpoints; docker-compose.yml says how), as
+# ollyScale reaches `ollyscale-db-pooler`. Then:
 #
-#   phase 1, rolling restart: `stop` (SIGTERM, drain) and `start` each pooler replica in turn;
+#   phase 1, rolling restart: each pooler replica in turn goes through what a Deployment rollout
+#            does to one pod: out of the Service's endpoints, the preStop delay, SIGTERM (drain)
+#            with the rest of terminationGracePeriodSeconds before a SIGKILL, start, /readyz 200,
+#            back into the endpoints (the delay and grace period are read from the rendered
+#            deploy/overlays/ollyscale, so the run follows the manifests);
 #   phase 2, HA (only when the pooler routes `cluster=` databases): a Patroni switchover, then the
 #            leader cut off the network (`docker network disconnect`) until Patroni elects the
 #            other node, then reconnected (it rejoins as a replica).
@@ -31,6 +37,8 @@ export COMPOSE_PROJECT_NAME="ollye2e$$"
 E2E_CONTROL_DIR=$(mktemp -d /tmp/olly-e2e.XXXXXX)
 export E2E_CONTROL_DIR
 NET="${COMPOSE_PROJECT_NAME}_db"
+# The Service's virtual address (docker-compose.yml maps the name ollyscale-db-pooler to it).
+SERVICE_IP=10.96.0.10
 PSQL=${PSQL:-psql}
 failures=()
 
@@ -115,6 +123,70 @@ pooler_psql() { # pooler db sql
 }
 pooler_serves() { [ "$(pooler_psql "$1" ollyscale 'SELECT 40 + 2')" = 42 ]; }
 
+# --- the Service: kube-proxy's rules and the endpoints controller --------------------------------
+# The Deployment's preStop sleep and terminationGracePeriodSeconds, from the manifests as shipped.
+read -r PRESTOP GRACE < <(kubectl kustomize "$REPO_DIR/deploy/overlays/ollyscale" | python3 -c '
+import sys, yaml
+for o in yaml.safe_load_all(sys.stdin):
+    if o and o["kind"] == "Deployment":
+        pod = o["spec"]["template"]["spec"]
+        c = next(c for c in pod["containers"] if c["name"] == "pooler")
+        cmd = c["lifecycle"]["preStop"]["exec"]["command"]
+        assert cmd[0].endswith("sleep"), cmd
+        print(int(cmd[1]), pod["terminationGracePeriodSeconds"])
+') || true
+[ -n "${PRESTOP:-}" ] && [ -n "${GRACE:-}" ] || die "no preStop sleep / terminationGracePeriodSeconds in deploy/overlays/ollyscale"
+
+# Kubelet's readiness probe: GET /readyz on the pod's HTTP port, from the node (service-proxy).
+pod_ready() {
+    compose exec -T service-proxy python3 -c 'import sys, urllib.request
+sys.exit(urllib.request.urlopen(sys.argv[1], timeout=3).status != 200)' "http://$(node_ip "$1"):9127/readyz"
+}
+
+# Makes the Service's endpoints exactly the pods named (kube-proxy's nftables mode: one chain per
+# endpoint, a random pick per new connection; conntrack keeps established ones where they are).
+# One `nft -f` transaction replaces the whole table, so no connection sees a half-written set.
+ENDPOINTS=""
+endpoints_set() {
+    local rules n=$# i=0 p ip map=""
+    rules="table ip kube-service
+delete table ip kube-service
+table ip kube-service {
+    chain output {
+        type nat hook output priority -100; policy accept;
+"
+    if [ "$n" -gt 0 ]; then
+        for p in "$@"; do
+            map+="${map:+, }$i : goto ep-$p"
+            i=$((i + 1))
+        done
+        rules+="        ip daddr $SERVICE_IP tcp dport 5432 numgen random mod $n vmap { $map }
+    }
+"
+        for p in "$@"; do
+            ip=$(node_ip "$p")
+            [ -n "$ip" ] || die "$p has no address on $NET"
+            rules+="    chain ep-$p {
+        meta l4proto tcp dnat to $ip:5432
+    }
+"
+        done
+    else
+        # No ready endpoint: refused at once, as kube-proxy rejects a Service without endpoints.
+        rules+="    }
+    chain no-endpoints {
+        type filter hook output priority 0; policy accept;
+        ip daddr $SERVICE_IP tcp dport 5432 reject with tcp reset
+    }
+"
+    fi
+    rules+="}
+"
+    printf '%s' "$rules" | compose exec -T service-proxy nft -f - || die "nft could not apply the endpoints $*"
+    ENDPOINTS="$*"
+    say "Service $SERVICE_IP:5432 endpoints: ${ENDPOINTS:-none}"
+}
+
 # Starts the load container against database $1 and waits until it writes.
 load_start() {
     rm -f "$E2E_CONTROL_DIR"/ready "$E2E_CONTROL_DIR"/stop
@@ -181,6 +253,11 @@ for p in pooler1 pooler2; do
     wait_for 60 pooler_serves "$p" || die "$p does not serve on 127.0.0.1:$(pooler_port "$p")"
 done
 say "poolers serve on 127.0.0.1:$(pooler_port pooler1) and 127.0.0.1:$(pooler_port pooler2)"
+compose up -d service-proxy >/dev/null 2>&1
+for p in pooler1 pooler2; do
+    wait_for 60 pod_ready "$p" || die "$p: /readyz does not answer 200"
+done
+endpoints_set pooler1 pooler2
 clusters=$(pooler_psql pooler1 pgbouncer 'SHOW CLUSTERS' || true)
 say "pooler1 SHOW CLUSTERS: $clusters"
 NODE_NAMES="$(node_ip pg1)=pg1 $(node_ip pg2)=pg2"
@@ -189,14 +266,22 @@ NODE_NAMES="$(node_ip pg1)=pg1 $(node_ip pg2)=pg2"
 load_start ollyscale
 sleep 3
 for p in pooler1 pooler2; do
-    say "rolling restart: docker stop $p (SIGTERM: drain at transaction end)"
-    compose stop -t 30 "$p" >/dev/null 2>&1
+    rest=$([ "$p" = pooler1 ] && echo pooler2 || echo pooler1)
+    say "rolling restart of $p: terminating, out of the endpoints"
+    endpoints_set "$rest"
+    # The preStop hook's sleep: SIGTERM comes only after it, while the pod still serves the
+    # connections it has.
+    sleep "$PRESTOP"
+    say "rolling restart of $p: preStop ${PRESTOP}s over, SIGTERM (drain at transaction end, SIGKILL after $((GRACE - PRESTOP))s)"
+    compose stop -t "$((GRACE - PRESTOP))" "$p" >/dev/null 2>&1
     code=$(docker inspect -f '{{.State.ExitCode}}' "$(compose ps -q "$p")")
     [ "$code" = 0 ] || failures+=("rolling: $p exited $code after SIGTERM")
-    sleep 2
+    say "rolling restart of $p: exited $code; starting it"
     compose start "$p" >/dev/null 2>&1
-    wait_for 60 pooler_serves "$p" || die "$p does not serve after its restart"
-    sleep 3
+    wait_for 60 pod_ready "$p" || die "$p: /readyz not 200 within 60 s of its start"
+    endpoints_set pooler1 pooler2
+    # Long enough for the load's connections (pool_recycle = 3 s) to spread over both again.
+    sleep 5
 done
 load_stop rolling no
 
