@@ -122,6 +122,8 @@ pooler_psql() { # pooler db sql
         -h 127.0.0.1 -p "$(pooler_port "$1")" -U ollyscale -d "$2" -c "$3"
 }
 pooler_serves() { [ "$(pooler_psql "$1" ollyscale 'SELECT 40 + 2')" = 42 ]; }
+# How many of the load's clients a pooler has now (SHOW CLIENTS, the console itself left out).
+pooler_clients() { pooler_psql "$1" pgbouncer 'SHOW CLIENTS' | awk -F'|' '$3 == "ollyscale"' | grep -c . || true; }
 
 # --- the Service: kube-proxy's rules and the endpoints controller --------------------------------
 # The Deployment's preStop sleep and terminationGracePeriodSeconds, from the manifests as shipped.
@@ -139,7 +141,7 @@ for o in yaml.safe_load_all(sys.stdin):
 
 # Kubelet's readiness probe: GET /readyz on the pod's HTTP port, from the node (service-proxy).
 pod_ready() {
-    compose exec -T service-proxy python3 -c 'import sys, urllib.request
+    docker exec "$PROXY_ID" python3 -c 'import sys, urllib.request
 sys.exit(urllib.request.urlopen(sys.argv[1], timeout=3).status != 200)' "http://$(node_ip "$1"):9127/readyz"
 }
 
@@ -182,7 +184,7 @@ table ip kube-service {
     fi
     rules+="}
 "
-    printf '%s' "$rules" | compose exec -T service-proxy nft -f - || die "nft could not apply the endpoints $*"
+    printf '%s' "$rules" | docker exec -i "$PROXY_ID" nft -f - || die "nft could not apply the endpoints $*"
     ENDPOINTS="$*"
     say "Service $SERVICE_IP:5432 endpoints: ${ENDPOINTS:-none}"
 }
@@ -254,6 +256,7 @@ for p in pooler1 pooler2; do
 done
 say "poolers serve on 127.0.0.1:$(pooler_port pooler1) and 127.0.0.1:$(pooler_port pooler2)"
 compose up -d service-proxy >/dev/null 2>&1
+PROXY_ID=$(compose ps -q service-proxy)
 for p in pooler1 pooler2; do
     wait_for 60 pod_ready "$p" || die "$p: /readyz does not answer 200"
 done
@@ -265,14 +268,21 @@ NODE_NAMES="$(node_ip pg1)=pg1 $(node_ip pg2)=pg2"
 # --- phase 1: rolling restart of the poolers ----------------------------------------------------
 load_start ollyscale
 sleep 3
+drained=0
 for p in pooler1 pooler2; do
     rest=$([ "$p" = pooler1 ] && echo pooler2 || echo pooler1)
-    say "rolling restart of $p: terminating, out of the endpoints"
+    # The Service must have spread the load: a pod without clients would restart unnoticed.
+    n1=$(pooler_clients pooler1) n2=$(pooler_clients pooler2)
+    say "rolling restart of $p: terminating, out of the endpoints (clients now: pooler1 $n1, pooler2 $n2)"
+    [ "$([ "$p" = pooler1 ] && echo "$n1" || echo "$n2")" -gt 0 ] \
+        || failures+=("rolling: $p had no client when its restart began (the Service did not spread the load)")
     endpoints_set "$rest"
     # The preStop hook's sleep: SIGTERM comes only after it, while the pod still serves the
     # connections it has.
     sleep "$PRESTOP"
-    say "rolling restart of $p: preStop ${PRESTOP}s over, SIGTERM (drain at transaction end, SIGKILL after $((GRACE - PRESTOP))s)"
+    n=$(pooler_clients "$p")
+    drained=$((drained + n))
+    say "rolling restart of $p: preStop ${PRESTOP}s over, SIGTERM with $n clients left (drain at transaction end, SIGKILL after $((GRACE - PRESTOP))s)"
     compose stop -t "$((GRACE - PRESTOP))" "$p" >/dev/null 2>&1
     code=$(docker inspect -f '{{.State.ExitCode}}' "$(compose ps -q "$p")")
     [ "$code" = 0 ] || failures+=("rolling: $p exited $code after SIGTERM")
@@ -280,9 +290,13 @@ for p in pooler1 pooler2; do
     compose start "$p" >/dev/null 2>&1
     wait_for 60 pod_ready "$p" || die "$p: /readyz not 200 within 60 s of its start"
     endpoints_set pooler1 pooler2
-    # Long enough for the load's connections (pool_recycle = 3 s) to spread over both again.
-    sleep 5
+    # The load keeps its connections (pool_recycle is longer than the run): the next pooler's
+    # drain moves them all back here.
+    sleep 3
 done
+# The load's fixed-size engine keeps its connections until a drain closes them (pooler2's, at the
+# latest): a rollout where no SIGTERM found a client would not have tested the drain.
+[ "$drained" -gt 0 ] || failures+=("rolling: no pooler had a client left at its SIGTERM (the drain was not exercised)")
 load_stop rolling no
 
 # --- phase 2: switchover and partition, once cluster databases are routed -----------------------
