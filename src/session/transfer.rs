@@ -73,6 +73,11 @@ pub struct Tally {
     /// The server sent an ErrorResponse with a role-change SQLSTATE (57P01, 57P02, 57P03,
     /// 25006): the session tells the pool's router (a failover may be under way).
     pub role_change: bool,
+    /// The server reported a transaction block (status T or E) that has not ended yet.
+    pub in_block: bool,
+    /// A transaction block (BEGIN..COMMIT/ROLLBACK) ended in this transfer: a pooled driver now
+    /// gives the connection back, so a draining pooler may close it (see `Client::serve`).
+    pub block_ended: bool,
 }
 
 impl Tally {
@@ -98,6 +103,8 @@ impl Tally {
         *self = Tally {
             params_changed: self.params_changed,
             role_change: self.role_change,
+            in_block: self.in_block,
+            block_ended: self.block_ended,
             ..Tally::default()
         };
         t

@@ -217,6 +217,11 @@ impl Transfer<'_> {
     /// ReadyForQuery: a query (and maybe a transaction) ended.
     fn ready_for_query(&mut self, status: u8) -> Result<()> {
         self.server.tx_status = status;
+        if status != b'I' {
+            self.tally.in_block = true;
+        } else if std::mem::take(&mut self.tally.in_block) {
+            self.tally.block_ended = true;
+        }
         self.tally.queries += 1;
         let now = Instant::now();
         if self.pipe.ready_owed() == 0 {
