@@ -277,16 +277,22 @@ for p in pooler1 pooler2; do
     [ "$([ "$p" = pooler1 ] && echo "$n1" || echo "$n2")" -gt 0 ] \
         || failures+=("rolling: $p had no client when its restart began (the Service did not spread the load)")
     endpoints_set "$rest"
+    left=$(date -u +%s)
     # The preStop hook's sleep: SIGTERM comes only after it, while the pod still serves the
     # connections it has.
     sleep "$PRESTOP"
     n=$(pooler_clients "$p")
     drained=$((drained + n))
     say "rolling restart of $p: preStop ${PRESTOP}s over, SIGTERM with $n clients left (drain at transaction end, SIGKILL after $((GRACE - PRESTOP))s)"
+    sigterm=$(date -u +%s)
     compose stop -t "$((GRACE - PRESTOP))" "$p" >/dev/null 2>&1
+    # Out of the endpoints, a pod gets no new client: its log shows no login from a second
+    # after it left (a connection DNATed just before may still be logging in) to its SIGTERM.
+    late=$(docker logs --since "$((left + 1))" --until "$sigterm" "$(compose ps -q "$p")" 2>&1 | grep -c 'login attempt: db=ollyscale ' || true)
+    [ "$late" = 0 ] || failures+=("rolling: $p logged in $late clients after it left the Service's endpoints")
     code=$(docker inspect -f '{{.State.ExitCode}}' "$(compose ps -q "$p")")
     [ "$code" = 0 ] || failures+=("rolling: $p exited $code after SIGTERM")
-    say "rolling restart of $p: exited $code; starting it"
+    say "rolling restart of $p: exited $code, no login between leaving the endpoints and SIGTERM: $([ "$late" = 0 ] && echo yes || echo "NO, $late"); starting it"
     compose start "$p" >/dev/null 2>&1
     wait_for 60 pod_ready "$p" || die "$p: /readyz not 200 within 60 s of its start"
     endpoints_set pooler1 pooler2

@@ -311,16 +311,16 @@ impl Client {
                     _ = self.info.signal(false) => return Err(self.kill_error()),
                 }
             }
-            let block_ended = Box::pin(self.transaction()).await?;
-            // A SIGTERM drain ends a client right after its transaction block, before its next
-            // request: a busy pooled connection is never quiet for DRAIN_QUIET (the next unit's
-            // pre-ping follows the COMMIT within microseconds), so it would otherwise be served
-            // until shutdown_timeout cut it off, maybe mid-transaction. The driver has its COMMIT
-            // answer and the connection is back in its pool, where the next checkout's pre-ping
-            // finds it closed and connects again (through the Service, to another replica). Not
-            // after a statement outside a block: that may be the pre-ping itself, whose BEGIN
-            // follows at once and would then fail.
-            if block_ended
+            let committed = Box::pin(self.transaction()).await?;
+            // A SIGTERM drain ends a client right after a COMMIT, before its next request: a
+            // busy pooled connection is never quiet for DRAIN_QUIET (the next unit's pre-ping
+            // follows the COMMIT within microseconds), so it would otherwise be served until
+            // shutdown_timeout cut it off, maybe mid-transaction. The driver has its COMMIT answer
+            // and the connection is back in its pool, where the next checkout's pre-ping finds it
+            // closed and connects again (through the Service, to another replica). Not after a
+            // ROLLBACK or a statement outside a block: SQLAlchemy's asyncpg pre-ping is itself
+            // BEGIN; ROLLBACK, and the unit's own BEGIN follows it at once and would then fail.
+            if committed
                 && self.buf.is_empty()
                 && self.server.is_none()
                 && self.ctx.phase() == Phase::DrainClients
@@ -515,8 +515,8 @@ impl Client {
         got.map(|lease| (lease, None))
     }
 
-    /// One transaction (or, in session mode, the rest of the session); true when a transaction
-    /// block (BEGIN..COMMIT/ROLLBACK) ended in it and its server went back to the pool.
+    /// One transaction (or, in session mode, the rest of the session); true when it ended with a
+    /// COMMIT and its server went back to the pool.
     async fn transaction(&mut self) -> Result<bool> {
         // SET and RELOAD change the pool's settings; each transaction runs under the current ones.
         self.settings = self.route.set().settings();
@@ -647,7 +647,7 @@ impl Client {
             Ok(transfer::End::Released) => {
                 self.replays = 0;
                 self.release(server).await;
-                Ok(tally.block_ended)
+                Ok(tally.committed)
             }
             Ok(transfer::End::ClientLeft { clean }) => {
                 if !clean {
