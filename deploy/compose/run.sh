@@ -124,6 +124,11 @@ pooler_psql() { # pooler db sql
 pooler_serves() { [ "$(pooler_psql "$1" ollyscale 'SELECT 40 + 2')" = 42 ]; }
 # How many of the load's clients a pooler has now (SHOW CLIENTS, the console itself left out).
 pooler_clients() { pooler_psql "$1" pgbouncer 'SHOW CLIENTS' | awk -F'|' '$3 == "ollyscale"' | grep -c . || true; }
+# How many of the load's logins a pooler logged (`docker logs` options, e.g. --since/--until).
+pooler_logins() {
+    local p=$1; shift
+    docker logs "$@" "$(compose ps -q "$p")" 2>&1 | grep -c 'login attempt: db=ollyscale ' || true
+}
 
 # --- the Service: kube-proxy's rules and the endpoints controller --------------------------------
 # The Deployment's preStop sleep and terminationGracePeriodSeconds, from the manifests as shipped.
@@ -288,8 +293,10 @@ for p in pooler1 pooler2; do
     compose stop -t "$((GRACE - PRESTOP))" "$p" >/dev/null 2>&1
     # Out of the endpoints, a pod gets no new client: its log shows no login from a second
     # after it left (a connection DNATed just before may still be logging in) to its SIGTERM.
-    late=$(docker logs --since "$((left + 1))" --until "$sigterm" "$(compose ps -q "$p")" 2>&1 | grep -c 'login attempt: db=ollyscale ' || true)
+    late=$(pooler_logins "$p" --since "$((left + 1))" --until "$sigterm")
     [ "$late" = 0 ] || failures+=("rolling: $p logged in $late clients after it left the Service's endpoints")
+    # The same count before it left, so a changed log line cannot make the check above pass.
+    [ "$(pooler_logins "$p" --until "$left")" -gt 0 ] || failures+=("rolling: no login of the load in $p's log before it left the endpoints")
     code=$(docker inspect -f '{{.State.ExitCode}}' "$(compose ps -q "$p")")
     [ "$code" = 0 ] || failures+=("rolling: $p exited $code after SIGTERM")
     say "rolling restart of $p: exited $code, no login between leaving the endpoints and SIGTERM: $([ "$late" = 0 ] && echo yes || echo "NO, $late"); starting it"
