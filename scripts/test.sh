@@ -148,7 +148,7 @@ timeout 300 bash scripts/docker-zalando.sh
 # leaving them for the preStop delay before its SIGTERM): issue 11's bar, zero errors between
 # transactions and nothing lost through a rolling restart, a switchover and the leader cut off
 # (E2E_STRICT=1). Runs by default in CI (CI=true) and whenever OLLY_E2E=1; OLLY_E2E=0 skips it.
-# Measured on the shared 2-core machine (load average 7-10): 4.1-4.7 minutes with its images
+# Measured on the shared 2-core machine (load average 7-10): 3.6-4.7 minutes with its images
 # cached, 5.9-7.4 when it first builds its node image (2.3-2.6 of them), as on a fresh machine.
 if [ "${OLLY_E2E:-$([ "${CI:-}" = true ] && echo 1 || echo 0)}" = 1 ]; then
     step "container topology: rolling restart, switchover, partition (deploy/compose/run.sh)"
