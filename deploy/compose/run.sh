@@ -2,9 +2,15 @@
 # End-to-end run of issue 11's container topology (docker-compose.yml here): builds the images
 # (images.sh, cached), brings up etcd + two Patroni nodes + the two pooler replicas, and runs the
 # application load (tests/clients/rolling_load.py: SQLAlchemy async on asyncpg, pool_pre_ping) in a
-# container that reaches the poolers by one DNS name, as ollyScale reaches its Service. Then:
+# container that reaches the poolers through an emulated Kubernetes Service (kube-proxy's per-
+# connection DNAT from a ClusterIP to the ready endpoints; docker-compose.yml says how), as
+# ollyScale reaches `ollyscale-db-pooler`. Then:
 #
-#   phase 1, rolling restart: `stop` (SIGTERM, drain) and `start` each pooler replica in turn;
+#   phase 1, rolling restart: each pooler replica in turn goes through what a Deployment rollout
+#            does to one pod: out of the Service's endpoints, the preStop delay, SIGTERM (drain)
+#            with the rest of terminationGracePeriodSeconds before a SIGKILL, start, /readyz 200,
+#            back into the endpoints (the delay and grace period are read from the rendered
+#            deploy/overlays/ollyscale, so the run follows the manifests);
 #   phase 2, HA (only when the pooler routes `cluster=` databases): a Patroni switchover, then the
 #            leader cut off the network (`docker network disconnect`) until Patroni elects the
 #            other node, then reconnected (it rejoins as a replica).
@@ -31,6 +37,8 @@ export COMPOSE_PROJECT_NAME="ollye2e$$"
 E2E_CONTROL_DIR=$(mktemp -d /tmp/olly-e2e.XXXXXX)
 export E2E_CONTROL_DIR
 NET="${COMPOSE_PROJECT_NAME}_db"
+# The Service's virtual address (docker-compose.yml maps the name ollyscale-db-pooler to it).
+SERVICE_IP=10.96.0.10
 PSQL=${PSQL:-psql}
 failures=()
 
@@ -114,6 +122,77 @@ pooler_psql() { # pooler db sql
         -h 127.0.0.1 -p "$(pooler_port "$1")" -U ollyscale -d "$2" -c "$3"
 }
 pooler_serves() { [ "$(pooler_psql "$1" ollyscale 'SELECT 40 + 2')" = 42 ]; }
+# How many of the load's clients a pooler has now (SHOW CLIENTS, the console itself left out).
+pooler_clients() { pooler_psql "$1" pgbouncer 'SHOW CLIENTS' | awk -F'|' '$3 == "ollyscale"' | grep -c . || true; }
+# How many of the load's logins a pooler logged (`docker logs` options, e.g. --since/--until).
+pooler_logins() {
+    local p=$1; shift
+    docker logs "$@" "$(compose ps -q "$p")" 2>&1 | grep -c 'login attempt: db=ollyscale ' || true
+}
+
+# --- the Service: kube-proxy's rules and the endpoints controller --------------------------------
+# The Deployment's preStop sleep and terminationGracePeriodSeconds, from the manifests as shipped.
+read -r PRESTOP GRACE < <(kubectl kustomize "$REPO_DIR/deploy/overlays/ollyscale" | python3 -c '
+import sys, yaml
+for o in yaml.safe_load_all(sys.stdin):
+    if o and o["kind"] == "Deployment":
+        pod = o["spec"]["template"]["spec"]
+        c = next(c for c in pod["containers"] if c["name"] == "pooler")
+        cmd = c["lifecycle"]["preStop"]["exec"]["command"]
+        assert cmd[0].endswith("sleep"), cmd
+        print(int(cmd[1]), pod["terminationGracePeriodSeconds"])
+') || true
+[ -n "${PRESTOP:-}" ] && [ -n "${GRACE:-}" ] || die "no preStop sleep / terminationGracePeriodSeconds in deploy/overlays/ollyscale"
+
+# Kubelet's readiness probe: GET /readyz on the pod's HTTP port, from the node (service-proxy).
+pod_ready() {
+    docker exec "$PROXY_ID" python3 -c 'import sys, urllib.request
+sys.exit(urllib.request.urlopen(sys.argv[1], timeout=3).status != 200)' "http://$(node_ip "$1"):9127/readyz"
+}
+
+# Makes the Service's endpoints exactly the pods named (kube-proxy's nftables mode: one chain per
+# endpoint, a random pick per new connection; conntrack keeps established ones where they are).
+# One `nft -f` transaction replaces the whole table, so no connection sees a half-written set.
+ENDPOINTS=""
+endpoints_set() {
+    local rules n=$# i=0 p ip map=""
+    rules="table ip kube-service
+delete table ip kube-service
+table ip kube-service {
+    chain output {
+        type nat hook output priority -100; policy accept;
+"
+    if [ "$n" -gt 0 ]; then
+        for p in "$@"; do
+            map+="${map:+, }$i : goto ep-$p"
+            i=$((i + 1))
+        done
+        rules+="        ip daddr $SERVICE_IP tcp dport 5432 numgen random mod $n vmap { $map }
+    }
+"
+        for p in "$@"; do
+            ip=$(node_ip "$p")
+            [ -n "$ip" ] || die "$p has no address on $NET"
+            rules+="    chain ep-$p {
+        meta l4proto tcp dnat to $ip:5432
+    }
+"
+        done
+    else
+        # No ready endpoint: refused at once, as kube-proxy rejects a Service without endpoints.
+        rules+="    }
+    chain no-endpoints {
+        type filter hook output priority 0; policy accept;
+        ip daddr $SERVICE_IP tcp dport 5432 reject with tcp reset
+    }
+"
+    fi
+    rules+="}
+"
+    printf '%s' "$rules" | docker exec -i "$PROXY_ID" nft -f - || die "nft could not apply the endpoints $*"
+    ENDPOINTS="$*"
+    say "Service $SERVICE_IP:5432 endpoints: ${ENDPOINTS:-none}"
+}
 
 # Starts the load container against database $1 and waits until it writes.
 load_start() {
@@ -181,6 +260,12 @@ for p in pooler1 pooler2; do
     wait_for 60 pooler_serves "$p" || die "$p does not serve on 127.0.0.1:$(pooler_port "$p")"
 done
 say "poolers serve on 127.0.0.1:$(pooler_port pooler1) and 127.0.0.1:$(pooler_port pooler2)"
+compose up -d service-proxy >/dev/null 2>&1
+PROXY_ID=$(compose ps -q service-proxy)
+for p in pooler1 pooler2; do
+    wait_for 60 pod_ready "$p" || die "$p: /readyz does not answer 200"
+done
+endpoints_set pooler1 pooler2
 clusters=$(pooler_psql pooler1 pgbouncer 'SHOW CLUSTERS' || true)
 say "pooler1 SHOW CLUSTERS: $clusters"
 NODE_NAMES="$(node_ip pg1)=pg1 $(node_ip pg2)=pg2"
@@ -188,16 +273,43 @@ NODE_NAMES="$(node_ip pg1)=pg1 $(node_ip pg2)=pg2"
 # --- phase 1: rolling restart of the poolers ----------------------------------------------------
 load_start ollyscale
 sleep 3
+drained=0
 for p in pooler1 pooler2; do
-    say "rolling restart: docker stop $p (SIGTERM: drain at transaction end)"
-    compose stop -t 30 "$p" >/dev/null 2>&1
+    rest=$([ "$p" = pooler1 ] && echo pooler2 || echo pooler1)
+    # The Service must have spread the load: a pod without clients would restart unnoticed.
+    n1=$(pooler_clients pooler1) n2=$(pooler_clients pooler2)
+    say "rolling restart of $p: terminating, out of the endpoints (clients now: pooler1 $n1, pooler2 $n2)"
+    [ "$([ "$p" = pooler1 ] && echo "$n1" || echo "$n2")" -gt 0 ] \
+        || failures+=("rolling: $p had no client when its restart began (the Service did not spread the load)")
+    endpoints_set "$rest"
+    left=$(date -u +%s)
+    # The preStop hook's sleep: SIGTERM comes only after it, while the pod still serves the
+    # connections it has.
+    sleep "$PRESTOP"
+    n=$(pooler_clients "$p")
+    drained=$((drained + n))
+    say "rolling restart of $p: preStop ${PRESTOP}s over, SIGTERM with $n clients left (drain at transaction end, SIGKILL after $((GRACE - PRESTOP))s)"
+    sigterm=$(date -u +%s)
+    compose stop -t "$((GRACE - PRESTOP))" "$p" >/dev/null 2>&1
+    # Out of the endpoints, a pod gets no new client: its log shows no login from a second
+    # after it left (a connection DNATed just before may still be logging in) to its SIGTERM.
+    late=$(pooler_logins "$p" --since "$((left + 1))" --until "$sigterm")
+    [ "$late" = 0 ] || failures+=("rolling: $p logged in $late clients after it left the Service's endpoints")
+    # The same count before it left, so a changed log line cannot make the check above pass.
+    [ "$(pooler_logins "$p" --until "$left")" -gt 0 ] || failures+=("rolling: no login of the load in $p's log before it left the endpoints")
     code=$(docker inspect -f '{{.State.ExitCode}}' "$(compose ps -q "$p")")
     [ "$code" = 0 ] || failures+=("rolling: $p exited $code after SIGTERM")
-    sleep 2
+    say "rolling restart of $p: exited $code, no login between leaving the endpoints and SIGTERM: $([ "$late" = 0 ] && echo yes || echo "NO, $late"); starting it"
     compose start "$p" >/dev/null 2>&1
-    wait_for 60 pooler_serves "$p" || die "$p does not serve after its restart"
+    wait_for 60 pod_ready "$p" || die "$p: /readyz not 200 within 60 s of its start"
+    endpoints_set pooler1 pooler2
+    # The load keeps its connections (pool_recycle is longer than the run): the next pooler's
+    # drain moves them all back here.
     sleep 3
 done
+# The load's fixed-size engine keeps its connections until a drain closes them (pooler2's, at the
+# latest): a rollout where no SIGTERM found a client would not have tested the drain.
+[ "$drained" -gt 0 ] || failures+=("rolling: no pooler had a client left at its SIGTERM (the drain was not exercised)")
 load_stop rolling no
 
 # --- phase 2: switchover and partition, once cluster databases are routed -----------------------

@@ -312,7 +312,22 @@ impl Client {
                     _ = self.info.signal(false) => return Err(self.kill_error()),
                 }
             }
-            Box::pin(self.transaction()).await?;
+            let committed = Box::pin(self.transaction()).await?;
+            // A SIGTERM drain ends a client right after a COMMIT, before its next request: a
+            // busy pooled connection is never quiet for DRAIN_QUIET (the next unit's pre-ping
+            // follows the COMMIT within microseconds), so it would otherwise be served until
+            // shutdown_timeout cut it off, maybe mid-transaction. The driver has its COMMIT answer
+            // and the connection is back in its pool, where the next checkout's pre-ping finds it
+            // closed and connects again (through the Service, to another replica). Not after a
+            // ROLLBACK or a statement outside a block: SQLAlchemy's asyncpg pre-ping is itself
+            // BEGIN; ROLLBACK, and the unit's own BEGIN follows it at once and would then fail.
+            if committed
+                && self.buf.is_empty()
+                && self.server.is_none()
+                && self.ctx.phase() == Phase::DrainClients
+            {
+                return Err(Error::Exiting);
+            }
             if self.buf.is_empty() {
                 // Idle clients own no buffer; it goes back to the shared stock.
                 self.ctx.read_bufs.give(std::mem::take(&mut self.buf));
@@ -503,8 +518,9 @@ impl Client {
         got.map(|lease| (lease, None))
     }
 
-    /// One transaction (or, in session mode, the rest of the session).
-    async fn transaction(&mut self) -> Result<()> {
+    /// One transaction (or, in session mode, the rest of the session); true when it ended with a
+    /// COMMIT and its server went back to the pool.
+    async fn transaction(&mut self) -> Result<bool> {
         // SET and RELOAD change the pool's settings; each transaction runs under the current ones.
         self.settings = self.route.set().settings();
         let mut tries = 0;
@@ -629,12 +645,12 @@ impl Client {
                 if self.settings.pool_mode == crate::config::PoolMode::Session =>
             {
                 server.release(false);
-                Ok(())
+                Ok(false)
             }
             Ok(transfer::End::Released) => {
                 self.replays = 0;
                 self.release(server).await;
-                Ok(())
+                Ok(tally.committed)
             }
             Ok(transfer::End::ClientLeft { clean }) => {
                 if !clean {
@@ -670,7 +686,7 @@ impl Client {
                         buf.extend_from_slice(&self.buf);
                         self.buf = buf;
                         self.scan = Scanner::default();
-                        Ok(())
+                        Ok(false)
                     }
                     _ => Err(e),
                 }

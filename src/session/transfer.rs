@@ -73,6 +73,12 @@ pub struct Tally {
     /// The server sent an ErrorResponse with a role-change SQLSTATE (57P01, 57P02, 57P03,
     /// 25006): the session tells the pool's router (a failover may be under way).
     pub role_change: bool,
+    /// The server's last CommandComplete was `COMMIT`.
+    pub last_was_commit: bool,
+    /// A transaction ended with a COMMIT in this transfer (its ReadyForQuery said idle after a
+    /// `COMMIT` tag): a pooled driver now gives the connection back, so a draining pooler may
+    /// close it (see `Client::serve`).
+    pub committed: bool,
 }
 
 impl Tally {
@@ -98,6 +104,8 @@ impl Tally {
         *self = Tally {
             params_changed: self.params_changed,
             role_change: self.role_change,
+            last_was_commit: self.last_was_commit,
+            committed: self.committed,
             ..Tally::default()
         };
         t

@@ -45,6 +45,15 @@ ENGINES = 2
 WORKERS_PER_ENGINE = 6
 STALL_SECONDS = 1.0
 MAX_SECONDS = int(os.environ.get("ROLLING_LOAD_MAX_SECONDS", "150"))
+# SQLAlchemy's pool_recycle: 3 s on loopback (tests/rolling.rs), so connections spread over both
+# processes of one so_reuseport port; the container topology keeps them longer than the
+# Deployment's preStop delay, so a pooler still holds clients when its SIGTERM drain starts.
+POOL_RECYCLE = int(os.environ.get("ROLLING_LOAD_POOL_RECYCLE", "3"))
+# max_overflow per engine. The overflow connections are opened and closed all the time (each one
+# returned to a full pool is closed), so on their own they leave a pooler within seconds of it
+# leaving the Service; the container topology gives one engine none, whose connections then stay
+# where they are until a drain closes them.
+MAX_OVERFLOW = [int(n) for n in os.environ.get("ROLLING_LOAD_MAX_OVERFLOW", "2").split(",")]
 MAX_EVENTS = 40
 
 
@@ -87,14 +96,14 @@ class Write(Base):
     node: Mapped[str] = mapped_column(String(64), default="")
 
 
-def make_engine(t):
-    # ollyScale's settings; pool_recycle renews connections so they spread over both processes.
+def make_engine(t, max_overflow=2):
+    # ollyScale's settings; pool_recycle (POOL_RECYCLE) renews connections.
     engine = create_async_engine(
         t.url("postgresql+asyncpg"),
         pool_size=4,
-        max_overflow=2,
+        max_overflow=max_overflow,
         pool_pre_ping=True,
-        pool_recycle=3,
+        pool_recycle=POOL_RECYCLE,
         pool_timeout=30,
         connect_args={"statement_cache_size": 0, "prepared_statement_cache_size": 0, "timeout": 10},
     )
@@ -184,7 +193,7 @@ async def worker(Session, name, stop_file, tally, deadline):
 async def run(t):
     control = t.extra[0] if t.extra else fail("CONTROL_DIR argument missing")
     stop_file = os.path.join(control, "stop")
-    engines = [make_engine(t) for _ in range(ENGINES)]
+    engines = [make_engine(t, MAX_OVERFLOW[min(i, len(MAX_OVERFLOW) - 1)]) for i in range(ENGINES)]
     tally = Tally()
     try:
         async with engines[0].begin() as conn:

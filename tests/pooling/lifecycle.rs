@@ -131,6 +131,80 @@ async fn sigterm_lets_the_open_transaction_finish_then_closes() {
     assert_eq!(pg.psql("SELECT count(*) FROM d"), "2");
 }
 
+/// SQLAlchemy's asyncpg pre-ping is BEGIN, `;`, ROLLBACK, each its own query, and the unit's
+/// BEGIN follows at once: a draining pooler serves it, and ends the client after its COMMIT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_serves_the_transaction_after_a_rolled_back_one() {
+    let pg = Pg::start();
+    pg.psql("CREATE TABLE d (v int)");
+    let mut pooler = Pooler::start(&pg, "", "shutdown_timeout = 120", "");
+    let busy = pooler.connect("olly", "olly_pw", "testdb").await;
+    // Open at SIGTERM, so the drain's quiet period for idle clients does not apply.
+    busy.batch_execute("BEGIN; INSERT INTO d VALUES (1)")
+        .await
+        .unwrap();
+    pooler.signal(libc::SIGTERM);
+    assert!(pooler.wait_for_log("got SIGTERM, shutting down", Duration::from_secs(5)));
+    for q in [
+        "SELECT 1",
+        "ROLLBACK",
+        "BEGIN",
+        "INSERT INTO d VALUES (2)",
+        "COMMIT",
+    ] {
+        busy.simple_query(q)
+            .await
+            .unwrap_or_else(|e| panic!("{q} during the drain: {e}"));
+    }
+    let err = busy.simple_query("SELECT 1").await.unwrap_err();
+    assert!(
+        err.as_db_error().is_none(),
+        "closed without a message: {err}"
+    );
+    let status = tokio::task::spawn_blocking(move || pooler.wait_exit(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit after the drain: {status:?}"
+    );
+    assert_eq!(pg.psql("SELECT string_agg(v::text, ',') FROM d"), "2");
+}
+
+/// A pooled connection that is never quiet (the next unit's checkout follows each COMMIT at
+/// once) still leaves a draining pooler at a transaction boundary: right after its block ends,
+/// before its next request, instead of being served until shutdown_timeout cuts it off.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_a_busy_client_right_after_its_commit() {
+    let pg = Pg::start();
+    pg.psql("CREATE TABLE d (v int)");
+    let mut pooler = Pooler::start(&pg, "", "shutdown_timeout = 120", "");
+    let busy = pooler.connect("olly", "olly_pw", "testdb").await;
+    busy.batch_execute("BEGIN; INSERT INTO d VALUES (1)")
+        .await
+        .unwrap();
+    pooler.signal(libc::SIGTERM);
+    assert!(pooler.wait_for_log("got SIGTERM, shutting down", Duration::from_secs(5)));
+    busy.batch_execute("INSERT INTO d VALUES (2); COMMIT")
+        .await
+        .unwrap();
+    // Sent as soon as the COMMIT is answered, far within the drain's 100 ms of quiet: the
+    // connection is already closed, without an ErrorResponse (a pre-ping sees a dead connection).
+    let err = busy.simple_query("SELECT 1").await.unwrap_err();
+    assert!(
+        err.as_db_error().is_none(),
+        "closed without a message: {err}"
+    );
+    let status = tokio::task::spawn_blocking(move || pooler.wait_exit(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit after the drain: {status:?}"
+    );
+    assert_eq!(pg.psql("SELECT count(*) FROM d"), "2");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reopens_the_logfile_after_rotation() {
     let pg = Pg::start();

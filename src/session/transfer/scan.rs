@@ -133,6 +133,7 @@ impl Transfer<'_> {
                 }
             };
             if tag == b'E' {
+                self.tally.last_was_commit = false;
                 // Rare, so parsing it costs nothing on the hot path. A role-change SQLSTATE is
                 // reported to the pool; as a lone BEGIN's only answer a FATAL one is not
                 // forwarded (the session sends the BEGIN elsewhere).
@@ -159,6 +160,7 @@ impl Transfer<'_> {
             let set_by_client = match (tag, body) {
                 (b'C', Some(bytes)) => {
                     let done = &bytes[5..];
+                    self.tally.last_was_commit = done == b"COMMIT\0";
                     done == b"SET\0" || done == b"RESET\0" || done.starts_with(b"DISCARD ALL")
                 }
                 _ => false,
@@ -217,6 +219,9 @@ impl Transfer<'_> {
     /// ReadyForQuery: a query (and maybe a transaction) ended.
     fn ready_for_query(&mut self, status: u8) -> Result<()> {
         self.server.tx_status = status;
+        if status == b'I' && std::mem::take(&mut self.tally.last_was_commit) {
+            self.tally.committed = true;
+        }
         self.tally.queries += 1;
         let now = Instant::now();
         if self.pipe.ready_owed() == 0 {
