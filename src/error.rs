@@ -86,6 +86,9 @@ pub enum Error {
     QueryTimeout,
     #[error("client_login_timeout")]
     ClientLoginTimeout,
+    /// The login timed out while the pool's first server login (its welcome) was pending.
+    #[error("client_login_timeout (server down)")]
+    ClientLoginTimeoutServerDown,
     #[error("no such database: {0}")]
     NoSuchDatabase(String),
     #[error("password authentication failed")]
@@ -329,6 +332,10 @@ mod tests {
                 "no more connections allowed (max_client_conn)",
             ),
             (Error::QueryWaitTimeout, "query_wait_timeout"),
+            (
+                Error::ClientLoginTimeoutServerDown,
+                "client_login_timeout (server down)",
+            ),
             (Error::IdleTransactionTimeout, "idle transaction timeout"),
             (Error::QueryTimeout, "query timeout"),
             (Error::TransactionTimeout, "transaction timeout"),

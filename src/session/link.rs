@@ -4,7 +4,7 @@
 //! set + our BackendKeyData); and the tracked-parameter SET batch that makes a server match its
 //! client at each checkout.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -108,6 +108,7 @@ pub async fn login(
     stream: &mut Stream,
     raw: Vec<(String, String)>,
     cfg: &Arc<Config>,
+    awaiting_welcome: &AtomicBool,
 ) -> Result<LoggedIn> {
     // PgBouncer: TLS is required of TCP clients only (Unix sockets cannot do TLS).
     if cfg.general.security.client_tls.sslmode >= crate::config::SslMode::Require
@@ -283,7 +284,10 @@ pub async fn login(
         Some(w) => w,
         None => {
             // A brand-new pool must log in to a server once to learn what to tell clients.
+            // client_login_timeout firing during this wait names the server as the cause.
+            awaiting_welcome.store(true, Ordering::Relaxed);
             let server = route.checkout().await?;
+            awaiting_welcome.store(false, Ordering::Relaxed);
             server.release(true);
             set.welcome()
                 .ok_or_else(|| Error::ServerProtocol("no welcome parameters".into()))?

@@ -21,6 +21,7 @@ mod transfer;
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::Poll;
@@ -217,13 +218,29 @@ async fn session(
     let cfg = ctx.config();
     // Boxed: the login's state (auth exchange, buffers) is freed once it is done, so an idle
     // client keeps only the small request-loop state.
-    let login = Box::pin(link::login(ctx, info, &mut stream, raw, &cfg));
+    let awaiting_welcome = AtomicBool::new(false);
+    let login = Box::pin(link::login(
+        ctx,
+        info,
+        &mut stream,
+        raw,
+        &cfg,
+        &awaiting_welcome,
+    ));
     let login = if cfg.general.client_login_timeout.is_zero() {
         login.await
     } else {
         tokio::time::timeout(cfg.general.client_login_timeout, login)
             .await
-            .unwrap_or(Err(Error::ClientLoginTimeout))
+            .unwrap_or_else(|_| {
+                // PgBouncer tells the two apart: a client held back by a server that never
+                // answered its login is told so.
+                Err(if awaiting_welcome.load(Relaxed) {
+                    Error::ClientLoginTimeoutServerDown
+                } else {
+                    Error::ClientLoginTimeout
+                })
+            })
     };
     let mut client = match login {
         Ok(link::LoggedIn::Client(w)) => Client {
