@@ -212,6 +212,16 @@ pub async fn login(
         Method::Any | Method::Reject | Method::Cert => auth_query::Found::Unknown,
         _ => auth_query::lookup(ctx, cfg, db.as_deref(), &params.user).await?,
     };
+    // PgBouncer adds every `[users]` name as a user with an empty password, so trust lets one in
+    // even when no auth_file line or auth_query row names it.
+    let found = match found {
+        auth_query::Found::Unknown | auth_query::Found::Query(None)
+            if method == Method::Trust && cfg.users.contains_key(&params.user) =>
+        {
+            auth_query::Found::File(crate::config::Secret::Plain(String::new()))
+        }
+        found => found,
+    };
     // AuthenticationOk goes out with the welcome below, in one write.
     let authed = auth::exchange(
         stream,
