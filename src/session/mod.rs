@@ -114,9 +114,9 @@ async fn run(ctx: Arc<Context>, info: Arc<ClientInfo>, stream: Stream) {
                 if stream.is_tls() {
                     let _ = info.tls.set(stream.tls_description());
                 }
-                let result = Box::pin(session(&ctx, &info, stream, params)).await;
+                // The session logs its own end: before the client is told why (see `log_end`).
+                let _ = Box::pin(session(&ctx, &info, stream, params)).await;
                 ctx.clients.unregister(&info);
-                log_end(&ctx, &info, result.as_ref().err());
             }
             (stream, opening) => {
                 ctx.clients.unregister(&info);
@@ -124,10 +124,10 @@ async fn run(ctx: Arc<Context>, info: Arc<ClientInfo>, stream: Stream) {
                     Err(e) => e,
                     Ok(_) => Error::ClientGone,
                 };
+                log_end(&ctx, &info, Some(&e));
                 if let (Some(mut stream), true) = (stream, e.client_reachable()) {
                     let _ = Box::pin(report_error(&ctx, &mut stream, &e)).await;
                 }
-                log_end(&ctx, &info, Some(&e));
             }
         }
     }
@@ -172,14 +172,19 @@ async fn negotiate(
 }
 
 /// The disconnect line, PgBouncer's "closing because: ..." (log_disconnections).
+///
+/// Written before the client is sent the error, as PgBouncer does: whoever reads the log after
+/// seeing the error (an operator, a test) finds the line already there.
 fn log_end(ctx: &Context, info: &ClientInfo, e: Option<&Error>) {
     let reason = match e {
         None | Some(Error::ClientGone) => "client close request".to_string(),
         Some(e) => e.to_string(),
     };
     if ctx.config().general.log_disconnections {
+        // PgBouncer's "(age=Ns)" suffix: the seconds since the client connected.
+        let age = info.connect_time.elapsed().map_or(0, |d| d.as_secs());
         tracing::info!(
-            "C-{} {}@{} closing because: {reason}",
+            "C-{} {}@{} closing because: {reason} (age={age}s)",
             info.id,
             info.user.lock(),
             info.peer
@@ -265,6 +270,7 @@ async fn session(
         }) => {
             let result = replication::relay(info, &mut stream, *server).await;
             drop((slot, place));
+            log_end(ctx, info, result.as_ref().err());
             return result;
         }
         Ok(link::LoggedIn::Admin { user, admin }) => {
@@ -275,9 +281,12 @@ async fn session(
                 user,
                 admin,
             };
-            return Box::pin(crate::admin::serve(session)).await;
+            let result = Box::pin(crate::admin::serve(session)).await;
+            log_end(ctx, info, result.as_ref().err());
+            return result;
         }
         Err(e) => {
+            log_end(ctx, info, Some(&e));
             if e.client_reachable() {
                 let _ = Box::pin(report_error(ctx, &mut stream, &e)).await;
             }
@@ -728,6 +737,7 @@ impl Client {
             };
             server.release(ok);
         }
+        log_end(&self.ctx, &self.info, result.as_ref().err());
         if let Err(e) = result {
             if e.client_reachable() && !matches!(e, Error::ClientGone) {
                 let _ = report_error(&self.ctx, &mut self.stream, e).await;
