@@ -84,6 +84,10 @@ pub enum Error {
     IdleTransactionTimeout,
     #[error("query timeout")]
     QueryTimeout,
+    /// query_timeout passed while the client still waited for a server: PgBouncer's queue
+    /// sweeper spells this one with an underscore.
+    #[error("query_timeout")]
+    QueryTimeoutWaiting,
     #[error("client_login_timeout")]
     ClientLoginTimeout,
     /// The login timed out while the pool's first server login (its welcome) was pending.
@@ -338,6 +342,7 @@ mod tests {
             ),
             (Error::IdleTransactionTimeout, "idle transaction timeout"),
             (Error::QueryTimeout, "query timeout"),
+            (Error::QueryTimeoutWaiting, "query_timeout"),
             (Error::TransactionTimeout, "transaction timeout"),
             (Error::PqexecDisallowed, "PQexec disallowed"),
             (

@@ -114,7 +114,7 @@ impl Pool {
             if let Some((d, query_first)) = w.deadline {
                 if d <= now {
                     let err = if query_first {
-                        Error::QueryTimeout
+                        Error::QueryTimeoutWaiting
                     } else {
                         Error::QueryWaitTimeout
                     };
