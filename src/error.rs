@@ -88,6 +88,10 @@ pub enum Error {
     /// sweeper spells this one with an underscore.
     #[error("query_timeout")]
     QueryTimeoutWaiting,
+    /// server_fast_close in session mode: the client's server was marked to close (RECONNECT, a
+    /// changed database), and the session ends with it, as in PgBouncer.
+    #[error("database configuration changed")]
+    DatabaseConfigChanged,
     #[error("client_login_timeout")]
     ClientLoginTimeout,
     /// The login timed out while the pool's first server login (its welcome) was pending.
@@ -343,6 +347,10 @@ mod tests {
             (Error::IdleTransactionTimeout, "idle transaction timeout"),
             (Error::QueryTimeout, "query timeout"),
             (Error::QueryTimeoutWaiting, "query_timeout"),
+            (
+                Error::DatabaseConfigChanged,
+                "database configuration changed",
+            ),
             (Error::TransactionTimeout, "transaction timeout"),
             (Error::PqexecDisallowed, "PQexec disallowed"),
             (

@@ -647,12 +647,13 @@ impl Client {
             server.pool().report(crate::pool::Signal::Sqlstate);
         }
         match end {
-            // Session mode gives a server back mid-session only for server_fast_close.
+            // Session mode gives a server back mid-session only for server_fast_close, and the
+            // session ends with it: its state (SETs, temp tables) lived on that server.
             Ok(transfer::End::Released)
                 if self.settings.pool_mode == crate::config::PoolMode::Session =>
             {
                 server.release(false);
-                Ok(())
+                Err(Error::DatabaseConfigChanged)
             }
             Ok(transfer::End::Released) => {
                 self.replays = 0;
