@@ -298,6 +298,13 @@ pub async fn login(
             awaiting_welcome.store(true, Ordering::Relaxed);
             let server = route.checkout().await?;
             awaiting_welcome.store(false, Ordering::Relaxed);
+            // Learning the welcome is no client's use of a server: PgBouncer counts no server
+            // assignment for it (SHOW STATS total_server_assignment_count).
+            server
+                .pool()
+                .stats
+                .server_assignment_count
+                .fetch_sub(1, Ordering::Relaxed);
             server.release(true);
             set.welcome()
                 .ok_or_else(|| Error::ServerProtocol("no welcome parameters".into()))?
