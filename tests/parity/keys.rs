@@ -305,3 +305,23 @@ async fn cancel_wait_timeout_bounds_the_wait_for_a_peer_slot() {
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
     holder.abort();
 }
+
+/// server_fast_close turned on by SET while a session-mode client already holds its server still
+/// applies to that client (its session is one long transfer that started with the key off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_fast_close_set_mid_session_applies() {
+    let p = Pooler::start(pg(), "", "pool_mode = session", "");
+    let mut client = Raw::connect(p.port, "olly", "olly_pw", "testdb")
+        .await
+        .unwrap();
+    backend_pid(&mut client).await;
+    let mut c = admin(&p).await;
+    assert!(c.query("SET server_fast_close = 1").await.error.is_none());
+    assert!(c.query("RECONNECT testdb").await.error.is_none());
+    let e = client
+        .query("SELECT 1")
+        .await
+        .error
+        .expect("the session ends with its server");
+    assert_eq!(e.message, "database configuration changed");
+}
