@@ -593,7 +593,9 @@ impl Client {
         );
         t.set_start(started);
         t.xact_timeout = self.settings.transaction_timeout;
-        t.fast_close = self.settings.server_fast_close;
+        if self.settings.pool_mode == crate::config::PoolMode::Session {
+            t.fast_close = Some(server_pool.clone());
+        }
         t.no_simple_query = self.settings.disable_pqexec;
         if tracks {
             t.track_statements(
