@@ -132,6 +132,16 @@ async fn reserve_pool_serves_a_client_that_waited_too_long() {
     assert!(waited >= Duration::from_millis(400), "{waited:?}");
     assert!(waited < Duration::from_secs(4), "{waited:?}");
     assert_eq!(pg.backend_count("testdb"), 2);
+    // PgBouncer's warning, once per reserve server.
+    assert_eq!(
+        pooler
+            .log()
+            .matches("taking connection from reserve_pool")
+            .count(),
+        1,
+        "{}",
+        pooler.log()
+    );
     holder.batch_execute("COMMIT").await.unwrap();
 }
 
