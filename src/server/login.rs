@@ -133,10 +133,15 @@ pub async fn connect(
     .await
     {
         Ok(r) => r,
-        Err(_) => Err(Error::ServerConnect {
-            addr: format!("{}:{}", target.host_text(), target.port),
-            source: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
-        }),
+        Err(_) => {
+            let addr = format!("{}:{}", target.host_text(), target.port);
+            // PgBouncer's words for server_connect_timeout, which its operators grep for.
+            tracing::warn!("{addr} closing because: connect timeout");
+            Err(Error::ServerConnect {
+                addr,
+                source: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
+            })
+        }
     }
 }
 

@@ -191,3 +191,28 @@ async fn client_login_timeout_waiting_for_the_first_server_says_server_down() {
     );
     drop(silent);
 }
+
+/// server_connect_timeout on a server that accepts and never answers: the queued client gets
+/// `query_timeout` (PgBouncer's text for a client still waiting), and the log has PgBouncer's
+/// `closing because: connect timeout` for the server attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_connect_timeout_logs_connect_timeout() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let p = Pooler::start(
+        pg(),
+        &format!("mute = host=127.0.0.1 port={port} dbname=testdb"),
+        "server_connect_timeout = 1\nquery_timeout = 3\nclient_login_timeout = 60",
+        "",
+    );
+    assert_eq!(
+        refused(&p, "olly", "olly_pw", "mute").await,
+        fatal("query_timeout")
+    );
+    assert!(
+        p.log().contains("closing because: connect timeout"),
+        "{}",
+        p.log()
+    );
+    drop(silent);
+}
