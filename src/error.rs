@@ -84,8 +84,19 @@ pub enum Error {
     IdleTransactionTimeout,
     #[error("query timeout")]
     QueryTimeout,
+    /// query_timeout passed while the client still waited for a server: PgBouncer's queue
+    /// sweeper spells this one with an underscore.
+    #[error("query_timeout")]
+    QueryTimeoutWaiting,
+    /// server_fast_close in session mode: the client's server was marked to close (RECONNECT, a
+    /// changed database), and the session ends with it, as in PgBouncer.
+    #[error("database configuration changed")]
+    DatabaseConfigChanged,
     #[error("client_login_timeout")]
     ClientLoginTimeout,
+    /// The login timed out while the pool's first server login (its welcome) was pending.
+    #[error("client_login_timeout (server down)")]
+    ClientLoginTimeoutServerDown,
     #[error("no such database: {0}")]
     NoSuchDatabase(String),
     #[error("password authentication failed")]
@@ -337,8 +348,17 @@ mod tests {
                 "no more connections allowed (max_client_conn)",
             ),
             (Error::QueryWaitTimeout, "query_wait_timeout"),
+            (
+                Error::ClientLoginTimeoutServerDown,
+                "client_login_timeout (server down)",
+            ),
             (Error::IdleTransactionTimeout, "idle transaction timeout"),
             (Error::QueryTimeout, "query timeout"),
+            (Error::QueryTimeoutWaiting, "query_timeout"),
+            (
+                Error::DatabaseConfigChanged,
+                "database configuration changed",
+            ),
             (Error::TransactionTimeout, "transaction timeout"),
             (Error::PqexecDisallowed, "PQexec disallowed"),
             (

@@ -537,7 +537,11 @@ async fn query_timeout_also_bounds_the_wait_for_a_server() {
     let _held = pool.checkout().await.expect("checkout");
     let started = tokio::time::Instant::now();
     let r = pool.checkout().await;
-    assert!(matches!(r, Err(Error::QueryTimeout)), "{:?}", r.err());
+    assert!(
+        matches!(r, Err(Error::QueryTimeoutWaiting)),
+        "{:?}",
+        r.err()
+    );
     assert_eq!(started.elapsed(), Duration::from_secs(3));
     // The shorter of the two wins: here query_wait_timeout.
     let mut s = settings(1);

@@ -50,9 +50,8 @@ async fn open(
         ServerHost::Tcp(h) => {
             let mut last = None;
             for addr in tcp_addrs(h, port, dns).await? {
-                match TcpStream::connect(addr).await {
+                match tcp.connect(addr).await {
                     Ok(s) => {
-                        tcp.apply(&s);
                         let local = s
                             .local_addr()
                             .map(|a| (a.ip().to_string(), a.port()))
@@ -133,10 +132,15 @@ pub async fn connect(
     .await
     {
         Ok(r) => r,
-        Err(_) => Err(Error::ServerConnect {
-            addr: format!("{}:{}", target.host_text(), target.port),
-            source: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
-        }),
+        Err(_) => {
+            let addr = format!("{}:{}", target.host_text(), target.port);
+            // PgBouncer's words for server_connect_timeout, which its operators grep for.
+            tracing::warn!("{addr} closing because: connect timeout");
+            Err(Error::ServerConnect {
+                addr,
+                source: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
+            })
+        }
     }
 }
 
@@ -290,8 +294,7 @@ async fn connect_inner(
 /// another server.
 pub async fn open_cancel(target: &CancelTarget, tcp: &TcpOptions) -> std::io::Result<Stream> {
     if let Some(addr) = target.addr {
-        let s = TcpStream::connect(addr).await?;
-        tcp.apply(&s);
+        let s = tcp.connect(addr).await?;
         return Ok(Stream::Tcp(s));
     }
     Ok(open(&target.host, target.port, tcp, None).await?.0)

@@ -179,8 +179,8 @@ pub async fn exchange(
             Some(cn) if identity_allows(&cn, user, map) => Ok(Authenticated::default()),
             _ => Err(Error::CertAuthFailed),
         },
-        // PgBouncer 1.23+: trust skips the password, not the lookup. A user known only from
-        // `[users]` (settings, no credentials) gets the mock login and so fails like a stranger.
+        // PgBouncer 1.23+: trust skips the password, not the lookup. A `[users]` name counts as
+        // known (see `link::login`).
         Method::Trust => match secret {
             Some(_) => Ok(Authenticated::default()),
             None => Err(Error::TrustAuthFailed),

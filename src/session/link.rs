@@ -4,7 +4,7 @@
 //! set + our BackendKeyData); and the tracked-parameter SET batch that makes a server match its
 //! client at each checkout.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -108,6 +108,7 @@ pub async fn login(
     stream: &mut Stream,
     raw: Vec<(String, String)>,
     cfg: &Arc<Config>,
+    awaiting_welcome: &AtomicBool,
 ) -> Result<LoggedIn> {
     // PgBouncer: TLS is required of TCP clients only (Unix sockets cannot do TLS).
     if cfg.general.security.client_tls.sslmode >= crate::config::SslMode::Require
@@ -223,6 +224,16 @@ pub async fn login(
         }
         _ => auth_query::lookup(ctx, cfg, db.as_deref(), &params.user).await?,
     };
+    // PgBouncer adds every `[users]` name as a user with an empty password, so trust lets one in
+    // even when no auth_file line or auth_query row names it.
+    let found = match found {
+        auth_query::Found::Unknown | auth_query::Found::Query(None)
+            if method == Method::Trust && cfg.users.contains_key(&params.user) =>
+        {
+            auth_query::Found::File(crate::config::Secret::Plain(String::new()))
+        }
+        found => found,
+    };
     // AuthenticationOk goes out with the welcome below, in one write.
     let authed = auth::exchange(
         stream,
@@ -301,7 +312,17 @@ pub async fn login(
         Some(w) => w,
         None => {
             // A brand-new pool must log in to a server once to learn what to tell clients.
+            // client_login_timeout firing during this wait names the server as the cause.
+            awaiting_welcome.store(true, Ordering::Relaxed);
             let server = route.checkout().await?;
+            awaiting_welcome.store(false, Ordering::Relaxed);
+            // Learning the welcome is no client's use of a server: PgBouncer counts no server
+            // assignment for it (SHOW STATS total_server_assignment_count).
+            server
+                .pool()
+                .stats
+                .server_assignment_count
+                .fetch_sub(1, Ordering::Relaxed);
             server.release(true);
             set.welcome()
                 .ok_or_else(|| Error::ServerProtocol("no welcome parameters".into()))?

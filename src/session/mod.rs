@@ -22,6 +22,7 @@ mod transfer;
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::Poll;
@@ -114,9 +115,9 @@ async fn run(ctx: Arc<Context>, info: Arc<ClientInfo>, stream: Stream) {
                 if stream.is_tls() {
                     let _ = info.tls.set(stream.tls_description());
                 }
-                let result = Box::pin(session(&ctx, &info, stream, params)).await;
+                // The session logs its own end: before the client is told why (see `log_end`).
+                let _ = Box::pin(session(&ctx, &info, stream, params)).await;
                 ctx.clients.unregister(&info);
-                log_end(&ctx, &info, result.as_ref().err());
             }
             (stream, opening) => {
                 ctx.clients.unregister(&info);
@@ -124,10 +125,10 @@ async fn run(ctx: Arc<Context>, info: Arc<ClientInfo>, stream: Stream) {
                     Err(e) => e,
                     Ok(_) => Error::ClientGone,
                 };
+                log_end(&ctx, &info, Some(&e));
                 if let (Some(mut stream), true) = (stream, e.client_reachable()) {
                     let _ = Box::pin(report_error(&ctx, &mut stream, &e)).await;
                 }
-                log_end(&ctx, &info, Some(&e));
             }
         }
     }
@@ -172,14 +173,19 @@ async fn negotiate(
 }
 
 /// The disconnect line, PgBouncer's "closing because: ..." (log_disconnections).
+///
+/// Written before the client is sent the error, as PgBouncer does: whoever reads the log after
+/// seeing the error (an operator, a test) finds the line already there.
 fn log_end(ctx: &Context, info: &ClientInfo, e: Option<&Error>) {
     let reason = match e {
         None | Some(Error::ClientGone) => "client close request".to_string(),
         Some(e) => e.to_string(),
     };
     if ctx.config().general.log_disconnections {
+        // PgBouncer's "(age=Ns)" suffix: the seconds since the client connected.
+        let age = info.connect_time.elapsed().map_or(0, |d| d.as_secs());
         tracing::info!(
-            "C-{} {}@{} closing because: {reason}",
+            "C-{} {}@{} closing because: {reason} (age={age}s)",
             info.id,
             info.user.lock(),
             info.peer
@@ -218,13 +224,29 @@ async fn session(
     let cfg = ctx.config();
     // Boxed: the login's state (auth exchange, buffers) is freed once it is done, so an idle
     // client keeps only the small request-loop state.
-    let login = Box::pin(link::login(ctx, info, &mut stream, raw, &cfg));
+    let awaiting_welcome = AtomicBool::new(false);
+    let login = Box::pin(link::login(
+        ctx,
+        info,
+        &mut stream,
+        raw,
+        &cfg,
+        &awaiting_welcome,
+    ));
     let login = if cfg.general.client_login_timeout.is_zero() {
         login.await
     } else {
         tokio::time::timeout(cfg.general.client_login_timeout, login)
             .await
-            .unwrap_or(Err(Error::ClientLoginTimeout))
+            .unwrap_or_else(|_| {
+                // PgBouncer tells the two apart: a client held back by a server that never
+                // answered its login is told so.
+                Err(if awaiting_welcome.load(Relaxed) {
+                    Error::ClientLoginTimeoutServerDown
+                } else {
+                    Error::ClientLoginTimeout
+                })
+            })
     };
     let mut client = match login {
         Ok(link::LoggedIn::Client(w)) => Client {
@@ -249,6 +271,7 @@ async fn session(
         }) => {
             let result = replication::relay(info, &mut stream, *server).await;
             drop((slot, place));
+            log_end(ctx, info, result.as_ref().err());
             return result;
         }
         Ok(link::LoggedIn::Admin { user, admin }) => {
@@ -259,9 +282,12 @@ async fn session(
                 user,
                 admin,
             };
-            return Box::pin(crate::admin::serve(session)).await;
+            let result = Box::pin(crate::admin::serve(session)).await;
+            log_end(ctx, info, result.as_ref().err());
+            return result;
         }
         Err(e) => {
+            log_end(ctx, info, Some(&e));
             if e.client_reachable() {
                 let _ = Box::pin(report_error(ctx, &mut stream, &e)).await;
             }
@@ -586,7 +612,9 @@ impl Client {
         );
         t.set_start(started);
         t.xact_timeout = self.settings.transaction_timeout;
-        t.fast_close = self.settings.server_fast_close;
+        if self.settings.pool_mode == crate::config::PoolMode::Session {
+            t.fast_close = Some(server_pool.clone());
+        }
         t.no_simple_query = self.settings.disable_pqexec;
         if tracks {
             t.track_statements(
@@ -640,12 +668,13 @@ impl Client {
             server.pool().report(crate::pool::Signal::Sqlstate);
         }
         match end {
-            // Session mode gives a server back mid-session only for server_fast_close.
+            // Session mode gives a server back mid-session only for server_fast_close, and the
+            // session ends with it: its state (SETs, temp tables) lived on that server.
             Ok(transfer::End::Released)
                 if self.settings.pool_mode == crate::config::PoolMode::Session =>
             {
                 server.release(false);
-                Ok(false)
+                Err(Error::DatabaseConfigChanged)
             }
             Ok(transfer::End::Released) => {
                 self.replays = 0;
@@ -730,6 +759,7 @@ impl Client {
             };
             server.release(ok);
         }
+        log_end(&self.ctx, &self.info, result.as_ref().err());
         if let Err(e) = result {
             if e.client_reachable() && !matches!(e, Error::ClientGone) {
                 let _ = report_error(&self.ctx, &mut self.stream, e).await;

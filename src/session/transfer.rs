@@ -134,8 +134,10 @@ pub struct Transfer<'a> {
     /// transaction_timeout: the whole transaction, from its first client message (0 = off).
     pub xact_timeout: Duration,
     /// server_fast_close: in session mode, give the server back at a transaction boundary once
-    /// it is marked close_needed (RECONNECT, a changed database), so it is closed.
-    pub fast_close: bool,
+    /// it is marked close_needed (RECONNECT, a changed database), so it is closed. The pool whose
+    /// live settings say whether the key is on: a session-mode transfer lasts the whole session,
+    /// and a SET during it must still count.
+    pub fast_close: Option<Arc<crate::pool::Pool>>,
     /// disable_pqexec: a simple Query met inside the transaction ends the client.
     pub no_simple_query: bool,
     pub tally: Tally,
@@ -218,7 +220,7 @@ impl<'a> Transfer<'a> {
             query_timeout,
             idle_tx_timeout,
             xact_timeout: Duration::ZERO,
-            fast_close: false,
+            fast_close: None,
             no_simple_query: false,
             tally: Tally::default(),
             sscan: Scanner::default(),
@@ -269,12 +271,15 @@ impl<'a> Transfer<'a> {
 
     /// server_fast_close applies and the server is marked to close.
     fn fast_close_needed(&self) -> bool {
-        self.fast_close
+        // The mark first: a flag read; the settings lock only once a server is marked.
+        self.server
+            .registration
+            .as_ref()
+            .is_some_and(|r| r.info.close_needed())
             && self
-                .server
-                .registration
+                .fast_close
                 .as_ref()
-                .is_some_and(|r| r.info.close_needed())
+                .is_some_and(|p| p.settings().server_fast_close)
     }
 
     /// Nothing is in flight either way: the server could change hands here.

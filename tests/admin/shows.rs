@@ -1,7 +1,7 @@
 //! SHOW: columns and types of every subcommand, values that move with traffic, privileges and
 //! errors, the drivers' fake parameters, psql and pgbouncer_exporter-style use.
 
-use crate::common::{self, psql};
+use crate::common::{self, psql, Pooler};
 use crate::console::Raw;
 use crate::{admin, expect_error, pg, pooler, stats_user, INT4, INT8, NUMERIC, TEXT};
 
@@ -715,4 +715,22 @@ async fn client_logins_are_counted() {
     let t = c.query("SHOW TOTALS").await;
     assert!(t.num("name", "total_client_login_count", "value") >= 4);
     assert!(t.get("name", "avg_client_login_count", "value").is_some());
+}
+
+/// total_server_assignment_count counts the times a client was given a server, as PgBouncer's
+/// own suite checks (session mode: one per client): the login that fetches a new pool's welcome
+/// parameters is not one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_assignments_count_clients_not_the_welcome_fetch() {
+    let p = Pooler::start(pg(), "", "pool_mode = session", "");
+    for _ in 0..3 {
+        let c = p.connect("md5user", "md5_pw", "testdb").await;
+        c.simple_query("SELECT 1").await.expect("select");
+    }
+    let mut a = admin(&p).await;
+    let stats = a.query("SHOW STATS").await;
+    assert_eq!(
+        stats.num("database", "testdb", "total_server_assignment_count"),
+        3
+    );
 }

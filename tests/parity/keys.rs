@@ -219,7 +219,8 @@ async fn backend_pid(c: &mut Raw) -> String {
 }
 
 /// Session mode: with server_fast_close, a server marked by RECONNECT is closed at the client's
-/// next transaction boundary; without it, the client keeps it until it leaves.
+/// next transaction boundary and the client with it (FATAL `database configuration changed`, as
+/// PgBouncer's own suite expects); without it, the client keeps its server until it leaves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_fast_close_in_session_mode() {
     for fast in [false, true] {
@@ -238,8 +239,20 @@ async fn server_fast_close_in_session_mode() {
         let first = backend_pid(&mut client).await;
         let mut c = admin(&p).await;
         assert!(c.query("RECONNECT testdb").await.error.is_none());
-        let second = backend_pid(&mut client).await;
-        assert_eq!(first != second, fast, "server_fast_close = {fast}");
+        let next = client.query("SELECT pg_backend_pid()").await;
+        if fast {
+            let e = next.error.expect("the session ends with its server");
+            assert_eq!(
+                (e.severity.as_str(), e.code.as_str(), e.message.as_str()),
+                ("FATAL", "08P01", "database configuration changed")
+            );
+            assert!(p
+                .log()
+                .contains("closing because: database configuration changed"));
+        } else {
+            assert!(next.error.is_none(), "{next:?}");
+            assert_eq!(next.rows[0][0].as_deref(), Some(first.as_str()));
+        }
     }
 }
 
@@ -291,4 +304,24 @@ async fn cancel_wait_timeout_bounds_the_wait_for_a_peer_slot() {
     assert!(gave_up, "{}", p.log());
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
     holder.abort();
+}
+
+/// server_fast_close turned on by SET while a session-mode client already holds its server still
+/// applies to that client (its session is one long transfer that started with the key off).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_fast_close_set_mid_session_applies() {
+    let p = Pooler::start(pg(), "", "pool_mode = session", "");
+    let mut client = Raw::connect(p.port, "olly", "olly_pw", "testdb")
+        .await
+        .unwrap();
+    backend_pid(&mut client).await;
+    let mut c = admin(&p).await;
+    assert!(c.query("SET server_fast_close = 1").await.error.is_none());
+    assert!(c.query("RECONNECT testdb").await.error.is_none());
+    let e = client
+        .query("SELECT 1")
+        .await
+        .error
+        .expect("the session ends with its server");
+    assert_eq!(e.message, "database configuration changed");
 }

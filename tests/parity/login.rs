@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 
 use crate::common::{psql, Pooler};
 use crate::console::Raw;
-use crate::{admin, fatal, pg};
+use crate::{admin, fatal, pg, refused};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_notify_message_is_a_notice_in_the_welcome() {
@@ -170,4 +170,49 @@ async fn disable_pqexec_refuses_simple_queries_and_keeps_the_extended_protocol()
         .await
         .unwrap();
     assert!(raw.query("SELECT 1").await.closed);
+}
+
+/// client_login_timeout while the pool's first server login hangs (a server that accepts TCP and
+/// never answers): PgBouncer names the cause, `client_login_timeout (server down)`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_login_timeout_waiting_for_the_first_server_says_server_down() {
+    // Accepts connections (the kernel does, from the backlog) and never speaks.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let p = Pooler::start(
+        pg(),
+        &format!("mute = host=127.0.0.1 port={port} dbname=testdb"),
+        "client_login_timeout = 1\nserver_connect_timeout = 60\nquery_wait_timeout = 60",
+        "",
+    );
+    assert_eq!(
+        refused(&p, "olly", "olly_pw", "mute").await,
+        fatal("client_login_timeout (server down)")
+    );
+    drop(silent);
+}
+
+/// server_connect_timeout on a server that accepts and never answers: the queued client gets
+/// `query_timeout` (PgBouncer's text for a client still waiting), and the log has PgBouncer's
+/// `closing because: connect timeout` for the server attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_connect_timeout_logs_connect_timeout() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let p = Pooler::start(
+        pg(),
+        &format!("mute = host=127.0.0.1 port={port} dbname=testdb"),
+        "server_connect_timeout = 1\nquery_timeout = 3\nclient_login_timeout = 60",
+        "",
+    );
+    assert_eq!(
+        refused(&p, "olly", "olly_pw", "mute").await,
+        fatal("query_timeout")
+    );
+    assert!(
+        p.log().contains("closing because: connect timeout"),
+        "{}",
+        p.log()
+    );
+    drop(silent);
 }

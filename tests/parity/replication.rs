@@ -254,3 +254,47 @@ async fn replication_connections_count_against_pool_size() {
     // The pooled client gets a server again once the replication clients are gone.
     assert!(normal.query("SELECT 2").await.error.is_none());
 }
+
+/// PgBouncer's suite runs with `tcp_socket_buffer = 4096`. The buffers must be set before the
+/// server connection's handshake: set after it, the TCP window stayed tiny and a base backup
+/// crawled at a few KiB per delayed ACK (minutes for this one). A minute is a hang bound, far
+/// above the seconds it takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_basebackup_through_the_pooler_with_a_small_tcp_socket_buffer() {
+    let pg = logical_pg();
+    let pg_port = pg.port;
+    let p = Pooler::start(
+        pg,
+        &format!("replication = host=127.0.0.1 port={pg_port} dbname=testdb"),
+        "tcp_socket_buffer = 4096",
+        "",
+    );
+    let dest = p.dir.join("small-buffer-backup");
+    let child = Command::new("pg_basebackup")
+        .env("PGCONNECT_TIMEOUT", "10")
+        .args([
+            "-d",
+            &format!(
+                "host=127.0.0.1 port={} user=olly password=olly_pw dbname=replication",
+                p.port
+            ),
+            "-D",
+            dest.to_str().unwrap(),
+            "--checkpoint=fast",
+            "-X",
+            "stream",
+            "--no-sync",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run pg_basebackup");
+    let mut child = Reaped(child);
+    let finished = eventually(Duration::from_secs(60), || {
+        matches!(child.0.try_wait(), Ok(Some(_)))
+    })
+    .await;
+    assert!(finished, "pg_basebackup still running after a minute");
+    assert!(child.0.wait().expect("status").success(), "{}", p.log());
+    assert!(dest.join("PG_VERSION").exists());
+}

@@ -341,3 +341,19 @@ async fn default_server_check_query_tests_idle_servers() {
     c.simple_query("SELECT 1").await.expect("query");
     assert_eq!(sv_used(&off).await, "0");
 }
+
+/// The disconnect line, with PgBouncer's `(age=Ns)`, is in the log by the time the client has the
+/// error: PgBouncer logs before it sends, so a reader of the log right after the error finds the
+/// line. Repeated, because sending first lost that race only some of the time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_line_is_logged_before_the_client_gets_the_error() {
+    let pg = Pg::start();
+    let pooler = Pooler::start(&pg, "", "", "");
+    for round in 1..=50 {
+        let refused = crate::console::Raw::connect(pooler.port, "olly", "wrong", "testdb").await;
+        assert!(refused.is_err());
+        let line = "closing because: password authentication failed (age=0s)";
+        let seen = pooler.log().matches(line).count();
+        assert_eq!(seen, round, "{}", pooler.log());
+    }
+}

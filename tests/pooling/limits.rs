@@ -132,6 +132,16 @@ async fn reserve_pool_serves_a_client_that_waited_too_long() {
     assert!(waited >= Duration::from_millis(400), "{waited:?}");
     assert!(waited < Duration::from_secs(4), "{waited:?}");
     assert_eq!(pg.backend_count("testdb"), 2);
+    // PgBouncer's warning, once per reserve server.
+    assert_eq!(
+        pooler
+            .log()
+            .matches("taking connection from reserve_pool")
+            .count(),
+        1,
+        "{}",
+        pooler.log()
+    );
     holder.batch_execute("COMMIT").await.unwrap();
 }
 
@@ -271,4 +281,26 @@ async fn forced_user_min_pool_size_is_filled_without_clients_within_pool_size() 
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(pg.backend_count("testdb"), 3, "pool_size is the cap");
     drop(pooler);
+}
+
+/// query_timeout running out while the client still waits for a server: PgBouncer's text for that
+/// case is `query_timeout` (underscore), not the `query timeout` of a running query.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn query_timeout_while_queued_says_query_timeout() {
+    let pg = Pg::start();
+    let pooler = Pooler::start(
+        &pg,
+        "",
+        "default_pool_size = 1\nquery_timeout = 1\nquery_wait_timeout = 60",
+        "",
+    );
+    let holder = pooler.connect("olly", "olly_pw", "testdb").await;
+    let waiter = pooler.connect("olly", "olly_pw", "testdb").await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    let e = waiter
+        .simple_query("SELECT 1")
+        .await
+        .expect_err("times out in the queue");
+    assert_pooler_error(&e, "query_timeout");
+    holder.batch_execute("COMMIT").await.unwrap();
 }

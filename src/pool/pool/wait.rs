@@ -114,7 +114,7 @@ impl Pool {
             if let Some((d, query_first)) = w.deadline {
                 if d <= now {
                     let err = if query_first {
-                        Error::QueryTimeout
+                        Error::QueryTimeoutWaiting
                     } else {
                         Error::QueryWaitTimeout
                     };
@@ -139,7 +139,11 @@ impl Pool {
             true
         });
         for _ in 0..reserve {
-            self.maybe_launch(&mut st, true);
+            let beyond_pool_size = st.settings.pool_size != 0 && st.total >= st.settings.pool_size;
+            if self.maybe_launch(&mut st, true) && beyond_pool_size {
+                // PgBouncer's warning, which operators grep for to see the reserve in use.
+                tracing::warn!(pool = %self.key, "taking connection from reserve_pool");
+            }
         }
         st.sweep_at = next;
         next
