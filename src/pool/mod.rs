@@ -331,7 +331,7 @@ impl Pools {
                     Some(r) => r.add_set(&set, pool_role(db.role.unwrap_or_default())),
                     None => tracing::warn!(
                         "database {}: cluster {name} is not known; its clients wait for it",
-                        db.name
+                        crate::logsafe::Clean(&db.name)
                     ),
                 }
             }
