@@ -212,9 +212,12 @@ fn init_logging(args: &Args, cfg: &ollyscale_pooler::config::Config) -> Result<L
     let from_env = tracing_subscriber::EnvFilter::try_from_env("OLLYSCALE_LOG").ok();
     let fixed = from_env.is_some();
     let filter = from_env.unwrap_or_else(|| level_filter(args.verbose.max(cfg.general.verbose)));
+    // The subscriber's own sanitization formats every line a character at a time; the fields
+    // a client controls are escaped at the source instead (`logsafe::Clean`).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi_sanitization(false);
     // syslog(3) gets a copy of every line while `syslog` is on, whatever else logging does.
     let syslog = Arc::new(ollyscale_pooler::sys::Syslog::default());
     let g = &cfg.general;

@@ -135,7 +135,7 @@ pub async fn serve(mut s: AdminSession) -> Result<()> {
                     Ok(Reply::Close) => return Ok(()),
                     Ok(reply) => write_reply(&mut out, reply),
                     Err(e) => {
-                        tracing::warn!("{}", e.message);
+                        tracing::warn!("{}", crate::logsafe::Clean(&e.message));
                         build::error_response(&mut out, build::Severity::Error, e.code, &e.message)
                     }
                 }

@@ -18,7 +18,11 @@ pub fn run(s: &AdminSession, key: &str, value: &str) -> Result<Reply, CommandErr
     }
     let mut cfg = (*s.ctx.config()).clone();
     if let Err(why) = cfg.set_general(key, value) {
-        tracing::warn!("SET {key} failed: {why}");
+        tracing::warn!(
+            "SET {} failed: {}",
+            crate::logsafe::Clean(key),
+            crate::logsafe::Clean(&why)
+        );
         return Err(CommandError::new("SET failed"));
     }
     s.ctx.replace_config(cfg);

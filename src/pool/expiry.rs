@@ -85,7 +85,10 @@ impl Pools {
                 .iter()
                 .all(|k| self.map.remove_if(k, |_, s| unused(s)).is_some())
             {
-                tracing::info!("database {db}: auto-database unused for {timeout:?}, dropped");
+                tracing::info!(
+                    "database {}: auto-database unused for {timeout:?}, dropped",
+                    crate::logsafe::Clean(&db)
+                );
             }
             self.idle.autodbs.lock().remove(&db);
         }

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod connector;
 mod expiry;
 mod hosts;
+mod key;
 pub mod pause;
 #[allow(clippy::module_inception)]
 mod pool;
@@ -17,6 +18,7 @@ pub mod stats;
 pub(crate) mod tests;
 
 pub use connector::{Connector, PgConnector};
+pub use key::{KeyRef, KeyView, PoolKey};
 pub use pause::{PauseBook, PauseReasons};
 pub use pool::{Lease, Pool, PoolLinks, PoolSnapshot, ReplicationSlot, Welcome};
 pub use set::{Member, PoolSet, Role, Route, Serves};
@@ -35,21 +37,6 @@ use crate::config::{Config, DatabaseConfig, PoolMode, Secret, ServerHost};
 use crate::discovery::Clusters;
 use crate::server::{ServerCredential, ServerTarget, Servers};
 use cluster::ClusterRouter;
-
-/// Identifies a pool: the database name clients use and the user the server sees.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PoolKey {
-    /// Database name as in `[databases]`.
-    pub db: String,
-    /// Server-side user (the forced user, or the client's user).
-    pub user: String,
-}
-
-impl std::fmt::Display for PoolKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.db, self.user)
-    }
-}
 
 /// Everything a pool and its clients need from the config, resolved for one (db, user).
 #[derive(Debug, Clone, PartialEq)]
@@ -270,13 +257,14 @@ impl Pools {
         client_user: &str,
     ) -> Arc<PoolSet> {
         let user = server_user(db, client_user);
+        let wanted = KeyRef { db: &db.name, user };
+        if let Some(p) = self.map.get(&wanted as &dyn KeyView) {
+            return p.clone();
+        }
         let key = PoolKey {
             db: db.name.clone(),
             user: user.to_string(),
         };
-        if let Some(p) = self.map.get(&key) {
-            return p.clone();
-        }
         let db_conns = self.db_conns.entry(db.name.clone()).or_default().clone();
         let user_conns = self.user_conns.entry(user.to_string()).or_default().clone();
         let mut created = false;
@@ -331,7 +319,7 @@ impl Pools {
                     Some(r) => r.add_set(&set, pool_role(db.role.unwrap_or_default())),
                     None => tracing::warn!(
                         "database {}: cluster {name} is not known; its clients wait for it",
-                        db.name
+                        crate::logsafe::Clean(&db.name)
                     ),
                 }
             }

@@ -283,7 +283,11 @@ async fn connect_inner(
     }
     if let Some(q) = target.connect_query.as_deref() {
         if let Some(err) = conn.run_internal(q, max_packet).await? {
-            tracing::warn!(server = conn.id, "connect_query failed: {}", err.message);
+            tracing::warn!(
+                server = conn.id,
+                "connect_query failed: {}",
+                crate::logsafe::Clean(&err.message)
+            );
         }
     }
     Ok(conn)

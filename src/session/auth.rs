@@ -8,6 +8,7 @@ use bytes::BytesMut;
 use crate::auth::{md5, scram};
 use crate::config::{AuthType, Secret};
 use crate::error::{Error, Result};
+use crate::logsafe::Clean;
 use crate::net::{ReadError, Stream};
 use crate::proto::build;
 
@@ -210,7 +211,11 @@ pub async fn exchange(
                     password: Some(pw),
                 }),
                 Err(why) => {
-                    tracing::warn!("LDAP authentication failed for user \"{user}\": {why}");
+                    tracing::warn!(
+                        "LDAP authentication failed for user \"{}\": {}",
+                        Clean(user),
+                        Clean(&why)
+                    );
                     Err(Error::LdapAuthFailed)
                 }
             }

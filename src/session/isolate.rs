@@ -52,7 +52,7 @@ pub(crate) fn isolated(
                 "C-{} {}@{} session panicked ({why}): its connection and server are closed, \
                  other clients are unaffected; this is a bug, please report it",
                 guard.info.id,
-                guard.info.user.lock(),
+                crate::logsafe::Clean(&*guard.info.user.lock()),
                 guard.info.peer,
             );
         }

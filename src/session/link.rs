@@ -15,6 +15,7 @@ use super::{auth, auth_query, startup};
 use crate::config::{AuthType, Config};
 use crate::context::{Context, Phase};
 use crate::error::{Error, Result};
+use crate::logsafe::Clean;
 use crate::net::Stream;
 use crate::pool::{Role, Route};
 use crate::proto::build;
@@ -247,7 +248,11 @@ pub async fn login(
     let db = db.ok_or_else(|| Error::NoSuchDatabase(params.database.clone()))?;
     if !cfg.databases.contains_key(&db.name) && ctx.pools.of_db(&db.name).is_empty() {
         // The `*` entry serves a name for the first time (PgBouncer's line).
-        tracing::info!("C-{} registered new auto-database: {}", info.id, db.name);
+        tracing::info!(
+            "C-{} registered new auto-database: {}",
+            info.id,
+            Clean(&db.name)
+        );
     }
     if ctx.disabled_dbs.contains(&db.name) {
         return Err(Error::DatabaseDisabled(db.name.clone()));
@@ -267,10 +272,11 @@ pub async fn login(
         *info.replication.lock() = super::replication::kind(mode);
         if cfg.general.log_connections {
             tracing::info!(
-                "C-{} login attempt: db={} user={} replication={mode}",
+                "C-{} login attempt: db={} user={} replication={}",
                 info.id,
-                params.database,
-                params.user
+                Clean(&params.database),
+                Clean(&params.user),
+                Clean(mode)
             );
         }
         return Ok(LoggedIn::Replication {
@@ -391,8 +397,8 @@ pub async fn login(
         tracing::info!(
             "C-{} login attempt: db={} user={} tls={}",
             info.id,
-            params.database,
-            params.user,
+            Clean(&params.database),
+            Clean(&params.user),
             info.tls.get().map(String::as_str).unwrap_or("no")
         );
     }
@@ -528,7 +534,7 @@ pub async fn sync_params(
             Ok(true)
         }
         Some(err) => {
-            tracing::warn!("tracked parameter SET failed: {}", err.message);
+            tracing::warn!("tracked parameter SET failed: {}", Clean(&err.message));
             Err(Error::InvalidServerParameter)
         }
     }

@@ -33,6 +33,7 @@ use tracing::Instrument;
 
 use crate::context::{Context, Phase};
 use crate::error::{Error, Result};
+use crate::logsafe::Clean;
 use crate::net::{PeerAddr, Stream};
 use crate::pool::Lease;
 use crate::pool::{PoolSettings, Route};
@@ -185,13 +186,14 @@ fn log_end(ctx: &Context, info: &ClientInfo, e: Option<&Error>) {
         // PgBouncer's "(age=Ns)" suffix: the seconds since the client connected.
         let age = info.connect_time.elapsed().map_or(0, |d| d.as_secs());
         tracing::info!(
-            "C-{} {}@{} closing because: {reason} (age={age}s)",
+            "C-{} {}@{} closing because: {} (age={age}s)",
             info.id,
-            info.user.lock(),
-            info.peer
+            Clean(&*info.user.lock()),
+            info.peer,
+            Clean(&reason)
         );
     } else {
-        tracing::debug!("C-{} closing because: {reason}", info.id);
+        tracing::debug!("C-{} closing because: {}", info.id, Clean(&reason));
     }
 }
 
@@ -202,7 +204,7 @@ pub(crate) async fn report_error(
     e: &Error,
 ) -> std::io::Result<()> {
     if e.side() == crate::error::Side::Pooler && ctx.config().general.log_pooler_errors {
-        tracing::warn!("pooler error: {e}");
+        tracing::warn!("pooler error: {}", Clean(e));
     }
     send_error(stream, e).await
 }

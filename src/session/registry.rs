@@ -261,7 +261,12 @@ impl Clients {
     /// Counts a client in for its database and user; returns both counts including it.
     /// Every call is paired with [`Clients::leave`].
     pub fn enter(&self, db: &str, user: &str) -> (u32, u32) {
+        // Most logins find their name counted already: the owned key only for a new one.
         let bump = |map: &DashMap<String, u32>, key: &str| {
+            if let Some(mut n) = map.get_mut(key) {
+                *n += 1;
+                return *n;
+            }
             let mut n = map.entry(key.to_string()).or_insert(0);
             *n += 1;
             *n

@@ -294,6 +294,11 @@ impl<'a> Transfer<'a> {
     }
 
     fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Result<End>> {
+        // A socket that returned Pending in this call has the waker registered and cannot have
+        // turned readable since without waking the task again, so reading it once more on the
+        // next round of the loop would only repeat the readiness check.
+        let mut server_pending = false;
+        let mut client_pending = false;
         loop {
             let mut progress = false;
 
@@ -341,7 +346,7 @@ impl<'a> Transfer<'a> {
                 };
             }
 
-            if self.server.buf.len() < BUF_LIMIT {
+            if !server_pending && self.server.buf.len() < BUF_LIMIT {
                 reserve(&mut self.server.buf);
                 match poll_read_buf(Pin::new(&mut self.server.stream), cx, &mut self.server.buf) {
                     Poll::Ready(Ok(0)) => return Poll::Ready(Err(Error::ServerGone)),
@@ -350,14 +355,14 @@ impl<'a> Transfer<'a> {
                         progress = true;
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::ServerIo(e))),
-                    Poll::Pending => {}
+                    Poll::Pending => server_pending = true,
                 }
             }
 
             // Past BUF_LIMIT only for a frame the scanner waits to see whole (a tracked Bind of
             // any size): without its rest nothing can move, and the loop would stall.
             let wanted = self.cscan.scanned() + self.cscan.needs();
-            if !self.terminated && self.cbuf.len() < BUF_LIMIT.max(wanted) {
+            if !client_pending && !self.terminated && self.cbuf.len() < BUF_LIMIT.max(wanted) {
                 if wanted > self.cbuf.len() + READ_CHUNK {
                     self.cbuf.reserve(wanted - self.cbuf.len());
                 }
@@ -377,7 +382,7 @@ impl<'a> Transfer<'a> {
                         self.scan_client()?;
                         progress = true;
                     }
-                    Poll::Pending => {}
+                    Poll::Pending => client_pending = true,
                 }
             }
 

@@ -357,3 +357,36 @@ async fn disconnect_line_is_logged_before_the_client_gets_the_error() {
         assert_eq!(seen, round, "{}", pooler.log());
     }
 }
+
+/// A user name is the client's to choose: an escape sequence or a newline in it must reach the
+/// log escaped, not raw (the subscriber's own sanitization is off; the pooler escapes at the
+/// source), or reading the log could drive a terminal or show a forged line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_characters_in_a_user_name_do_not_reach_the_log_raw() {
+    let pg = Pg::start();
+    let dbs = format!(
+        "forced = host=127.0.0.1 port={} dbname=testdb user=olly",
+        pg.port
+    );
+    let evil = "\x1b[31mred\x07\nC-9 login attempt: db=x user=forged";
+    // auth_type any: no userlist line can hold the newline; the server sees the forced user.
+    let pooler = Pooler::start(&pg, &dbs, "auth_type = any", "");
+    let c = pooler.connect(evil, "any", "forced").await;
+    c.simple_query("SELECT 1").await.unwrap();
+    drop(c);
+    let escaped = "user=\\u{1b}[31mred\\u{7}\\nC-9 login attempt: db=x user=forged";
+    assert!(
+        eventually(Duration::from_secs(5), || pooler.log().contains(escaped)).await,
+        "log lacks {escaped:?}:\n{}",
+        pooler.log()
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || pooler
+            .log()
+            .contains("closing because: client close request"))
+        .await
+    );
+    let log = pooler.log();
+    assert!(!log.contains('\x1b') && !log.contains('\x07'), "{log:?}");
+    assert!(!log.contains("\nC-9 login attempt"), "{log:?}");
+}

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use super::{Pool, State};
 use crate::error::{sqlstate, Error, Result};
+use crate::logsafe::Clean;
 use crate::server::{Registration, ServerConn, ServerCredential, ServerTarget};
 
 impl Pool {
@@ -72,7 +73,7 @@ impl Pool {
             let launch = Arc::clone(&pool).launch(target, cred, generation, max_packet, retry, verify);
             if let Err(why) = crate::unwind::caught(launch).await {
                 tracing::error!(
-                    pool = %pool.key,
+                    pool = %Clean(&pool.key),
                     "server launch panicked ({why}): its slot is freed; this is a bug, please report it"
                 );
                 pool.abandon_launch();
@@ -175,10 +176,10 @@ impl Pool {
                 Err(Error::ServerLogin(fields)) if fields.code != sqlstate::CANNOT_CONNECT_NOW => {
                     // PgBouncer's text: severity, then the server's message.
                     tracing::warn!(
-                        pool = %self.key,
+                        pool = %Clean(&self.key),
                         "server login failed: {} {}",
-                        fields.severity,
-                        fields.message
+                        Clean(&fields.severity),
+                        Clean(&fields.message)
                     );
                     st.connecting -= 1;
                     st.total -= 1;
@@ -190,7 +191,7 @@ impl Pool {
                     return true;
                 }
                 Err(Error::ServerAuth(msg)) => {
-                    tracing::warn!(pool = %self.key, "server login failed: {msg}");
+                    tracing::warn!(pool = %Clean(&self.key), "server login failed: {}", Clean(&msg));
                     st.connecting -= 1;
                     st.total -= 1;
                     self.release_counts(1);
@@ -207,10 +208,10 @@ impl Pool {
                         st.connecting -= 1;
                         st.total -= 1;
                         self.release_counts(1);
-                        tracing::warn!(pool = %self.key, "server connect failed: {e}");
+                        tracing::warn!(pool = %Clean(&self.key), "server connect failed: {}", Clean(&e));
                         return true;
                     }
-                    tracing::warn!(pool = %self.key, "server connect failed, retrying: {e}");
+                    tracing::warn!(pool = %Clean(&self.key), "server connect failed, retrying: {}", Clean(&e));
                 }
             }
         }
