@@ -101,19 +101,25 @@ impl ServerStatements {
         self.by_id.contains_key(&id)
     }
 
-    /// Records `st` as prepared; returns the statement evicted to stay within `cap`, which the
-    /// caller must close on the server.
-    pub fn insert(&mut self, st: &Arc<Statement>, cap: usize) -> Option<Arc<Statement>> {
+    /// Records `st` as prepared; returns the statements evicted to stay within `cap`, which the
+    /// caller must close on the server. More than one when the cap was lowered (SET or RELOAD)
+    /// since the server filled up: PgBouncer shrinks the LRU to the new cap on the next insert.
+    pub fn insert(&mut self, st: &Arc<Statement>, cap: usize) -> Vec<Arc<Statement>> {
         self.tick += 1;
-        let mut evicted = None;
-        if !self.by_id.contains_key(&st.id) && cap > 0 && self.by_id.len() >= cap {
-            // A linear walk: the cap is small (200 by default) and this runs once per eviction.
-            let oldest = self
-                .by_id
-                .iter()
-                .min_by_key(|(_, (_, t))| *t)
-                .map(|(id, _)| *id);
-            evicted = oldest.and_then(|id| self.by_id.remove(&id)).map(|(s, _)| s);
+        let mut evicted = Vec::new();
+        if !self.by_id.contains_key(&st.id) && cap > 0 {
+            while self.by_id.len() >= cap {
+                // A linear walk: the cap is small (200 by default) and this runs once per eviction.
+                let oldest = self
+                    .by_id
+                    .iter()
+                    .min_by_key(|(_, (_, t))| *t)
+                    .map(|(id, _)| *id);
+                match oldest.and_then(|id| self.by_id.remove(&id)) {
+                    Some((s, _)) => evicted.push(s),
+                    None => break,
+                }
+            }
         }
         self.by_id.insert(st.id, (st.clone(), self.tick));
         evicted
@@ -193,11 +199,11 @@ mod tests {
             .map(|i| c.intern(format!("q{i}\0\0\0").as_bytes()))
             .collect();
         let mut sv = ServerStatements::default();
-        assert!(sv.insert(&s[0], 2).is_none());
-        assert!(sv.insert(&s[1], 2).is_none());
+        assert!(sv.insert(&s[0], 2).is_empty());
+        assert!(sv.insert(&s[1], 2).is_empty());
         assert!(sv.touch(s[0].id));
-        let ev = sv.insert(&s[2], 2).expect("evicts");
-        assert_eq!(ev.id, s[1].id);
+        let ev = sv.insert(&s[2], 2);
+        assert_eq!(ev.iter().map(|e| e.id).collect::<Vec<_>>(), [s[1].id]);
         assert!(sv.contains(s[0].id) && sv.contains(s[2].id) && sv.len() == 2);
         sv.mark_stale(s[0].id);
         assert!(!sv.contains(s[0].id) && sv.has_stale());

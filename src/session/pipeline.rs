@@ -357,7 +357,7 @@ impl Pipeline {
         out: &mut BytesMut,
         client: Option<Box<[u8]>>,
     ) {
-        if let Some(old) = st.server.insert(stmt, st.cap) {
+        for old in st.server.insert(stmt, st.cap) {
             frame_into(out, b'C', &[b"S", &old.name, b"\0"]);
             self.push(Expect::Close {
                 visible: false,

@@ -401,3 +401,57 @@ async fn pipeline_with_an_error_in_the_middle_on_another_server() {
     a.terminate().await;
     holder.terminate().await;
 }
+
+/// A cap lowered at run time (SET or RELOAD) applies on the server's next Parse: the LRU
+/// shrinks to the new cap at once, as in PgBouncer, not by one statement per Parse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lowered_cap_shrinks_the_server_on_the_next_parse() {
+    let pg = Pg::start();
+    let pooler = Pooler::start(
+        &pg,
+        "",
+        "pool_mode = transaction\ndefault_pool_size = 1\nmax_prepared_statements = 5",
+        "",
+    );
+    let mut admin = Raw::connect(pooler.port, "olly", "olly_pw", "pgbouncer")
+        .await
+        .expect("admin login");
+    let mut raw = Raw::connect(pooler.port, "olly", "olly_pw", "testdb")
+        .await
+        .expect("login");
+    let count = "SELECT count(*) FROM pg_prepared_statements";
+    let prepare = |i: usize| {
+        let mut out = BytesMut::new();
+        parse(&mut out, &format!("s{i}"), &format!("SELECT {i}"));
+        bind(&mut out, &format!("s{i}"), &[]);
+        execute(&mut out);
+        out
+    };
+    for i in 0..5 {
+        let (_, a) = run(&mut raw, prepare(i)).await;
+        assert!(a.error.is_none(), "{a:?}");
+    }
+    assert_eq!(raw.query(count).await.rows, vec![vec![Some("5".into())]]);
+    let a = admin.query("SET max_prepared_statements = 2").await;
+    assert!(a.error.is_none(), "{a:?}");
+    let (tags, a) = run(&mut raw, prepare(5)).await;
+    assert_eq!(
+        tags, b"12DCZ",
+        "the evictions' CloseCompletes are swallowed: {a:?}"
+    );
+    assert_eq!(
+        raw.query(count).await.rows,
+        vec![vec![Some("2".into())]],
+        "the server holds the new cap"
+    );
+    // The survivors and the evicted still answer (re-prepared on demand).
+    for i in [0, 4, 5] {
+        let mut out = BytesMut::new();
+        bind(&mut out, &format!("s{i}"), &[]);
+        execute(&mut out);
+        let (_, a) = run(&mut raw, out).await;
+        assert_eq!(a.rows, vec![vec![Some(i.to_string())]], "{a:?}");
+    }
+    raw.terminate().await;
+    admin.terminate().await;
+}
