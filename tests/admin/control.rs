@@ -285,9 +285,14 @@ async fn set_and_show_config() {
         "SET no_such_key = 1",
         "SET default_pool_size = lots",
         "SET sbuf_loopcnt = 3",
+        // A C int in PgBouncer (its test_prepared.py): above i32::MAX is refused.
+        "SET max_prepared_statements = '3147483648'",
+        "SET max_prepared_statements = '-1'",
     ] {
         expect_error(&mut c, bad, "08P01", "SET failed").await;
     }
+    let a = c.query("SET max_prepared_statements = 2147483647").await;
+    assert!(a.error.is_none(), "{a:?}");
     let cfg = c.query("SHOW CONFIG").await;
     assert_eq!(
         cfg.get("key", "default_pool_size", "value").as_deref(),

@@ -67,7 +67,7 @@ pub(super) fn apply(g: &mut General, key: &str, value: &str) -> Result<(), Strin
         "syslog_ident" => g.syslog_ident = value.to_string(),
         "syslog_facility" => g.syslog_facility = syslog_facility(value)?,
         "listen_backlog" => g.listen_backlog = u32_value(value)?,
-        "max_prepared_statements" => g.max_prepared_statements = u32_value(value)?,
+        "max_prepared_statements" => g.max_prepared_statements = prepared_cap(value)?,
         "tcp_keepalive" => g.tcp_keepalive = boolean(value)?,
         "tcp_keepcnt" => g.tcp_keepcnt = u32_value(value)?,
         "tcp_keepidle" => g.tcp_keepidle = u32_value(value)?,
@@ -137,6 +137,12 @@ fn scram_iterations(value: &str) -> Result<u32, String> {
 
 fn u32_value(value: &str) -> Result<u32, String> {
     c_uint(value, u64::from(u32::MAX)).map(|n| n as u32)
+}
+
+/// PgBouncer reads it as a C int, so 2147483648 and above are refused (SET: `SET failed`),
+/// not kept as a cap no server could reach.
+fn prepared_cap(value: &str) -> Result<u32, String> {
+    c_uint(value, i32::MAX as u64).map(|n| n as u32)
 }
 
 /// PgBouncer keeps the id in two bytes of the cancel key and caps it at 16383.
