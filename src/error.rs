@@ -125,6 +125,9 @@ pub enum Error {
     Exiting,
     #[error("database \"{0}\" is disabled")]
     DatabaseDisabled(String),
+    /// The database auth_query runs in (auth_dbname) is DISABLEd.
+    #[error("authentication database \"{0}\" is disabled")]
+    AuthDatabaseDisabled(String),
     #[error("not allowed")]
     NotAllowed,
     #[error("server conn crashed?")]
@@ -379,6 +382,10 @@ mod tests {
             (Error::LoginRejected, "login rejected"),
             (Error::NoAuthMethod, "no authentication method is found"),
             (Error::AuthQuery("secret".into()), "bouncer config error"),
+            (
+                Error::AuthDatabaseDisabled("authdb".into()),
+                "authentication database \"authdb\" is disabled",
+            ),
             (Error::LdapAuthFailed, "LDAP authentication failed"),
             (Error::LdapWithAuthUser, "bouncer config error"),
         ];

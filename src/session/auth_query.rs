@@ -81,6 +81,16 @@ pub async fn lookup(
     let Some((auth_db, auth_user, query)) = db.and_then(|d| auth_source(cfg, d)) else {
         return Ok(Found::Unknown);
     };
+    // Checked before the cache, as PgBouncer checks at every login: a DISABLEd auth database
+    // refuses logins that need it at once (texts as PgBouncer logs them).
+    if auth_db == crate::session::link::ADMIN_DB {
+        return Err(Error::AuthQuery(
+            "cannot use the reserved \"pgbouncer\" database as an auth_dbname".into(),
+        ));
+    }
+    if ctx.disabled_dbs.contains(auth_db) {
+        return Err(Error::AuthDatabaseDisabled(auth_db.to_string()));
+    }
     let key = (auth_db.to_string(), auth_user.to_string(), user.to_string());
     if let Some(hit) = ctx.auth_cache.map.get(&key) {
         if hit.0.elapsed() < CACHE_TTL {
@@ -89,14 +99,9 @@ pub async fn lookup(
     }
     let auth_db_cfg = cfg.database(auth_db).ok_or_else(|| {
         Error::AuthQuery(format!(
-            "auth_dbname {auth_db} is not a configured database"
+            "authentication database \"{auth_db}\" is not configured"
         ))
     })?;
-    if auth_db == crate::session::link::ADMIN_DB {
-        return Err(Error::AuthQuery(
-            "auth_dbname cannot be the admin database".into(),
-        ));
-    }
     let set = ctx.pools.get_or_create(cfg, &auth_db_cfg, auth_user);
     let mut lease = set.route(crate::pool::Role::Any).checkout().await?;
     let answer = run_query(&mut lease, query, user, cfg.general.max_packet_size).await;

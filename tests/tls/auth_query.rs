@@ -136,3 +136,41 @@ async fn operator_user_lookup_serves_md5_and_scram_users() {
         "secret in the log"
     );
 }
+
+/// DISABLE of the auth database refuses every login that needs auth_query, also for a user
+/// whose answer is cached, with PgBouncer's text; ENABLE lets them in again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_auth_database_refuses_auth_query_logins() {
+    let pg = Pg::start();
+    create_pooler_role(&pg);
+    install_user_lookup(&pg, "postgres");
+    let pooler = start(&pg);
+
+    // Makes the auth database's pool and caches md5user's answer.
+    let c = pooler.connect("md5user", "md5_pw", "testdb").await;
+    assert_eq!(current_user(&c).await, "md5user");
+    let admin = pooler.connect("pooler", "pooler_pw", "pgbouncer").await;
+    admin
+        .simple_query("DISABLE postgres")
+        .await
+        .expect("DISABLE");
+
+    let e = pooler
+        .try_connect("md5user", "md5_pw", "testdb")
+        .await
+        .err()
+        .expect("refused");
+    let d = e.as_db_error().expect("db error");
+    assert_eq!(
+        (d.code().code(), d.message()),
+        ("08P01", "authentication database \"postgres\" is disabled")
+    );
+    // A user from the auth_file needs no auth_query and still logs in.
+    pooler.connect("pooler", "pooler_pw", "testdb").await;
+    // The connected client is not affected.
+    assert_eq!(current_user(&c).await, "md5user");
+
+    admin.simple_query("ENABLE postgres").await.expect("ENABLE");
+    let c2 = pooler.connect("md5user", "md5_pw", "testdb").await;
+    assert_eq!(current_user(&c2).await, "md5user");
+}
