@@ -158,8 +158,7 @@ async fn a_disabled_auth_database_refuses_auth_query_logins() {
     let e = pooler
         .try_connect("md5user", "md5_pw", "testdb")
         .await
-        .err()
-        .expect("refused");
+        .expect_err("refused");
     let d = e.as_db_error().expect("db error");
     assert_eq!(
         (d.code().code(), d.message()),
