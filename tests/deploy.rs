@@ -318,13 +318,21 @@ async fn cancel_lands_on_the_other_peer() {
     peers.expect_show();
     assert_eq!(
         peers.rows,
-        vec![vec![
-            Some("1".to_string()),
-            Some("127.0.0.1".to_string()),
-            Some(port_a.to_string()),
-            Some("20".to_string()),
-        ]],
-        "B lists A (default_pool_size) and not itself"
+        vec![
+            vec![
+                Some("1".to_string()),
+                Some("127.0.0.1".to_string()),
+                Some(port_a.to_string()),
+                Some("20".to_string()),
+            ],
+            vec![
+                Some("2".to_string()),
+                Some("127.0.0.1".to_string()),
+                Some(port_b.to_string()),
+                Some("4".to_string()),
+            ]
+        ],
+        "B lists every [peers] entry, itself included, as PgBouncer does (A with default_pool_size)"
     );
     let pools = admin.query("SHOW PEER_POOLS").await;
     pools.expect_show();
@@ -340,7 +348,7 @@ async fn cancel_lands_on_the_other_peer() {
         ]]
     );
     let lists = admin.query("SHOW LISTS").await;
-    assert_eq!(lists.num("list", "peers", "items"), 1);
+    assert_eq!(lists.num("list", "peers", "items"), 2);
     assert_eq!(lists.num("list", "peer_pools", "items"), 1);
 
     // A key whose TTL is used up is not forwarded again; one naming an unknown peer is dropped.

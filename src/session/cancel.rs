@@ -16,7 +16,7 @@ use std::sync::Arc;
 use dashmap::DashMap;
 use tokio::sync::Semaphore;
 
-use crate::config::{Config, PeerConfig};
+use crate::config::Config;
 use crate::context::Context;
 use crate::server::{self, CancelTarget};
 
@@ -240,15 +240,6 @@ impl PeerPools {
     pub fn is_empty(&self) -> bool {
         self.pools.is_empty()
     }
-}
-
-/// The `[peers]` entries other than ourselves, sorted by id (SHOW PEERS).
-pub fn other_peers(cfg: &Config) -> impl Iterator<Item = (u16, &PeerConfig)> {
-    let own = cfg.general.peer_id;
-    cfg.peers
-        .iter()
-        .filter(move |(id, _)| **id != own)
-        .map(|(id, p)| (*id, p))
 }
 
 #[cfg(test)]

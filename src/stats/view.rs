@@ -338,10 +338,7 @@ pub fn lists(ctx: &Context) -> Vec<(&'static str, u64)> {
     vec![
         ("databases", databases(ctx).len() as u64),
         ("users", users(ctx).len() as u64),
-        (
-            "peers",
-            crate::session::cancel::other_peers(&ctx.config()).count() as u64,
-        ),
+        ("peers", ctx.config().peers.len() as u64),
         ("pools", pools.len() as u64 + 1),
         ("peer_pools", ctx.peer_pools.len() as u64),
         ("free_clients", 0),

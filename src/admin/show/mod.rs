@@ -207,7 +207,8 @@ fn dns_zones(_: &Cmd<'_>) -> Result<Reply, CommandError> {
     Ok(rows(&cols, Vec::new()))
 }
 
-/// The `[peers]` entries other than ourselves.
+/// Every `[peers]` entry, our own peer_id included (PgBouncer lists its whole peer list; its
+/// own entry is only never forwarded to).
 fn peers(cmd: &Cmd<'_>) -> Result<Reply, CommandError> {
     let cols = [
         ("peer_id", oid::INT4),
@@ -216,8 +217,10 @@ fn peers(cmd: &Cmd<'_>) -> Result<Reply, CommandError> {
         ("pool_size", oid::INT4),
     ];
     let cfg = cmd.s.ctx.config();
-    let data = crate::session::cancel::other_peers(&cfg)
-        .map(|(id, p)| {
+    let data = cfg
+        .peers
+        .iter()
+        .map(|(&id, p)| {
             let host = match &p.host {
                 crate::config::ServerHost::Tcp(h) => h.clone(),
                 crate::config::ServerHost::Unix(dir) => dir.display().to_string(),
