@@ -134,6 +134,11 @@ impl Raw {
         Raw::connect_with(port, user, password, db, &[]).await
     }
 
+    /// The client side's port of the connection.
+    pub fn local_port(&self) -> u16 {
+        self.stream.local_addr().expect("local address").port()
+    }
+
     /// Like `connect`, with `extra` startup parameters (e.g. `replication`).
     pub async fn connect_with(
         port: u16,
