@@ -37,6 +37,9 @@ pub enum Phase {
 pub struct Context {
     /// The config in force; replaced whole on reload. Read it with [`Context::config`].
     config: RwLock<Arc<Config>>,
+    /// Bumped on every config swap, so listeners re-apply their socket options at once rather
+    /// than after the next accept (whose handshake already ran with the old ones).
+    config_gen: tokio::sync::watch::Sender<u64>,
     /// Every pool.
     pub pools: Arc<Pools>,
     /// Every connected client (for cancel, the console, max_client_conn).
@@ -108,6 +111,7 @@ impl Context {
             client_tls,
             auth_cache: Default::default(),
             config: RwLock::new(Arc::new(config)),
+            config_gen: tokio::sync::watch::channel(0).0,
             servers: pools.servers.clone(),
             disabled_dbs: DashSet::new(),
             suspended: std::sync::atomic::AtomicBool::new(false),
@@ -134,6 +138,11 @@ impl Context {
         self.config.read().clone()
     }
 
+    /// Changes whenever a new config snapshot is installed.
+    pub fn config_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.config_gen.subscribe()
+    }
+
     /// Installs a new config snapshot and reconfigures the pools.
     pub fn replace_config(&self, config: Config) {
         let config = Arc::new(config);
@@ -145,6 +154,7 @@ impl Context {
             tracing::error!("client TLS settings could not be applied, keeping the old ones: {e}");
         }
         *self.config.write() = config.clone();
+        self.config_gen.send_modify(|g| *g += 1);
         self.dns
             .configure(config.general.dns_max_ttl, config.general.dns_nxdomain_ttl);
         // Clusters first: a database of a cluster the reload adds finds it when its pools open.

@@ -54,6 +54,11 @@ pub enum Error {
     /// server's message alone, as PgBouncer's `closing because:` line shows it.
     #[error("{}", .0.message)]
     ServerLogin(Box<ErrorFields>),
+    /// A replication connection's own server refused the login. PgBouncer closes such a client
+    /// with its generic reason (08P01, as every pooler-side close) and only logs the server's
+    /// error, unlike a pooled login whose server error is forwarded.
+    #[error("login failed")]
+    ReplicationLoginFailed,
     /// We could not do the authentication the server asked for.
     #[error("server login failed: {0}")]
     ServerAuth(String),
@@ -222,6 +227,7 @@ impl Error {
             | NoServerForRole(_)
             | ServerInRecovery { .. }
             | InvalidServerParameter
+            | ReplicationLoginFailed
             | ServerTls(_)
             | ServerCrashed => Side::Server,
             ClientTls(_) => Side::Client,

@@ -58,6 +58,9 @@ impl Listeners {
             sock.bind(addr).map_err(|e| {
                 std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
             })?;
+            // Before listen: accepted sockets inherit the buffers, and the window scale their
+            // handshake announces follows the receive buffer (it cannot change afterwards).
+            apply_socket_buffer(socket2::SockRef::from(&sock), g.tcp_socket_buffer);
             let l = sock.listen(g.listen_backlog)?;
             apply_defer_accept(&l, g.tcp_defer_accept);
             tcp.push(l);
@@ -136,12 +139,44 @@ fn apply_defer_accept(l: &TcpListener, setting: u32) {
     }
 }
 
+/// `tcp_socket_buffer` on a socket (SO_SNDBUF and SO_RCVBUF); 0 leaves it alone. Once set, the
+/// kernel stops auto-tuning the socket's buffers; going back to 0 cannot undo that on a listener
+/// already bound, so its sockets keep the last size until a restart.
+fn apply_socket_buffer(sock: socket2::SockRef<'_>, size: u32) {
+    if size == 0 {
+        return;
+    }
+    let size = size as usize;
+    if let Err(e) = sock
+        .set_send_buffer_size(size)
+        .and_then(|()| sock.set_recv_buffer_size(size))
+    {
+        tracing::warn!("cannot set tcp_socket_buffer on the listener: {e}");
+    }
+}
+
 async fn accept_tcp(ctx: Arc<Context>, l: TcpListener) {
-    // What the listener was given, so SET and RELOAD take effect on the next accept.
-    let mut defer = ctx.config().general.tcp_defer_accept > 0;
+    // What the listener was given, so SET and RELOAD re-apply only what changed.
+    let (mut defer, mut buffer) = {
+        let g = &ctx.config().general;
+        (g.tcp_defer_accept > 0, g.tcp_socket_buffer)
+    };
+    let mut changes = ctx.config_changes();
     loop {
         let accepted = tokio::select! {
             _ = ctx.drain.cancelled() => return take_backlog(&ctx, &l),
+            Ok(()) = changes.changed() => {
+                let g = &ctx.config().general;
+                if (g.tcp_defer_accept > 0) != defer {
+                    defer = g.tcp_defer_accept > 0;
+                    apply_defer_accept(&l, g.tcp_defer_accept);
+                }
+                if g.tcp_socket_buffer != buffer {
+                    buffer = g.tcp_socket_buffer;
+                    apply_socket_buffer(socket2::SockRef::from(&l), buffer);
+                }
+                continue;
+            }
             r = l.accept() => r,
         };
         // SUSPEND: this connection waits unserved, and later ones in the kernel's backlog,
@@ -153,15 +188,7 @@ async fn accept_tcp(ctx: Arc<Context>, l: TcpListener) {
             }
         }
         match accepted {
-            Ok((s, peer)) => {
-                let cfg = ctx.config();
-                if (cfg.general.tcp_defer_accept > 0) != defer {
-                    defer = cfg.general.tcp_defer_accept > 0;
-                    apply_defer_accept(&l, cfg.general.tcp_defer_accept);
-                }
-                drop(cfg);
-                serve_tcp(&ctx, s, peer);
-            }
+            Ok((s, peer)) => serve_tcp(&ctx, s, peer),
             Err(e) => {
                 tracing::warn!("accept failed: {e}");
                 // EMFILE and friends: back off instead of spinning.

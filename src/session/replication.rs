@@ -14,6 +14,7 @@ use super::registry::{ClientInfo, ClientState};
 use super::startup::StartupParams;
 use crate::config::{Config, DatabaseConfig};
 use crate::error::{Error, Result};
+use crate::logsafe::Clean;
 use crate::net::Stream;
 use crate::pool;
 use crate::proto::build;
@@ -64,7 +65,20 @@ pub async fn open(
             server_key,
         };
     }
-    server::connect(&target, &cred, cfg.general.max_packet_size, dns).await
+    server::connect(&target, &cred, cfg.general.max_packet_size, dns)
+        .await
+        .map_err(|e| match e {
+            Error::ServerLogin(fields) => {
+                // The server's words go to the log only, in PgBouncer's form.
+                tracing::warn!(
+                    "server login failed: {} {}",
+                    Clean(&fields.severity),
+                    Clean(&fields.message)
+                );
+                Error::ReplicationLoginFailed
+            }
+            other => other,
+        })
 }
 
 /// Sends the welcome (AuthenticationOk, the server's own parameters, our cancel key) and relays until one side

@@ -131,6 +131,22 @@ fn fields(mut body: BytesMut) -> Fields {
 impl Raw {
     /// Connects and logs in (cleartext or md5 password). Err = the FATAL the server sent.
     pub async fn connect(port: u16, user: &str, password: &str, db: &str) -> Result<Raw, Fields> {
+        Raw::connect_with(port, user, password, db, &[]).await
+    }
+
+    /// The client side's port of the connection.
+    pub fn local_port(&self) -> u16 {
+        self.stream.local_addr().expect("local address").port()
+    }
+
+    /// Like `connect`, with `extra` startup parameters (e.g. `replication`).
+    pub async fn connect_with(
+        port: u16,
+        user: &str,
+        password: &str,
+        db: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<Raw, Fields> {
         let stream = TcpStream::connect(("127.0.0.1", port))
             .await
             .expect("connect to the pooler");
@@ -143,7 +159,9 @@ impl Raw {
         };
         let mut out = BytesMut::new();
         postgres_protocol::message::frontend::startup_message(
-            [("user", user), ("database", db)],
+            [("user", user), ("database", db)]
+                .into_iter()
+                .chain(extra.iter().copied()),
             &mut out,
         )
         .expect("startup message");

@@ -172,3 +172,33 @@ async fn a_host_that_does_not_resolve_is_skipped_and_reload_changes_the_mode() {
         Some("round-robin")
     );
 }
+
+/// PgBouncer launches one server connect per pool at a time: clients arriving together at a
+/// host list whose first host does not resolve wait for the first attempt's outcome, so the dead
+/// host is tried, and its DNS failure logged, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_first_clients_try_a_dead_first_host_once() {
+    let a = Pg::start();
+    let entry = format!(
+        "listdb = host=no-such-host.invalid,127.0.0.1 port={0},{0} dbname=testdb \
+         load_balance_hosts=disable",
+        a.port
+    );
+    let p = Pooler::start(&a, &entry, "server_login_retry = 1", "");
+    let clients = (0..4).map(|_| async {
+        let mut c = Raw::connect(p.port, "olly", "olly_pw", "listdb")
+            .await
+            .unwrap();
+        served_by(&mut c).await
+    });
+    for port in futures_util::future::join_all(clients).await {
+        assert_eq!(port, a.port.to_string());
+    }
+    let log = p.log();
+    assert_eq!(
+        log.matches("closing because: server DNS lookup failed")
+            .count(),
+        1,
+        "{log}"
+    );
+}

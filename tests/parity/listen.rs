@@ -171,6 +171,91 @@ async fn socket_options_reach_the_sockets() {
     assert!(text.contains("tb49152"), "{text}");
 }
 
+/// `ss` output for the sockets matching `filter` (ss filter words, e.g. `sport = :N`).
+fn ss(flags: &str, filter: &[&str]) -> String {
+    let out = std::process::Command::new("ss")
+        .arg(flags)
+        .args(filter)
+        .output()
+        .expect("ss");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The receive window scale (`wscale:<snd>,<rcv>`) of the one established socket from
+/// `local` to `remote`.
+fn rcv_wscale(local: u16, remote: u16) -> u8 {
+    let (l, r) = (format!(":{local}"), format!(":{remote}"));
+    let text = ss(
+        "-tinH",
+        &[
+            "state",
+            "established",
+            "sport",
+            "=",
+            &l,
+            "and",
+            "dport",
+            "=",
+            &r,
+        ],
+    );
+    let scales = text
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("wscale:"))
+        .unwrap_or_else(|| panic!("no wscale in {text:?}"));
+    scales.split(',').nth(1).unwrap().parse().unwrap()
+}
+
+/// (pooler side, client side) receive window scales of a fresh client's connection.
+async fn window_scales(p: &Pooler) -> (u8, u8, Raw) {
+    let mut c = Raw::connect(p.port, "olly", "olly_pw", "testdb")
+        .await
+        .unwrap();
+    assert!(c.query("SELECT 1").await.error.is_none());
+    let client_port = c.local_port();
+    (
+        rcv_wscale(p.port, client_port),
+        rcv_wscale(client_port, p.port),
+        c,
+    )
+}
+
+/// tcp_socket_buffer is on the listening socket before the handshake, so an accepted socket
+/// announces a window scale that fits its small buffer (a buffer shrunk after the handshake
+/// keeps the default scale: the window can then never open past a few segments). A SET reaches
+/// the listener at once, for the next handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_socket_buffer_is_set_before_the_handshake() {
+    let small = Pooler::start(pg(), "", "tcp_socket_buffer = 4096", "");
+    let (pooler, client, _c) = window_scales(&small).await;
+    assert!(
+        pooler < client,
+        "pooler side wscale {pooler}, client side (OS default) {client}"
+    );
+
+    let p = Pooler::start(pg(), "", "", "");
+    let (pooler, client, _c1) = window_scales(&p).await;
+    assert_eq!(pooler, client, "both sides at the OS default");
+    let mut admin_conn = admin(&p).await;
+    assert!(admin_conn
+        .query("SET tcp_socket_buffer = 4096")
+        .await
+        .error
+        .is_none());
+    // The listener's own buffers (the kernel doubles the value asked for).
+    let port = format!(":{}", p.port);
+    let listener_set = crate::eventually(Duration::from_secs(10), || {
+        ss("-tlmnH", &["sport", "=", &port]).contains("rb8192")
+    })
+    .await;
+    assert!(listener_set, "{}", ss("-tlmnH", &["sport", "=", &port]));
+    let (pooler, client, _c2) = window_scales(&p).await;
+    assert!(
+        pooler < client,
+        "after SET: pooler side wscale {pooler}, client side {client}"
+    );
+}
+
 /// The `st` column of /proc/net/tcp for the server side of a client's connection.
 fn server_side_state(server_port: u16, client_port: u16) -> Option<String> {
     server_side_field(server_port, client_port).map(|f| f[3].clone())

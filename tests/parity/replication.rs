@@ -298,3 +298,40 @@ async fn pg_basebackup_through_the_pooler_with_a_small_tcp_socket_buffer() {
     assert!(child.0.wait().expect("status").success(), "{}", p.log());
     assert!(dest.join("PG_VERSION").exists());
 }
+
+/// PgBouncer's test_logical_rep_unprivileged: a replication login the server refuses (md5user
+/// has no REPLICATION) reaches the client as PgBouncer's own FATAL `login failed` (08P01), not
+/// the server's error; the server's message is only logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_replication_login_is_reported_as_login_failed() {
+    let pg = logical_pg();
+    let p = Pooler::start(pg, "", "log_disconnections = 1", "");
+    let err = match Raw::connect_with(
+        p.port,
+        "md5user",
+        "md5_pw",
+        "testdb",
+        &[("replication", "database")],
+    )
+    .await
+    {
+        Ok(_) => panic!("an unprivileged replication login succeeded\n{}", p.log()),
+        Err(e) => e,
+    };
+    assert_eq!(
+        (
+            err.severity.as_str(),
+            err.code.as_str(),
+            err.message.as_str()
+        ),
+        ("FATAL", "08P01", "login failed"),
+        "{}",
+        p.log()
+    );
+    let log = p.log();
+    assert!(
+        log.contains("permission denied to start WAL sender")
+            || log.contains("must be superuser or replication role"),
+        "the server's refusal is logged:\n{log}"
+    );
+}

@@ -27,6 +27,12 @@ impl Pool {
         if st.waiters.len() as u32 <= st.connecting {
             return false;
         }
+        // Until a server of this pool has logged in, one connect at a time, as PgBouncer
+        // launches them: the other clients wait for its outcome, so a dead or unresolvable host
+        // is tried (and logged) once, not once per client.
+        if st.connecting > 0 && st.total == st.connecting {
+            return false;
+        }
         self.start_launch(st);
         true
     }
@@ -169,6 +175,8 @@ impl Pool {
                         );
                     }
                     self.give(&mut st, Box::new(conn));
+                    // The clients still waiting now get connects of their own.
+                    self.maybe_launch(&mut st, false);
                     return true;
                 }
                 // 57P03 (starting up / shutting down) is a restart or a switchover in
