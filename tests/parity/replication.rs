@@ -175,6 +175,25 @@ async fn replication_connection_keeps_options_and_application_name() {
     );
 }
 
+/// pg_basebackup of the pooler's `replication` database into `dest`, WAL streamed alongside.
+fn basebackup(p: &Pooler, dest: &std::path::Path) -> Command {
+    let mut cmd = Command::new("pg_basebackup");
+    cmd.env("PGCONNECT_TIMEOUT", "10").args([
+        "-d",
+        &format!(
+            "host=127.0.0.1 port={} user=olly password=olly_pw dbname=replication",
+            p.port
+        ),
+        "-D",
+        dest.to_str().unwrap(),
+        "--checkpoint=fast",
+        "-X",
+        "stream",
+        "--no-sync",
+    ]);
+    cmd
+}
+
 /// PgBouncer's test_physical_rep_pg_basebackup: a base backup (with its WAL streamed over a
 /// second replication connection) through the pooler.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,23 +207,7 @@ async fn pg_basebackup_through_the_pooler() {
         "",
     );
     let dest = p.dir.join("backup");
-    let out = Command::new("pg_basebackup")
-        .env("PGCONNECT_TIMEOUT", "10")
-        .args([
-            "-d",
-            &format!(
-                "host=127.0.0.1 port={} user=olly password=olly_pw dbname=replication",
-                p.port
-            ),
-            "-D",
-            dest.to_str().unwrap(),
-            "--checkpoint=fast",
-            "-X",
-            "stream",
-            "--no-sync",
-        ])
-        .output()
-        .expect("run pg_basebackup");
+    let out = basebackup(&p, &dest).output().expect("run pg_basebackup");
     assert!(
         out.status.success(),
         "{}\n{}",
@@ -270,21 +273,7 @@ async fn pg_basebackup_through_the_pooler_with_a_small_tcp_socket_buffer() {
         "",
     );
     let dest = p.dir.join("small-buffer-backup");
-    let child = Command::new("pg_basebackup")
-        .env("PGCONNECT_TIMEOUT", "10")
-        .args([
-            "-d",
-            &format!(
-                "host=127.0.0.1 port={} user=olly password=olly_pw dbname=replication",
-                p.port
-            ),
-            "-D",
-            dest.to_str().unwrap(),
-            "--checkpoint=fast",
-            "-X",
-            "stream",
-            "--no-sync",
-        ])
+    let child = basebackup(&p, &dest)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
