@@ -60,7 +60,7 @@ impl Listeners {
             })?;
             // Before listen: accepted sockets inherit the buffers, and the window scale their
             // handshake announces follows the receive buffer (it cannot change afterwards).
-            apply_socket_buffer(socket2::SockRef::from(&sock), g.tcp_socket_buffer);
+            crate::net::set_socket_buffer(socket2::SockRef::from(&sock), g.tcp_socket_buffer);
             let l = sock.listen(g.listen_backlog)?;
             apply_defer_accept(&l, g.tcp_defer_accept);
             tcp.push(l);
@@ -139,22 +139,6 @@ fn apply_defer_accept(l: &TcpListener, setting: u32) {
     }
 }
 
-/// `tcp_socket_buffer` on a socket (SO_SNDBUF and SO_RCVBUF); 0 leaves it alone. Once set, the
-/// kernel stops auto-tuning the socket's buffers; going back to 0 cannot undo that on a listener
-/// already bound, so its sockets keep the last size until a restart.
-fn apply_socket_buffer(sock: socket2::SockRef<'_>, size: u32) {
-    if size == 0 {
-        return;
-    }
-    let size = size as usize;
-    if let Err(e) = sock
-        .set_send_buffer_size(size)
-        .and_then(|()| sock.set_recv_buffer_size(size))
-    {
-        tracing::warn!("cannot set tcp_socket_buffer on the listener: {e}");
-    }
-}
-
 async fn accept_tcp(ctx: Arc<Context>, l: TcpListener) {
     // What the listener was given, so SET and RELOAD re-apply only what changed.
     let (mut defer, mut buffer) = {
@@ -173,7 +157,9 @@ async fn accept_tcp(ctx: Arc<Context>, l: TcpListener) {
                 }
                 if g.tcp_socket_buffer != buffer {
                     buffer = g.tcp_socket_buffer;
-                    apply_socket_buffer(socket2::SockRef::from(&l), buffer);
+                    // Once set, the kernel stops auto-tuning the buffers; going back to 0 cannot
+                    // undo that on a bound listener, so its sockets keep the last size.
+                    crate::net::set_socket_buffer(socket2::SockRef::from(&l), buffer);
                 }
                 continue;
             }

@@ -9,5 +9,5 @@ pub mod tls;
 
 pub use frame::{read_frame, read_startup, read_with, ReadError};
 pub use stream::{PeerAddr, Stream};
-pub use tcp::TcpOptions;
+pub use tcp::{set_socket_buffer, TcpOptions};
 pub use tls::{ClientTls, ServerTls};

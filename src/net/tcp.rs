@@ -48,14 +48,7 @@ impl TcpOptions {
         } else {
             TcpSocket::new_v6()?
         };
-        if self.socket_buffer > 0 {
-            if let Err(e) = sock
-                .set_send_buffer_size(self.socket_buffer)
-                .and_then(|()| sock.set_recv_buffer_size(self.socket_buffer))
-            {
-                tracing::warn!("cannot set tcp_socket_buffer: {e}");
-            }
-        }
+        set_socket_buffer(SockRef::from(&sock), self.socket_buffer);
         let s = sock.connect(addr).await?;
         self.apply_options(&s);
         Ok(s)
@@ -65,16 +58,7 @@ impl TcpOptions {
     /// the connection works without them, as with PgBouncer.
     pub fn apply(&self, s: &TcpStream) {
         self.apply_options(s);
-        if self.socket_buffer > 0 {
-            let size = self.socket_buffer as usize;
-            let sock = SockRef::from(s);
-            if let Err(e) = sock
-                .set_send_buffer_size(size)
-                .and_then(|()| sock.set_recv_buffer_size(size))
-            {
-                tracing::warn!("cannot set tcp_socket_buffer: {e}");
-            }
-        }
+        set_socket_buffer(SockRef::from(s), self.socket_buffer);
     }
 
     /// Everything but the buffer sizes.
@@ -108,6 +92,21 @@ impl TcpOptions {
                 tracing::warn!("cannot set tcp_user_timeout: {e}");
             }
         }
+    }
+}
+
+/// `tcp_socket_buffer` on a socket (SO_SNDBUF and SO_RCVBUF); 0 leaves it alone. A failure is
+/// logged, not fatal: the socket works with the kernel's sizes, as with PgBouncer.
+pub fn set_socket_buffer(sock: SockRef<'_>, size: u32) {
+    if size == 0 {
+        return;
+    }
+    let size = size as usize;
+    if let Err(e) = sock
+        .set_send_buffer_size(size)
+        .and_then(|()| sock.set_recv_buffer_size(size))
+    {
+        tracing::warn!("cannot set tcp_socket_buffer: {e}");
     }
 }
 
