@@ -201,8 +201,22 @@ impl Pool {
             self.release_counts(stale.len() as u32);
             st.target = target;
             st.credential = credential;
+            let log = settings.log_disconnections;
+            st.settings = settings;
+            drop(st);
+            self.close_stale(stale, log);
+            return;
         }
         st.settings = settings;
+    }
+
+    /// Closes idle servers a configuration change or RECONNECT retired, with PgBouncer's line.
+    fn close_stale(&self, stale: impl IntoIterator<Item = Box<ServerConn>>, log: bool) {
+        for conn in stale {
+            if log {
+                self.log_close(&conn, "database configuration changed");
+            }
+        }
     }
 
     /// Stores the credential an auth_query answer gave (the auth_file had none for this user).
@@ -240,6 +254,9 @@ impl Pool {
         let stale: Vec<_> = st.idle.drain(..).collect();
         st.total -= stale.len() as u32;
         self.release_counts(stale.len() as u32);
+        let log = st.settings.log_disconnections;
+        drop(st);
+        self.close_stale(stale, log);
     }
 
     /// Called with the state locked, so it takes the target rather than locking again.
@@ -475,6 +492,18 @@ impl Pool {
                         o.server_failed((&st.target.host, st.target.port), Signal::Gone);
                     }
                 }
+                if st.settings.log_disconnections {
+                    self.log_close(
+                        &conn,
+                        if conn.generation != st.generation {
+                            "database configuration changed"
+                        } else if broken {
+                            "server conn crashed?"
+                        } else {
+                            "server lifetime over"
+                        },
+                    );
+                }
                 continue;
             }
             self.active.fetch_add(1, Ordering::Relaxed);
@@ -485,24 +514,59 @@ impl Pool {
 
     /// Takes back a server of this pool (from [`Lease`] and `Handoff` only, so a server can
     /// only ever return to the pool it came from).
-    fn checkin_conn(self: &Arc<Self>, mut conn: Box<ServerConn>, reusable: bool) {
+    fn checkin_conn(self: &Arc<Self>, conn: Box<ServerConn>, reusable: bool) {
+        self.checkin_with(conn, reusable, true);
+    }
+
+    /// [`Pool::checkin_conn`]; `used` is false for a server no client used (the welcome
+    /// fetch), which server_lifetime spares as PgBouncer spares a server fresh from its login.
+    fn checkin_with(self: &Arc<Self>, mut conn: Box<ServerConn>, reusable: bool, used: bool) {
         self.active.fetch_sub(1, Ordering::Relaxed);
         // One clock read for the lifetime check and last_used, taken before the lock.
         let now = std::time::Instant::now();
         let mut st = self.state.lock();
-        let expired = !st.settings.server_lifetime.is_zero()
-            && now.saturating_duration_since(conn.created) >= st.settings.server_lifetime;
+        // server_lifetime = 0 is PgBouncer's "used only once, then closed": every age is over it.
+        let expired =
+            used && now.saturating_duration_since(conn.created) >= st.settings.server_lifetime;
         if !reusable || expired || conn.generation != st.generation || conn.tx_status != b'I' {
             st.total -= 1;
             self.release_counts(1);
             // Someone may be waiting for the slot this frees.
             self.maybe_launch(&mut st, false);
+            // PgBouncer's release order; a server the session gave up on was its to report.
+            let reason = if !reusable {
+                None
+            } else if conn.tx_status != b'I' {
+                Some("client disconnect while server was not ready")
+            } else if expired {
+                Some("server lifetime over")
+            } else {
+                Some("close_needed")
+            };
+            let log = st.settings.log_disconnections;
             drop(st);
+            if let (Some(reason), true) = (reason, log) {
+                self.log_close(&conn, reason);
+            }
             drop(conn);
             return;
         }
         conn.last_used = now;
         self.give(&mut st, conn);
+    }
+
+    /// PgBouncer's disconnect line for a server the pool closes (callers check
+    /// log_disconnections), with the prefix of the `new connection to server` line.
+    pub(crate) fn log_close(&self, conn: &ServerConn, reason: &str) {
+        tracing::info!(
+            "S-{} {}/{}@{}:{} closing because: {reason} (age={}s)",
+            conn.id,
+            self.key.db,
+            self.key.user,
+            conn.cancel_host_text(),
+            conn.cancel.port,
+            conn.created.elapsed().as_secs()
+        );
     }
 
     /// Hands a ready server to the oldest live waiter, or parks it idle.

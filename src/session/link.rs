@@ -329,7 +329,7 @@ pub async fn login(
                 .stats
                 .server_assignment_count
                 .fetch_sub(1, Ordering::Relaxed);
-            server.release(true);
+            server.release_unused();
             set.welcome()
                 .ok_or_else(|| Error::ServerProtocol("no welcome parameters".into()))?
         }

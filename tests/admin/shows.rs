@@ -734,3 +734,66 @@ async fn server_assignments_count_clients_not_the_welcome_fetch() {
         3
     );
 }
+
+/// The `id` column of every row of a SHOW answer.
+fn socket_ids(t: &crate::console::Answer) -> Vec<i64> {
+    let i = t.col("id");
+    let mut v: Vec<i64> = t
+        .rows
+        .iter()
+        .map(|r| r[i].as_deref().expect("id").parse().expect("number"))
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// Polls SHOW SERVERS until it lists no server, for at most 10 s; the rows it last saw if not.
+async fn servers_gone(a: &mut crate::console::Raw) -> Result<(), Vec<i64>> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let ids = socket_ids(&a.query("SHOW SERVERS").await);
+        if ids.is_empty() {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(ids);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// `server_lifetime = 0` is PgBouncer's "the connection is used only once, then closed": a
+/// session-mode client's server is closed when the client leaves (`server lifetime over`), so
+/// every client logs in a server of its own and the socket ids advance by two per client (its
+/// own and its server's), which PgBouncer's test_socket_id / test_server_id count on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_lifetime_zero_uses_a_server_once() {
+    let p = Pooler::start(pg(), "", "pool_mode = session\nserver_lifetime = 0", "");
+    let mut a = admin(&p).await;
+    let first = *socket_ids(&a.query("SHOW SOCKETS").await)
+        .last()
+        .expect("the console itself");
+    for i in 1..=3i64 {
+        let c = p.connect("md5user", "md5_pw", "testdb").await;
+        c.simple_query("SELECT 1").await.expect("select");
+        assert_eq!(
+            socket_ids(&a.query("SHOW SOCKETS").await),
+            vec![first, first + 2 * i - 1, first + 2 * i],
+            "round {i}: the console, the client and its own new server"
+        );
+        assert_eq!(
+            socket_ids(&a.query("SHOW SERVERS").await),
+            vec![first + 2 * i]
+        );
+        drop(c);
+        if let Err(left) = servers_gone(&mut a).await {
+            panic!("round {i}: server {left:?} kept after its one use");
+        }
+    }
+    assert!(
+        p.log()
+            .contains("closing because: server lifetime over (age="),
+        "{}",
+        p.log()
+    );
+}

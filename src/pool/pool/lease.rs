@@ -43,6 +43,14 @@ impl Lease {
         }
     }
 
+    /// Returns a server no client used (a new pool's welcome fetch) to its pool: its one use
+    /// under `server_lifetime = 0` is still ahead of it.
+    pub fn release_unused(mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.checkin_with(conn, true, false);
+        }
+    }
+
     /// Books one finished transaction on the pool's counters (SHOW STATS, /metrics).
     pub fn record(&self, tally: &XactTally) {
         self.pool.stats.record_xact(tally);

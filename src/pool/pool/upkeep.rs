@@ -258,13 +258,27 @@ impl Pool {
             let idle_too_long = !s.server_idle_timeout.is_zero()
                 && conn.last_used.elapsed() >= s.server_idle_timeout
                 && live > s.min_pool_size;
+            // With server_lifetime = 0 a server closes after its one use (at checkin), so the
+            // idle ones here never served a client (welcome fetch, min_pool_size): kept.
+            // PgBouncer's janitor closes those too, which makes min_pool_size churn.
             let expired =
                 !s.server_lifetime.is_zero() && conn.created.elapsed() >= s.server_lifetime;
-            if idle_too_long
-                || expired
-                || conn.generation != st.generation
-                || conn.is_broken_while_idle()
-            {
+            // PgBouncer's janitor order and words.
+            let reason = if conn.generation != st.generation {
+                Some("database configuration changed")
+            } else if conn.is_broken_while_idle() {
+                Some("server conn crashed?")
+            } else if idle_too_long {
+                Some("server idle timeout")
+            } else if expired {
+                Some("server lifetime over")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                if s.log_disconnections {
+                    self.log_close(&conn, reason);
+                }
                 closed += 1;
                 live -= 1;
             } else {
