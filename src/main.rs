@@ -62,7 +62,13 @@ fn parse_args() -> Result<Args, String> {
             "--operator" => operator = true,
             "-u" | "--user" => user = Some(it.next().ok_or("option -u needs a user name")?),
             "-V" | "--version" => {
-                println!("ollyscale-pooler {}", env!("CARGO_PKG_VERSION"));
+                // PgBouncer prints its version first, then its libraries; scripts (and its
+                // suite) read the first line and expect what SHOW VERSION says.
+                println!(
+                    "PgBouncer {}\nollyscale-pooler {}",
+                    ollyscale_pooler::admin::PGBOUNCER_VERSION,
+                    env!("CARGO_PKG_VERSION")
+                );
                 std::process::exit(0);
             }
             "-h" | "--help" => {

@@ -94,6 +94,12 @@ pub async fn serve(mut s: AdminSession) -> Result<()> {
         ("TimeZone", "GMT".into()),
         ("standard_conforming_strings", "on".into()),
         ("is_superuser", "on".into()),
+        // PgBouncer 1.26 announces itself at login: its version and the console's own pool
+        // (statement mode, no prepared-statement tracking), as its suite's test_parameter_status
+        // checks.
+        ("pgbouncer.version", PGBOUNCER_VERSION.into()),
+        ("pgbouncer.max_prepared_statements", "0".into()),
+        ("pgbouncer.pool_mode", "statement".into()),
     ] {
         build::parameter_status(&mut out, k, &v);
     }

@@ -797,3 +797,34 @@ async fn server_lifetime_zero_uses_a_server_once() {
         p.log()
     );
 }
+
+/// The console announces itself as PgBouncer 1.26 does (`pgbouncer.version`, and its own pool's
+/// `pgbouncer.pool_mode` / `pgbouncer.max_prepared_statements`), and `--version` prints first
+/// what SHOW VERSION says (PgBouncer's suite compares the two).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_parameters_and_version_line() {
+    let p = pooler();
+    let mut c = admin(&p).await;
+    let param = |name: &str| {
+        c.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let version = param("pgbouncer.version").expect("pgbouncer.version");
+    assert_eq!(
+        param("pgbouncer.max_prepared_statements").as_deref(),
+        Some("0")
+    );
+    assert_eq!(param("pgbouncer.pool_mode").as_deref(), Some("statement"));
+    let shown = c.query("SHOW VERSION").await.rows[0][0]
+        .clone()
+        .expect("version");
+    assert_eq!(shown, format!("PgBouncer {version}"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ollyscale-pooler"))
+        .arg("--version")
+        .output()
+        .expect("run --version");
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.lines().next(), Some(shown.as_str()), "{out}");
+}
