@@ -378,6 +378,20 @@ pub async fn login(
             build::parameter_status(&mut out, k, v);
         }
     }
+    let settings = set.settings();
+    // PgBouncer 1.26 announces itself to every client: its version, the global
+    // max_prepared_statements and this pool's mode.
+    build::parameter_status(
+        &mut out,
+        "pgbouncer.version",
+        crate::admin::PGBOUNCER_VERSION,
+    );
+    build::parameter_status(
+        &mut out,
+        "pgbouncer.max_prepared_statements",
+        &cfg.general.max_prepared_statements.to_string(),
+    );
+    build::parameter_status(&mut out, "pgbouncer.pool_mode", settings.pool_mode.as_str());
     build::backend_key_data(&mut out, info.cancel_key.0, info.cancel_key.1);
     if !cfg.general.login_notify_message.is_empty() {
         // login_notify_message (PgBouncer 1.26): in the same write as the welcome.
@@ -402,7 +416,6 @@ pub async fn login(
             info.tls.get().map(String::as_str).unwrap_or("no")
         );
     }
-    let settings = set.settings();
     Ok(LoggedIn::Client(Welcomed {
         route,
         settings,

@@ -798,12 +798,37 @@ async fn server_lifetime_zero_uses_a_server_once() {
     );
 }
 
-/// The console announces itself as PgBouncer 1.26 does (`pgbouncer.version`, and its own pool's
-/// `pgbouncer.pool_mode` / `pgbouncer.max_prepared_statements`), and `--version` prints first
-/// what SHOW VERSION says (PgBouncer's suite compares the two).
+/// The console and every client are told what PgBouncer 1.26 tells them at login:
+/// `pgbouncer.version`, `pgbouncer.max_prepared_statements` (the global setting; 0 for the
+/// console's own pool) and the pool's `pgbouncer.pool_mode`; `--version` prints first what SHOW
+/// VERSION says (PgBouncer's suite compares the two).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_parameters_and_version_line() {
-    let p = pooler();
+    let pg_port = pg().port;
+    let p = Pooler::start(
+        pg(),
+        &format!("sessdb = host=127.0.0.1 port={pg_port} dbname=testdb pool_mode=session"),
+        "",
+        "",
+    );
+    for (db, mode) in [("testdb", "transaction"), ("sessdb", "session")] {
+        let c = crate::console::Raw::connect(p.port, "md5user", "md5_pw", db)
+            .await
+            .unwrap_or_else(|e| panic!("{db}: {e:?}"));
+        let got = |name: &str| {
+            c.params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(got("pgbouncer.version"), Some("1.25.2"), "{db}");
+        assert_eq!(
+            got("pgbouncer.max_prepared_statements"),
+            Some("200"),
+            "{db}"
+        );
+        assert_eq!(got("pgbouncer.pool_mode"), Some(mode), "{db}");
+    }
     let mut c = admin(&p).await;
     let param = |name: &str| {
         c.params
