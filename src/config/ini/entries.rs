@@ -116,14 +116,17 @@ fn pair_hosts(
     let ports = ports.unwrap_or_else(|| vec![db.port]);
     let Some(hosts) = hosts else {
         if ports.len() > 1 {
-            return Err("port: a port list needs a host list of the same length".to_string());
+            return Err(
+                "port: invalid number of ports (a port list needs a host list of the same length)"
+                    .to_string(),
+            );
         }
         db.port = ports[0];
         return Ok(());
     };
     if ports.len() != 1 && ports.len() != hosts.len() {
         return Err(format!(
-            "port: {} ports for {} hosts (give one port, or one per host)",
+            "port: invalid number of ports: {} ports for {} hosts (give one port, or one per host)",
             ports.len(),
             hosts.len()
         ));
