@@ -71,8 +71,6 @@ pub struct Client {
     pub(crate) _slot: link::ClientSlot,
     /// Named prepared statements (transaction mode); boxed on first use.
     pub(crate) stmts: Option<Box<prepared::ClientStatements>>,
-    /// The query_wait_notify NOTICE went out already (PgBouncer sends it once per client).
-    pub(crate) queue_noticed: bool,
     /// Lone BEGINs sent again in a row after their server died unanswered (bounded).
     pub(crate) replays: u8,
 }
@@ -264,7 +262,6 @@ async fn session(
             server: None,
             _slot: w.slot,
             stmts: None,
-            queue_noticed: false,
             replays: 0,
         },
         Ok(link::LoggedIn::Replication {

@@ -34,9 +34,10 @@ impl Client {
         // A copy of the route: with a host list the checkout may move to another host, and
         // the session's own route re-picks from the set's new epoch afterwards.
         let mut route = self.route.clone();
-        // query_wait_notify: the pool's waiter sweeper nudges this client (no timer per wait).
+        // query_wait_notify: the pool's waiter sweeper nudges this client (no timer per wait),
+        // once per wait, as PgBouncer's suite expects of a client queued a second time.
         let notify_after = self.settings.query_wait_notify;
-        let mut notice = !notify_after.is_zero() && !self.queue_noticed;
+        let mut notice = !notify_after.is_zero();
         let nudge: crate::pool::Nudging = notice.then(|| {
             self.info.clear_notice();
             let at = tokio::time::Instant::from_std(now) + notify_after;
@@ -59,7 +60,6 @@ impl Client {
                     if notice =>
                 {
                     notice = false;
-                    self.queue_noticed = true;
                     let mut out = BytesMut::with_capacity(128);
                     build::notice_response(&mut out, "00000", QUEUED_NOTICE, None);
                     if let Err(e) = self.stream.send(&out).await {

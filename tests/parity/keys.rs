@@ -174,7 +174,8 @@ async fn transaction_timeout_per_user() {
     assert!(olly.query("COMMIT").await.error.is_none());
 }
 
-/// A client queued longer than query_wait_notify gets PgBouncer's NOTICE (once), then its answer.
+/// A client queued longer than query_wait_notify gets PgBouncer's NOTICE, then its answer; once
+/// per wait, so a client queued long a second time is told again (PgBouncer's test_notify_queue).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn query_wait_notify_tells_a_queued_client() {
     let p = Pooler::start(pg(), "", "default_pool_size = 1\nquery_wait_notify = 1", "");
@@ -204,12 +205,15 @@ async fn query_wait_notify_tells_a_queued_client() {
             "No server connection available in postgres backend, client being queued"
         )
     );
-    // A short wait says nothing; and it is said once per client.
+    // Queued long a second time: told again, once.
     assert!(holder.query("BEGIN").await.error.is_none());
     let wait = tokio::spawn(async move { waiter.query("SELECT 2").await });
     tokio::time::sleep(Duration::from_millis(1800)).await;
     assert!(holder.query("COMMIT").await.error.is_none());
-    assert!(wait.await.unwrap().notices.is_empty());
+    let a = wait.await.unwrap();
+    assert!(a.error.is_none(), "{a:?}");
+    assert_eq!(a.notices.len(), 1, "{a:?}");
+    assert_eq!(a.notices[0].message, n.message);
 }
 
 async fn backend_pid(c: &mut Raw) -> String {
