@@ -258,6 +258,46 @@ async fn replication_connections_count_against_pool_size() {
     assert!(normal.query("SELECT 2").await.error.is_none());
 }
 
+/// PgBouncer's test_replication_pool_size_over_full_pool: a pool over pool_size (through the
+/// reserve) loses as many idle servers as it takes to get under pool_size, each logged with
+/// PgBouncer's `closing because: evicted for pool_size (age=Ns)`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_client_evicts_down_to_pool_size() {
+    let pg = logical_pg();
+    let p = Pooler::start(
+        pg,
+        "",
+        "default_pool_size = 1\nreserve_pool_size = 1\nreserve_pool_timeout = 0.2",
+        "",
+    );
+    let mut a = Raw::connect(p.port, "olly", "olly_pw", "testdb")
+        .await
+        .unwrap();
+    let mut b = Raw::connect(p.port, "olly", "olly_pw", "testdb")
+        .await
+        .unwrap();
+    assert!(a.query("BEGIN").await.error.is_none());
+    // b waits reserve_pool_timeout, then gets the reserve server.
+    assert!(b.query("SELECT 1").await.error.is_none());
+    assert!(a.query("COMMIT").await.error.is_none());
+    let conn = format!(
+        "host=127.0.0.1 port={} user=olly password=olly_pw dbname=testdb replication=database",
+        p.port
+    );
+    let (code, _, err) =
+        tokio::task::spawn_blocking(move || crate::common::psql(&conn, "SELECT 1"))
+            .await
+            .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let log = p.log();
+    assert_eq!(
+        log.matches("closing because: evicted for pool_size (age=")
+            .count(),
+        2,
+        "{log}"
+    );
+}
+
 /// PgBouncer's suite runs with `tcp_socket_buffer = 4096`. The buffers must be set before the
 /// server connection's handshake: set after it, the TCP window stayed tiny and a base backup
 /// crawled at a few KiB per delayed ACK (minutes for this one). A minute is a hang bound, far

@@ -50,14 +50,28 @@ impl Pool {
                     self.user_conns.fetch_add(1, Ordering::Relaxed);
                     return Ok(ReplicationSlot(self.clone()));
                 }
-                if let Some(conn) = st.idle.pop_front() {
-                    // Its place becomes ours: total and the shared counts stay as they are.
-                    tracing::info!(
-                        "S-{} {}: closing because: evicted for pool_size",
-                        conn.id,
-                        self.key
-                    );
-                    drop(conn);
+                if !st.idle.is_empty() {
+                    // Idle servers make room, as many as it takes to get under pool_size (a
+                    // pool over it through the reserve loses more than one, as in PgBouncer);
+                    // the last freed place becomes ours.
+                    let mut evicted = Vec::new();
+                    while let Some(conn) = st.idle.pop_front() {
+                        st.total -= 1;
+                        self.release_counts(1);
+                        evicted.push(conn);
+                        if s.pool_size == 0 || st.total < s.pool_size {
+                            break;
+                        }
+                    }
+                    st.total += 1;
+                    self.db_conns.fetch_add(1, Ordering::Relaxed);
+                    self.user_conns.fetch_add(1, Ordering::Relaxed);
+                    drop(st);
+                    for conn in evicted {
+                        if s.log_disconnections {
+                            self.log_close(&conn, "evicted for pool_size");
+                        }
+                    }
                     return Ok(ReplicationSlot(self.clone()));
                 }
                 s.query_wait_timeout
