@@ -65,16 +65,28 @@ pub async fn open(
             server_key,
         };
     }
+    let started = std::time::Instant::now();
     server::connect(&target, &cred, cfg.general.max_packet_size, dns)
         .await
         .map_err(|e| match e {
             Error::ServerLogin(fields) => {
-                // The server's words go to the log only, in PgBouncer's form.
+                // The server's words go to the log only, in PgBouncer's form, then the server's
+                // disconnect line (the client's follows with the same reason).
                 tracing::warn!(
                     "server login failed: {} {}",
                     Clean(&fields.severity),
                     Clean(&fields.message)
                 );
+                if cfg.general.log_disconnections {
+                    tracing::info!(
+                        "S {}/{}@{}:{} closing because: login failed (age={}s)",
+                        Clean(&params.database),
+                        Clean(&target.user),
+                        target.host_text(),
+                        target.port,
+                        started.elapsed().as_secs()
+                    );
+                }
                 Error::ReplicationLoginFailed
             }
             other => other,

@@ -330,7 +330,8 @@ async fn pg_basebackup_through_the_pooler_with_a_small_tcp_socket_buffer() {
 
 /// PgBouncer's test_logical_rep_unprivileged: a replication login the server refuses (md5user
 /// has no REPLICATION) reaches the client as PgBouncer's own FATAL `login failed` (08P01), not
-/// the server's error; the server's message is only logged.
+/// the server's error; the server's message is only logged, with a disconnect line for the server
+/// and one for the client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_replication_login_is_reported_as_login_failed() {
     let pg = logical_pg();
@@ -362,5 +363,11 @@ async fn refused_replication_login_is_reported_as_login_failed() {
         log.contains("permission denied to start WAL sender")
             || log.contains("must be superuser or replication role"),
         "the server's refusal is logged:\n{log}"
+    );
+    // PgBouncer's two disconnect lines, the server's and the client's (its suite counts them).
+    assert_eq!(
+        log.matches("closing because: login failed (age=").count(),
+        2,
+        "{log}"
     );
 }
