@@ -227,14 +227,15 @@ pub fn empty_query_response(buf: &mut BytesMut) {
     message(buf, b'I', |_| {});
 }
 
-/// NegotiateProtocolVersion (`v`): the newest minor version of protocol 3 we support and
-/// the `_pq_.*` options we did not recognise.
+/// NegotiateProtocolVersion (`v`): the newest protocol version we support, as the full code
+/// PostgreSQL sends (`3 << 16 | minor`, so 0x30000 for 3.0), and the `_pq_.*` options we did
+/// not recognise.
 ///
 /// # Panics
 /// With more than `i32::MAX` option names (impossible from a bounded startup packet).
-pub fn negotiate_protocol_version(buf: &mut BytesMut, newest_minor: u32, unrecognized: &[&str]) {
+pub fn negotiate_protocol_version(buf: &mut BytesMut, version: u32, unrecognized: &[&str]) {
     message(buf, b'v', |buf| {
-        buf.put_u32(newest_minor);
+        buf.put_u32(version);
         buf.put_i32(i32::try_from(unrecognized.len()).expect("invariant: option count fits i32"));
         for name in unrecognized {
             put_cstr(buf, name);

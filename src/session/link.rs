@@ -119,6 +119,18 @@ pub async fn login(
         return Err(Error::SslRequired);
     }
     let mut params = startup::check_params(cfg, raw)?;
+    if !params.unrecognized_protocol_options.is_empty() {
+        // NegotiateProtocolVersion comes first, before any authentication request, with
+        // protocol 3.0's full code (0x30000), as PostgreSQL and PgBouncer send it.
+        let names: Vec<&str> = params
+            .unrecognized_protocol_options
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
+        let mut out = BytesMut::with_capacity(64);
+        build::negotiate_protocol_version(&mut out, 0x3_0000, &names);
+        stream.send(&out).await.map_err(Error::ClientIo)?;
+    }
     if cfg.general.application_name_add_host {
         // PgBouncer appends the client's address once, at connect time.
         let suffix = format!(" - {}:{}", info.peer.host(), info.peer.port());
@@ -357,14 +369,6 @@ pub async fn login(
     client_params.shrink_to_fit();
     let mut out = BytesMut::with_capacity(512);
     build::auth_ok(&mut out);
-    if !params.unrecognized_protocol_options.is_empty() {
-        let names: Vec<&str> = params
-            .unrecognized_protocol_options
-            .iter()
-            .map(|s| s.as_str())
-            .collect();
-        build::negotiate_protocol_version(&mut out, 0, &names);
-    }
     for (k, v) in welcome.iter() {
         let v = client_params
             .iter()

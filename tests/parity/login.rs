@@ -216,3 +216,32 @@ async fn server_connect_timeout_logs_connect_timeout() {
     );
     drop(silent);
 }
+
+/// A `_pq_.` protocol option the pooler does not know is answered with NegotiateProtocolVersion
+/// first, before the authentication request, as PostgreSQL and PgBouncer send it (its suite's
+/// test_protocol_extension_negotiation reads the first message).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negotiate_protocol_version_comes_before_authentication() {
+    let p = Pooler::start(pg(), "", "", "");
+    let mut s = TcpStream::connect(("127.0.0.1", p.port)).await.unwrap();
+    let mut out = BytesMut::new();
+    frontend::startup_message(
+        [
+            ("user", "md5user"),
+            ("database", "testdb"),
+            ("_pq_.test_protocol_negotiation", ""),
+        ],
+        &mut out,
+    )
+    .unwrap();
+    s.write_all(&out).await.unwrap();
+    let mut buf = BytesMut::new();
+    let (tag, mut body) = read_msg(&mut s, &mut buf).await;
+    assert_eq!(tag, b'v', "{body:?}");
+    assert_eq!(body.get_u32(), 0x0003_0000, "protocol 3.0");
+    assert_eq!(body.get_u32(), 1, "one option not recognised");
+    assert_eq!(&body[..], b"_pq_.test_protocol_negotiation\0");
+    let (tag, mut body) = read_msg(&mut s, &mut buf).await;
+    assert_eq!(tag, b'R', "then the authentication request");
+    assert_eq!(body.get_u32(), 5, "md5");
+}

@@ -331,9 +331,9 @@ fn command_complete_and_empty_query() {
 
 #[test]
 fn negotiate_protocol_version_layout() {
-    let (tag, body) = built(|b| negotiate_protocol_version(b, 0, &["_pq_.a", "_pq_.bb"]));
+    let (tag, body) = built(|b| negotiate_protocol_version(b, 0x3_0000, &["_pq_.a", "_pq_.bb"]));
     assert_eq!(tag, b'v');
-    assert_eq!(&body[..], b"\0\0\0\0\0\0\0\x02_pq_.a\0_pq_.bb\0");
+    assert_eq!(&body[..], b"\0\x03\0\0\0\0\0\x02_pq_.a\0_pq_.bb\0");
     let (_, body) = built(|b| negotiate_protocol_version(b, 2, &[]));
     assert_eq!(&body[..], b"\0\0\0\x02\0\0\0\0");
 }
