@@ -525,6 +525,8 @@ pub async fn sync_params(
         server.synced = params.to_vec();
         return Ok(false);
     };
+    // PgBouncer's debug line (verbose=2), which its suite greps for the SETs sent.
+    tracing::debug!("S-{} varcache_apply: {}", server.id, Clean(&sql));
     // Boxed: a SET round trip is rare, and inline its state would sit in every session's
     // per-transaction future.
     match Box::pin(server.run_internal(&sql, max_packet)).await? {
@@ -543,6 +545,12 @@ pub async fn sync_params(
             for (k, v) in params.iter_mut() {
                 if let Some(sv) = server.param(k) {
                     if sv != &**v {
+                        tracing::debug!(
+                            "varcache_set_canonical: setting {} to its canonical version {} -> {}",
+                            Clean(&**k),
+                            Clean(&**v),
+                            Clean(sv)
+                        );
                         *v = Arc::from(sv);
                     }
                 }

@@ -245,3 +245,36 @@ async fn negotiate_protocol_version_comes_before_authentication() {
     assert_eq!(tag, b'R', "then the authentication request");
     assert_eq!(body.get_u32(), 5, "md5");
 }
+
+/// verbose = 2 logs PgBouncer's `varcache_apply:` line with the SETs that bring a server to a
+/// client's startup parameters, once, and `varcache_set_canonical:` when the server spells the
+/// value its own way (its suite's test_equivalent_startup_param greps both).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tracked_parameter_sets_are_logged_at_verbose_2() {
+    let p = Pooler::start(pg(), "", "verbose = 2", "");
+    let mut c = Raw::connect_with(
+        p.port,
+        "olly",
+        "olly_pw",
+        "testdb",
+        &[("options", "-c DateStyle=ISO")],
+    )
+    .await
+    .unwrap();
+    for _ in 0..2 {
+        let a = c.query("SELECT 1").await;
+        assert!(a.error.is_none(), "{a:?}");
+    }
+    let log = p.log();
+    assert_eq!(
+        log.matches("varcache_apply: SET DateStyle='ISO'").count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        log.contains(
+            "varcache_set_canonical: setting DateStyle to its canonical version ISO -> ISO, MDY"
+        ),
+        "{log}"
+    );
+}
