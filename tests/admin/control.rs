@@ -559,3 +559,39 @@ async fn second_sigint_closes_clients_without_a_message() {
     drop(busy);
     expect_exit(p, 15).await;
 }
+
+/// Servers the pool closes log PgBouncer's disconnect line with its reason and age: an idle
+/// server retired by RECONNECT says `database configuration changed`, one that comes back
+/// past server_lifetime says `server lifetime over` (operators and PgBouncer's suite grep both).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_servers_log_their_reason() {
+    let p = pooler();
+    let mut a = admin(&p).await;
+    let mut c = Raw::connect(p.port, "olly", "olly_pw", "testdb")
+        .await
+        .unwrap();
+    assert!(c.query("SELECT 1").await.error.is_none());
+    assert!(a.query("RECONNECT testdb").await.error.is_none());
+    let line = "testdb/olly@127.0.0.1:";
+    let reason = "closing because: database configuration changed (age=";
+    assert!(
+        p.log()
+            .lines()
+            .any(|l| l.contains(line) && l.contains(reason)),
+        "{}",
+        p.log()
+    );
+    // server_lifetime = 1: the next server is closed when it comes back after a second.
+    assert!(a.query("SET server_lifetime = 1").await.error.is_none());
+    assert!(c.query("BEGIN").await.error.is_none());
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(c.query("COMMIT").await.error.is_none());
+    assert!(
+        p.wait_for_log(
+            "closing because: server lifetime over (age=1s)",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        p.log()
+    );
+}
