@@ -72,6 +72,9 @@ pub struct PoolSettings {
     pub max_prepared_statements: u32,
     /// log_connections: log each new server connection.
     pub log_connections: bool,
+    /// log_disconnections: log each server connection closed for a reason of the pooler's own
+    /// (PgBouncer's `closing because:` line).
+    pub log_disconnections: bool,
     /// The database forces its server user (`user=`): min_pool_size is kept even before any
     /// client came, as PgBouncer does.
     pub forced_user: bool,
@@ -124,6 +127,7 @@ impl PoolSettings {
             max_packet_size: g.max_packet_size,
             max_prepared_statements: g.max_prepared_statements,
             log_connections: g.log_connections,
+            log_disconnections: g.log_disconnections,
             forced_user: db.user.is_some(),
             failover_hold_timeout: g.failover_hold_timeout,
             disable_pqexec: g.disable_pqexec,

@@ -196,9 +196,9 @@ impl Pool {
             self.mark_close_needed(&st.target);
             st.welcome = None;
             st.login_failure = None;
-            let stale: Vec<_> = st.idle.drain(..).collect();
-            st.total -= stale.len() as u32;
-            self.release_counts(stale.len() as u32);
+            // Idle servers of the old generation are closed by the next janitor tick (or a
+            // checkout that meets one first), as PgBouncer's janitor closes a dirty database's
+            // servers: its "database configuration changed" line comes after the RELOAD.
             st.target = target;
             st.credential = credential;
         }
@@ -238,6 +238,9 @@ impl Pool {
         st.generation += 1;
         self.mark_close_needed(&st.target);
         let stale: Vec<_> = st.idle.drain(..).collect();
+        for c in &stale {
+            self.log_retired(&st, c);
+        }
         st.total -= stale.len() as u32;
         self.release_counts(stale.len() as u32);
     }
@@ -321,6 +324,22 @@ impl Pool {
                 .max()
                 .unwrap_or(0),
             paused: !st.paused.is_empty(),
+        }
+    }
+
+    /// PgBouncer's line for a server closed because the configuration changed under it (a
+    /// RELOAD that changed its database's settings, RECONNECT): a new generation.
+    fn log_retired(&self, st: &State, conn: &ServerConn) {
+        if st.settings.log_disconnections {
+            tracing::info!(
+                "S-{} {}/{}@{}:{} closing because: database configuration changed (age={}s)",
+                conn.id,
+                self.key.db,
+                self.key.user,
+                conn.cancel_host_text(),
+                conn.cancel.port,
+                conn.created.elapsed().as_secs()
+            );
         }
     }
 
@@ -466,6 +485,9 @@ impl Pool {
             };
             let broken = conn.is_broken_while_idle();
             if expired || conn.generation != st.generation || broken {
+                if !expired && !broken {
+                    self.log_retired(st, &conn);
+                }
                 st.total -= 1;
                 self.release_counts(1);
                 if broken {
@@ -493,6 +515,9 @@ impl Pool {
         let expired = !st.settings.server_lifetime.is_zero()
             && now.saturating_duration_since(conn.created) >= st.settings.server_lifetime;
         if !reusable || expired || conn.generation != st.generation || conn.tx_status != b'I' {
+            if reusable && !expired && conn.generation != st.generation {
+                self.log_retired(&st, &conn);
+            }
             st.total -= 1;
             self.release_counts(1);
             // Someone may be waiting for the slot this frees.

@@ -260,11 +260,11 @@ impl Pool {
                 && live > s.min_pool_size;
             let expired =
                 !s.server_lifetime.is_zero() && conn.created.elapsed() >= s.server_lifetime;
-            if idle_too_long
-                || expired
-                || conn.generation != st.generation
-                || conn.is_broken_while_idle()
-            {
+            let retired = conn.generation != st.generation;
+            if idle_too_long || expired || retired || conn.is_broken_while_idle() {
+                if retired && !idle_too_long && !expired {
+                    self.log_retired(&st, &conn);
+                }
                 closed += 1;
                 live -= 1;
             } else {
