@@ -343,6 +343,21 @@ impl Pool {
         }
     }
 
+    /// PgBouncer's `closing because:` line for a server whose login the server refused (after
+    /// its "server login failed" warning), so the server side of a refused login shows up too.
+    fn log_login_refused(&self, st: &State, reason: &str) {
+        if st.settings.log_disconnections {
+            tracing::info!(
+                "S-? {}/{}@{}:{} closing because: {} (age=0s)",
+                self.key.db,
+                self.key.user,
+                st.target.host_text(),
+                st.target.port,
+                crate::logsafe::Clean(reason)
+            );
+        }
+    }
+
     fn release_counts(&self, n: u32) {
         if n > 0 {
             self.db_conns.fetch_sub(n, Ordering::Relaxed);
