@@ -64,8 +64,6 @@ pub struct Context {
     pub peer_pools: crate::session::cancel::PeerPools,
     /// The client-facing TLS config; re-read on every config swap (RELOAD, SIGHUP, SET).
     pub client_tls: crate::net::ClientTls,
-    /// Recent auth_query answers (see session::auth_query).
-    pub auth_cache: crate::session::auth_query::Cache,
     /// Patroni clusters (`[clusters]`) and their published topologies.
     pub clusters: Arc<crate::discovery::Clusters>,
     /// Protocol-level prepared statements shared by every client (max_prepared_statements).
@@ -109,7 +107,6 @@ impl Context {
         pools.open_forced_user_pools(&config);
         Arc::new(Context {
             client_tls,
-            auth_cache: Default::default(),
             config: RwLock::new(Arc::new(config)),
             config_gen: tokio::sync::watch::channel(0).0,
             servers: pools.servers.clone(),

@@ -110,6 +110,13 @@ pub enum Error {
     SaslAuthFailed,
     #[error("\"trust\" authentication failed")]
     TrustAuthFailed,
+    /// auth_query found no row for the user: PgBouncer has no mock login there and says so.
+    #[error("no such user")]
+    NoSuchUser,
+    /// A configuration the login cannot use (the reason is logged where it is found, as
+    /// PgBouncer logs it; the client only learns this).
+    #[error("bouncer config error")]
+    BouncerConfig,
     #[error("no username supplied")]
     NoUsername,
     #[error("unsupported startup parameter: {0}")]

@@ -3,7 +3,7 @@
 //! and anything unexpected gives `None`, never a panic.
 
 /// One DER element: (tag, contents, rest after it).
-fn element(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+pub(crate) fn element(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (&tag, b) = b.split_first()?;
     let (&first, mut b) = b.split_first()?;
     let len = if first < 0x80 {

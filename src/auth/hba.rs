@@ -79,6 +79,9 @@ struct Line {
     users: Vec<Name>,
     addr: Addr,
     rule: HbaRule,
+    /// A `gss` line: PgBouncer reads it (GSSAPI builds authenticate with it); here it refuses,
+    /// so a client the line was meant for never falls through to a laxer line below.
+    gss: bool,
 }
 
 /// A parsed HBA file, in file order (first match wins).
@@ -87,6 +90,8 @@ pub struct Hba {
     lines: Vec<Line>,
     /// Numbers (1-based) of the lines skipped for naming a `+group`, warned about at each load.
     skipped: Vec<usize>,
+    /// Numbers (1-based) of `gss` lines: kept, but refusing their connections (no GSSAPI here).
+    gss: Vec<usize>,
 }
 
 /// Why a line is not taken.
@@ -136,6 +141,7 @@ impl Hba {
     ) -> Result<Hba, String> {
         let mut lines = Vec::new();
         let mut skipped = Vec::new();
+        let mut gss = Vec::new();
         for (no, raw) in text.lines().enumerate() {
             let line = raw.split('#').next().unwrap_or("");
             let f = tokens(line);
@@ -143,24 +149,34 @@ impl Hba {
                 continue;
             }
             match parse_line(&f, include) {
-                Ok(l) => lines.push(l),
+                Ok(l) => {
+                    if l.gss {
+                        gss.push(no + 1);
+                    }
+                    lines.push(l)
+                }
                 Err(LineError::Skip) => skipped.push(no + 1),
                 Err(LineError::Bad(m)) => return Err(format!("line {}: {m}", no + 1)),
             }
         }
-        Ok(Hba { lines, skipped })
+        Ok(Hba {
+            lines,
+            skipped,
+            gss,
+        })
     }
 
     /// The warnings this file deserves, PgBouncer's text first: one per skipped `+group` line.
     pub fn warnings(&self) -> Vec<String> {
-        self.skipped
-            .iter()
-            .map(|n| {
-                format!(
-                    "could not parse hba config line {n}: group names (+group) are not supported, the line is ignored"
-                )
-            })
-            .collect()
+        let skipped = self.skipped.iter().map(|n| {
+            format!(
+                "could not parse hba config line {n}: group names (+group) are not supported, the line is ignored"
+            )
+        });
+        let gss = self.gss.iter().map(|n| {
+            format!("hba config line {n}: gss authentication is not supported, the line refuses the connections it matches")
+        });
+        skipped.chain(gss).collect()
     }
 
     /// The method of the first matching line; `None` = no line matched.
@@ -200,6 +216,22 @@ fn tokens(line: &str) -> Vec<String> {
     }
     if !cur.is_empty() {
         out.push(cur);
+    }
+    join_lists(out)
+}
+
+/// PgBouncer (as PostgreSQL) reads a database or user list across blanks around its commas:
+/// `user1,user2 , user3` is one list. Only those two fields (the 2nd and 3rd) are joined.
+fn join_lists(tokens: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(tokens.len());
+    for t in tokens {
+        let building_list = matches!(out.len(), 2 | 3);
+        match out.last_mut() {
+            Some(last) if building_list && (last.ends_with(',') || t.starts_with(',')) => {
+                last.push_str(&t)
+            }
+            _ => out.push(t),
+        }
     }
     out
 }
@@ -260,6 +292,21 @@ fn parse_line(
     } else {
         parse_addr(&f[3..])?
     };
+    if rest.first().map(String::as_str) == Some("gss") {
+        // Its options (include_realm, krb_realm, map) are for GSSAPI, which refusing ignores.
+        return Ok(Line {
+            conn,
+            dbs,
+            users,
+            addr,
+            rule: HbaRule {
+                method: HbaMethod::Reject,
+                map: None,
+                ldap: None,
+            },
+            gss: true,
+        });
+    }
     let method = match rest.first().map(String::as_str) {
         Some("trust") => HbaMethod::Trust,
         Some("reject") => HbaMethod::Reject,
@@ -285,6 +332,7 @@ fn parse_line(
         users,
         addr,
         rule,
+        gss: false,
     })
 }
 

@@ -147,6 +147,12 @@ pub(crate) fn apply(s: &mut Security, key: &str, value: &str) -> Option<Result<(
     match key {
         "auth_user" => s.auth_user = name(value),
         "auth_query" => s.auth_query = value.to_string(),
+        // PgBouncer's cf_set_authdb: the console's database can never run auth_query.
+        "auth_dbname" if value == "pgbouncer" => {
+            return Some(Err(
+                "cannot use the reserved \"pgbouncer\" database as an auth_dbname".into(),
+            ))
+        }
         "auth_dbname" => s.auth_dbname = name(value),
         "auth_hba_file" => s.auth_hba_file = path(value),
         "auth_ident_file" => s.auth_ident_file = path(value),

@@ -6,6 +6,7 @@ mod tcp;
 #[cfg(test)]
 mod test_tls;
 pub mod tls;
+mod tls_legacy;
 
 pub use frame::{read_frame, read_startup, read_with, ReadError};
 pub use stream::{PeerAddr, Stream};

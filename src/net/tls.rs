@@ -18,10 +18,13 @@ use tokio_rustls::rustls::{
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     client::WebPkiServerVerifier,
     crypto::{ring, CryptoProvider},
+    server::danger::{ClientCertVerified, ClientCertVerifier},
     server::WebPkiClientVerifier,
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig,
-    SignatureScheme, SupportedProtocolVersion,
+    CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore,
+    ServerConfig, SignatureScheme, SupportedProtocolVersion,
 };
+
+use super::tls_legacy as legacy;
 
 use crate::config::{SslMode, TlsSettings};
 
@@ -151,14 +154,33 @@ fn key(path: &Path, fp: &mut impl Hasher) -> Result<PrivateKeyDer<'static>, Stri
     PrivateKeyDer::from_pem_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
-fn roots(path: &Path, fp: &mut impl Hasher) -> Result<Arc<RootCertStore>, String> {
+/// A CA file: the store webpki checks against, and the certificates themselves for the
+/// fallback of `tls_legacy` (a v1 CA certificate, which webpki cannot take as an anchor, is
+/// only in the second).
+struct Roots {
+    /// What webpki trusts (None when it could take none of the file's certificates).
+    store: Option<Arc<RootCertStore>>,
+    /// Every certificate of the file.
+    ders: Vec<CertificateDer<'static>>,
+}
+
+fn roots(path: &Path, fp: &mut impl Hasher) -> Result<Roots, String> {
     let mut store = RootCertStore::empty();
-    for c in certs(path, fp)? {
-        store
-            .add(c)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+    let ders = certs(path, fp)?;
+    let mut refused = None;
+    for c in &ders {
+        if let Err(e) = store.add(c.clone()) {
+            refused = Some(e);
+        }
     }
-    Ok(Arc::new(store))
+    if store.is_empty() && !ders.iter().any(|d| legacy::parses(d)) {
+        let e = refused.map(|e| e.to_string()).unwrap_or_default();
+        return Err(format!("{}: {e}", path.display()));
+    }
+    Ok(Roots {
+        store: (!store.is_empty()).then(|| Arc::new(store)),
+        ders,
+    })
 }
 
 /// Builds the config that accepts clients; `None` when client_tls_sslmode is disable.
@@ -181,13 +203,28 @@ pub fn acceptor_config(s: &TlsSettings) -> Result<Option<Arc<ServerConfig>>, Str
     // CA file still lets clients present one (for auth_type cert through HBA).
     let builder = match (&s.ca_file, s.sslmode >= SslMode::VerifyCa) {
         (Some(ca), mandatory) => {
-            let b = WebPkiClientVerifier::builder_with_provider(roots(ca, fp)?, provider);
-            let b = if mandatory {
-                b
-            } else {
-                b.allow_unauthenticated()
+            let roots = roots(ca, fp)?;
+            let webpki = match &roots.store {
+                Some(store) => {
+                    let b = WebPkiClientVerifier::builder_with_provider(
+                        store.clone(),
+                        provider.clone(),
+                    );
+                    let b = if mandatory {
+                        b
+                    } else {
+                        b.allow_unauthenticated()
+                    };
+                    Some(b.build().map_err(|e| e.to_string())?)
+                }
+                None => None,
             };
-            builder.with_client_cert_verifier(b.build().map_err(|e| e.to_string())?)
+            builder.with_client_cert_verifier(Arc::new(ClientVerifier {
+                webpki,
+                roots: roots.ders,
+                provider: provider.clone(),
+                mandatory,
+            }))
         }
         (None, true) => {
             return Err(format!(
@@ -197,32 +234,58 @@ pub fn acceptor_config(s: &TlsSettings) -> Result<Option<Arc<ServerConfig>>, Str
         }
         (None, false) => builder.with_no_client_auth(),
     };
-    let cfg = builder
-        .with_single_cert(certs(cert_file, fp)?, key(key_file, fp)?)
+    // Served through a resolver rather than with_single_cert, whose key check parses the
+    // certificate with webpki and so refuses the v1 certificates OpenSSL serves.
+    let served = legacy::certified_key(&provider, certs(cert_file, fp)?, key(key_file, fp)?)
         .map_err(|e| format!("client TLS key/certificate: {e}"))?;
+    let cfg = builder.with_cert_resolver(Arc::new(legacy::FixedServerCert(served)));
     Ok(Some(Arc::new(cfg)))
 }
 
-/// verify-ca: the chain must reach the CA, the host name is not checked.
+/// Checks client certificates against client_tls_ca_file: webpki first, and `tls_legacy` for
+/// what webpki cannot parse (v1 certificates), as OpenSSL accepts them for PgBouncer.
 #[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
+struct ClientVerifier {
+    /// webpki's verifier (None when it could take no certificate of the CA file).
+    webpki: Option<Arc<dyn ClientCertVerifier>>,
+    /// The CA file's certificates, for the fallback.
+    roots: Vec<CertificateDer<'static>>,
+    provider: Arc<CryptoProvider>,
+    /// verify-ca/verify-full: a certificate is required.
+    mandatory: bool,
+}
 
-impl ServerCertVerifier for ChainOnly {
-    fn verify_server_cert(
+impl ClientCertVerifier for ClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        self.mandatory
+    }
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        match &self.webpki {
+            Some(w) => w.root_hint_subjects(),
+            None => &[],
+        }
+    }
+    fn verify_client_cert(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp: &[u8],
         now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let first = match &self.webpki {
+            Some(w) => w.verify_client_cert(end_entity, intermediates, now),
+            None => Err(rustls::Error::InvalidCertificate(
+                CertificateError::BadEncoding,
+            )),
+        };
+        match first {
+            Err(e) if legacy::retry_after(&e) => {
+                let algs = &self.provider.signature_verification_algorithms;
+                legacy::verify_chain(end_entity, intermediates, &self.roots, now, algs)
+                    .map(|()| ClientCertVerified::assertion())
+            }
             r => r,
         }
     }
@@ -232,7 +295,7 @@ impl ServerCertVerifier for ChainOnly {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(m, c, d)
+        handshake_signature(m, c, d, &self.provider, false)
     }
     fn verify_tls13_signature(
         &self,
@@ -240,28 +303,87 @@ impl ServerCertVerifier for ChainOnly {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(m, c, d)
+        handshake_signature(m, c, d, &self.provider, true)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
-/// require/prefer/allow: encryption without identity, as libpq's sslmode=require. The
-/// handshake signatures are still checked, so the peer must hold the certificate's key.
-#[derive(Debug)]
-struct AnyCert(Arc<CryptoProvider>);
+/// A handshake signature by the peer's certificate key: rustls's check, and for a certificate
+/// webpki cannot parse, the key taken out of it by `tls_legacy`.
+fn handshake_signature(
+    m: &[u8],
+    c: &CertificateDer<'_>,
+    d: &DigitallySignedStruct,
+    provider: &CryptoProvider,
+    tls13: bool,
+) -> Result<HandshakeSignatureValid, rustls::Error> {
+    let algs = &provider.signature_verification_algorithms;
+    let r = if tls13 {
+        rustls::crypto::verify_tls13_signature(m, c, d, algs)
+    } else {
+        rustls::crypto::verify_tls12_signature(m, c, d, algs)
+    };
+    match r {
+        Err(e) if legacy::retry_after(&e) => legacy::verify_handshake_signature(m, c, d, algs),
+        r => r,
+    }
+}
 
-impl ServerCertVerifier for AnyCert {
+/// Checks the server's certificate as server_tls_sslmode asks. require (and below): no identity
+/// check, as libpq's sslmode=require; the handshake signatures are still checked, so the peer
+/// must hold the certificate's key. verify-ca: the chain must reach the CA. verify-full: and the
+/// host name must match (subjectAltName, else the CN, as libpq). webpki decides first; what it
+/// cannot parse or match (v1 certificates, CN-only names) goes to `tls_legacy`.
+#[derive(Debug)]
+struct ServerVerifier {
+    /// webpki's verifier for verify-ca/verify-full (None: require, or a CA file webpki could
+    /// take nothing from).
+    webpki: Option<Arc<WebPkiServerVerifier>>,
+    /// verify-ca/verify-full: the CA file's certificates.
+    roots: Option<Vec<CertificateDer<'static>>>,
+    /// verify-full: the host name is checked.
+    full: bool,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for ServerVerifier {
     fn verify_server_cert(
         &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+        let Some(roots) = &self.roots else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        let first = match &self.webpki {
+            Some(w) => w.verify_server_cert(end_entity, intermediates, server_name, ocsp, now),
+            None => Err(rustls::Error::InvalidCertificate(
+                CertificateError::BadEncoding,
+            )),
+        };
+        match first {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) if !self.full => Ok(ServerCertVerified::assertion()),
+            Err(e) if legacy::retry_after(&e) => {
+                let algs = &self.provider.signature_verification_algorithms;
+                legacy::verify_chain(end_entity, intermediates, roots, now, algs)?;
+                if self.full && !legacy::name_matches(end_entity, server_name) {
+                    return Err(rustls::Error::InvalidCertificate(
+                        CertificateError::NotValidForName,
+                    ));
+                }
+                Ok(ServerCertVerified::assertion())
+            }
+            r => r,
+        }
     }
     fn verify_tls12_signature(
         &self,
@@ -269,7 +391,7 @@ impl ServerCertVerifier for AnyCert {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+        handshake_signature(m, c, d, &self.provider, false)
     }
     fn verify_tls13_signature(
         &self,
@@ -277,10 +399,12 @@ impl ServerCertVerifier for AnyCert {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+        handshake_signature(m, c, d, &self.provider, true)
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -367,32 +491,46 @@ fn connector_config(
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions(&s.protocols)?)
         .map_err(|e| e.to_string())?;
-    let builder = if s.sslmode >= SslMode::VerifyCa {
+    let verifier = if s.sslmode >= SslMode::VerifyCa {
         let ca = s.ca_file.as_ref().ok_or_else(|| {
             format!(
                 "server_tls_sslmode {} needs server_tls_ca_file",
                 s.sslmode.as_str()
             )
         })?;
-        let v = WebPkiServerVerifier::builder_with_provider(roots(ca, fp)?, provider)
-            .build()
-            .map_err(|e| e.to_string())?;
-        if s.sslmode == SslMode::VerifyFull {
-            builder.with_webpki_verifier(v)
-        } else {
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(ChainOnly(v)))
+        let roots = roots(ca, fp)?;
+        let webpki = match roots.store {
+            Some(store) => Some(
+                WebPkiServerVerifier::builder_with_provider(store, provider.clone())
+                    .build()
+                    .map_err(|e| e.to_string())?,
+            ),
+            None => None,
+        };
+        ServerVerifier {
+            webpki,
+            roots: Some(roots.ders),
+            full: s.sslmode == SslMode::VerifyFull,
+            provider: provider.clone(),
         }
     } else {
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+        ServerVerifier {
+            webpki: None,
+            roots: None,
+            full: false,
+            provider: provider.clone(),
+        }
     };
+    let builder = builder
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier));
     let cfg = match (&s.key_file, &s.cert_file) {
-        (Some(k), Some(c)) => builder
-            .with_client_auth_cert(certs(c, fp)?, key(k, fp)?)
-            .map_err(|e| format!("server TLS key/certificate: {e}"))?,
+        // A resolver, not with_client_auth_cert: a v1 client certificate must load too.
+        (Some(k), Some(c)) => {
+            let ours = legacy::certified_key(&provider, certs(c, fp)?, key(k, fp)?)
+                .map_err(|e| format!("server TLS key/certificate: {e}"))?;
+            builder.with_client_cert_resolver(Arc::new(legacy::FixedClientCert(ours)))
+        }
         _ => builder.with_no_client_auth(),
     };
     Ok(Some(Arc::new(cfg)))
@@ -403,7 +541,12 @@ fn connector_config(
 pub fn check_settings(client: &TlsSettings, server: &TlsSettings) -> Result<(), String> {
     acceptor_config(client)?;
     if let Some(e) = ServerTls::build(server).error {
-        return Err(e);
+        // With prefer (and below) the settings only matter for a server that agrees to TLS, as
+        // in PgBouncer, which starts with them; those handshakes fail with this reason.
+        if server.sslmode > SslMode::Prefer {
+            return Err(e);
+        }
+        tracing::warn!("server TLS settings cannot be used for TLS servers: {e}");
     }
     Ok(())
 }
@@ -427,6 +570,19 @@ impl ClientTls {
     /// The config new handshakes use.
     pub fn get(&self) -> Option<Arc<ServerConfig>> {
         self.current.read().clone()
+    }
+}
+
+/// The text a failed handshake is logged with. A certificate refusal reads as OpenSSL's
+/// "certificate verify failed" (what PgBouncer logs, and what operators search for), followed
+/// by rustls's reason.
+pub fn handshake_error(e: &std::io::Error) -> String {
+    let inner = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+    match inner {
+        Some(rustls::Error::InvalidCertificate(c)) => {
+            format!("certificate verify failed: {c:?}")
+        }
+        _ => e.to_string(),
     }
 }
 

@@ -196,16 +196,11 @@ impl Pool {
             self.mark_close_needed(&st.target);
             st.welcome = None;
             st.login_failure = None;
-            let stale: Vec<_> = st.idle.drain(..).collect();
-            st.total -= stale.len() as u32;
-            self.release_counts(stale.len() as u32);
+            // Idle servers of the old generation are closed by the next janitor tick (or a
+            // checkout that meets one first), as PgBouncer's janitor closes a dirty database's
+            // servers: its "database configuration changed" line comes after the RELOAD.
             st.target = target;
             st.credential = credential;
-            let log = settings.log_disconnections;
-            st.settings = settings;
-            drop(st);
-            self.close_stale(stale, log);
-            return;
         }
         st.settings = settings;
     }
@@ -338,6 +333,21 @@ impl Pool {
                 .max()
                 .unwrap_or(0),
             paused: !st.paused.is_empty(),
+        }
+    }
+
+    /// PgBouncer's `closing because:` line for a server whose login the server refused (after
+    /// its "server login failed" warning), so the server side of a refused login shows up too.
+    fn log_login_refused(&self, st: &State, reason: &str) {
+        if st.settings.log_disconnections {
+            tracing::info!(
+                "S-? {}/{}@{}:{} closing because: {} (age=0s)",
+                self.key.db,
+                self.key.user,
+                st.target.host_text(),
+                st.target.port,
+                crate::logsafe::Clean(reason)
+            );
         }
     }
 

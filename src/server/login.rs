@@ -82,14 +82,6 @@ async fn negotiate_tls(mut tcp: TcpStream, host: &str, target: &ServerTarget) ->
     if tls.mode <= SslMode::Allow {
         return Ok(Stream::Tcp(tcp));
     }
-    let config = match (&tls.config, &tls.error) {
-        (Some(c), _) => c.clone(),
-        (None, e) => {
-            return Err(Error::ServerTls(
-                e.clone().unwrap_or_else(|| "no TLS configuration".into()),
-            ))
-        }
-    };
     let mut out = BytesMut::with_capacity(8);
     frontend::ssl_request(&mut out);
     tcp.write_all(&out).await.map_err(Error::ServerIo)?;
@@ -105,12 +97,26 @@ async fn negotiate_tls(mut tcp: TcpStream, host: &str, target: &ServerTarget) ->
         }
         _ => return Err(proto_err("unexpected answer to SSLRequest")),
     }
+    // Looked at only once the server agreed to TLS: settings rustls cannot honour (a TLS 1.0-only
+    // server_tls_protocols) fail the handshakes they would fail in PgBouncer, and leave prefer's
+    // plain fallback to servers without TLS alone.
+    let config = match (&tls.config, &tls.error) {
+        (Some(c), _) => c.clone(),
+        (None, e) => {
+            return Err(Error::ServerTls(
+                e.clone().unwrap_or_else(|| "no TLS configuration".into()),
+            ))
+        }
+    };
     let name = rustls_pki_types::ServerName::try_from(host.to_string())
         .map_err(|e| Error::ServerTls(format!("{host}: {e}")))?;
     let s = tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await
-        .map_err(|e| Error::ServerTls(format!("{host}:{}: {e}", target.port)))?;
+        .map_err(|e| {
+            let why = crate::net::tls::handshake_error(&e);
+            Error::ServerTls(format!("{host}:{}: {why}", target.port))
+        })?;
     Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Client(s))))
 }
 

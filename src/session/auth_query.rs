@@ -1,16 +1,15 @@
 //! The secret provider: a user's secret from the auth_file, else from `auth_query` run over the
-//! pool of (auth_dbname, auth_user), with a short cache.
+//! pool of (auth_dbname, auth_user), at every login that needs it (as PgBouncer does).
 //!
 //! The query runs on a server taken from the pool through its public checkout/checkin, with the
 //! extended protocol and the user name as `$1`, as PgBouncer does. Secrets are never logged or
-//! put into error texts. A user the query does not find gets `None`, which the authentication
-//! turns into the same mock exchange and text as a wrong password.
+//! put into error texts. A user the query does not find is refused with PgBouncer's "no such
+//! user" (PgBouncer has no mock login for auth_query); a row with a NULL secret is a user that
+//! no password matches.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, BytesMut};
-use dashmap::DashMap;
 use postgres_protocol::message::frontend;
 use postgres_protocol::IsNull;
 
@@ -18,18 +17,6 @@ use crate::config::{Config, DatabaseConfig, Secret};
 use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::server::ServerConn;
-
-/// How long an auth_query answer (found or not) is reused. Short: a password change reaches
-/// the pooler within this time, and a flood of logins for one name costs one query.
-pub const CACHE_TTL: Duration = Duration::from_secs(5);
-
-/// Answers of auth_query by (auth database, auth user, user).
-#[derive(Default)]
-pub struct Cache {
-    /// (auth db, auth user, user) -> (when fetched, secret or not found). Entries are small and
-    /// bounded by the names that tried to log in within the TTL; old ones are swept on insert.
-    map: DashMap<(String, String, String), (Instant, Option<Secret>)>,
-}
 
 /// Where auth_query runs for a database, if it is configured for it: (auth db name, auth user,
 /// query). Per-database keys win over the global ones.
@@ -48,12 +35,27 @@ pub fn auth_source<'a>(
     Some((dbname, user, query))
 }
 
+/// Where auth_query runs for a login to the admin console (`pgbouncer`) by a user the
+/// auth_file does not name: PgBouncer's global auth_user, in the global auth_dbname, else in
+/// the console's own database, which [`lookup_admin`] refuses as PgBouncer does.
+pub fn admin_source(cfg: &Config) -> Option<(&str, &str, &str)> {
+    let sec = &cfg.general.security;
+    let user = sec.auth_user.as_deref()?;
+    let dbname = sec
+        .auth_dbname
+        .as_deref()
+        .unwrap_or(crate::session::link::ADMIN_DB);
+    Some((dbname, user, sec.auth_query.as_str()))
+}
+
 /// What the provider found.
 pub enum Found {
     /// From the auth_file.
     File(Secret),
-    /// From auth_query (`None`: no such user, or a NULL secret).
+    /// auth_query returned a row (`None`: its secret is NULL or empty, so no password matches).
     Query(Option<Secret>),
+    /// auth_query returned no row: PgBouncer's "no such user".
+    NoRow,
     /// Nowhere to look: an unknown user.
     Unknown,
 }
@@ -78,42 +80,59 @@ pub async fn lookup(
     if let Some(s) = cfg.userlist.get(user) {
         return Ok(Found::File(s.clone()));
     }
-    let Some((auth_db, auth_user, query)) = db.and_then(|d| auth_source(cfg, d)) else {
+    lookup_in(ctx, cfg, db.and_then(|d| auth_source(cfg, d)), user).await
+}
+
+/// The secret of a user logging in to the admin console: the auth_file, then auth_query as
+/// [`admin_source`] says (PgBouncer runs it for the console too).
+pub async fn lookup_admin(ctx: &Arc<Context>, cfg: &Config, user: &str) -> Result<Found> {
+    if let Some(s) = cfg.userlist.get(user) {
+        return Ok(Found::File(s.clone()));
+    }
+    lookup_in(ctx, cfg, admin_source(cfg), user).await
+}
+
+async fn lookup_in(
+    ctx: &Arc<Context>,
+    cfg: &Config,
+    source: Option<(&str, &str, &str)>,
+    user: &str,
+) -> Result<Found> {
+    let Some((auth_db, auth_user, query)) = source else {
         return Ok(Found::Unknown);
     };
     // Checked before the cache, as PgBouncer checks at every login: a DISABLEd auth database
     // refuses logins that need it at once (texts as PgBouncer logs them).
     if auth_db == crate::session::link::ADMIN_DB {
-        return Err(Error::AuthQuery(
-            "cannot use the reserved \"pgbouncer\" database as an auth_dbname".into(),
-        ));
+        tracing::error!("cannot use the reserved \"pgbouncer\" database as an auth_dbname");
+        return Err(Error::BouncerConfig);
     }
     if ctx.disabled_dbs.contains(auth_db) {
         return Err(Error::AuthDatabaseDisabled(auth_db.to_string()));
     }
-    let key = (auth_db.to_string(), auth_user.to_string(), user.to_string());
-    if let Some(hit) = ctx.auth_cache.map.get(&key) {
-        if hit.0.elapsed() < CACHE_TTL {
-            return Ok(Found::Query(hit.1.clone()));
-        }
-    }
-    let auth_db_cfg = cfg.database(auth_db).ok_or_else(|| {
-        Error::AuthQuery(format!(
-            "authentication database \"{auth_db}\" is not configured"
-        ))
-    })?;
+    let Some(auth_db_cfg) = cfg.database(auth_db) else {
+        tracing::error!(
+            "authentication database \"{}\" is not configured",
+            crate::logsafe::Clean(auth_db)
+        );
+        return Err(Error::BouncerConfig);
+    };
     let set = ctx.pools.get_or_create(cfg, &auth_db_cfg, auth_user);
     let mut lease = set.route(crate::pool::Role::Any).checkout().await?;
     let answer = run_query(&mut lease, query, user, cfg.general.max_packet_size).await;
     let reusable = answer.is_ok() && lease.tx_status == b'I' && lease.buf.is_empty();
     lease.release(reusable);
-    let secret = answer?;
-    let now = Instant::now();
-    ctx.auth_cache
-        .map
-        .retain(|_, v| now.duration_since(v.0) < CACHE_TTL);
-    ctx.auth_cache.map.insert(key, (now, secret.clone()));
-    Ok(Found::Query(secret))
+    // Run at every login, as PgBouncer does: a changed password, or a role the query now
+    // answers NULL for (PgBouncer 1.24.1+'s default query does for an expired VALID UNTIL),
+    // takes effect at the next login.
+    Ok(found_of(answer?))
+}
+
+fn found_of(row: Option<Option<Secret>>) -> Found {
+    match row {
+        Some(secret) => Found::Query(secret),
+        None => Found::NoRow,
+    }
 }
 
 /// Parse/Bind/Execute/Sync of `query` with `$1 = user`; expects (name, secret) columns.
@@ -122,7 +141,7 @@ async fn run_query(
     query: &str,
     user: &str,
     max_packet: u32,
-) -> Result<Option<Secret>> {
+) -> Result<Option<Option<Secret>>> {
     let bad = |e: &dyn std::fmt::Display| Error::AuthQuery(e.to_string());
     let mut out = BytesMut::with_capacity(query.len() + user.len() + 64);
     frontend::parse("", query, std::iter::empty(), &mut out).map_err(|e| bad(&e))?;
@@ -177,7 +196,7 @@ async fn run_query(
     if let Some(e) = failure {
         return Err(e);
     }
-    Ok(found.flatten())
+    Ok(found)
 }
 
 /// The secret column of a DataRow (the name column is not needed); NULL = cannot log in.
@@ -195,6 +214,13 @@ fn parse_row(body: &[u8]) -> Result<Option<Secret>> {
             return Err(short());
         }
         let len = b.get_i32();
+        if len < 0 && i == 0 {
+            // PgBouncer drops the auth server here and tells the client "bouncer config error"
+            // (a lookup function returning a row of NULLs for an unknown user does this).
+            return Err(Error::AuthQuery(
+                "auth_query response contained null user name".into(),
+            ));
+        }
         if len < 0 {
             continue;
         }
@@ -248,6 +274,7 @@ mod tests {
             Some(Secret::Md5(md5.clone()))
         );
         assert_eq!(parse_row(&row(&[Some("u"), None])).unwrap(), None);
+        assert!(parse_row(&row(&[None, None])).is_err());
         assert!(parse_row(&row(&[Some("u")])).is_err());
         assert!(parse_row(&row(&[Some("u"), Some("x")])[..8]).is_err());
         assert!(matches!(

@@ -97,6 +97,17 @@ pub enum LoggedIn {
     },
 }
 
+/// Whether PgBouncer would have `user` in its user list without the auth_file: a `[users]`
+/// name, or an auth_user (global, or of any database).
+fn known_by_name(cfg: &Config, user: &str) -> bool {
+    cfg.users.contains_key(user)
+        || cfg.general.security.auth_user.as_deref() == Some(user)
+        || cfg
+            .databases
+            .values()
+            .any(|d| d.auth_user.as_deref() == Some(user))
+}
+
 /// The console's own user: `pgbouncer`, connecting over the Unix socket from the pooler's uid.
 fn own_user(stream: &Stream, user: &str) -> bool {
     user == OWN_USER && auth::unix_peer_uid(stream) == Some(crate::sys::euid())
@@ -173,12 +184,22 @@ pub async fn login(
             });
         }
         let method = method_for(cfg, info, stream, &params.database, &params.user)?;
-        let secret = cfg.userlist.get(&params.user);
+        // PgBouncer's set_pool for the console: a user the auth_file does not name goes to
+        // auth_query like any other (global auth_user, in the global auth_dbname).
+        let found = match method {
+            Method::Any | Method::Reject | Method::Cert(_) | Method::Ldap(_) => {
+                cfg.userlist.get(&params.user).cloned()
+            }
+            _ => match auth_query::lookup_admin(ctx, cfg, &params.user).await? {
+                auth_query::Found::NoRow => return Err(Error::NoSuchUser),
+                found => found.secret().cloned(),
+            },
+        };
         auth::authenticate(
             stream,
             method,
             &params.user,
-            secret,
+            found.as_ref(),
             cfg.general.scram_iterations,
         )
         .await?;
@@ -237,14 +258,20 @@ pub async fn login(
         }
         _ => auth_query::lookup(ctx, cfg, db.as_deref(), &params.user).await?,
     };
-    // PgBouncer adds every `[users]` name as a user with an empty password, so trust lets one in
-    // even when no auth_file line or auth_query row names it.
+    // PgBouncer adds every `[users]` name and every auth_user (global or a database's) as a user
+    // with an empty password, so trust lets one in even when no auth_file line or auth_query row
+    // names it; and a row auth_query found is a known user for trust whatever its secret.
     let found = match found {
-        auth_query::Found::Unknown | auth_query::Found::Query(None)
-            if method == Method::Trust && cfg.users.contains_key(&params.user) =>
+        auth_query::Found::Unknown | auth_query::Found::NoRow
+            if method == Method::Trust && known_by_name(cfg, &params.user) =>
         {
             auth_query::Found::File(crate::config::Secret::Plain(String::new()))
         }
+        auth_query::Found::Query(None) if method == Method::Trust => {
+            auth_query::Found::File(crate::config::Secret::Plain(String::new()))
+        }
+        // No mock login after auth_query, as in PgBouncer: the client is told.
+        auth_query::Found::NoRow => return Err(Error::NoSuchUser),
         found => found,
     };
     // AuthenticationOk goes out with the welcome below, in one write.
@@ -568,6 +595,42 @@ pub async fn sync_params(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cfg(text: &str) -> Config {
+        crate::config::parse_ini_str(text, std::path::Path::new("t.ini"))
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn auth_users_and_users_section_names_are_known_for_trust() {
+        // PgBouncer adds each to its user list with an empty password (issue #1116).
+        let c = cfg("[databases]\nd = host=h auth_user=dbauth\n\
+                     [pgbouncer]\nauth_user = globalauth\n[users]\nlimited = pool_size=1\n");
+        for name in ["dbauth", "globalauth", "limited"] {
+            assert!(known_by_name(&c, name), "{name}");
+        }
+        assert!(!known_by_name(&c, "stranger"));
+    }
+
+    #[test]
+    fn the_console_database_is_refused_as_the_global_auth_dbname() {
+        let e = crate::config::parse_ini_str(
+            "[pgbouncer]\nauth_dbname = pgbouncer\n",
+            std::path::Path::new("t.ini"),
+        )
+        .expect_err("refused");
+        assert!(
+            e.to_string()
+                .contains("cannot use the reserved \"pgbouncer\" database as an auth_dbname"),
+            "{e}"
+        );
+        // The console's auth_query runs in the global auth_dbname, else (refused) in itself.
+        let c = cfg("[pgbouncer]\nauth_user = a\nauth_dbname = real\n");
+        assert_eq!(auth_query::admin_source(&c).map(|s| s.0), Some("real"));
+        let c = cfg("[pgbouncer]\nauth_user = a\n");
+        assert_eq!(auth_query::admin_source(&c).map(|s| s.0), Some(ADMIN_DB));
+        assert!(auth_query::admin_source(&cfg("[pgbouncer]\n")).is_none());
+    }
 
     #[test]
     fn literals_are_quoted() {

@@ -1,6 +1,8 @@
 //! auth_query through the Zalando operator's `pooler.user_lookup`, created in the test as the
 //! operator creates it: md5 and SCRAM users log in with only the pooler user in the auth_file,
-//! SCRAM passes through to the server, and an unknown user looks exactly like a wrong password.
+//! SCRAM passes through to the server, and an unknown user gets PgBouncer's "no such user".
+//! The console takes auth_query users too (global auth_user), never with itself as the auth
+//! database; the query runs at every login; a refused server login logs its own line.
 
 use tokio_postgres::SimpleQueryMessage;
 
@@ -84,7 +86,8 @@ async fn operator_user_lookup_serves_md5_and_scram_users() {
     assert_eq!(current_user(&c2).await, "scramuser");
     c.simple_query("SELECT 1").await.unwrap();
 
-    // Wrong password and unknown user: the same FATAL.
+    // Wrong password, and a user the operator's function answers with a row of NULLs: PgBouncer
+    // drops the auth query's server at the NULL name and tells the client "bouncer config error".
     let wrong = pooler
         .try_connect("md5user", "nope", "testdb")
         .await
@@ -103,7 +106,10 @@ async fn operator_user_lookup_serves_md5_and_scram_users() {
         text(&wrong),
         ("08P01".into(), "password authentication failed".into())
     );
-    assert_eq!(text(&wrong), text(&ghost));
+    assert_eq!(
+        text(&ghost),
+        ("08P01".into(), "bouncer config error".into())
+    );
 
     // After a RELOAD (whose config knows nothing of md5user) the clients' servers still log in
     // with what auth_query found: new server logins for connected clients keep working.
@@ -172,4 +178,109 @@ async fn a_disabled_auth_database_refuses_auth_query_logins() {
     admin.simple_query("ENABLE postgres").await.expect("ENABLE");
     let c2 = pooler.connect("md5user", "md5_pw", "testdb").await;
     assert_eq!(current_user(&c2).await, "md5user");
+}
+
+/// A pooler with a global auth_user (so the console uses auth_query too), `md5user` as a stats
+/// user, and `bad`, a database whose forced server login PostgreSQL refuses.
+fn start_global(pg: &Pg, auth_dbname: Option<&str>) -> Pooler {
+    start_global_query(pg, auth_dbname, "SELECT * FROM pooler.user_lookup($1)")
+}
+
+fn start_global_query(pg: &Pg, auth_dbname: Option<&str>, query: &str) -> Pooler {
+    let port = free_port();
+    let pg_port = pg.port;
+    let authdb = auth_dbname
+        .map(|d| format!("auth_dbname = {d}\n"))
+        .unwrap_or_default();
+    Pooler::start_custom(pg, port, |dir| {
+        std::fs::write(dir.join("userlist.txt"), "\"pooler\" \"pooler_pw\"\n").unwrap();
+        let ini = format!(
+            "[databases]\n\
+             bad = host=127.0.0.1 port={pg_port} dbname=testdb user=md5user password=wrong\n\
+             * = host=127.0.0.1 port={pg_port}\n\
+             [pgbouncer]\n\
+             listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir = {d}\n\
+             auth_type = md5\nauth_file = {d}/userlist.txt\nauth_user = pooler\n{authdb}\
+             auth_query = {query}\n\
+             admin_users = pooler\nstats_users = md5user\npool_mode = transaction\n",
+            d = dir.display()
+        );
+        std::fs::write(dir.join("pgbouncer.ini"), ini).unwrap();
+        (
+            vec![dir.join("pgbouncer.ini").display().to_string()],
+            vec![],
+        )
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_and_password_changes_go_through_auth_query_like_pgbouncer() {
+    let pg = Pg::start();
+    create_pooler_role(&pg);
+    install_user_lookup(&pg, "postgres");
+    install_user_lookup(&pg, "testdb");
+
+    // No global auth_dbname: the console would be its own auth database, which PgBouncer refuses.
+    let pooler = start_global(&pg, None);
+    let e = pooler
+        .try_connect("md5user", "md5_pw", "pgbouncer")
+        .await
+        .expect_err("refused");
+    let d = e.as_db_error().expect("db error");
+    assert_eq!(
+        (d.code().code(), d.message()),
+        ("08P01", "bouncer config error")
+    );
+    assert!(
+        pooler
+            .log()
+            .contains("cannot use the reserved \"pgbouncer\" database as an auth_dbname"),
+        "{}",
+        pooler.log()
+    );
+    drop(pooler);
+
+    // With one, the console's auth_query runs there.
+    let pooler = start_global(&pg, Some("postgres"));
+    let admin = pooler.connect("md5user", "md5_pw", "pgbouncer").await;
+    admin.simple_query("SHOW STATS").await.expect("SHOW STATS");
+
+    // The query runs at every login: a new password works at once, the old one no more.
+    let c = pooler.connect("md5user", "md5_pw", "testdb").await;
+    assert_eq!(current_user(&c).await, "md5user");
+    pg.psql_db("postgres", "ALTER ROLE md5user PASSWORD 'changed_pw'");
+    let c2 = pooler.connect("md5user", "changed_pw", "testdb").await;
+    assert_eq!(current_user(&c2).await, "md5user");
+    assert!(pooler
+        .try_connect("md5user", "md5_pw", "testdb")
+        .await
+        .is_err());
+
+    // A user the query returns no row for: PgBouncer's "no such user" (no mock login).
+    drop(pooler);
+    let pooler = start_global_query(
+        &pg,
+        Some("postgres"),
+        "SELECT uname, phash FROM pooler.user_lookup($1) WHERE uname IS NOT NULL",
+    );
+    let e = pooler
+        .try_connect("ghost", "x", "testdb")
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        e.as_db_error().map(|d| d.message().to_string()).as_deref(),
+        Some("no such user")
+    );
+
+    // A server login PostgreSQL refuses: the client's line and the server's own.
+    assert!(pooler
+        .try_connect("pooler", "pooler_pw", "bad")
+        .await
+        .is_err());
+    let needle = "closing because: password authentication failed for user";
+    assert!(
+        pooler.log().matches(needle).count() >= 2,
+        "{}",
+        pooler.log()
+    );
 }

@@ -164,3 +164,39 @@ fn ldap_lines_carry_their_options() {
     let e = Hba::parse("host all all all ldap map=x ldapserver=h\n", &inc).unwrap_err();
     assert!(e.contains("not supported for this method"), "{e}");
 }
+
+/// PgBouncer's own hba_test.rules: lists with blanks around their commas are one list, and a
+/// `gss` line loads but refuses (no GSSAPI here), so nothing below it is reached by its clients.
+#[test]
+fn comma_lists_across_blanks_and_gss_lines() {
+    let h = parse(
+        "host tmp1,all user1,user2 , user3 16.0.0.0/8 md5\n\
+         host d1 , d2 all 17.0.0.0/8 password\n\
+         host gssdb all 20.0.0.0/8 gss include_realm=0\n\
+         host all all 20.0.0.0/8 trust\n",
+    );
+    for u in ["user1", "user2", "user3"] {
+        assert_eq!(
+            h.method(&peer(Some("16.1.1.1"), false, "x", u)),
+            Some(HbaMethod::Md5),
+            "{u}"
+        );
+    }
+    assert_eq!(h.method(&peer(Some("16.1.1.1"), false, "x", "user4")), None);
+    assert_eq!(
+        h.method(&peer(Some("17.1.1.1"), false, "d2", "u")),
+        Some(HbaMethod::Password)
+    );
+    assert_eq!(
+        h.method(&peer(Some("20.1.1.1"), false, "gssdb", "u")),
+        Some(HbaMethod::Reject)
+    );
+    assert_eq!(
+        h.method(&peer(Some("20.1.1.1"), false, "other", "u")),
+        Some(HbaMethod::Trust)
+    );
+    assert!(h
+        .warnings()
+        .iter()
+        .any(|w| w.contains("line 3") && w.contains("gss")));
+}

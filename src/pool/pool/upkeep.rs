@@ -189,6 +189,7 @@ impl Pool {
                         Clean(&fields.severity),
                         Clean(&fields.message)
                     );
+                    self.log_login_refused(&st, &fields.message);
                     st.connecting -= 1;
                     st.total -= 1;
                     self.release_counts(1);
@@ -200,6 +201,7 @@ impl Pool {
                 }
                 Err(Error::ServerAuth(msg)) => {
                     tracing::warn!(pool = %Clean(&self.key), "server login failed: {}", Clean(&msg));
+                    self.log_login_refused(&st, &msg);
                     st.connecting -= 1;
                     st.total -= 1;
                     self.release_counts(1);
