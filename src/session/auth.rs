@@ -154,7 +154,6 @@ pub async fn exchange(
     secret: Option<&Secret>,
     scram_iterations: u32,
 ) -> Result<Authenticated> {
-    let secret = secret.cloned();
     let mut out = BytesMut::with_capacity(128);
     let mut inbuf = BytesMut::with_capacity(256);
     let result = match method {
@@ -232,16 +231,16 @@ pub async fn exchange(
                 let body = read_password_msg(stream, &mut inbuf).await?;
                 let resp = build::parse_password_message(&body)
                     .map_err(|e| Error::ClientProtocol(e.to_string()))?;
-                let stored = match &secret {
-                    Some(Secret::Plain(p)) => Some(md5::md5_secret(user, p)),
-                    Some(Secret::Md5(m)) => Some(m.clone()),
-                    _ => None,
+                // Checked on the stack: no secret is copied or derived into a String.
+                let ok = match secret {
+                    Some(Secret::Plain(p)) => md5::verify_md5_response_plain(user, p, salt, resp),
+                    Some(Secret::Md5(m)) => md5::verify_md5_response(m, salt, resp),
+                    _ => false,
                 };
-                match stored {
-                    Some(m) if md5::verify_md5_response(&m, salt, resp) => {
-                        Ok(Authenticated::default())
-                    }
-                    _ => Err(Error::PasswordAuthFailed),
+                if ok {
+                    Ok(Authenticated::default())
+                } else {
+                    Err(Error::PasswordAuthFailed)
                 }
             }
         },

@@ -38,15 +38,18 @@ pub const SERVER_DEFAULT: &str = "\0";
 /// per-user client caps; given back on drop.
 pub struct ClientSlot {
     ctx: Arc<Context>,
-    /// (database, user) counted by `Clients::enter`.
-    counted: Option<Box<(String, String)>>,
+    /// `database NUL user` counted by `Clients::enter`: one allocation per login, not a boxed
+    /// pair of Strings (three). Neither name can hold a NUL (they come from C strings and ini
+    /// keys).
+    counted: Option<Box<str>>,
 }
 
 impl Drop for ClientSlot {
     fn drop(&mut self) {
         self.ctx.clients.count.fetch_sub(1, Ordering::Relaxed);
         if let Some(c) = self.counted.take() {
-            self.ctx.clients.leave(&c.0, &c.1);
+            let (db, user) = c.split_once('\0').unwrap_or((&c, ""));
+            self.ctx.clients.leave(db, user);
         }
     }
 }
@@ -61,7 +64,11 @@ fn enter_caps(
     user: &str,
 ) -> Result<()> {
     let (db_n, user_n) = ctx.clients.enter(&db.name, user);
-    slot.counted = Some(Box::new((db.name.clone(), user.to_string())));
+    let mut counted = String::with_capacity(db.name.len() + 1 + user.len());
+    counted.push_str(&db.name);
+    counted.push('\0');
+    counted.push_str(user);
+    slot.counted = Some(counted.into_boxed_str());
     let db_max = cfg.max_db_client_connections(db);
     if db_max > 0 && db_n > db_max {
         return Err(Error::MaxDbClientConnections);
@@ -335,8 +342,8 @@ pub async fn login(
         }
     };
     let tracked = startup::tracked_names(cfg);
-    let mut client_params: Params = Vec::with_capacity(tracked.len());
-    for name in &tracked {
+    let mut client_params: Params = Vec::with_capacity(tracked.clone().count());
+    for name in tracked {
         let asked = params
             .tracked
             .iter()
@@ -346,7 +353,7 @@ pub async fn login(
         // Share the welcome's strings: a client that keeps the defaults owns no copies.
         let name = current
             .map(|(k, _)| k.clone())
-            .unwrap_or_else(|| Arc::from(*name));
+            .unwrap_or_else(|| Arc::from(name));
         match asked.or_else(|| current.map(|(_, v)| v.clone())) {
             Some(v) => client_params.push((name, v)),
             // Not reported by the server (track_extra_parameters = search_path on PostgreSQL
@@ -365,16 +372,19 @@ pub async fn login(
             .collect();
         build::negotiate_protocol_version(&mut out, 0, &names);
     }
+    // A tracked name the server reports is the welcome's own `Arc` (taken above), and the
+    // server reports each name once: identity finds the pairs without ~170 case-insensitive
+    // comparisons per login.
     for (k, v) in welcome.iter() {
         let v = client_params
             .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(k))
+            .find(|(n, _)| Arc::ptr_eq(n, k))
             .map(|(_, v)| v)
             .unwrap_or(v);
         build::parameter_status(&mut out, k, v);
     }
     for (k, v) in &client_params {
-        if &**v != SERVER_DEFAULT && !welcome.iter().any(|(n, _)| n.eq_ignore_ascii_case(k)) {
+        if &**v != SERVER_DEFAULT && !welcome.iter().any(|(n, _)| Arc::ptr_eq(n, k)) {
             build::parameter_status(&mut out, k, v);
         }
     }
@@ -389,7 +399,11 @@ pub async fn login(
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("application_name"))
     {
-        *info.application_name.lock() = app.to_string();
+        // Usually what the client sent, stored above already: no second copy then.
+        let mut shown = info.application_name.lock();
+        if shown.as_str() != &**app {
+            *shown = app.to_string();
+        }
     }
     info.set_state(ClientState::Idle);
     if cfg.general.log_connections {

@@ -81,7 +81,7 @@ pub struct Client {
 ///
 /// Registration happens here, before the spawn, so the task's future only captures what it keeps
 /// for the session's whole life (the arguments of an async fn stay in its state).
-pub fn spawn(ctx: &Arc<Context>, stream: Stream, peer: PeerAddr, local: (String, u16)) {
+pub fn spawn(ctx: &Arc<Context>, stream: Stream, peer: PeerAddr, local: registry::LocalAddr) {
     let info = ctx.clients.register(peer, local);
     // Whatever ends the session (even a panic), the client leaves the client list.
     let registered = isolate::Registered {
@@ -179,9 +179,9 @@ async fn negotiate(
 /// Written before the client is sent the error, as PgBouncer does: whoever reads the log after
 /// seeing the error (an operator, a test) finds the line already there.
 fn log_end(ctx: &Context, info: &ClientInfo, e: Option<&Error>) {
-    let reason = match e {
-        None | Some(Error::ClientGone) => "client close request".to_string(),
-        Some(e) => e.to_string(),
+    let reason: std::borrow::Cow<'_, str> = match e {
+        None | Some(Error::ClientGone) => "client close request".into(),
+        Some(e) => e.to_string().into(),
     };
     if ctx.config().general.log_disconnections {
         // PgBouncer's "(age=Ns)" suffix: the seconds since the client connected.
@@ -300,6 +300,11 @@ async fn session(
     drop(cfg);
     let result = client.serve().await;
     Box::pin(client.finish(&result)).await;
+    // The read buffer goes back to the shared stock (what is left in it, a Terminate, is done
+    // with): dropped with the client, each short-lived connection cost a fresh 8 KiB buffer.
+    let mut buf = std::mem::take(&mut client.buf);
+    buf.clear();
+    ctx.read_bufs.give(buf);
     result
 }
 
