@@ -204,7 +204,9 @@ pub async fn exchange(
             let pw = build::parse_password_message(&body)
                 .map_err(|e| Error::ClientProtocol(e.to_string()))?;
             let pw = String::from_utf8_lossy(pw).into_owned();
-            match crate::session::ldap::check(opts, user, &pw).await {
+            // Boxed: the LDAP client's state is kilobytes, and inline it sized every login's
+            // future (built and copied at each login, whatever the method).
+            match Box::pin(crate::session::ldap::check(opts, user, &pw)).await {
                 Ok(()) => Ok(Authenticated {
                     scram_keys: None,
                     password: Some(pw),
@@ -219,10 +221,12 @@ pub async fn exchange(
                 }
             }
         }
+        // SCRAM's exchange is boxed (both places): its state inline sized every login's future,
+        // which is built and copied into its box at each login whatever the method.
         Method::Md5 => match &secret {
             Some(Secret::Scram(s)) => {
                 let parsed = scram::ScramSecret::parse(s);
-                scram_exchange(stream, &mut inbuf, parsed, scram_iterations).await
+                Box::pin(scram_exchange(stream, &mut inbuf, parsed, scram_iterations)).await
             }
             _ => {
                 let salt: [u8; 4] = rand::random();
@@ -257,7 +261,7 @@ pub async fn exchange(
                 }
                 _ => None,
             };
-            scram_exchange(stream, &mut inbuf, parsed, scram_iterations).await
+            Box::pin(scram_exchange(stream, &mut inbuf, parsed, scram_iterations)).await
         }
     };
     result

@@ -169,13 +169,15 @@ pub async fn login(
         }
         let method = method_for(cfg, info, stream, &params.database, &params.user)?;
         let secret = cfg.userlist.get(&params.user);
-        auth::authenticate(
+        // Boxed, like every rare step below: this future is built (and copied into its box)
+        // at every login, at the size of its largest step.
+        Box::pin(auth::authenticate(
             stream,
             method,
             &params.user,
             secret,
             cfg.general.scram_iterations,
-        )
+        ))
         .await?;
         let g = &cfg.general;
         let is_admin = g.auth_type == AuthType::Any || g.admin_users.contains(&params.user);
@@ -230,7 +232,11 @@ pub async fn login(
         Method::Any | Method::Reject | Method::Cert(_) | Method::Ldap(_) => {
             auth_query::Found::Unknown
         }
-        _ => auth_query::lookup(ctx, cfg, db.as_deref(), &params.user).await?,
+        // The auth_file answers most logins at once; auth_query's round trip is boxed.
+        _ => match cfg.userlist.get(&params.user) {
+            Some(s) => auth_query::Found::File(s.clone()),
+            None => Box::pin(auth_query::lookup(ctx, cfg, db.as_deref(), &params.user)).await?,
+        },
     };
     // PgBouncer adds every `[users]` name as a user with an empty password, so trust lets one in
     // even when no auth_file line or auth_query row names it.
@@ -273,9 +279,16 @@ pub async fn login(
     if let Some(mode) = &params.replication {
         let set = ctx.pools.get_or_create(cfg, &db, &params.user);
         let pool = set.route(Role::Any).pool()?.clone();
-        let place = pool.replication_slot().await?;
-        let server =
-            super::replication::open(cfg, &db, &params, mode, authed.scram_keys, &ctx.dns).await?;
+        let place = Box::pin(pool.replication_slot()).await?;
+        let server = Box::pin(super::replication::open(
+            cfg,
+            &db,
+            &params,
+            mode,
+            authed.scram_keys,
+            &ctx.dns,
+        ))
+        .await?;
         *info.replication.lock() = super::replication::kind(mode);
         if cfg.general.log_connections {
             tracing::info!(
@@ -327,7 +340,7 @@ pub async fn login(
             // A brand-new pool must log in to a server once to learn what to tell clients.
             // client_login_timeout firing during this wait names the server as the cause.
             awaiting_welcome.store(true, Ordering::Relaxed);
-            let server = route.checkout().await?;
+            let server = Box::pin(route.checkout()).await?;
             awaiting_welcome.store(false, Ordering::Relaxed);
             // Learning the welcome is no client's use of a server: PgBouncer counts no server
             // assignment for it (SHOW STATS total_server_assignment_count).

@@ -188,7 +188,9 @@ async fn negotiate(
         let cfg = tls
             .clone()
             .expect("invariant: read_opening returns Tls only when offered");
-        match within(deadline, startup::accept_tls(stream, cfg)).await {
+        // Boxed: the handshake's state (a rustls connection) is kilobytes, and inline it sized
+        // every login's opening future, TLS or not.
+        match within(deadline, Box::pin(startup::accept_tls(stream, cfg))).await {
             Ok(s) => stream = s,
             Err(e) => return (None, Err(e)),
         }
