@@ -375,7 +375,16 @@ pub async fn login(
         }
     }
     client_params.shrink_to_fit();
-    let mut out = BytesMut::with_capacity(512);
+    // Sized for the whole welcome: growing it (a dozen ParameterStatus, often past 512 bytes)
+    // was a reallocation and a copy per login.
+    let pairs = |v: &[(Arc<str>, Arc<str>)]| -> usize {
+        v.iter().map(|(k, v)| k.len() + v.len() + 7).sum()
+    };
+    let mut out = BytesMut::with_capacity(
+        128 + pairs(welcome.as_slice())
+            + pairs(client_params.as_slice())
+            + cfg.general.login_notify_message.len(),
+    );
     build::auth_ok(&mut out);
     if !params.unrecognized_protocol_options.is_empty() {
         let names: Vec<&str> = params
