@@ -155,7 +155,8 @@ pub async fn exchange(
     scram_iterations: u32,
 ) -> Result<Authenticated> {
     let mut out = BytesMut::with_capacity(128);
-    let mut inbuf = BytesMut::with_capacity(256);
+    // READ_ROOM: any smaller and the first read grows it (a second allocation and a copy).
+    let mut inbuf = BytesMut::with_capacity(crate::net::frame::READ_ROOM);
     let result = match method {
         Method::Any => Ok(Authenticated::default()),
         Method::Reject => Err(Error::LoginRejected),

@@ -30,7 +30,8 @@ pub enum Opening {
 /// `tls_offered` says we accept. The buffer lives only as long as this call: nothing a client
 /// sent after its SSLRequest may outlive the switch to TLS.
 pub async fn read_opening(stream: &mut Stream, tls_offered: bool) -> Result<Opening> {
-    let mut buf = BytesMut::with_capacity(256);
+    // READ_ROOM: any smaller and the first read grows it (a second allocation and a copy).
+    let mut buf = BytesMut::with_capacity(crate::net::frame::READ_ROOM);
     loop {
         let packet = match net::read_startup(stream, &mut buf, MAX_STARTUP_LEN).await {
             Ok(p) => p,
