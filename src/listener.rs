@@ -15,6 +15,7 @@ use crate::config::General;
 use crate::context::Context;
 use crate::net::{PeerAddr, Stream, TcpOptions};
 use crate::session;
+use crate::session::registry::LocalAddr;
 
 /// The bound sockets, before accepting starts.
 pub struct Listeners {
@@ -186,10 +187,7 @@ async fn accept_tcp(ctx: Arc<Context>, l: TcpListener) {
 
 fn serve_tcp(ctx: &Arc<Context>, s: TcpStream, peer: SocketAddr) {
     TcpOptions::from_general(&ctx.config().general).apply(&s);
-    let local = s
-        .local_addr()
-        .map(|a| (a.ip().to_string(), a.port()))
-        .unwrap_or_default();
+    let local = s.local_addr().map_or(LocalAddr::Unknown, LocalAddr::Tcp);
     session::spawn(ctx, Stream::Tcp(s), PeerAddr::Tcp(peer), local);
 }
 
@@ -248,7 +246,7 @@ async fn accept_unix(ctx: Arc<Context>, l: UnixListener) {
         }
         match accepted {
             Ok((s, _)) => {
-                let local = ("unix".to_string(), ctx.config().general.listen_port);
+                let local = LocalAddr::Unix(ctx.config().general.listen_port);
                 session::spawn(&ctx, Stream::Unix(s), PeerAddr::Unix, local);
             }
             Err(e) => {

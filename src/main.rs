@@ -223,7 +223,9 @@ fn init_logging(args: &Args, cfg: &ollyscale_pooler::config::Config) -> Result<L
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
-        .with_ansi_sanitization(false);
+        .with_ansi_sanitization(false)
+        // The default layout, written in one piece (see `logsafe::Timestamp`).
+        .with_timer(ollyscale_pooler::logsafe::Timestamp);
     // syslog(3) gets a copy of every line while `syslog` is on, whatever else logging does.
     let syslog = Arc::new(ollyscale_pooler::sys::Syslog::default());
     let g = &cfg.general;

@@ -13,26 +13,55 @@ const PREFIX: &str = "md5";
 
 /// Lower-case hex MD5 digest of `data` (32 characters).
 pub fn md5_hex(data: &[u8]) -> String {
-    let digest = Md5::digest(data);
-    let mut out = String::with_capacity(digest.len() * 2);
-    for byte in digest {
-        out.push(hex_digit(byte >> 4));
-        out.push(hex_digit(byte & 0x0f));
+    hex_str(&hex_of(Md5::new().chain_update(data)))
+}
+
+/// The lower-case hex of a finished digest, on the stack: a client login computes two of them,
+/// and as Strings they were five allocations and a `format!` each.
+fn hex_of(md5: Md5) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, byte) in md5.finalize().into_iter().enumerate() {
+        out[2 * i] = hex_digit(byte >> 4);
+        out[2 * i + 1] = hex_digit(byte & 0x0f);
     }
     out
 }
 
-fn hex_digit(nibble: u8) -> char {
-    char::from(b"0123456789abcdef"[usize::from(nibble & 0x0f)])
+fn hex_digit(nibble: u8) -> u8 {
+    b"0123456789abcdef"[usize::from(nibble & 0x0f)]
+}
+
+fn hex_str(hex: &[u8]) -> String {
+    // Only ASCII hex digits and the prefix go in.
+    String::from_utf8_lossy(hex).into_owned()
+}
+
+/// `hex(md5(password || user))`, the secret without its prefix.
+fn secret_hex(user: &str, password: &str) -> [u8; 32] {
+    hex_of(
+        Md5::new()
+            .chain_update(password.as_bytes())
+            .chain_update(user.as_bytes()),
+    )
+}
+
+/// `"md5" + hex(md5(hex_part || salt))`, on the stack.
+fn response_of(hex_part: &[u8], salt: [u8; 4]) -> [u8; 35] {
+    let mut out = [0u8; 35];
+    out[..3].copy_from_slice(PREFIX.as_bytes());
+    out[3..].copy_from_slice(&hex_of(
+        Md5::new().chain_update(hex_part).chain_update(salt),
+    ));
+    out
 }
 
 /// The secret PostgreSQL stores in `pg_authid` (and PgBouncer in `auth_file`) for an
 /// MD5 password: `"md5" + hex(md5(password || user))`.
 pub fn md5_secret(user: &str, password: &str) -> String {
-    let mut data = Vec::with_capacity(password.len() + user.len());
-    data.extend_from_slice(password.as_bytes());
-    data.extend_from_slice(user.as_bytes());
-    format!("{PREFIX}{}", md5_hex(&data))
+    let mut out = String::with_capacity(35);
+    out.push_str(PREFIX);
+    out.push_str(&hex_str(&secret_hex(user, password)));
+    out
 }
 
 /// The answer to an `AuthenticationMD5Password` challenge, computed from the stored secret
@@ -43,10 +72,7 @@ pub fn md5_secret(user: &str, password: &str) -> String {
 /// such secrets outright.
 pub fn md5_response_from_secret(md5_secret: &str, salt: [u8; 4]) -> String {
     let hex = md5_secret.strip_prefix(PREFIX).unwrap_or(md5_secret);
-    let mut data = Vec::with_capacity(hex.len() + salt.len());
-    data.extend_from_slice(hex.as_bytes());
-    data.extend_from_slice(&salt);
-    format!("{PREFIX}{}", md5_hex(&data))
+    hex_str(&response_of(hex.as_bytes(), salt))
 }
 
 /// Checks a client's MD5 response (the `PasswordMessage` body without its trailing NUL)
@@ -56,8 +82,20 @@ pub fn verify_md5_response(stored_md5_secret: &str, salt: [u8; 4], response: &[u
     if !is_md5_secret(stored_md5_secret) {
         return false;
     }
-    let expected = md5_response_from_secret(stored_md5_secret, salt);
-    ct_eq(expected.as_bytes(), response)
+    let expected = response_of(&stored_md5_secret.as_bytes()[PREFIX.len()..], salt);
+    ct_eq(&expected, response)
+}
+
+/// [`verify_md5_response`] for a user whose auth_file line holds the cleartext password: the
+/// secret is derived on the stack, nothing is allocated.
+pub fn verify_md5_response_plain(
+    user: &str,
+    password: &str,
+    salt: [u8; 4],
+    response: &[u8],
+) -> bool {
+    let expected = response_of(&secret_hex(user, password), salt);
+    ct_eq(&expected, response)
 }
 
 /// True when `s` looks like a PostgreSQL MD5 secret: `md5` followed by 32 hex digits.
@@ -119,6 +157,33 @@ mod tests {
         assert!(!verify_md5_response(&secret, salt, &good.as_bytes()[..34]));
         assert!(!verify_md5_response(&secret, salt, b""));
         assert!(!verify_md5_response(&secret, salt, &[0xff; 35]));
+    }
+
+    #[test]
+    fn verify_plain_agrees_with_the_stored_secret_path() {
+        let salt = [9, 8, 7, 6];
+        let good = md5_response_from_secret(&md5_secret("md5_user", "password"), salt);
+        assert!(verify_md5_response_plain(
+            "md5_user",
+            "password",
+            salt,
+            good.as_bytes()
+        ));
+        assert!(!verify_md5_response_plain(
+            "md5_user",
+            "passwort",
+            salt,
+            good.as_bytes()
+        ));
+        assert!(!verify_md5_response_plain(
+            "md5_user",
+            "password",
+            [9, 8, 7, 5],
+            good.as_bytes()
+        ));
+        assert!(!verify_md5_response_plain(
+            "md5_user", "password", salt, b""
+        ));
     }
 
     #[test]

@@ -18,7 +18,8 @@ use crate::proto::startup::{self, StartupError, StartupPacket};
 use crate::proto::{self, Frame, FrameError};
 
 /// Room kept free in the buffer before each read; small, because these exchanges are short.
-const READ_ROOM: usize = 1024;
+/// A caller's first buffer of this size is read into as it is, never grown.
+pub const READ_ROOM: usize = 1024;
 /// How much to grow the buffer by when that room is missing.
 const READ_GROW: usize = 4096;
 

@@ -56,8 +56,9 @@ impl PeerAddr {
 impl std::fmt::Display for PeerAddr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            PeerAddr::Tcp(a) => write!(f, "{a}"),
-            PeerAddr::Unix => write!(f, "unix"),
+            // Printed in every disconnect line: std's SocketAddr formatting is slow.
+            PeerAddr::Tcp(a) => crate::logsafe::write_socket_addr(f, a),
+            PeerAddr::Unix => f.write_str("unix"),
         }
     }
 }

@@ -495,10 +495,16 @@ fn message(buf: &mut BytesMut, tag: u8, body: impl FnOnce(&mut BytesMut)) {
 /// Writes `s` as a C string. NUL bytes cannot be represented and are dropped, so text
 /// that came from elsewhere (a database name in an error) can never break the framing.
 fn put_cstr(buf: &mut BytesMut, s: &str) {
-    // Whole runs between NULs (the whole string, in practice), not byte by byte: a login's
-    // welcome is a dozen ParameterStatus messages built this way.
-    for run in s.as_bytes().split(|&b| b == 0) {
-        buf.extend_from_slice(run);
+    // Whole runs between NULs, not byte by byte: a login's welcome is a dozen ParameterStatus
+    // messages built this way. The usual string has no NUL, which `contains` (a word-at-a-time
+    // memchr) tells faster than the run splitter walks it.
+    let bytes = s.as_bytes();
+    if bytes.contains(&0) {
+        for run in bytes.split(|&b| b == 0) {
+            buf.extend_from_slice(run);
+        }
+    } else {
+        buf.extend_from_slice(bytes);
     }
     buf.put_u8(0);
 }

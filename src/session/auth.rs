@@ -154,9 +154,9 @@ pub async fn exchange(
     secret: Option<&Secret>,
     scram_iterations: u32,
 ) -> Result<Authenticated> {
-    let secret = secret.cloned();
     let mut out = BytesMut::with_capacity(128);
-    let mut inbuf = BytesMut::with_capacity(256);
+    // READ_ROOM: any smaller and the first read grows it (a second allocation and a copy).
+    let mut inbuf = BytesMut::with_capacity(crate::net::frame::READ_ROOM);
     let result = match method {
         Method::Any => Ok(Authenticated::default()),
         Method::Reject => Err(Error::LoginRejected),
@@ -205,7 +205,9 @@ pub async fn exchange(
             let pw = build::parse_password_message(&body)
                 .map_err(|e| Error::ClientProtocol(e.to_string()))?;
             let pw = String::from_utf8_lossy(pw).into_owned();
-            match crate::session::ldap::check(opts, user, &pw).await {
+            // Boxed: the LDAP client's state is kilobytes, and inline it sized every login's
+            // future (built and copied at each login, whatever the method).
+            match Box::pin(crate::session::ldap::check(opts, user, &pw)).await {
                 Ok(()) => Ok(Authenticated {
                     scram_keys: None,
                     password: Some(pw),
@@ -220,10 +222,12 @@ pub async fn exchange(
                 }
             }
         }
+        // SCRAM's exchange is boxed (both places): its state inline sized every login's future,
+        // which is built and copied into its box at each login whatever the method.
         Method::Md5 => match &secret {
             Some(Secret::Scram(s)) => {
                 let parsed = scram::ScramSecret::parse(s);
-                scram_exchange(stream, &mut inbuf, parsed, scram_iterations).await
+                Box::pin(scram_exchange(stream, &mut inbuf, parsed, scram_iterations)).await
             }
             _ => {
                 let salt: [u8; 4] = rand::random();
@@ -232,16 +236,16 @@ pub async fn exchange(
                 let body = read_password_msg(stream, &mut inbuf).await?;
                 let resp = build::parse_password_message(&body)
                     .map_err(|e| Error::ClientProtocol(e.to_string()))?;
-                let stored = match &secret {
-                    Some(Secret::Plain(p)) => Some(md5::md5_secret(user, p)),
-                    Some(Secret::Md5(m)) => Some(m.clone()),
-                    _ => None,
+                // Checked on the stack: no secret is copied or derived into a String.
+                let ok = match secret {
+                    Some(Secret::Plain(p)) => md5::verify_md5_response_plain(user, p, salt, resp),
+                    Some(Secret::Md5(m)) => md5::verify_md5_response(m, salt, resp),
+                    _ => false,
                 };
-                match stored {
-                    Some(m) if md5::verify_md5_response(&m, salt, resp) => {
-                        Ok(Authenticated::default())
-                    }
-                    _ => Err(Error::PasswordAuthFailed),
+                if ok {
+                    Ok(Authenticated::default())
+                } else {
+                    Err(Error::PasswordAuthFailed)
                 }
             }
         },
@@ -258,7 +262,7 @@ pub async fn exchange(
                 }
                 _ => None,
             };
-            scram_exchange(stream, &mut inbuf, parsed, scram_iterations).await
+            Box::pin(scram_exchange(stream, &mut inbuf, parsed, scram_iterations)).await
         }
     };
     result

@@ -38,15 +38,18 @@ pub const SERVER_DEFAULT: &str = "\0";
 /// per-user client caps; given back on drop.
 pub struct ClientSlot {
     ctx: Arc<Context>,
-    /// (database, user) counted by `Clients::enter`.
-    counted: Option<Box<(String, String)>>,
+    /// `database NUL user` counted by `Clients::enter`: one allocation per login, not a boxed
+    /// pair of Strings (three). Neither name can hold a NUL (they come from C strings and ini
+    /// keys).
+    counted: Option<Box<str>>,
 }
 
 impl Drop for ClientSlot {
     fn drop(&mut self) {
         self.ctx.clients.count.fetch_sub(1, Ordering::Relaxed);
         if let Some(c) = self.counted.take() {
-            self.ctx.clients.leave(&c.0, &c.1);
+            let (db, user) = c.split_once('\0').unwrap_or((&c, ""));
+            self.ctx.clients.leave(db, user);
         }
     }
 }
@@ -61,7 +64,11 @@ fn enter_caps(
     user: &str,
 ) -> Result<()> {
     let (db_n, user_n) = ctx.clients.enter(&db.name, user);
-    slot.counted = Some(Box::new((db.name.clone(), user.to_string())));
+    let mut counted = String::with_capacity(db.name.len() + 1 + user.len());
+    counted.push_str(&db.name);
+    counted.push('\0');
+    counted.push_str(user);
+    slot.counted = Some(counted.into_boxed_str());
     let db_max = cfg.max_db_client_connections(db);
     if db_max > 0 && db_n > db_max {
         return Err(Error::MaxDbClientConnections);
@@ -190,18 +197,20 @@ pub async fn login(
             Method::Any | Method::Reject | Method::Cert(_) | Method::Ldap(_) => {
                 cfg.userlist.get(&params.user).cloned()
             }
-            _ => match auth_query::lookup_admin(ctx, cfg, &params.user).await? {
+            _ => match Box::pin(auth_query::lookup_admin(ctx, cfg, &params.user)).await? {
                 auth_query::Found::NoRow => return Err(Error::NoSuchUser),
                 found => found.secret().cloned(),
             },
         };
-        auth::authenticate(
+        // Boxed, like every rare step below: this future is built (and copied into its box)
+        // at every login, at the size of its largest step.
+        Box::pin(auth::authenticate(
             stream,
             method,
             &params.user,
             found.as_ref(),
             cfg.general.scram_iterations,
-        )
+        ))
         .await?;
         let g = &cfg.general;
         let is_admin = g.auth_type == AuthType::Any || g.admin_users.contains(&params.user);
@@ -256,7 +265,11 @@ pub async fn login(
         Method::Any | Method::Reject | Method::Cert(_) | Method::Ldap(_) => {
             auth_query::Found::Unknown
         }
-        _ => auth_query::lookup(ctx, cfg, db.as_deref(), &params.user).await?,
+        // The auth_file answers most logins at once; auth_query's round trip is boxed.
+        _ => match cfg.userlist.get(&params.user) {
+            Some(s) => auth_query::Found::File(s.clone()),
+            None => Box::pin(auth_query::lookup(ctx, cfg, db.as_deref(), &params.user)).await?,
+        },
     };
     // PgBouncer adds every `[users]` name and every auth_user (global or a database's) as a user
     // with an empty password, so trust lets one in even when no auth_file line or auth_query row
@@ -305,9 +318,16 @@ pub async fn login(
     if let Some(mode) = &params.replication {
         let set = ctx.pools.get_or_create(cfg, &db, &params.user);
         let pool = set.route(Role::Any).pool()?.clone();
-        let place = pool.replication_slot().await?;
-        let server =
-            super::replication::open(cfg, &db, &params, mode, authed.scram_keys, &ctx.dns).await?;
+        let place = Box::pin(pool.replication_slot()).await?;
+        let server = Box::pin(super::replication::open(
+            cfg,
+            &db,
+            &params,
+            mode,
+            authed.scram_keys,
+            &ctx.dns,
+        ))
+        .await?;
         *info.replication.lock() = super::replication::kind(mode);
         if cfg.general.log_connections {
             tracing::info!(
@@ -359,7 +379,7 @@ pub async fn login(
             // A brand-new pool must log in to a server once to learn what to tell clients.
             // client_login_timeout firing during this wait names the server as the cause.
             awaiting_welcome.store(true, Ordering::Relaxed);
-            let server = route.checkout().await?;
+            let server = Box::pin(route.checkout()).await?;
             awaiting_welcome.store(false, Ordering::Relaxed);
             // Learning the welcome is no client's use of a server: PgBouncer counts no server
             // assignment for it (SHOW STATS total_server_assignment_count).
@@ -374,8 +394,8 @@ pub async fn login(
         }
     };
     let tracked = startup::tracked_names(cfg);
-    let mut client_params: Params = Vec::with_capacity(tracked.len());
-    for name in &tracked {
+    let mut client_params: Params = Vec::with_capacity(tracked.clone().count());
+    for name in tracked {
         let asked = params
             .tracked
             .iter()
@@ -385,7 +405,7 @@ pub async fn login(
         // Share the welcome's strings: a client that keeps the defaults owns no copies.
         let name = current
             .map(|(k, _)| k.clone())
-            .unwrap_or_else(|| Arc::from(*name));
+            .unwrap_or_else(|| Arc::from(name));
         match asked.or_else(|| current.map(|(_, v)| v.clone())) {
             Some(v) => client_params.push((name, v)),
             // Not reported by the server (track_extra_parameters = search_path on PostgreSQL
@@ -394,18 +414,30 @@ pub async fn login(
         }
     }
     client_params.shrink_to_fit();
-    let mut out = BytesMut::with_capacity(512);
+    // Sized for the whole welcome: growing it (a dozen ParameterStatus, often past 512 bytes)
+    // was a reallocation and a copy per login.
+    let pairs = |v: &[(Arc<str>, Arc<str>)]| -> usize {
+        v.iter().map(|(k, v)| k.len() + v.len() + 7).sum()
+    };
+    let mut out = BytesMut::with_capacity(
+        128 + pairs(welcome.as_slice())
+            + pairs(client_params.as_slice())
+            + cfg.general.login_notify_message.len(),
+    );
     build::auth_ok(&mut out);
+    // A tracked name the server reports is the welcome's own `Arc` (taken above), and the
+    // server reports each name once: identity finds the pairs without ~170 case-insensitive
+    // comparisons per login.
     for (k, v) in welcome.iter() {
         let v = client_params
             .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(k))
+            .find(|(n, _)| Arc::ptr_eq(n, k))
             .map(|(_, v)| v)
             .unwrap_or(v);
         build::parameter_status(&mut out, k, v);
     }
     for (k, v) in &client_params {
-        if &**v != SERVER_DEFAULT && !welcome.iter().any(|(n, _)| n.eq_ignore_ascii_case(k)) {
+        if &**v != SERVER_DEFAULT && !welcome.iter().any(|(n, _)| Arc::ptr_eq(n, k)) {
             build::parameter_status(&mut out, k, v);
         }
     }
@@ -434,7 +466,11 @@ pub async fn login(
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("application_name"))
     {
-        *info.application_name.lock() = app.to_string();
+        // Usually what the client sent, stored above already: no second copy then.
+        let mut shown = info.application_name.lock();
+        if shown.as_str() != &**app {
+            *shown = app.to_string();
+        }
     }
     info.set_state(ClientState::Idle);
     if cfg.general.log_connections {

@@ -17,6 +17,8 @@ pub mod prepared;
 pub mod registry;
 mod replay;
 mod replication;
+#[cfg(test)]
+mod sizes;
 pub mod startup;
 mod transfer;
 mod xact;
@@ -79,7 +81,7 @@ pub struct Client {
 ///
 /// Registration happens here, before the spawn, so the task's future only captures what it keeps
 /// for the session's whole life (the arguments of an async fn stay in its state).
-pub fn spawn(ctx: &Arc<Context>, stream: Stream, peer: PeerAddr, local: (String, u16)) {
+pub fn spawn(ctx: &Arc<Context>, stream: Stream, peer: PeerAddr, local: registry::LocalAddr) {
     let info = ctx.clients.register(peer, local);
     // Whatever ends the session (even a panic), the client leaves the client list.
     let registered = isolate::Registered {
@@ -97,43 +99,62 @@ async fn run(ctx: Arc<Context>, info: Arc<ClientInfo>, stream: Stream) {
     // A debug-level span: at the default level it costs an idle client nothing.
     let span = tracing::debug_span!("client", id = info.id);
     async {
-        let login_timeout = ctx.config().general.client_login_timeout;
-        let deadline =
-            (!login_timeout.is_zero()).then(|| tokio::time::Instant::now() + login_timeout);
-        let tls = ctx
-            .client_tls
-            .get()
-            .filter(|_| matches!(info.peer, PeerAddr::Tcp(_)));
-        // Boxed, like every phase but the idle wait: only the idle state stays allocated.
-        let (stream, opening) = Box::pin(negotiate(stream, tls, deadline)).await;
-        match (stream, opening) {
-            (_, Ok(Opening::Cancel { pid, key })) => {
-                ctx.clients.unregister(&info);
-                Box::pin(cancel::forward(&ctx, pid, key)).await;
-            }
-            (Some(stream), Ok(Opening::Session(params))) => {
-                if stream.is_tls() {
-                    let _ = info.tls.set(stream.tls_description());
-                }
-                // The session logs its own end: before the client is told why (see `log_end`).
-                let _ = Box::pin(session(&ctx, &info, stream, params)).await;
-                ctx.clients.unregister(&info);
-            }
-            (stream, opening) => {
-                ctx.clients.unregister(&info);
-                let e = match opening {
-                    Err(e) => e,
-                    Ok(_) => Error::ClientGone,
-                };
-                log_end(&ctx, &info, Some(&e));
-                if let (Some(mut stream), true) = (stream, e.client_reachable()) {
-                    let _ = Box::pin(report_error(&ctx, &mut stream, &e)).await;
-                }
-            }
+        // Boxed, like every phase but the idle wait: only the idle state stays allocated. The
+        // session future is made from `open`'s answer in one move, so nothing of the opening
+        // (the stream, a cancel key, an error) stays in this task's state while it runs.
+        let opened = Box::pin(open(&ctx, &info, stream)).await;
+        if let Some(session) =
+            opened.map(|(stream, params)| Box::pin(session(&ctx, &info, stream, params)))
+        {
+            // The session logs its own end: before the client is told why (see `log_end`).
+            let _ = session.await;
+            ctx.clients.unregister(&info);
         }
     }
     .instrument(span)
     .await
+}
+
+/// Reads the opening packets (with TLS if asked and offered): the stream and startup
+/// parameters of a session; a cancel request is forwarded and a failure reported here.
+async fn open(
+    ctx: &Arc<Context>,
+    info: &Arc<ClientInfo>,
+    stream: Stream,
+) -> Option<(Stream, Vec<(String, String)>)> {
+    let login_timeout = ctx.config().general.client_login_timeout;
+    let deadline = (!login_timeout.is_zero()).then(|| tokio::time::Instant::now() + login_timeout);
+    let tls = ctx
+        .client_tls
+        .get()
+        .filter(|_| matches!(info.peer, PeerAddr::Tcp(_)));
+    // Not boxed apart: `open` is boxed by its caller already.
+    let (stream, opening) = negotiate(stream, tls, deadline).await;
+    match (stream, opening) {
+        (_, Ok(Opening::Cancel { pid, key })) => {
+            ctx.clients.unregister(info);
+            Box::pin(cancel::forward(ctx, pid, key)).await;
+            None
+        }
+        (Some(stream), Ok(Opening::Session(params))) => {
+            if stream.is_tls() {
+                let _ = info.tls.set(stream.tls_description());
+            }
+            Some((stream, params))
+        }
+        (stream, opening) => {
+            ctx.clients.unregister(info);
+            let e = match opening {
+                Err(e) => e,
+                Ok(_) => Error::ClientGone,
+            };
+            log_end(ctx, info, Some(&e));
+            if let (Some(mut stream), true) = (stream, e.client_reachable()) {
+                let _ = Box::pin(report_error(ctx, &mut stream, &e)).await;
+            }
+            None
+        }
+    }
 }
 
 /// Runs `fut` until the login deadline, if there is one.
@@ -165,7 +186,9 @@ async fn negotiate(
         let cfg = tls
             .clone()
             .expect("invariant: read_opening returns Tls only when offered");
-        match within(deadline, startup::accept_tls(stream, cfg)).await {
+        // Boxed: the handshake's state (a rustls connection) is kilobytes, and inline it sized
+        // every login's opening future, TLS or not.
+        match within(deadline, Box::pin(startup::accept_tls(stream, cfg))).await {
             Ok(s) => stream = s,
             Err(e) => return (None, Err(e)),
         }
@@ -177,9 +200,9 @@ async fn negotiate(
 /// Written before the client is sent the error, as PgBouncer does: whoever reads the log after
 /// seeing the error (an operator, a test) finds the line already there.
 fn log_end(ctx: &Context, info: &ClientInfo, e: Option<&Error>) {
-    let reason = match e {
-        None | Some(Error::ClientGone) => "client close request".to_string(),
-        Some(e) => e.to_string(),
+    let reason: std::borrow::Cow<'_, str> = match e {
+        None | Some(Error::ClientGone) => "client close request".into(),
+        Some(e) => e.to_string().into(),
     };
     if ctx.config().general.log_disconnections {
         // PgBouncer's "(age=Ns)" suffix: the seconds since the client connected.
@@ -219,12 +242,42 @@ pub(crate) async fn send_error(stream: &mut Stream, e: &Error) -> std::io::Resul
 async fn session(
     ctx: &Arc<Context>,
     info: &Arc<ClientInfo>,
-    mut stream: Stream,
+    stream: Stream,
     raw: Vec<(String, String)>,
 ) -> Result<()> {
+    // Boxed, and a function of its own: the login's state (auth exchange, buffers, the login
+    // timer, the stream before it moves into the `Client`) is freed once it is done, so what an
+    // idle client keeps is the `Client` and the request loop's state only.
+    let mut client = match Box::pin(admit(ctx, info, stream, raw)).await {
+        Admitted::Client(client) => client,
+        Admitted::Done(result) => return result,
+    };
+    let result = client.serve().await;
+    Box::pin(client.finish(&result)).await;
+    // The read buffer goes back to the shared stock (what is left in it, a Terminate, is done
+    // with): dropped with the client, each short-lived connection cost a fresh 8 KiB buffer.
+    let mut buf = std::mem::take(&mut client.buf);
+    buf.clear();
+    ctx.read_bufs.give(buf);
+    result
+}
+
+/// How a login ended: a client to serve, or a session already over (console, replication, or
+/// a failed login, each logged and reported).
+enum Admitted {
+    Client(Client),
+    Done(Result<()>),
+}
+
+/// The login, then the console and replication sessions, which are served from here to their
+/// end.
+async fn admit(
+    ctx: &Arc<Context>,
+    info: &Arc<ClientInfo>,
+    mut stream: Stream,
+    raw: Vec<(String, String)>,
+) -> Admitted {
     let cfg = ctx.config();
-    // Boxed: the login's state (auth exchange, buffers) is freed once it is done, so an idle
-    // client keeps only the small request-loop state.
     let awaiting_welcome = AtomicBool::new(false);
     let login = Box::pin(link::login(
         ctx,
@@ -249,8 +302,8 @@ async fn session(
                 })
             })
     };
-    let mut client = match login {
-        Ok(link::LoggedIn::Client(w)) => Client {
+    match login {
+        Ok(link::LoggedIn::Client(w)) => Admitted::Client(Client {
             ctx: ctx.clone(),
             info: info.clone(),
             stream,
@@ -263,16 +316,17 @@ async fn session(
             _slot: w.slot,
             stmts: None,
             replays: 0,
-        },
+        }),
         Ok(link::LoggedIn::Replication {
             server,
             slot,
             place,
         }) => {
-            let result = replication::relay(info, &mut stream, *server).await;
+            // Boxed: inline, the relay's state (a whole ServerConn) made this future larger.
+            let result = Box::pin(replication::relay(info, &mut stream, *server)).await;
             drop((slot, place));
             log_end(ctx, info, result.as_ref().err());
-            return result;
+            Admitted::Done(result)
         }
         Ok(link::LoggedIn::Admin { user, admin }) => {
             let session = crate::admin::AdminSession {
@@ -284,20 +338,16 @@ async fn session(
             };
             let result = Box::pin(crate::admin::serve(session)).await;
             log_end(ctx, info, result.as_ref().err());
-            return result;
+            Admitted::Done(result)
         }
         Err(e) => {
             log_end(ctx, info, Some(&e));
             if e.client_reachable() {
                 let _ = Box::pin(report_error(ctx, &mut stream, &e)).await;
             }
-            return Err(e);
+            Admitted::Done(Err(e))
         }
-    };
-    drop(cfg);
-    let result = client.serve().await;
-    Box::pin(client.finish(&result)).await;
-    result
+    }
 }
 
 /// Lone BEGINs sent again in a row (each after a server died without answering it).
@@ -332,10 +382,18 @@ impl Client {
                 return Err(pqexec_disallowed());
             }
             if self.ctx.is_suspended() && self.server.is_none() {
-                // SUSPEND: the request waits, unread by any server, until RESUME.
-                tokio::select! {
-                    _ = self.ctx.wait_unsuspended() => {}
-                    _ = self.info.signal(false) => return Err(self.kill_error()),
+                // SUSPEND: the request waits, unread by any server, until RESUME. Boxed: inline,
+                // this rare wait's state sat in every idle client's future.
+                let (ctx, info) = (&self.ctx, &self.info);
+                let killed = Box::pin(async {
+                    tokio::select! {
+                        _ = ctx.wait_unsuspended() => false,
+                        _ = info.signal(false) => true,
+                    }
+                })
+                .await;
+                if killed {
+                    return Err(self.kill_error());
                 }
             }
             let committed = Box::pin(self.transaction()).await?;
@@ -390,7 +448,7 @@ impl Client {
         if self.server.is_none() && self.buf.is_empty() {
             match self.ctx.phase() {
                 Phase::DrainClients => {
-                    return self.read_or_close().await;
+                    return Box::pin(self.read_or_close()).await;
                 }
                 Phase::Stopping => return Err(Error::Exiting),
                 Phase::Running | Phase::DrainServers => {}
@@ -423,7 +481,7 @@ impl Client {
             Err(Some(e)) => return Err(e),
             Err(None) if self.info.is_killed() => return Err(self.kill_error()),
             Err(None) => {
-                return self.read_or_close().await;
+                return Box::pin(self.read_or_close()).await;
             }
         }
         self.make_room();

@@ -30,7 +30,8 @@ pub enum Opening {
 /// `tls_offered` says we accept. The buffer lives only as long as this call: nothing a client
 /// sent after its SSLRequest may outlive the switch to TLS.
 pub async fn read_opening(stream: &mut Stream, tls_offered: bool) -> Result<Opening> {
-    let mut buf = BytesMut::with_capacity(256);
+    // READ_ROOM: any smaller and the first read grows it (a second allocation and a copy).
+    let mut buf = BytesMut::with_capacity(crate::net::frame::READ_ROOM);
     loop {
         let packet = match net::read_startup(stream, &mut buf, MAX_STARTUP_LEN).await {
             Ok(p) => p,
@@ -102,29 +103,35 @@ fn wants_replication(v: &str) -> bool {
     )
 }
 
-/// The tracked parameter names for this config: PgBouncer's fixed set plus track_extra_parameters.
-pub fn tracked_names(cfg: &Config) -> Vec<&str> {
-    // Borrowed, not copied: this runs twice per login.
-    let mut names: Vec<&str> = vec![
-        "client_encoding",
-        "DateStyle",
-        "TimeZone",
-        "standard_conforming_strings",
-        "application_name",
-    ];
-    for extra in &cfg.general.track_extra_parameters {
-        if !names.iter().any(|n| n.eq_ignore_ascii_case(extra)) {
-            names.push(extra);
-        }
-    }
-    names
+/// PgBouncer's fixed set of tracked parameters.
+const TRACKED: [&str; 5] = [
+    "client_encoding",
+    "DateStyle",
+    "TimeZone",
+    "standard_conforming_strings",
+    "application_name",
+];
+
+/// The tracked parameter names for this config: PgBouncer's fixed set plus track_extra_parameters
+/// (each name once, first spelling wins).
+pub fn tracked_names(cfg: &Config) -> impl Iterator<Item = &str> + Clone {
+    // An iterator, not a Vec: this runs twice per login, and the list is a constant plus a
+    // usually empty config list.
+    let extras = &cfg.general.track_extra_parameters;
+    TRACKED
+        .into_iter()
+        .chain(extras.iter().enumerate().filter_map(|(i, extra)| {
+            let seen = TRACKED.iter().any(|n| n.eq_ignore_ascii_case(extra))
+                || extras[..i].iter().any(|n| n.eq_ignore_ascii_case(extra));
+            (!seen).then_some(extra.as_str())
+        }))
 }
 
 /// Validates startup parameters: known, tracked or ignored keys only (PgBouncer's rule).
 pub fn check_params(cfg: &Config, raw: Vec<(String, String)>) -> Result<StartupParams> {
     let tracked = tracked_names(cfg);
     let ignored = &cfg.general.ignore_startup_parameters;
-    let is_tracked = |k: &str| tracked.iter().any(|t| t.eq_ignore_ascii_case(k));
+    let is_tracked = |k: &str| tracked.clone().any(|t| t.eq_ignore_ascii_case(k));
     let is_ignored = |k: &str| ignored.iter().any(|i| i.eq_ignore_ascii_case(k));
     let mut out = StartupParams::default();
     // A replication connection has a server of its own: nothing needs to match a pool.
@@ -183,6 +190,22 @@ pub fn check_params(cfg: &Config, raw: Vec<(String, String)>) -> Result<StartupP
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tracked_names_are_the_fixed_set_then_new_extras_once() {
+        let mut cfg = Config::default();
+        cfg.general.track_extra_parameters.clear();
+        assert_eq!(tracked_names(&cfg).collect::<Vec<_>>(), TRACKED);
+        cfg.general.track_extra_parameters = vec![
+            "search_path".into(),
+            "timezone".into(),
+            "Search_Path".into(),
+            "work_mem".into(),
+        ];
+        let mut want = TRACKED.to_vec();
+        want.extend(["search_path", "work_mem"]);
+        assert_eq!(tracked_names(&cfg).collect::<Vec<_>>(), want);
+    }
 
     fn p(v: &[(&str, &str)]) -> Vec<(String, String)> {
         v.iter()

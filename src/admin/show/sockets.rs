@@ -144,8 +144,8 @@ fn client_sock(c: &ClientInfo) -> Sock {
         linked: linked.is_some(),
         addr: c.peer.host(),
         port: c.peer.port(),
-        local_addr: c.local.0.clone(),
-        local_port: c.local.1,
+        local_addr: c.local.host(),
+        local_port: c.local.port(),
         connect_time: c.connect_time,
         request_time: wall_time(c.request_time_us.load(Ordering::Relaxed)),
         wait_us: if state == ClientState::Waiting {
