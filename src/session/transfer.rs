@@ -524,6 +524,7 @@ fn reserve(buf: &mut BytesMut) {
 mod tests {
     use super::*;
     use crate::proto::build::{self, Severity};
+    use crate::server::statements::StatementCache;
     use crate::server::CancelTarget;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::UnixStream;
@@ -655,6 +656,86 @@ mod tests {
             super::super::link::sync_params(&mut p.0, &mut p.1, 0)
         });
         assert!(sync < 256, "sync_params future: {sync} bytes");
+    }
+
+    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut f = vec![tag];
+        f.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        f.extend_from_slice(body);
+        f
+    }
+
+    /// A renamed Bind (pgbench -M prepared's every transaction) is rewritten in the read
+    /// buffer itself: it goes out in one run with the Execute and Sync behind it, nothing is
+    /// planned apart, and the buffer the rewrite was made in is kept for the next one.
+    #[tokio::test]
+    async fn a_renamed_bind_is_rewritten_in_place() {
+        let (ours, _client_peer) = UnixStream::pair().expect("pair");
+        let (theirs, _server_peer) = UnixStream::pair().expect("pair");
+        let mut client = Stream::Unix(ours);
+        let mut server = ServerConn::new(
+            Stream::Unix(theirs),
+            CancelTarget {
+                host: crate::config::ServerHost::Tcp("x".into()),
+                port: 1,
+                addr: None,
+                pid: 1,
+                key: 1,
+            },
+            ("unix".into(), 0),
+        );
+        let cache = StatementCache::default();
+        let stmt = cache.intern(b"select 1\0\0\0");
+        assert!(server.prepared.insert(&stmt, 10).is_empty());
+        let mut map = Some(Box::<ClientStatements>::default());
+        map.as_mut().expect("map").insert(b"P_0", stmt.clone());
+        let mut params = Vec::new();
+        let request = [
+            frame(b'B', b"\0P_0\0\0\0\0\0\0\0"),
+            frame(b'E', b"\0\0\0\0\0"),
+            frame(b'S', b""),
+        ]
+        .concat();
+        let mut renamed = b"\0".to_vec();
+        renamed.extend_from_slice(&stmt.name);
+        renamed.extend_from_slice(b"\0\0\0\0\0\0\0");
+        let want = [
+            frame(b'B', &renamed),
+            request[request.len() - 15..].to_vec(),
+        ]
+        .concat();
+        let mut kept = None;
+        for round in 0..2 {
+            let mut buf = BytesMut::from(&request[..]);
+            let mut scan = Scanner::default();
+            let mut t = Transfer::new(
+                &mut client,
+                &mut buf,
+                &mut scan,
+                &mut server,
+                &mut params,
+                PoolMode::Transaction,
+                1 << 20,
+                Duration::ZERO,
+                Duration::ZERO,
+            );
+            t.track_statements(&mut map, &cache, 10);
+            t.scan_client().expect("scan");
+            assert_eq!(t.c_out.pieces(), 0, "round {round}: one run, nothing apart");
+            assert_eq!(&t.cbuf[..], &want[..]);
+            assert_eq!(t.cscan.scanned(), want.len());
+            drop(t);
+            let spare = map.as_mut().expect("map").take_buf();
+            assert!(
+                spare.capacity() > 0,
+                "round {round}: the buffer was handed back"
+            );
+            if let Some(ptr) = kept {
+                assert_eq!(spare.as_ptr(), ptr, "the same buffer serves every rewrite");
+            }
+            kept = Some(spare.as_ptr());
+            map.as_mut().expect("map").give_buf(spare);
+        }
     }
 
     #[test]

@@ -13,6 +13,25 @@ use crate::error::{Error, Result};
 use crate::proto::{build, FrameError, Item, WHOLE_FRAME_CAP};
 use crate::session::pipeline::{Stmts, ToClient, ToServer};
 
+/// A rewritten client frame replaces its original in the read buffer (the bytes after it move)
+/// when at most this much follows it; past that, the rewrite is sent from its own buffer.
+const SPLICE_TAIL: usize = 16 * 1024;
+
+/// Puts `new` in place of `buf[at..at + old]`, moving what follows.
+fn splice(buf: &mut BytesMut, at: usize, old: usize, new: &[u8]) {
+    let end = at + old;
+    let len = buf.len();
+    if new.len() > old {
+        let grow = new.len() - old;
+        buf.resize(len + grow, 0);
+        buf.copy_within(end..len, end + grow);
+    } else if new.len() < old {
+        buf.copy_within(end..len, at + new.len());
+        buf.truncate(len - (old - new.len()));
+    }
+    buf[at..at + new.len()].copy_from_slice(new);
+}
+
 /// Builds the pipeline's view of the named-statement state from a transfer's fields.
 macro_rules! stmts {
     ($t:ident) => {
@@ -74,6 +93,17 @@ impl Transfer<'_> {
                 .client_frame(tag, body.map(|b| &b[5..]), st.as_mut());
             match verdict {
                 ToServer::Pass => self.c_out.pass(len),
+                ToServer::Replace(bytes) if self.cbuf.len() - after <= SPLICE_TAIL => {
+                    // In place: the common rewrite (a renamed Bind, then Execute and Sync)
+                    // goes out in the same write as its neighbours with nothing allocated.
+                    splice(self.cbuf, after - len, len, &bytes);
+                    self.cscan.replaced(len, bytes.len());
+                    self.tally.bytes_from_client += len as u64;
+                    self.c_out.pass_uncounted(bytes.len());
+                    if let Some(map) = self.stmts.as_mut().and_then(|k| k.client.as_deref_mut()) {
+                        map.give_buf(bytes);
+                    }
+                }
                 ToServer::Replace(bytes) => {
                     self.c_out.skip(len);
                     self.tally.bytes_from_client += len as u64;
