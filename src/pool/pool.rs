@@ -344,20 +344,24 @@ impl Pool {
 
     /// [`Pool::checkout_nudged`] for a caller that read the clock just before (it looked for
     /// an idle server first): the wait counts from `started`, with no clock read of its own.
+    /// The one reading that ends the wait comes with the lease ([`Lease::taken_at`]), for the
+    /// caller to start its own clocks with.
     pub async fn checkout_since(
         self: &Arc<Self>,
         started: Instant,
         nudge: Nudging,
     ) -> Result<Lease> {
-        let _clock = WaitClock {
+        let mut clock = WaitClock {
             pool: self,
             started,
+            ended: None,
         };
-        let lease = self.checkout_from(started, nudge).await;
-        if lease.is_ok() {
-            PoolStats::add(&self.stats.server_assignment_count, 1);
-        }
-        lease
+        let mut lease = self.checkout_from(started, nudge).await?;
+        let now = Instant::now();
+        clock.ended = Some(now);
+        lease.taken_at = Some(now.into_std());
+        PoolStats::add(&self.stats.server_assignment_count, 1);
+        Ok(lease)
     }
 
     async fn checkout_from(self: &Arc<Self>, started: Instant, nudge: Nudging) -> Result<Lease> {
@@ -389,9 +393,15 @@ impl Pool {
         };
         let lease = self.lease(conn);
         match check_delay {
+            // A server checked in after the wait began was handed over as it came back (its
+            // last use is the hand-off, well within a non-zero delay): only one that idled
+            // from before needs the clock. A zero delay tests every server, as PgBouncer does.
             // Boxed: the test's round trip is rare, and inline its state would sit in every
             // session's per-transaction future (see `Client::transaction`).
-            Some(delay) if lease.last_used.elapsed() >= delay => {
+            Some(delay)
+                if (delay.is_zero() || lease.last_used < started.into_std())
+                    && lease.last_used.elapsed() >= delay =>
+            {
                 Box::pin(self.check_before_use(lease)).await
             }
             _ => Ok(lease),
@@ -485,10 +495,16 @@ impl Pool {
 
     /// Takes back a server of this pool (from [`Lease`] and `Handoff` only, so a server can
     /// only ever return to the pool it came from).
-    fn checkin_conn(self: &Arc<Self>, mut conn: Box<ServerConn>, reusable: bool) {
+    fn checkin_conn(
+        self: &Arc<Self>,
+        mut conn: Box<ServerConn>,
+        reusable: bool,
+        at: Option<std::time::Instant>,
+    ) {
         self.active.fetch_sub(1, Ordering::Relaxed);
-        // One clock read for the lifetime check and last_used, taken before the lock.
-        let now = std::time::Instant::now();
+        // One clock read for the lifetime check and last_used, taken before the lock (the
+        // caller's, when it has one).
+        let now = at.unwrap_or_else(std::time::Instant::now);
         let mut st = self.state.lock();
         let expired = !st.settings.server_lifetime.is_zero()
             && now.saturating_duration_since(conn.created) >= st.settings.server_lifetime;

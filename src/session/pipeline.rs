@@ -375,6 +375,14 @@ impl Pipeline {
         });
     }
 
+    /// A reply the pooler owes is due now (see [`Pipeline::take_synthetic`]).
+    pub fn synthetic_due(&self) -> bool {
+        matches!(
+            self.queue.front(),
+            Some(Expect::FakeParse { .. } | Expect::FakeClose { .. })
+        )
+    }
+
     /// Replies the pooler owes that are now due (every reply before them was forwarded):
     /// appended to `out`. Call after each client and server frame.
     pub fn take_synthetic(&mut self, out: &mut BytesMut) {

@@ -153,6 +153,8 @@ pub struct Transfer<'a> {
     query_started: Option<Instant>,
     /// When the SQL transaction in progress began (its first client message).
     xact_started: Option<Instant>,
+    /// The clock reading at the last ReadyForQuery: the server's last use when it goes back.
+    pub last_ready: Option<Instant>,
     /// Where to add the tally at each transaction end, for links that outlive a transaction
     /// (session mode): otherwise the caller adds it once when the link ends.
     live_stats: Option<&'a PoolStats>,
@@ -230,6 +232,7 @@ impl<'a> Transfer<'a> {
             terminated: false,
             query_started: None,
             xact_started: None,
+            last_ready: None,
             live_stats: None,
             start: None,
             timer: None,
