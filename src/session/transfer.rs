@@ -173,6 +173,9 @@ pub struct Transfer<'a> {
     /// after that ReadyForQuery answer no request (typically a FATAL 57P01 of a shutdown right
     /// after a COMMIT) and are never forwarded; the server is closed at release instead.
     s_cut: bool,
+    /// query_timeout, idle_transaction_timeout and transaction_timeout are all off (the
+    /// default): no timer to arm as the state changes. Set when the run starts.
+    timers_off: bool,
     /// The request is a lone BEGIN the session may send again: a FATAL role-change error as the
     /// server's very first answer (a backend terminated before it read the BEGIN) is not
     /// forwarded; the transfer ends as if the server had closed. Cleared by any other answer.
@@ -241,6 +244,7 @@ impl<'a> Transfer<'a> {
             stmts: None,
             s_cut: false,
             lone_begin: false,
+            timers_off: false,
         }
     }
 
@@ -262,6 +266,9 @@ impl<'a> Transfer<'a> {
 
     /// Runs until the server can be released, the client leaves, or an error.
     pub async fn run(&mut self) -> Result<End> {
+        self.timers_off = self.query_timeout.is_zero()
+            && self.idle_tx_timeout.is_zero()
+            && self.xact_timeout.is_zero();
         self.scan_client()?;
         self.start = None;
         self.update_timer();
@@ -355,7 +362,13 @@ impl<'a> Transfer<'a> {
                     Poll::Ready(Ok(0)) => return Poll::Ready(Err(Error::ServerGone)),
                     Poll::Ready(Ok(_)) => {
                         self.scan_server()?;
-                        progress = true;
+                        // The answer goes out first; the client is read on a round where the
+                        // server has nothing new. Usually that answer releases the server and
+                        // the client (who waits for it) is not polled here at all: a readiness
+                        // check that finds nothing costs a waker registration, and whatever the
+                        // client did send is read by the session's idle wait next.
+                        self.update_timer();
+                        continue;
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::ServerIo(e))),
                     Poll::Pending => server_pending = true,
@@ -453,6 +466,9 @@ impl<'a> Transfer<'a> {
     }
 
     fn update_timer(&mut self) {
+        if self.timers_off {
+            return;
+        }
         if !self.xact_timeout.is_zero() {
             match self.xact_started {
                 Some(at) if self.xact_timer.as_ref().map(|(t, _)| *t) != Some(at) => {
