@@ -2,7 +2,7 @@
 //! connections. Knows nothing of clients or the protocol beyond "a server connection".
 //!
 //! Checkout pops an idle server (LIFO unless server_round_robin) or queues the caller FIFO on a
-//! oneshot; checkin hands the server straight to the oldest live waiter. New connections are made
+//! reusable hand-off seat; checkin hands the server straight to the oldest live waiter. New connections are made
 //! by a detached-but-tracked launch task so a client that gives up never leaves a half-made login
 //! behind. All state is behind one short `parking_lot::Mutex`; nothing awaits while holding it.
 
@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 mod lease;
@@ -85,6 +84,8 @@ struct State {
     total: u32,
     connecting: u32,
     waiters: VecDeque<Waiter>,
+    /// Seats of finished waits, for the next ones (see `wait::Seat`).
+    seats: Vec<Arc<wait::Seat>>,
     /// When the waiters' sweeper wakes next; `None` when no sweeper runs (see `wait.rs`).
     sweep_at: Option<Instant>,
     /// The first login's ParameterStatus set, sent to every new client.
@@ -154,6 +155,7 @@ impl Pool {
                 total: 0,
                 connecting: 0,
                 waiters: VecDeque::new(),
+                seats: Vec::new(),
                 sweep_at: None,
                 welcome: None,
                 login_failure: None,
@@ -378,7 +380,7 @@ impl Pool {
                             return Err(Error::ServerLoginRetry(msg.clone()));
                         }
                     }
-                    let (tx, rx) = oneshot::channel();
+                    let (tx, rx) = Self::seat(&mut st);
                     let waiter = Waiter::new(tx, &st.settings, started, nudge);
                     self.enqueue(&mut st, waiter);
                     self.maybe_launch(&mut st, false);
@@ -567,6 +569,12 @@ impl Pool {
         for w in st.waiters.drain(..) {
             let _ = w.tx.send(Err(err()));
         }
+    }
+
+    /// Seats kept for the next queued checkouts (tests).
+    #[cfg(test)]
+    pub(crate) fn spare_seats(&self) -> usize {
+        self.state.lock().seats.len()
     }
 
     /// Live servers (idle + active + connecting).

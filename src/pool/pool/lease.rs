@@ -4,10 +4,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::oneshot;
-
 use super::Pool;
-use crate::error::Result;
 use crate::pool::stats::XactTally;
 use crate::server::ServerConn;
 
@@ -92,19 +89,20 @@ impl Drop for Lease {
     }
 }
 
-/// The receiving end of a waiter, returning anything it receives after its owner gave up.
+/// The waiting client's end of a queued checkout, returning anything it receives after its owner
+/// gave up.
 pub(super) struct Handoff {
     /// `None` once the result was taken by the waiting client.
-    pub(super) rx: Option<oneshot::Receiver<Result<Box<ServerConn>>>>,
+    pub(super) seat: Option<Arc<super::wait::Seat>>,
     /// Where a server that arrives too late goes back to.
     pub(super) pool: Arc<Pool>,
 }
 
 impl Drop for Handoff {
     fn drop(&mut self) {
-        if let Some(mut rx) = self.rx.take() {
-            rx.close();
-            if let Ok(Ok(conn)) = rx.try_recv() {
+        if let Some(seat) = self.seat.take() {
+            // Not reused: the waiter entry may still hold it (closed now, so it is skipped).
+            if let Some(Ok(conn)) = seat.close() {
                 self.pool.checkin_conn(conn, true, None);
             }
         }
