@@ -43,9 +43,11 @@ impl Route {
             self.pool = self.set.pick(self.role);
             self.epoch = epoch;
         }
+        // Built only when missing: an error made eagerly was dropped again on every checkout.
+        let role = self.role;
         self.pool
             .as_ref()
-            .ok_or(Error::NoServerForRole(self.role.as_str()))
+            .ok_or_else(|| Error::NoServerForRole(role.as_str()))
     }
 
     /// An idle server of the current member right now, if it has one (see
