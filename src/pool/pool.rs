@@ -2,7 +2,7 @@
 //! connections. Knows nothing of clients or the protocol beyond "a server connection".
 //!
 //! Checkout pops an idle server (LIFO unless server_round_robin) or queues the caller FIFO on a
-//! oneshot; checkin hands the server straight to the oldest live waiter. New connections are made
+//! reusable hand-off seat; checkin hands the server straight to the oldest live waiter. New connections are made
 //! by a detached-but-tracked launch task so a client that gives up never leaves a half-made login
 //! behind. All state is behind one short `parking_lot::Mutex`; nothing awaits while holding it.
 
@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 mod lease;
@@ -85,6 +84,8 @@ struct State {
     total: u32,
     connecting: u32,
     waiters: VecDeque<Waiter>,
+    /// Seats of finished waits, for the next ones (see `wait::Seat`).
+    seats: Vec<Arc<wait::Seat>>,
     /// When the waiters' sweeper wakes next; `None` when no sweeper runs (see `wait.rs`).
     sweep_at: Option<Instant>,
     /// The first login's ParameterStatus set, sent to every new client.
@@ -154,6 +155,7 @@ impl Pool {
                 total: 0,
                 connecting: 0,
                 waiters: VecDeque::new(),
+                seats: Vec::new(),
                 sweep_at: None,
                 welcome: None,
                 login_failure: None,
@@ -371,20 +373,24 @@ impl Pool {
 
     /// [`Pool::checkout_nudged`] for a caller that read the clock just before (it looked for
     /// an idle server first): the wait counts from `started`, with no clock read of its own.
+    /// The one reading that ends the wait comes with the lease ([`Lease::taken_at`]), for the
+    /// caller to start its own clocks with.
     pub async fn checkout_since(
         self: &Arc<Self>,
         started: Instant,
         nudge: Nudging,
     ) -> Result<Lease> {
-        let _clock = WaitClock {
+        let mut clock = WaitClock {
             pool: self,
             started,
+            ended: None,
         };
-        let lease = self.checkout_from(started, nudge).await;
-        if lease.is_ok() {
-            PoolStats::add(&self.stats.server_assignment_count, 1);
-        }
-        lease
+        let mut lease = self.checkout_from(started, nudge).await?;
+        let now = Instant::now();
+        clock.ended = Some(now);
+        lease.taken_at = Some(now.into_std());
+        PoolStats::add(&self.stats.server_assignment_count, 1);
+        Ok(lease)
     }
 
     async fn checkout_from(self: &Arc<Self>, started: Instant, nudge: Nudging) -> Result<Lease> {
@@ -401,7 +407,7 @@ impl Pool {
                             return Err(Error::ServerLoginRetry(msg.clone()));
                         }
                     }
-                    let (tx, rx) = oneshot::channel();
+                    let (tx, rx) = Self::seat(&mut st);
                     let waiter = Waiter::new(tx, &st.settings, started, nudge);
                     self.enqueue(&mut st, waiter);
                     self.maybe_launch(&mut st, false);
@@ -416,9 +422,15 @@ impl Pool {
         };
         let lease = self.lease(conn);
         match check_delay {
+            // A server checked in after the wait began was handed over as it came back (its
+            // last use is the hand-off, well within a non-zero delay): only one that idled
+            // from before needs the clock. A zero delay tests every server, as PgBouncer does.
             // Boxed: the test's round trip is rare, and inline its state would sit in every
             // session's per-transaction future (see `Client::transaction`).
-            Some(delay) if lease.last_used.elapsed() >= delay => {
+            Some(delay)
+                if (delay.is_zero() || lease.last_used < started.into_std())
+                    && lease.last_used.elapsed() >= delay =>
+            {
                 Box::pin(self.check_before_use(lease)).await
             }
             _ => Ok(lease),
@@ -524,16 +536,28 @@ impl Pool {
 
     /// Takes back a server of this pool (from [`Lease`] and `Handoff` only, so a server can
     /// only ever return to the pool it came from).
-    fn checkin_conn(self: &Arc<Self>, conn: Box<ServerConn>, reusable: bool) {
-        self.checkin_with(conn, reusable, true);
+    fn checkin_conn(
+        self: &Arc<Self>,
+        conn: Box<ServerConn>,
+        reusable: bool,
+        at: Option<std::time::Instant>,
+    ) {
+        self.checkin_with(conn, reusable, true, at);
     }
 
     /// [`Pool::checkin_conn`]; `used` is false for a server no client used (the welcome
     /// fetch), which server_lifetime spares as PgBouncer spares a server fresh from its login.
-    fn checkin_with(self: &Arc<Self>, mut conn: Box<ServerConn>, reusable: bool, used: bool) {
+    fn checkin_with(
+        self: &Arc<Self>,
+        mut conn: Box<ServerConn>,
+        reusable: bool,
+        used: bool,
+        at: Option<std::time::Instant>,
+    ) {
         self.active.fetch_sub(1, Ordering::Relaxed);
-        // One clock read for the lifetime check and last_used, taken before the lock.
-        let now = std::time::Instant::now();
+        // One clock read for the lifetime check and last_used, taken before the lock (the
+        // caller's, when it has one).
+        let now = at.unwrap_or_else(std::time::Instant::now);
         let mut st = self.state.lock();
         // server_lifetime = 0 is PgBouncer's "used only once, then closed": every age is over it.
         let expired =
@@ -625,6 +649,12 @@ impl Pool {
         for w in st.waiters.drain(..) {
             let _ = w.tx.send(Err(err()));
         }
+    }
+
+    /// Seats kept for the next queued checkouts (tests).
+    #[cfg(test)]
+    pub(crate) fn spare_seats(&self) -> usize {
+        self.state.lock().seats.len()
     }
 
     /// Live servers (idle + active + connecting).

@@ -727,3 +727,94 @@ async fn host_list_round_robin_takes_turns() {
         Some(crate::config::LoadBalanceHosts::RoundRobin)
     );
 }
+
+/// A release at the caller's clock reading (the session's last ReadyForQuery) books that reading
+/// as the server's last use, and a queued checkout hands back the reading that ended its wait,
+/// which the session starts its transaction's clocks with: neither reads the clock again.
+#[tokio::test]
+async fn clock_readings_travel_with_the_lease() {
+    let fake = Arc::new(Fake::default());
+    let pool = one_pool(&fake, settings(1));
+    let first = pool.checkout().await.expect("checkout");
+    let waiter = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.checkout().await }
+    });
+    while pool.snapshot().waiting == 0 {
+        tokio::task::yield_now().await;
+    }
+    let quiet = std::time::Instant::now()
+        .checked_sub(Duration::from_millis(5))
+        .expect("a moment ago");
+    first.release_at(true, quiet);
+    let lease = waiter.await.expect("join").expect("served");
+    assert_eq!(
+        lease.last_used, quiet,
+        "the caller's reading is the last use"
+    );
+    let ended = lease
+        .taken_at()
+        .expect("a queued checkout's end comes with it");
+    assert!(ended >= quiet);
+    lease.release(true);
+    let (idle, _) = pool
+        .try_take_idle(std::time::Instant::now())
+        .expect("idle server");
+    assert!(
+        idle.taken_at().is_none(),
+        "taken at once: the caller has its own reading"
+    );
+    idle.release(true);
+}
+
+/// A queued checkout waits on a seat the pool keeps for the next one, so a wait allocates
+/// nothing; a client that gives up leaves its seat closed, and nothing is handed to it.
+#[tokio::test]
+async fn queued_checkouts_reuse_their_hand_off_seat() {
+    let fake = Arc::new(Fake::default());
+    let pool = one_pool(&fake, settings(1));
+    let mut lease = pool.checkout().await.expect("checkout");
+    assert_eq!(
+        pool.spare_seats(),
+        1,
+        "the first wait (a launch) kept its seat"
+    );
+    for _ in 0..3 {
+        let waiter = tokio::spawn({
+            let pool = pool.clone();
+            async move { pool.checkout().await }
+        });
+        while pool.snapshot().waiting == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            pool.spare_seats(),
+            0,
+            "the queued client sits on the kept seat"
+        );
+        lease.release(true);
+        lease = waiter.await.expect("join").expect("served");
+        assert_eq!(pool.spare_seats(), 1, "and gives it back");
+    }
+    let gone = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.checkout().await }
+    });
+    while pool.snapshot().waiting == 0 {
+        tokio::task::yield_now().await;
+    }
+    gone.abort();
+    let _ = gone.await;
+    assert_eq!(
+        pool.snapshot().waiting,
+        0,
+        "the gone client no longer counts"
+    );
+    lease.release(true);
+    assert_eq!(
+        pool.snapshot().idle,
+        1,
+        "the server went idle, not to the client that gave up"
+    );
+    assert_eq!(fake.calls(), 1);
+}

@@ -138,6 +138,13 @@ impl Scanner {
         self.pos -= n.min(self.pos);
     }
 
+    /// The whole frame `next` returned last (`old` bytes, at the end of the scanned bytes) was
+    /// replaced in the buffer by `new` bytes: the scanned span ends after them.
+    pub fn replaced(&mut self, old: usize, new: usize) {
+        debug_assert!(old <= self.pos && self.skip == 0);
+        self.pos = self.pos - old.min(self.pos) + new;
+    }
+
     /// The next item in `buf[self.pos..]`, or `None` when more bytes are needed (how many:
     /// [`Scanner::needs`]). `whole(tag, total, body)` says which frames must be seen whole,
     /// given the part of the body present so far (it is asked again as more arrives, so it may

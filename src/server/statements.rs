@@ -9,6 +9,7 @@
 //! No I/O here: what to send to a server is decided by `session::pipeline`.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
@@ -71,11 +72,36 @@ impl StatementCache {
     }
 }
 
+/// Hashes the pooler's own statement ids (a counter, never a client's bytes) with one
+/// multiplication: every Bind of a tracked statement looks its id up on the server, and
+/// SipHash's flood resistance buys nothing for keys no client chooses.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by u64 keys; any other input still hashes, byte by byte.
+        for b in bytes {
+            self.write_u64(u64::from(*b) ^ self.0.rotate_left(8));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing: the high bits (which the table's control bytes use) mix every
+        // bit of a sequential id.
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 /// The statements one server has prepared, least recently used first out.
 #[derive(Debug, Default)]
 pub struct ServerStatements {
     /// id → (statement, last use tick).
-    by_id: HashMap<u64, (Arc<Statement>, u64)>,
+    by_id: HashMap<u64, (Arc<Statement>, u64), BuildHasherDefault<IdHasher>>,
     tick: u64,
     /// Statements the server still holds under their name but that must not be used again
     /// (0A000 `cached plan must not change result type`): closed before the next Parse.
@@ -190,6 +216,27 @@ mod tests {
             let _ = c.intern(format!("select {i}\0\0\0").as_bytes());
         }
         assert!(c.table_len() < 2 * SWEEP_MIN + 2, "{}", c.table_len());
+    }
+
+    /// Sequential ids spread over the top bits the table probes by (hashbrown's control
+    /// bytes): the first 128 ids get 128 distinct top-7-bit groups' worth of spread.
+    #[test]
+    fn id_hasher_spreads_sequential_ids() {
+        let top = |id: u64| {
+            let mut h = IdHasher::default();
+            h.write_u64(id);
+            h.finish() >> 57
+        };
+        let groups: std::collections::HashSet<u64> = (1..=128).map(top).collect();
+        assert!(groups.len() > 100, "{} groups", groups.len());
+        let mut sv = ServerStatements::default();
+        let c = StatementCache::default();
+        for i in 0..300 {
+            let st = c.intern(format!("q{i}\0\0\0").as_bytes());
+            sv.insert(&st, 1000);
+            assert!(sv.touch(st.id));
+        }
+        assert_eq!(sv.len(), 300);
     }
 
     #[test]

@@ -263,7 +263,7 @@ impl Pipeline {
                 if let Some(have) = map.get(name).cloned() {
                     // A name in use: the server refuses the Parse itself (42P05), after a syntax
                     // check, exactly where PostgreSQL would.
-                    let mut out = BytesMut::new();
+                    let mut out = map.take_buf();
                     self.ensure(&have, st, &mut out);
                     frame_into(&mut out, b'P', &[&have.name, b"\0", rest]);
                     self.counts.server_parses += 1;
@@ -282,7 +282,7 @@ impl Pipeline {
                     });
                     return Some(ToServer::Drop);
                 }
-                let mut out = BytesMut::new();
+                let mut out = map.take_buf();
                 self.close_stale(st, &mut out);
                 self.send_parse(&stmt, st, &mut out, Some(name.into()));
                 Some(ToServer::Replace(out))
@@ -290,9 +290,10 @@ impl Pipeline {
             b'B' => {
                 let (portal, rest) = cstr(body)?;
                 let (name, params) = cstr(rest)?;
-                let stmt = st.client.as_deref()?.get(name)?.clone();
+                let map = st.client.as_deref_mut()?;
+                let stmt = map.get(name)?.clone();
                 self.counts.binds += 1;
-                let mut out = BytesMut::new();
+                let mut out = map.take_buf();
                 self.ensure(&stmt, st, &mut out);
                 frame_into(&mut out, b'B', &[portal, b"\0", &stmt.name, b"\0", params]);
                 self.last_bound = Some(stmt.id);
@@ -318,7 +319,7 @@ impl Pipeline {
                     return Some(ToServer::Drop);
                 }
                 let stmt = map.get(name)?.clone();
-                let mut out = BytesMut::new();
+                let mut out = map.take_buf();
                 self.ensure(&stmt, st, &mut out);
                 frame_into(&mut out, b'D', &[b"S", &stmt.name, b"\0"]);
                 self.push(Expect::Describe {
@@ -372,6 +373,14 @@ impl Pipeline {
             client,
             visible,
         });
+    }
+
+    /// A reply the pooler owes is due now (see [`Pipeline::take_synthetic`]).
+    pub fn synthetic_due(&self) -> bool {
+        matches!(
+            self.queue.front(),
+            Some(Expect::FakeParse { .. } | Expect::FakeClose { .. })
+        )
     }
 
     /// Replies the pooler owes that are now due (every reply before them was forwarded):

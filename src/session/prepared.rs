@@ -18,7 +18,13 @@ use crate::server::statements::Statement;
 #[derive(Debug, Default)]
 pub struct ClientStatements {
     by_name: HashMap<Box<[u8]>, Arc<Statement>>,
+    /// An empty buffer the pipeline writes its next rewritten frame into, handed back once
+    /// that frame is on its way: a renamed Bind per transaction then costs no allocation.
+    spare: BytesMut,
 }
+
+/// A spare buffer larger than this is freed rather than kept (a rewrite of a huge Bind).
+const SPARE_MAX: usize = 4 * 1024;
 
 /// Splits a zero-terminated string off the front of `body`.
 pub(crate) fn cstr(body: &[u8]) -> Option<(&[u8], &[u8])> {
@@ -137,6 +143,20 @@ impl ClientStatements {
             .iter()
             .find(|(_, st)| st.id == id)
             .map(|(name, _)| &**name)
+    }
+
+    /// An empty buffer to write a rewritten frame into (the one handed back last, if any).
+    pub fn take_buf(&mut self) -> BytesMut {
+        std::mem::take(&mut self.spare)
+    }
+
+    /// Hands back a buffer from [`ClientStatements::take_buf`] once its bytes were used; it is
+    /// kept for the next rewrite unless it grew large.
+    pub fn give_buf(&mut self, mut buf: BytesMut) {
+        buf.clear();
+        if buf.capacity() <= SPARE_MAX && buf.capacity() > self.spare.capacity() {
+            self.spare = buf;
+        }
     }
 
     /// DEALLOCATE ALL / DISCARD ALL ran: the client's statements are gone.

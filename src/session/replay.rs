@@ -36,6 +36,12 @@ pub fn lone_begin(buf: &[u8]) -> Option<Frame> {
         return None;
     }
     let text = buf[5..].strip_suffix(b"\0")?;
+    // Most queries are told apart by their first five letters: nothing else is scanned then.
+    let start = text.iter().position(|b| !b.is_ascii_whitespace())?;
+    let head = text.get(start..start + 5)?;
+    if !head.eq_ignore_ascii_case(b"begin") && !head.eq_ignore_ascii_case(b"start") {
+        return None;
+    }
     // Trailing blanks, then any `;`s, as in `BEGIN ; `; words compare without case.
     let text = text.trim_ascii_end();
     let end = text.iter().rposition(|b| *b != b';').map_or(0, |i| i + 1);

@@ -153,6 +153,8 @@ pub struct Transfer<'a> {
     query_started: Option<Instant>,
     /// When the SQL transaction in progress began (its first client message).
     xact_started: Option<Instant>,
+    /// The clock reading at the last ReadyForQuery: the server's last use when it goes back.
+    pub last_ready: Option<Instant>,
     /// Where to add the tally at each transaction end, for links that outlive a transaction
     /// (session mode): otherwise the caller adds it once when the link ends.
     live_stats: Option<&'a PoolStats>,
@@ -171,6 +173,9 @@ pub struct Transfer<'a> {
     /// after that ReadyForQuery answer no request (typically a FATAL 57P01 of a shutdown right
     /// after a COMMIT) and are never forwarded; the server is closed at release instead.
     s_cut: bool,
+    /// query_timeout, idle_transaction_timeout and transaction_timeout are all off (the
+    /// default): no timer to arm as the state changes. Set when the run starts.
+    timers_off: bool,
     /// The request is a lone BEGIN the session may send again: a FATAL role-change error as the
     /// server's very first answer (a backend terminated before it read the BEGIN) is not
     /// forwarded; the transfer ends as if the server had closed. Cleared by any other answer.
@@ -230,6 +235,7 @@ impl<'a> Transfer<'a> {
             terminated: false,
             query_started: None,
             xact_started: None,
+            last_ready: None,
             live_stats: None,
             start: None,
             timer: None,
@@ -238,6 +244,7 @@ impl<'a> Transfer<'a> {
             stmts: None,
             s_cut: false,
             lone_begin: false,
+            timers_off: false,
         }
     }
 
@@ -259,6 +266,9 @@ impl<'a> Transfer<'a> {
 
     /// Runs until the server can be released, the client leaves, or an error.
     pub async fn run(&mut self) -> Result<End> {
+        self.timers_off = self.query_timeout.is_zero()
+            && self.idle_tx_timeout.is_zero()
+            && self.xact_timeout.is_zero();
         self.scan_client()?;
         self.start = None;
         self.update_timer();
@@ -352,7 +362,13 @@ impl<'a> Transfer<'a> {
                     Poll::Ready(Ok(0)) => return Poll::Ready(Err(Error::ServerGone)),
                     Poll::Ready(Ok(_)) => {
                         self.scan_server()?;
-                        progress = true;
+                        // The answer goes out first; the client is read on a round where the
+                        // server has nothing new. Usually that answer releases the server and
+                        // the client (who waits for it) is not polled here at all: a readiness
+                        // check that finds nothing costs a waker registration, and whatever the
+                        // client did send is read by the session's idle wait next.
+                        self.update_timer();
+                        continue;
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::ServerIo(e))),
                     Poll::Pending => server_pending = true,
@@ -450,6 +466,9 @@ impl<'a> Transfer<'a> {
     }
 
     fn update_timer(&mut self) {
+        if self.timers_off {
+            return;
+        }
         if !self.xact_timeout.is_zero() {
             match self.xact_started {
                 Some(at) if self.xact_timer.as_ref().map(|(t, _)| *t) != Some(at) => {
@@ -524,6 +543,7 @@ fn reserve(buf: &mut BytesMut) {
 mod tests {
     use super::*;
     use crate::proto::build::{self, Severity};
+    use crate::server::statements::StatementCache;
     use crate::server::CancelTarget;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::UnixStream;
@@ -655,6 +675,86 @@ mod tests {
             super::super::link::sync_params(&mut p.0, &mut p.1, 0)
         });
         assert!(sync < 256, "sync_params future: {sync} bytes");
+    }
+
+    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut f = vec![tag];
+        f.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        f.extend_from_slice(body);
+        f
+    }
+
+    /// A renamed Bind (pgbench -M prepared's every transaction) is rewritten in the read
+    /// buffer itself: it goes out in one run with the Execute and Sync behind it, nothing is
+    /// planned apart, and the buffer the rewrite was made in is kept for the next one.
+    #[tokio::test]
+    async fn a_renamed_bind_is_rewritten_in_place() {
+        let (ours, _client_peer) = UnixStream::pair().expect("pair");
+        let (theirs, _server_peer) = UnixStream::pair().expect("pair");
+        let mut client = Stream::Unix(ours);
+        let mut server = ServerConn::new(
+            Stream::Unix(theirs),
+            CancelTarget {
+                host: crate::config::ServerHost::Tcp("x".into()),
+                port: 1,
+                addr: None,
+                pid: 1,
+                key: 1,
+            },
+            ("unix".into(), 0),
+        );
+        let cache = StatementCache::default();
+        let stmt = cache.intern(b"select 1\0\0\0");
+        assert!(server.prepared.insert(&stmt, 10).is_empty());
+        let mut map = Some(Box::<ClientStatements>::default());
+        map.as_mut().expect("map").insert(b"P_0", stmt.clone());
+        let mut params = Vec::new();
+        let request = [
+            frame(b'B', b"\0P_0\0\0\0\0\0\0\0"),
+            frame(b'E', b"\0\0\0\0\0"),
+            frame(b'S', b""),
+        ]
+        .concat();
+        let mut renamed = b"\0".to_vec();
+        renamed.extend_from_slice(&stmt.name);
+        renamed.extend_from_slice(b"\0\0\0\0\0\0\0");
+        let want = [
+            frame(b'B', &renamed),
+            request[request.len() - 15..].to_vec(),
+        ]
+        .concat();
+        let mut kept = None;
+        for round in 0..2 {
+            let mut buf = BytesMut::from(&request[..]);
+            let mut scan = Scanner::default();
+            let mut t = Transfer::new(
+                &mut client,
+                &mut buf,
+                &mut scan,
+                &mut server,
+                &mut params,
+                PoolMode::Transaction,
+                1 << 20,
+                Duration::ZERO,
+                Duration::ZERO,
+            );
+            t.track_statements(&mut map, &cache, 10);
+            t.scan_client().expect("scan");
+            assert_eq!(t.c_out.pieces(), 0, "round {round}: one run, nothing apart");
+            assert_eq!(&t.cbuf[..], &want[..]);
+            assert_eq!(t.cscan.scanned(), want.len());
+            drop(t);
+            let spare = map.as_mut().expect("map").take_buf();
+            assert!(
+                spare.capacity() > 0,
+                "round {round}: the buffer was handed back"
+            );
+            if let Some(ptr) = kept {
+                assert_eq!(spare.as_ptr(), ptr, "the same buffer serves every rewrite");
+            }
+            kept = Some(spare.as_ptr());
+            map.as_mut().expect("map").give_buf(spare);
+        }
     }
 
     #[test]

@@ -6,7 +6,8 @@ use super::*;
 
 impl Client {
     /// Gets a server for this client (or keeps its session server). The clock read comes back
-    /// when an idle server was taken at once, for the transaction to start its clock with.
+    /// when an idle server was taken at once, or the one that ended a queued wait, for the
+    /// transaction to start its clock with.
     async fn acquire(&mut self) -> Result<(Lease, Option<std::time::Instant>)> {
         if let Some(s) = self.server.take() {
             return Ok((*s, None));
@@ -76,7 +77,11 @@ impl Client {
         self.info
             .wait_start_us
             .store(0, std::sync::atomic::Ordering::Relaxed);
-        got.map(|lease| (lease, None))
+        // The reading that ended the wait starts the transaction's clocks.
+        got.map(|lease| {
+            let at = lease.taken_at();
+            (lease, at)
+        })
     }
 
     /// One transaction (or, in session mode, the rest of the session); true when it ended with a
@@ -171,6 +176,7 @@ impl Client {
             _ = info.signal(false) => Err(Error::AdminForcedDisconnect),
         };
         let mut tally = std::mem::take(&mut t.tally);
+        let last_ready = t.last_ready;
         drop(t);
         if tracks {
             let n = self.stmts.as_ref().map_or(0, |m| m.len()) as u32;
@@ -213,7 +219,7 @@ impl Client {
             }
             Ok(transfer::End::Released) => {
                 self.replays = 0;
-                self.release(server).await;
+                self.release(server, last_ready).await;
                 Ok(tally.committed)
             }
             Ok(transfer::End::ClientLeft { clean }) => {
@@ -259,7 +265,8 @@ impl Client {
     }
 
     /// Back to the pool after a transaction, with server_reset_query when always asked for.
-    async fn release(&mut self, mut server: Lease) {
+    /// `quiet_at`: the clock reading of the server's last ReadyForQuery, if the transfer saw one.
+    async fn release(&mut self, mut server: Lease, quiet_at: Option<std::time::Instant>) {
         if !server.buf.is_empty() {
             // The server spoke after its last answer (a FATAL of a shutdown): close it, and let
             // the router re-check its member. The client saw nothing of it.
@@ -276,7 +283,11 @@ impl Client {
             let ok = matches!(reset.await, Ok(None));
             server.release(ok);
         } else {
-            server.release(true);
+            // The last ReadyForQuery's clock reading is when the server went quiet.
+            match quiet_at {
+                Some(at) => server.release_at(true, at),
+                None => server.release(true),
+            }
         }
     }
 

@@ -4,10 +4,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::oneshot;
-
 use super::Pool;
-use crate::error::Result;
 use crate::pool::stats::XactTally;
 use crate::server::ServerConn;
 
@@ -20,6 +17,8 @@ pub struct Lease {
     conn: Option<Box<ServerConn>>,
     /// The pool the server belongs to (and is returned to).
     pool: Arc<Pool>,
+    /// When a queued checkout got it (the clock reading that ended the wait).
+    pub(super) taken_at: Option<std::time::Instant>,
 }
 
 impl Lease {
@@ -27,7 +26,14 @@ impl Lease {
         Lease {
             conn: Some(conn),
             pool,
+            taken_at: None,
         }
+    }
+
+    /// The clock reading that ended the wait, for a lease a queued checkout got (see
+    /// [`Pool::checkout_since`]); `None` for one taken idle at once.
+    pub fn taken_at(&self) -> Option<std::time::Instant> {
+        self.taken_at
     }
 
     /// The pool this server belongs to.
@@ -39,7 +45,16 @@ impl Lease {
     /// or broken: it is then closed.
     pub fn release(mut self, reusable: bool) {
         if let Some(conn) = self.conn.take() {
-            self.pool.checkin_conn(conn, reusable);
+            self.pool.checkin_conn(conn, reusable, None);
+        }
+    }
+
+    /// [`Lease::release`] by a caller that read the clock when the server went quiet (its last
+    /// ReadyForQuery): that reading serves as the server's last use, so the check-in reads no
+    /// clock of its own.
+    pub fn release_at(mut self, reusable: bool, at: std::time::Instant) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.checkin_conn(conn, reusable, Some(at));
         }
     }
 
@@ -47,7 +62,7 @@ impl Lease {
     /// under `server_lifetime = 0` is still ahead of it.
     pub fn release_unused(mut self) {
         if let Some(conn) = self.conn.take() {
-            self.pool.checkin_with(conn, true, false);
+            self.pool.checkin_with(conn, true, false, None);
         }
     }
 
@@ -77,25 +92,26 @@ impl std::ops::DerefMut for Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            self.pool.checkin_conn(conn, false);
+            self.pool.checkin_conn(conn, false, None);
         }
     }
 }
 
-/// The receiving end of a waiter, returning anything it receives after its owner gave up.
+/// The waiting client's end of a queued checkout, returning anything it receives after its owner
+/// gave up.
 pub(super) struct Handoff {
     /// `None` once the result was taken by the waiting client.
-    pub(super) rx: Option<oneshot::Receiver<Result<Box<ServerConn>>>>,
+    pub(super) seat: Option<Arc<super::wait::Seat>>,
     /// Where a server that arrives too late goes back to.
     pub(super) pool: Arc<Pool>,
 }
 
 impl Drop for Handoff {
     fn drop(&mut self) {
-        if let Some(mut rx) = self.rx.take() {
-            rx.close();
-            if let Ok(Ok(conn)) = rx.try_recv() {
-                self.pool.checkin_conn(conn, true);
+        if let Some(seat) = self.seat.take() {
+            // Not reused: the waiter entry may still hold it (closed now, so it is skipped).
+            if let Some(Ok(conn)) = seat.close() {
+                self.pool.checkin_conn(conn, true, None);
             }
         }
     }
@@ -108,13 +124,16 @@ pub(super) struct WaitClock<'a> {
     pub(super) pool: &'a Pool,
     /// When the wait started.
     pub(super) started: tokio::time::Instant,
+    /// When it ended, if the caller read the clock for it (otherwise it is read here).
+    pub(super) ended: Option<tokio::time::Instant>,
 }
 
 impl Drop for WaitClock<'_> {
     fn drop(&mut self) {
+        let end = self.ended.unwrap_or_else(tokio::time::Instant::now);
         crate::pool::stats::PoolStats::add(
             &self.pool.stats.wait_time_us,
-            self.started.elapsed().as_micros() as u64,
+            end.saturating_duration_since(self.started).as_micros() as u64,
         );
     }
 }

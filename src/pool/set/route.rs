@@ -43,9 +43,11 @@ impl Route {
             self.pool = self.set.pick(self.role);
             self.epoch = epoch;
         }
+        // Built only when missing: an error made eagerly was dropped again on every checkout.
+        let role = self.role;
         self.pool
             .as_ref()
-            .ok_or(Error::NoServerForRole(self.role.as_str()))
+            .ok_or_else(|| Error::NoServerForRole(role.as_str()))
     }
 
     /// An idle server of the current member right now, if it has one (see
@@ -80,19 +82,26 @@ impl Route {
     ) -> Result<Lease> {
         if !self.set.discovered {
             // A fixed set (one host, or a host list): no hold, no clock read. With a host list,
-            // a client queued on a host that turns out unreachable moves to the next one.
-            let tries = self.set.state.lock().members.len() + 1;
+            // a client queued on a host that turns out unreachable moves to the next one, each
+            // host tried once (the set's lock is taken only then, off the usual path).
+            let mut tries = None;
             let mut since = Some(tokio::time::Instant::from_std(started));
-            for _ in 0..tries {
+            loop {
                 let pool = self.pool()?.clone();
                 // A wait on the next host counts from its own start.
                 let since = since.take().unwrap_or_else(tokio::time::Instant::now);
                 match pool.checkout_since(since, nudge.clone()).await {
-                    Err(Error::HostDown) => self.pool = None,
+                    Err(Error::HostDown) => {
+                        self.pool = None;
+                        let left = tries.get_or_insert_with(|| self.set.state.lock().members.len());
+                        if *left == 0 {
+                            return Err(Error::HostDown);
+                        }
+                        *left -= 1;
+                    }
                     other => return other,
                 }
             }
-            return Err(Error::HostDown);
         }
         let started = Instant::now();
         loop {

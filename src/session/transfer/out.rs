@@ -29,6 +29,9 @@ pub(super) struct Out {
     segs: VecDeque<Seg>,
     /// Buffer bytes copied into an insert that is not written yet (for the tally).
     absorbed: usize,
+    /// Planned buffer bytes the pooler wrote there (a rewrite in place): not the client's, so
+    /// not counted as forwarded when they go out (the frame they replace was counted).
+    uncounted: usize,
 }
 
 /// An insert grows to at most this much by absorbing what follows it.
@@ -58,6 +61,26 @@ impl Out {
             Some(Seg::Pass(m)) => *m += n,
             Some(_) => self.segs.push_back(Seg::Pass(n)),
         }
+    }
+
+    /// Planned pieces besides the leading run of buffer bytes (tests: a rewrite in place
+    /// leaves none).
+    #[cfg(test)]
+    pub(super) fn pieces(&self) -> usize {
+        self.segs.len()
+    }
+
+    /// The next `n` buffer bytes go out as they are, but the pooler wrote them: see `uncounted`.
+    pub(super) fn pass_uncounted(&mut self, n: usize) {
+        self.pass(n);
+        self.uncounted += n;
+    }
+
+    /// Of `n` buffer bytes written, those that count as forwarded (see `uncounted`).
+    fn counted(&mut self, n: usize) -> usize {
+        let own = n.min(self.uncounted);
+        self.uncounted -= own;
+        n - own
     }
 
     /// The next `n` buffer bytes are dropped.
@@ -112,7 +135,7 @@ impl Out {
         scan.consumed(used);
         segs.push_front(Seg::Insert(head));
         self.segs = segs;
-        copied
+        self.counted(copied)
     }
 
     /// Writes what it can of the plan to `w`, consuming buffer bytes as they go.
@@ -165,7 +188,8 @@ impl Out {
         buf.advance(n);
         scan.consumed(n);
         self.front -= n;
-        Poll::Ready(Ok(Flushed::Wrote { n, from_buf: n }))
+        let from_buf = self.counted(n);
+        Poll::Ready(Ok(Flushed::Wrote { n, from_buf }))
     }
 }
 

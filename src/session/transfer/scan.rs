@@ -11,7 +11,26 @@ use super::{client_whole, Transfer};
 use crate::config::PoolMode;
 use crate::error::{Error, Result};
 use crate::proto::{build, FrameError, Item, WHOLE_FRAME_CAP};
-use crate::session::pipeline::{Stmts, ToClient, ToServer};
+use crate::session::pipeline::{Counts, Stmts, ToClient, ToServer};
+
+/// A rewritten client frame replaces its original in the read buffer (the bytes after it move)
+/// when at most this much follows it; past that, the rewrite is sent from its own buffer.
+const SPLICE_TAIL: usize = 16 * 1024;
+
+/// Puts `new` in place of `buf[at..at + old]`, moving what follows.
+fn splice(buf: &mut BytesMut, at: usize, old: usize, new: &[u8]) {
+    let end = at + old;
+    let len = buf.len();
+    if new.len() > old {
+        let grow = new.len() - old;
+        buf.resize(len + grow, 0);
+        buf.copy_within(end..len, end + grow);
+    } else if new.len() < old {
+        buf.copy_within(end..len, at + new.len());
+        buf.truncate(len - (old - new.len()));
+    }
+    buf[at..at + new.len()].copy_from_slice(new);
+}
 
 /// Builds the pipeline's view of the named-statement state from a transfer's fields.
 macro_rules! stmts {
@@ -74,6 +93,17 @@ impl Transfer<'_> {
                 .client_frame(tag, body.map(|b| &b[5..]), st.as_mut());
             match verdict {
                 ToServer::Pass => self.c_out.pass(len),
+                ToServer::Replace(bytes) if self.cbuf.len() - after <= SPLICE_TAIL => {
+                    // In place: the common rewrite (a renamed Bind, then Execute and Sync)
+                    // goes out in the same write as its neighbours with nothing allocated.
+                    splice(self.cbuf, after - len, len, &bytes);
+                    self.cscan.replaced(len, bytes.len());
+                    self.tally.bytes_from_client += len as u64;
+                    self.c_out.pass_uncounted(bytes.len());
+                    if let Some(map) = self.stmts.as_mut().and_then(|k| k.client.as_deref_mut()) {
+                        map.give_buf(bytes);
+                    }
+                }
                 ToServer::Replace(bytes) => {
                     self.c_out.skip(len);
                     self.tally.bytes_from_client += len as u64;
@@ -94,14 +124,20 @@ impl Transfer<'_> {
     }
 
     /// Moves the pipeline's counters to the tally and queues its due synthetic replies.
+    /// Runs after every frame of a tracked link, so the usual case (nothing counted, nothing
+    /// due) is two tests.
     fn after_frame(&mut self) {
-        let c = std::mem::take(&mut self.pipe.counts);
-        self.tally.client_parses += c.client_parses;
-        self.tally.server_parses += c.server_parses;
-        self.tally.binds += c.binds;
-        let mut synth = BytesMut::new();
-        self.pipe.take_synthetic(&mut synth);
-        self.s_out.insert(synth);
+        if self.pipe.counts != Counts::default() {
+            let c = std::mem::take(&mut self.pipe.counts);
+            self.tally.client_parses += c.client_parses;
+            self.tally.server_parses += c.server_parses;
+            self.tally.binds += c.binds;
+        }
+        if self.pipe.synthetic_due() {
+            let mut synth = BytesMut::new();
+            self.pipe.take_synthetic(&mut synth);
+            self.s_out.insert(synth);
+        }
     }
 
     /// Plans newly read server bytes; ReadyForQuery and ParameterStatus update the link.
@@ -224,9 +260,15 @@ impl Transfer<'_> {
         }
         self.tally.queries += 1;
         let now = Instant::now();
+        self.last_ready = Some(now);
+        // (start, duration) of the query that just ended: an autocommit statement is its own
+        // transaction, and the two clocks started at the same reading.
+        let mut query = None;
         if self.pipe.ready_owed() == 0 {
             if let Some(t) = self.query_started.take() {
-                self.tally.query_time += now - t;
+                let d = now - t;
+                self.tally.query_time += d;
+                query = Some((t, d));
             }
         } else {
             self.query_started = Some(now);
@@ -234,7 +276,10 @@ impl Transfer<'_> {
         if status == b'I' {
             if let Some(t) = self.xact_started.take() {
                 self.tally.xacts += 1;
-                self.tally.xact_time += now - t;
+                self.tally.xact_time += match query {
+                    Some((qt, d)) if qt == t => d,
+                    _ => now - t,
+                };
             }
             if let Some(stats) = self.live_stats {
                 self.tally.flush_into(stats);
