@@ -7,7 +7,8 @@
 
 use super::value::{self, dec_u32, pool_mode, seconds};
 use crate::config::{
-    ClusterConfig, DatabaseConfig, LoadBalanceHosts, PatroniUrl, Role, ServerHost, UserConfig,
+    ClusterConfig, DatabaseConfig, LoadBalanceHosts, PatroniUrl, Role, ServerHost,
+    TargetSessionAttrs, UserConfig,
 };
 
 /// The result of one entry: the value when it had no errors, every error, and the keys that were
@@ -176,6 +177,12 @@ fn set_database_key(db: &mut DatabaseConfig, key: &str, val: String) -> Result<(
                     )))
                 }
             }
+        }
+        "target_session_attrs" => {
+            db.target_session_attrs = TargetSessionAttrs::parse(&val).ok_or_else(|| {
+                // PgBouncer's text.
+                format!("invalid target_session_attrs: {}", value::shown(&val))
+            })?
         }
         "connect_query" => db.connect_query = Some(val),
         "client_encoding" => db.client_encoding = Some(val),
