@@ -96,3 +96,31 @@ async fn a_single_host_of_the_wrong_kind_is_refused_too() {
         .log()
         .contains("closing because: server does not satisfy target_session_attrs"));
 }
+
+/// PgBouncer tags the database changed when target_session_attrs changes: after RELOAD the
+/// servers made under the old value are not reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_with_another_value_replaces_the_servers() {
+    let primary = Pg::start();
+    let standby = Pg::start_standby_of(&primary);
+    let entry = |attrs: &str| {
+        format!(
+            "tsa_reload = host=127.0.0.1,127.0.0.1 port={},{} dbname=testdb \
+             load_balance_hosts=disable target_session_attrs={attrs}\n",
+            standby.port, primary.port
+        )
+    };
+    let pooler = Pooler::start(&primary, &entry("any"), "server_login_retry = 1", "");
+    assert!(
+        in_recovery(pooler.port, "tsa_reload").await,
+        "any: the first host"
+    );
+    pooler.rewrite_config(&entry("primary"), "server_login_retry = 1", "");
+    let mut console = crate::admin(&pooler).await;
+    let a = console.query("RELOAD").await;
+    assert!(a.error.is_none(), "{a:?}");
+    assert!(
+        !in_recovery(pooler.port, "tsa_reload").await,
+        "primary after RELOAD"
+    );
+}

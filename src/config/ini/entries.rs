@@ -87,6 +87,12 @@ pub(super) fn parse_database(name: &str, connstr: &str) -> Outcome<DatabaseConfi
                     .to_string(),
             );
         }
+        if db.target_session_attrs != TargetSessionAttrs::Any {
+            out.errors.push(
+                "target_session_attrs: a cluster= database routes by role=; use role= instead"
+                    .to_string(),
+            );
+        }
     } else if db.role.is_some() {
         out.errors
             .push("role: only a cluster= database has a role; add cluster=<name>".to_string());

@@ -256,6 +256,15 @@ fn target_session_attrs_takes_pgbouncers_values() {
     assert!(err("target_session_attrs=prefer-standby")
         .contains("invalid target_session_attrs: prefer-standby"));
     assert!(err("target_session_attrs=Primary").contains("invalid target_session_attrs: Primary"));
+    // Patroni-routed databases pick servers by role= already.
+    let clustered = one_error(
+        "[clusters]\nc = patroni=http://127.0.0.1:8008\n\
+         [databases]\nd = cluster=c target_session_attrs=primary\n",
+    );
+    assert!(
+        clustered.message.contains("use role= instead"),
+        "{clustered:?}"
+    );
 }
 
 #[test]
