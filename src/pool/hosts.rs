@@ -47,13 +47,15 @@ impl Connector for FallThrough {
                             // PgBouncer's words, which its operators grep for.
                             tracing::warn!("{addr} closing because: server DNS lookup failed");
                         }
-                        set.host_failed(&target.host, target.port)
+                        set.host_failed(&target.host, target.port, "is unreachable")
                     }
                     // A server of the wrong kind (target_session_attrs): the next host may be
                     // the right one.
-                    Err(Error::TargetSessionAttrs { .. }) => {
-                        set.host_failed(&target.host, target.port)
-                    }
+                    Err(Error::TargetSessionAttrs { .. }) => set.host_failed(
+                        &target.host,
+                        target.port,
+                        "does not satisfy target_session_attrs",
+                    ),
                     Err(_) => {}
                 }
             }

@@ -56,6 +56,7 @@ async fn each_kind_lands_on_the_matching_server_in_either_order() {
     };
     assert!(log.contains(&refused(s.port)), "{log}");
     assert!(log.contains(&refused(p.port)), "{log}");
+    assert!(log.contains("does not satisfy target_session_attrs, trying the other hosts"));
     // A second client of a database whose first host was refused goes to the right one.
     assert!(!in_recovery(pooler.port, "primary_second").await);
 }
