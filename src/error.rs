@@ -73,6 +73,13 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// The server logged in but does not satisfy the database's `target_session_attrs`
+    /// (PgBouncer's reason text); with a host list the next host is tried.
+    #[error("server does not satisfy target_session_attrs")]
+    TargetSessionAttrs {
+        /// `host:port` of the server.
+        addr: String,
+    },
     /// No member of the database's pool set serves the role asked for (no primary known yet).
     #[error("no server available for role {0}")]
     NoServerForRole(&'static str),
@@ -231,6 +238,7 @@ impl Error {
             | ServerAuth(_)
             | ServerLoginRetry(_)
             | ServerConnect { .. }
+            | TargetSessionAttrs { .. }
             | NoServerForRole(_)
             | ServerInRecovery { .. }
             | InvalidServerParameter

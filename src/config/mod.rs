@@ -129,6 +129,64 @@ impl LoadBalanceHosts {
     }
 }
 
+/// `target_session_attrs` of a database (PgBouncer 1.25): which servers a login may keep,
+/// judged from the `in_hot_standby` and `default_transaction_read_only` the server reports
+/// (PostgreSQL 14+; a parameter not reported counts as `off`). PgBouncer has no
+/// `prefer-standby`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TargetSessionAttrs {
+    /// Every server.
+    #[default]
+    Any,
+    /// `default_transaction_read_only` off.
+    ReadWrite,
+    /// `default_transaction_read_only` on.
+    ReadOnly,
+    /// `in_hot_standby` off.
+    Primary,
+    /// `in_hot_standby` on.
+    Standby,
+}
+
+impl TargetSessionAttrs {
+    /// The ini spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetSessionAttrs::Any => "any",
+            TargetSessionAttrs::ReadWrite => "read-write",
+            TargetSessionAttrs::ReadOnly => "read-only",
+            TargetSessionAttrs::Primary => "primary",
+            TargetSessionAttrs::Standby => "standby",
+        }
+    }
+
+    /// Parses the ini value; `None` for anything else (PgBouncer's values are exact).
+    pub fn parse(val: &str) -> Option<Self> {
+        Some(match val {
+            "any" => TargetSessionAttrs::Any,
+            "read-write" => TargetSessionAttrs::ReadWrite,
+            "read-only" => TargetSessionAttrs::ReadOnly,
+            "primary" => TargetSessionAttrs::Primary,
+            "standby" => TargetSessionAttrs::Standby,
+            _ => return None,
+        })
+    }
+
+    /// Whether a server that reported `in_hot_standby` and `default_transaction_read_only`
+    /// as given (`None`: not reported, taken as off) satisfies this.
+    pub fn accepts(self, in_hot_standby: Option<&str>, read_only: Option<&str>) -> bool {
+        let hot_standby = in_hot_standby == Some("on");
+        let read_only = read_only == Some("on");
+        match self {
+            TargetSessionAttrs::Any => true,
+            TargetSessionAttrs::ReadWrite => !read_only,
+            TargetSessionAttrs::ReadOnly => read_only,
+            TargetSessionAttrs::Primary => !hot_standby,
+            TargetSessionAttrs::Standby => hot_standby,
+        }
+    }
+}
+
 /// Where a server lives.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ServerHost {
@@ -152,6 +210,9 @@ pub struct DatabaseConfig {
     pub hosts: Vec<(ServerHost, u16)>,
     /// `load_balance_hosts=` (only meaningful with a host list).
     pub load_balance_hosts: LoadBalanceHosts,
+    /// `target_session_attrs=`: which servers a login keeps (the others are closed and, with a
+    /// host list, the next host is tried).
+    pub target_session_attrs: TargetSessionAttrs,
     /// `dbname=`; `None` = the client's database name.
     pub dbname: Option<String>,
     /// `user=`: forced server user (single pool for the database).
@@ -211,6 +272,7 @@ impl DatabaseConfig {
             port: 5432,
             hosts: Vec::new(),
             load_balance_hosts: LoadBalanceHosts::RoundRobin,
+            target_session_attrs: TargetSessionAttrs::Any,
             dbname: None,
             user: None,
             password: None,

@@ -4,7 +4,8 @@
 //! A host name that resolves to several addresses is resolved through the DNS cache
 //! (`server::dns`: reused for dns_max_ttl, a failure remembered for dns_nxdomain_ttl); each
 //! connect starts at the next address and falls through to the others, so a DNS change is seen
-//! within dns_max_ttl. Owns no state beyond the link to its set.
+//! within dns_max_ttl. A server that does not satisfy the database's target_session_attrs is
+//! set aside the same way, so the clients move to the next host. Owns no state beyond the link to its set.
 
 use std::sync::{Arc, Weak};
 
@@ -46,8 +47,15 @@ impl Connector for FallThrough {
                             // PgBouncer's words, which its operators grep for.
                             tracing::warn!("{addr} closing because: server DNS lookup failed");
                         }
-                        set.host_failed(&target.host, target.port)
+                        set.host_failed(&target.host, target.port, "is unreachable")
                     }
+                    // A server of the wrong kind (target_session_attrs): the next host may be
+                    // the right one.
+                    Err(Error::TargetSessionAttrs { .. }) => set.host_failed(
+                        &target.host,
+                        target.port,
+                        "does not satisfy target_session_attrs",
+                    ),
                     Err(_) => {}
                 }
             }

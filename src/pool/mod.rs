@@ -167,6 +167,7 @@ pub fn target_for(cfg: &Config, db: &DatabaseConfig, server_user: &str) -> Serve
         user: server_user.to_string(),
         startup_params,
         connect_query: db.connect_query.clone(),
+        target_session_attrs: db.target_session_attrs,
         connect_timeout: cfg.general.server_connect_timeout,
         tcp: crate::net::TcpOptions::from_general(&cfg.general),
         tls: crate::net::ServerTls::build(&cfg.general.security.server_tls),

@@ -461,7 +461,8 @@ impl PoolSet {
     /// A host-list member could not be reached: new checkouts go to the other hosts for
     /// server_login_retry, and the clients queued on it move there. The last usable host is
     /// never set aside (its clients wait and it is retried, as with one host).
-    pub fn host_failed(&self, host: &ServerHost, port: u16) {
+    /// `why` completes the log line ("is unreachable", "does not satisfy ...").
+    pub fn host_failed(&self, host: &ServerHost, port: u16, why: &str) {
         let pool = {
             let mut st = self.state.lock();
             if st.balance.is_none() {
@@ -491,7 +492,7 @@ impl PoolSet {
             m.pool.clone()
         };
         tracing::warn!(
-            "{}: host {}:{port} is unreachable, trying the other hosts",
+            "{}: host {}:{port} {why}, trying the other hosts",
             self.key,
             host_text(host)
         );

@@ -126,6 +126,7 @@ fn target(port: u16) -> ServerTarget {
         user: "u".into(),
         startup_params: vec![],
         connect_query: None,
+        target_session_attrs: crate::config::TargetSessionAttrs::Any,
         connect_timeout: Duration::from_secs(15),
         tcp: Default::default(),
         tls: Default::default(),

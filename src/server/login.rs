@@ -296,6 +296,21 @@ async fn connect_inner(
             );
         }
     }
+    let tsa = target.target_session_attrs;
+    if !tsa.accepts(
+        conn.param("in_hot_standby"),
+        conn.param("default_transaction_read_only"),
+    ) {
+        let addr = format!("{}:{}", target.host_text(), target.port);
+        // PgBouncer's words, which its suite and operators grep for.
+        tracing::info!(
+            "S-{} {}/{}@{addr} closing because: server does not satisfy target_session_attrs (age=0s)",
+            conn.id,
+            crate::logsafe::Clean(&target.dbname),
+            crate::logsafe::Clean(&target.user)
+        );
+        return Err(Error::TargetSessionAttrs { addr });
+    }
     Ok(conn)
 }
 

@@ -34,6 +34,9 @@ pub struct ServerTarget {
     pub startup_params: Vec<(String, String)>,
     /// Run once after each login; errors are only logged.
     pub connect_query: Option<String>,
+    /// Checked after the login (and connect_query): a server that does not satisfy it is
+    /// closed with `Error::TargetSessionAttrs`.
+    pub target_session_attrs: crate::config::TargetSessionAttrs,
     /// Bound on connect + login.
     pub connect_timeout: Duration,
     /// TCP socket options.

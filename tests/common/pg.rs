@@ -89,6 +89,52 @@ impl Pg {
         panic!("PostgreSQL could not bind a port in 5 attempts; last log:\n{last_log}");
     }
 
+    /// A hot standby streaming from `primary` (pg_basebackup -R of it, on a port of its own):
+    /// same roles and databases, read-only, `in_hot_standby = on`.
+    pub fn start_standby_of(primary: &Pg) -> Pg {
+        let root = make_temp_dir("olly-pg-standby-");
+        let mut pg = Pg {
+            port: 0,
+            socket_dir: root.join("sock"),
+            data_dir: root.join("data"),
+            log_path: root.join("data").join("postgres.log"),
+            bin_dir: pg_bin_dir(),
+            owner: primary.owner,
+            child: Mutex::new(None),
+            root,
+        };
+        fs::create_dir(&pg.socket_dir).expect("create socket dir");
+        pg.give_to_owner(&pg.root);
+        pg.give_to_owner(&pg.socket_dir);
+        let mut cmd = pg.server_command("pg_basebackup");
+        cmd.arg("-D")
+            .arg(&pg.data_dir)
+            .arg("-h")
+            .arg(&primary.socket_dir)
+            .args(["-p", &primary.port.to_string(), "-U", "olly"])
+            .args(["-R", "--checkpoint=fast", "--no-sync"]);
+        let (code, out, err) = run_bounded(
+            &mut cmd,
+            Duration::from_secs(120),
+            "pg_basebackup (standby)",
+        );
+        assert!(
+            code == 0,
+            "pg_basebackup failed (exit {code}):\n{err}\n{out}"
+        );
+        // The primary's harness lines came along; these later ones win (own socket dir).
+        pg.write_conf("hot_standby = on\ndefault_transaction_read_only = on");
+        let mut last_log = String::new();
+        for _ in 0..5 {
+            pg.port = free_port();
+            match pg.launch() {
+                Ok(()) => return pg,
+                Err(log) => last_log = log,
+            }
+        }
+        panic!("standby could not bind a port in 5 attempts; last log:\n{last_log}");
+    }
+
     /// PID of the running postmaster (panics if stopped).
     pub fn pid(&self) -> u32 {
         lock(&self.child)

@@ -18,6 +18,7 @@ mod local;
 mod login;
 mod replication;
 mod syslog;
+mod tsa;
 
 use std::sync::OnceLock;
 use std::time::Duration;

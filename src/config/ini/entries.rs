@@ -7,7 +7,8 @@
 
 use super::value::{self, dec_u32, pool_mode, seconds};
 use crate::config::{
-    ClusterConfig, DatabaseConfig, LoadBalanceHosts, PatroniUrl, Role, ServerHost, UserConfig,
+    ClusterConfig, DatabaseConfig, LoadBalanceHosts, PatroniUrl, Role, ServerHost,
+    TargetSessionAttrs, UserConfig,
 };
 
 /// The result of one entry: the value when it had no errors, every error, and the keys that were
@@ -83,6 +84,12 @@ pub(super) fn parse_database(name: &str, connstr: &str) -> Outcome<DatabaseConfi
         if port_set {
             out.errors.push(
                 "port: a cluster= database takes its servers from Patroni; remove port="
+                    .to_string(),
+            );
+        }
+        if db.target_session_attrs != TargetSessionAttrs::Any {
+            out.errors.push(
+                "target_session_attrs: a cluster= database routes by role=; use role= instead"
                     .to_string(),
             );
         }
@@ -176,6 +183,12 @@ fn set_database_key(db: &mut DatabaseConfig, key: &str, val: String) -> Result<(
                     )))
                 }
             }
+        }
+        "target_session_attrs" => {
+            db.target_session_attrs = TargetSessionAttrs::parse(&val).ok_or_else(|| {
+                // PgBouncer's text.
+                format!("invalid target_session_attrs: {}", value::shown(&val))
+            })?
         }
         "connect_query" => db.connect_query = Some(val),
         "client_encoding" => db.client_encoding = Some(val),

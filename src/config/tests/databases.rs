@@ -236,3 +236,45 @@ fn pool_mode_and_size_precedence() {
     assert_eq!(cfg.reserve_pool_size(&tx, "ann"), 2);
     assert_eq!(cfg.reserve_pool_size(&plain, "ann"), 1);
 }
+
+#[test]
+fn target_session_attrs_takes_pgbouncers_values() {
+    let cfg = parse(
+        "[databases]\nd = host=a,b target_session_attrs=primary\n\
+         s = target_session_attrs=standby\nw = target_session_attrs=read-write\n\
+         r = target_session_attrs=read-only\na = target_session_attrs=any\nn = port=1\n",
+    );
+    let tsa = |name: &str| cfg.databases[name].target_session_attrs;
+    assert_eq!(tsa("d"), TargetSessionAttrs::Primary);
+    assert_eq!(tsa("s"), TargetSessionAttrs::Standby);
+    assert_eq!(tsa("w"), TargetSessionAttrs::ReadWrite);
+    assert_eq!(tsa("r"), TargetSessionAttrs::ReadOnly);
+    assert_eq!(tsa("a"), TargetSessionAttrs::Any);
+    assert_eq!(tsa("n"), TargetSessionAttrs::Any, "the default");
+    let err = |connstr: &str| one_error(&format!("[databases]\nd = {connstr}\n")).message;
+    // PgBouncer's text; it has no prefer-standby, and the values are exact.
+    assert!(err("target_session_attrs=prefer-standby")
+        .contains("invalid target_session_attrs: prefer-standby"));
+    assert!(err("target_session_attrs=Primary").contains("invalid target_session_attrs: Primary"));
+    // Patroni-routed databases pick servers by role= already.
+    let clustered = one_error(
+        "[clusters]\nc = patroni=http://127.0.0.1:8008\n\
+         [databases]\nd = cluster=c target_session_attrs=primary\n",
+    );
+    assert!(
+        clustered.message.contains("use role= instead"),
+        "{clustered:?}"
+    );
+}
+
+#[test]
+fn target_session_attrs_judges_the_reported_parameters() {
+    use TargetSessionAttrs::*;
+    let (on, off) = (Some("on"), Some("off"));
+    assert!(Primary.accepts(off, on) && Primary.accepts(None, None));
+    assert!(!Primary.accepts(on, on));
+    assert!(Standby.accepts(on, off) && !Standby.accepts(off, on) && !Standby.accepts(None, None));
+    assert!(ReadWrite.accepts(on, off) && !ReadWrite.accepts(off, on));
+    assert!(ReadOnly.accepts(off, on) && !ReadOnly.accepts(on, None));
+    assert!(Any.accepts(on, on) && Any.accepts(None, None));
+}

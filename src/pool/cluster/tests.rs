@@ -166,6 +166,7 @@ impl Lab {
             user: "u".into(),
             startup_params: vec![],
             connect_query: None,
+            target_session_attrs: crate::config::TargetSessionAttrs::Any,
             connect_timeout: Duration::from_secs(15),
             tcp: Default::default(),
             tls: Default::default(),
