@@ -526,8 +526,9 @@ impl Pools {
     }
 
     /// One janitor pass: make room for clients starved by max_db_connections or
-    /// max_user_connections by closing one idle server of a sibling pool that shares the cap,
-    /// then let every pool do its upkeep (which launches for the waiters).
+    /// max_user_connections by closing the longest-idle server among the sibling pools that
+    /// share the cap (PgBouncer's evict_connection / evict_user_connection), then let every
+    /// pool do its upkeep (which launches for the waiters).
     pub fn janitor_step(&self) {
         let pools = self.all();
         for pool in &pools {
@@ -535,7 +536,7 @@ impl Pools {
                 if !pool.starved_by_cap(by_user) {
                     continue;
                 }
-                let shares_cap = |p: &Arc<Pool>| {
+                let shares_cap = |p: &&Arc<Pool>| {
                     !Arc::ptr_eq(p, pool)
                         && if by_user {
                             p.key.user == pool.key.user
@@ -543,10 +544,19 @@ impl Pools {
                             p.key.db == pool.key.db
                         }
                 };
-                let _ = pools
+                let victim = pools
                     .iter()
-                    .filter(|p| shares_cap(p))
-                    .any(|p| p.close_one_idle());
+                    .filter(shares_cap)
+                    .filter_map(|p| p.oldest_idle().map(|at| (at, p)))
+                    .min_by_key(|(at, _)| *at);
+                if let Some((_, victim)) = victim {
+                    if victim.evict_one_idle() {
+                        // The freed place goes to the starved pool at once, as PgBouncer
+                        // launches right after evicting: the sibling's own upkeep below
+                        // (min_pool_size) must not take it back first.
+                        pool.maintain();
+                    }
+                }
             }
         }
         for pool in &pools {

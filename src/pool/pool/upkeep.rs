@@ -336,8 +336,15 @@ impl Pool {
             && used.load(Ordering::Relaxed) >= cap
     }
 
-    /// Closes this pool's longest-idle server, if it has one. Returns whether it did.
-    pub fn close_one_idle(&self) -> bool {
+    /// When this pool's longest-idle server was last used, if it has an idle one: the janitor
+    /// evicts the longest-idle server among the pools that share a cap, as PgBouncer does.
+    pub fn oldest_idle(&self) -> Option<std::time::Instant> {
+        self.state.lock().idle.iter().map(|c| c.last_used).min()
+    }
+
+    /// Closes this pool's longest-idle server to make room for a sibling's waiting client,
+    /// with PgBouncer's close reason "evicted". Returns whether there was one to close.
+    pub fn evict_one_idle(&self) -> bool {
         let mut st = self.state.lock();
         let Some(oldest) = st
             .idle
@@ -348,9 +355,14 @@ impl Pool {
         else {
             return false;
         };
-        st.idle.remove(oldest);
+        let Some(conn) = st.idle.remove(oldest) else {
+            return false;
+        };
         st.total -= 1;
         self.release_counts(1);
+        if st.settings.log_disconnections {
+            self.log_close(&conn, "evicted");
+        }
         true
     }
 }
