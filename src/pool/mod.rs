@@ -209,6 +209,8 @@ pub struct Pools {
     book: Arc<PauseBook>,
     /// How every pool makes server connections.
     connector: Arc<dyn Connector>,
+    /// Pools tell the janitor here that clients wait on max_db/user_connections.
+    cap_starved: Arc<tokio::sync::Notify>,
     /// The Patroni clusters and the shutdown token their routers stop on (set once at start).
     clusters: OnceLock<(Arc<Clusters>, CancellationToken)>,
     /// One router per cluster that has pool sets, by cluster name.
@@ -245,6 +247,7 @@ impl Pools {
             servers: Arc::new(Servers::default()),
             book: Arc::new(PauseBook::default()),
             connector,
+            cap_starved: Default::default(),
             clusters: OnceLock::new(),
             routers: DashMap::new(),
             idle: Default::default(),
@@ -285,6 +288,7 @@ impl Pools {
                     tasks: self.tasks.clone(),
                     servers: self.servers.clone(),
                     connector: self.connector.clone(),
+                    cap_starved: self.cap_starved.clone(),
                 };
                 if db.cluster.is_some() {
                     // Members come from the topology only: never the template's host.
@@ -514,6 +518,9 @@ impl Pools {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
+                // A client queued on a shared cap: evict for it now, as PgBouncer does when it
+                // launches, rather than at the next tick.
+                _ = self.cap_starved.notified() => self.evict_for_starved(&self.all()),
                 _ = tick.tick() => {
                     self.janitor_step();
                     n = n.wrapping_add(1);
@@ -526,12 +533,22 @@ impl Pools {
     }
 
     /// One janitor pass: make room for clients starved by max_db_connections or
-    /// max_user_connections by closing the longest-idle server among the sibling pools that
-    /// share the cap (PgBouncer's evict_connection / evict_user_connection), then let every
-    /// pool do its upkeep (which launches for the waiters).
+    /// max_user_connections (`evict_for_starved`), then let every pool do its upkeep (which
+    /// launches for the waiters).
     pub fn janitor_step(&self) {
         let pools = self.all();
+        self.evict_for_starved(&pools);
         for pool in &pools {
+            pool.maintain();
+        }
+    }
+
+    /// For each pool whose clients wait only because max_db_connections or
+    /// max_user_connections is used up, closes the longest-idle server among the sibling pools
+    /// that share the cap (PgBouncer's evict_connection / evict_user_connection) and launches
+    /// for the starved pool at once.
+    pub fn evict_for_starved(&self, pools: &[Arc<Pool>]) {
+        for pool in pools {
             for by_user in [false, true] {
                 if !pool.starved_by_cap(by_user) {
                     continue;
@@ -552,15 +569,12 @@ impl Pools {
                 if let Some((_, victim)) = victim {
                     if victim.evict_one_idle() {
                         // The freed place goes to the starved pool at once, as PgBouncer
-                        // launches right after evicting: the sibling's own upkeep below
+                        // launches right after evicting: the sibling's own upkeep
                         // (min_pool_size) must not take it back first.
                         pool.maintain();
                     }
                 }
             }
-        }
-        for pool in &pools {
-            pool.maintain();
         }
     }
 }

@@ -20,7 +20,13 @@ impl Pool {
         // The cheap checks first: under load the pool is full, and pruning gone waiters walks the
         // whole queue (500 clients on 20 servers: ~480 entries per checkout). The periodic upkeep
         // prunes them anyway, and checkin skips them.
-        if !st.paused.is_empty() || !self.within_limits(st, reserve) {
+        if !st.paused.is_empty() {
+            return false;
+        }
+        if !self.within_limits(st, reserve) {
+            if self.capped_by_siblings(st) {
+                self.cap_starved.notify_one();
+            }
             return false;
         }
         st.waiters.retain(|w| !w.tx.is_closed());
@@ -60,6 +66,18 @@ impl Pool {
             return false;
         }
         true
+    }
+
+    /// True when this pool has room under pool_size but max_db_connections or
+    /// max_user_connections, shared with sibling pools, is used up.
+    fn capped_by_siblings(&self, st: &State) -> bool {
+        let s = &st.settings;
+        let full = |cap: u32, used: &std::sync::atomic::AtomicU32| {
+            cap != 0 && used.load(Ordering::Relaxed) >= cap
+        };
+        (s.pool_size == 0 || st.total < s.pool_size)
+            && (full(s.max_db_connections, &self.db_conns)
+                || full(s.max_user_connections, &self.user_conns))
     }
 
     /// Counts one more server and spawns the task that logs it in.
