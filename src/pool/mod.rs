@@ -210,6 +210,8 @@ pub struct Pools {
     book: Arc<PauseBook>,
     /// How every pool makes server connections.
     connector: Arc<dyn Connector>,
+    /// Pools tell the janitor here that clients wait on max_db/user_connections.
+    cap_starved: Arc<tokio::sync::Notify>,
     /// The Patroni clusters and the shutdown token their routers stop on (set once at start).
     clusters: OnceLock<(Arc<Clusters>, CancellationToken)>,
     /// One router per cluster that has pool sets, by cluster name.
@@ -246,6 +248,7 @@ impl Pools {
             servers: Arc::new(Servers::default()),
             book: Arc::new(PauseBook::default()),
             connector,
+            cap_starved: Default::default(),
             clusters: OnceLock::new(),
             routers: DashMap::new(),
             idle: Default::default(),
@@ -286,6 +289,7 @@ impl Pools {
                     tasks: self.tasks.clone(),
                     servers: self.servers.clone(),
                     connector: self.connector.clone(),
+                    cap_starved: self.cap_starved.clone(),
                 };
                 if db.cluster.is_some() {
                     // Members come from the topology only: never the template's host.
@@ -515,6 +519,9 @@ impl Pools {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
+                // A client queued on a shared cap: evict for it now, as PgBouncer does when it
+                // launches, rather than at the next tick.
+                _ = self.cap_starved.notified() => self.evict_for_starved(&self.all()),
                 _ = tick.tick() => {
                     self.janitor_step();
                     n = n.wrapping_add(1);
@@ -527,16 +534,27 @@ impl Pools {
     }
 
     /// One janitor pass: make room for clients starved by max_db_connections or
-    /// max_user_connections by closing one idle server of a sibling pool that shares the cap,
-    /// then let every pool do its upkeep (which launches for the waiters).
+    /// max_user_connections (`evict_for_starved`), then let every pool do its upkeep (which
+    /// launches for the waiters).
     pub fn janitor_step(&self) {
         let pools = self.all();
+        self.evict_for_starved(&pools);
         for pool in &pools {
+            pool.maintain();
+        }
+    }
+
+    /// For each pool whose clients wait only because max_db_connections or
+    /// max_user_connections is used up, closes the longest-idle server among the sibling pools
+    /// that share the cap (PgBouncer's evict_connection / evict_user_connection) and launches
+    /// for the starved pool at once.
+    pub fn evict_for_starved(&self, pools: &[Arc<Pool>]) {
+        for pool in pools {
             for by_user in [false, true] {
                 if !pool.starved_by_cap(by_user) {
                     continue;
                 }
-                let shares_cap = |p: &Arc<Pool>| {
+                let shares_cap = |p: &&Arc<Pool>| {
                     !Arc::ptr_eq(p, pool)
                         && if by_user {
                             p.key.user == pool.key.user
@@ -544,14 +562,20 @@ impl Pools {
                             p.key.db == pool.key.db
                         }
                 };
-                let _ = pools
+                let victim = pools
                     .iter()
-                    .filter(|p| shares_cap(p))
-                    .any(|p| p.close_one_idle());
+                    .filter(shares_cap)
+                    .filter_map(|p| p.oldest_idle().map(|at| (at, p)))
+                    .min_by_key(|(at, _)| *at);
+                if let Some((_, victim)) = victim {
+                    if victim.evict_one_idle() {
+                        // The freed place goes to the starved pool at once, as PgBouncer
+                        // launches right after evicting: the sibling's own upkeep
+                        // (min_pool_size) must not take it back first.
+                        pool.maintain();
+                    }
+                }
             }
-        }
-        for pool in &pools {
-            pool.maintain();
         }
     }
 }

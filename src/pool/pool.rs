@@ -68,6 +68,9 @@ pub struct PoolLinks {
     pub servers: Arc<Servers>,
     /// How new server connections are made (PostgreSQL, or a fake in unit tests).
     pub connector: Arc<dyn Connector>,
+    /// Wakes the janitor's eviction pass when clients wait only because max_db_connections or
+    /// max_user_connections is used up (see `Pools::evict_for_starved`).
+    pub cap_starved: Arc<tokio::sync::Notify>,
 }
 
 /// Mutable pool state; guarded by `Pool::state`.
@@ -122,6 +125,8 @@ pub struct Pool {
     servers: Arc<Servers>,
     /// Makes new server connections (launch tasks only).
     connector: Arc<dyn Connector>,
+    /// Told when clients wait only on a cap shared with sibling pools.
+    cap_starved: Arc<tokio::sync::Notify>,
 }
 
 impl Pool {
@@ -139,6 +144,7 @@ impl Pool {
             tasks,
             servers,
             connector,
+            cap_starved,
         } = links;
         Arc::new(Pool {
             key,
@@ -167,6 +173,7 @@ impl Pool {
             tasks,
             servers,
             connector,
+            cap_starved,
         })
     }
 

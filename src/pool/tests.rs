@@ -140,6 +140,7 @@ fn links(fake: &Arc<Fake>) -> PoolLinks {
         tasks: TaskTracker::new(),
         servers: Arc::new(Servers::default()),
         connector: fake.clone(),
+        cap_starved: Default::default(),
     }
 }
 
@@ -632,6 +633,40 @@ async fn max_user_connections_evicts_an_idle_server_of_the_users_other_pool() {
         .expect("a server of b");
     assert_eq!(pool_a.total(), 0, "a's idle server made room");
     assert_eq!(fake.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_queued_on_max_db_connections_is_served_before_the_next_janitor_tick() {
+    let fake = Arc::new(Fake::default());
+    let pools = Arc::new(Pools::with_connector(TaskTracker::new(), fake.clone()));
+    let mut cfg = Config::default();
+    cfg.general.max_db_connections = 1;
+    cfg.general.query_wait_timeout = Duration::from_secs(10);
+    let mut a = DatabaseConfig::new("a");
+    a.host = Some(ServerHost::Tcp("10.0.0.1".into()));
+    let pool_1 = pools.get_or_create(&cfg, &a, "u1").pools()[0].clone();
+    let pool_2 = pools.get_or_create(&cfg, &a, "u2").pools()[0].clone();
+    pool_1.checkout().await.expect("u1's server").release(true);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let cfg = Arc::new(cfg);
+    let janitor = tokio::spawn(
+        pools
+            .clone()
+            .run_janitor(shutdown.clone(), Box::new(move || cfg.clone())),
+    );
+    // The janitor's first tick is immediate; let it pass with nobody starved.
+    tokio::task::yield_now().await;
+    let waiter = tokio::spawn(async move { pool_2.checkout().await.map(|l| l.id) });
+    // Virtual time: the next tick is 250 ms away; the queued client is served before it, as
+    // PgBouncer evicts when it launches.
+    let served = tokio::time::timeout(Duration::from_millis(100), waiter).await;
+    served
+        .expect("served without waiting for the next tick")
+        .expect("task")
+        .expect("a server of u2");
+    assert_eq!(pool_1.total(), 0, "u1's idle server made room");
+    shutdown.cancel();
+    janitor.await.expect("janitor");
 }
 
 /// Refuses every connection to `down` ports; the rest go to the fake.

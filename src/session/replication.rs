@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::registry::{ClientInfo, ClientState};
 use super::startup::StartupParams;
@@ -93,6 +93,30 @@ pub async fn open(
         })
 }
 
+/// Relays both ways until EITHER side ends. What one side sent before its end is passed on
+/// first (a client's Terminate reaches the server; a server's last ErrorResponse reaches the
+/// client), then the relay is over and the server is closed by the caller. Waiting for the
+/// other side to end as well (as `copy_bidirectional` does) would keep the session, and its
+/// max_*_client_connections place, alive for as long as a busy or quiet server does not
+/// notice that its client left.
+async fn pump<C, S>(client: &mut C, server: &mut S) -> Result<()>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut from_client, mut to_client) = tokio::io::split(client);
+    let (mut from_server, mut to_server) = tokio::io::split(server);
+    let ended = |r: std::io::Result<u64>| match r {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(()),
+        Err(e) => Err(Error::ServerIo(e)),
+    };
+    tokio::select! {
+        r = tokio::io::copy(&mut from_client, &mut to_server) => ended(r),
+        r = tokio::io::copy(&mut from_server, &mut to_client) => ended(r),
+    }
+}
+
 /// Sends the welcome (AuthenticationOk, the server's own parameters, our cancel key) and relays until one side
 /// closes or the client is killed.
 pub async fn relay(
@@ -116,11 +140,7 @@ pub async fn relay(
     *info.linked.lock() = Some((server.id, server.cancel.clone()));
     info.set_state(ClientState::Active);
     let result = tokio::select! {
-        r = tokio::io::copy_bidirectional(client, &mut server.stream) => match r {
-            Ok(_) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(()),
-            Err(e) => Err(Error::ServerIo(e)),
-        },
+        r = pump(client, &mut server.stream) => r,
         _ = info.signal(false) => Err(info
             .kill_reason
             .lock()

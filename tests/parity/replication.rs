@@ -371,3 +371,50 @@ async fn refused_replication_login_is_reported_as_login_failed() {
         "{log}"
     );
 }
+
+/// A replication client that leaves while its server is busy (and so sends nothing and does
+/// not notice the close) ends its session at once: its max_user_client_connections place is
+/// free for the next login, as in PgBouncer, where a client's close ends its server link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replication_client_that_leaves_a_quiet_server_frees_its_place() {
+    let pg = logical_pg();
+    let p = Pooler::start(pg, "", "max_user_client_connections = 1", "");
+    let conn = format!(
+        "host=127.0.0.1 port={} user=olly password=olly_pw dbname=testdb replication=database",
+        p.port
+    );
+    let marker = "relay_quiet_server_marker";
+    let mut cmd = Command::new("psql");
+    cmd.env_remove("PGSERVICE")
+        .env_remove("PGOPTIONS")
+        .args(["-X", "-A", "-t", "-q", &conn, "-c"])
+        .arg(format!("SELECT '{marker}', pg_sleep(300)"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut client = Reaped(cmd.spawn().expect("psql"));
+    let sleeping = format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%{marker}%' \
+         AND state = 'active' AND pid <> pg_backend_pid()"
+    );
+    assert!(
+        eventually(Duration::from_secs(20), || pg
+            .psql_db("postgres", &sleeping)
+            == "1")
+        .await,
+        "the replication client's query never ran\n{}",
+        p.log()
+    );
+    // The client goes away (its socket closed by the kernel); the server sleeps on, quiet.
+    let _ = client.0.kill();
+    let _ = client.0.wait();
+    let next = || crate::common::psql(&conn, "SELECT 1").0 == 0;
+    let freed = eventually(Duration::from_secs(10), next).await;
+    pg.psql_db(
+        "postgres",
+        &format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE query LIKE '%{marker}%' AND pid <> pg_backend_pid()"
+        ),
+    );
+    assert!(freed, "the place was still held\n{}", p.log());
+}

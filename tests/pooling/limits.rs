@@ -304,3 +304,61 @@ async fn query_timeout_while_queued_says_query_timeout() {
     assert_pooler_error(&e, "query_timeout");
     holder.batch_execute("COMMIT").await.unwrap();
 }
+
+/// The pooler's log lines that close a server of `pool` (`db/user@`) with `reason`.
+fn closed_because(pooler: &Pooler, pool: &str, reason: &str) -> bool {
+    let needle = format!("closing because: {reason}");
+    pooler
+        .log()
+        .lines()
+        .any(|l| l.contains(&format!(" {pool}@")) && l.contains(&needle))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_db_connections_evicts_an_idle_server_of_another_user() {
+    let pg = Pg::start();
+    // One server for the whole database; min_pool_size makes olly's pool want its server back
+    // (PgBouncer's suite: p0y, min_pool_size=5 max_db_connections=2).
+    let pooler = Pooler::start(
+        &pg,
+        "",
+        "default_pool_size = 5\nmin_pool_size = 1\nmax_db_connections = 1\nquery_wait_timeout = 20",
+        "",
+    );
+    let a = pooler.connect("olly", "olly_pw", "testdb").await;
+    a.simple_query("SELECT 1").await.unwrap();
+    // olly's server is idle now (transaction mode); md5user's pool needs the database's only place.
+    let b = pooler.connect("md5user", "md5_pw", "testdb").await;
+    b.simple_query("SELECT 1")
+        .await
+        .expect("served by evicting olly's idle server");
+    assert!(
+        closed_because(&pooler, "testdb/olly", "evicted"),
+        "no eviction line:\n{}",
+        pooler.log()
+    );
+    assert!(crate::eventually(Duration::from_secs(3), || pg.backend_count("testdb") <= 1).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_user_connections_evicts_an_idle_server_of_another_database() {
+    let pg = Pg::start();
+    let pooler = Pooler::start(
+        &pg,
+        &format!("otherdb = host=127.0.0.1 port={} dbname=testdb", pg.port),
+        "default_pool_size = 5\nmin_pool_size = 1\nmax_user_connections = 1\nquery_wait_timeout = 20",
+        "",
+    );
+    let a = pooler.connect("olly", "olly_pw", "testdb").await;
+    a.simple_query("SELECT 1").await.unwrap();
+    // The user's only place is idle in testdb's pool; otherdb's pool needs one.
+    let b = pooler.connect("olly", "olly_pw", "otherdb").await;
+    b.simple_query("SELECT 1")
+        .await
+        .expect("served by evicting the testdb pool's idle server");
+    assert!(
+        closed_because(&pooler, "testdb/olly", "evicted"),
+        "no eviction line:\n{}",
+        pooler.log()
+    );
+}

@@ -185,6 +185,7 @@ impl Lab {
                 tasks: self.tasks.clone(),
                 servers: Arc::new(Servers::default()),
                 connector: self.fake.clone(),
+                cap_starved: Default::default(),
             },
             Arc::new(PauseBook::default()),
         );

@@ -20,7 +20,13 @@ impl Pool {
         // The cheap checks first: under load the pool is full, and pruning gone waiters walks the
         // whole queue (500 clients on 20 servers: ~480 entries per checkout). The periodic upkeep
         // prunes them anyway, and checkin skips them.
-        if !st.paused.is_empty() || !self.within_limits(st, reserve) {
+        if !st.paused.is_empty() {
+            return false;
+        }
+        if !self.within_limits(st, reserve) {
+            if self.capped_by_siblings(st) {
+                self.cap_starved.notify_one();
+            }
             return false;
         }
         st.waiters.retain(|w| !w.tx.is_closed());
@@ -60,6 +66,18 @@ impl Pool {
             return false;
         }
         true
+    }
+
+    /// True when this pool has room under pool_size but max_db_connections or
+    /// max_user_connections, shared with sibling pools, is used up.
+    fn capped_by_siblings(&self, st: &State) -> bool {
+        let s = &st.settings;
+        let full = |cap: u32, used: &std::sync::atomic::AtomicU32| {
+            cap != 0 && used.load(Ordering::Relaxed) >= cap
+        };
+        (s.pool_size == 0 || st.total < s.pool_size)
+            && (full(s.max_db_connections, &self.db_conns)
+                || full(s.max_user_connections, &self.user_conns))
     }
 
     /// Counts one more server and spawns the task that logs it in.
@@ -336,8 +354,15 @@ impl Pool {
             && used.load(Ordering::Relaxed) >= cap
     }
 
-    /// Closes this pool's longest-idle server, if it has one. Returns whether it did.
-    pub fn close_one_idle(&self) -> bool {
+    /// When this pool's longest-idle server was last used, if it has an idle one: the janitor
+    /// evicts the longest-idle server among the pools that share a cap, as PgBouncer does.
+    pub fn oldest_idle(&self) -> Option<std::time::Instant> {
+        self.state.lock().idle.iter().map(|c| c.last_used).min()
+    }
+
+    /// Closes this pool's longest-idle server to make room for a sibling's waiting client,
+    /// with PgBouncer's close reason "evicted". Returns whether there was one to close.
+    pub fn evict_one_idle(&self) -> bool {
         let mut st = self.state.lock();
         let Some(oldest) = st
             .idle
@@ -348,9 +373,14 @@ impl Pool {
         else {
             return false;
         };
-        st.idle.remove(oldest);
+        let Some(conn) = st.idle.remove(oldest) else {
+            return false;
+        };
         st.total -= 1;
         self.release_counts(1);
+        if st.settings.log_disconnections {
+            self.log_close(&conn, "evicted");
+        }
         true
     }
 }
