@@ -362,3 +362,35 @@ async fn max_user_connections_evicts_an_idle_server_of_another_database() {
         pooler.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eviction_stops_once_the_starved_pool_has_its_launch() {
+    let pg = Pg::start();
+    // otherdb's server login is slow (its connect_query), so several janitor passes run while
+    // the one client it serves waits for the launch the first eviction made room for.
+    let pooler = Pooler::start(
+        &pg,
+        &format!(
+            "otherdb = host=127.0.0.1 port={} dbname=testdb connect_query='SELECT pg_sleep(1)'",
+            pg.port
+        ),
+        "default_pool_size = 5\nmax_user_connections = 2\nquery_wait_timeout = 20",
+        "",
+    );
+    let a1 = pooler.connect("olly", "olly_pw", "testdb").await;
+    let a2 = pooler.connect("olly", "olly_pw", "testdb").await;
+    a1.simple_query("BEGIN").await.unwrap();
+    a2.simple_query("SELECT 1").await.unwrap();
+    a1.simple_query("COMMIT").await.unwrap();
+    // testdb's pool holds both of the user's places, idle; otherdb needs one of them.
+    let b = pooler.connect("olly", "olly_pw", "otherdb").await;
+    b.simple_query("SELECT 1")
+        .await
+        .expect("served by evicting one idle testdb server");
+    let evicted = pooler
+        .log()
+        .lines()
+        .filter(|l| l.contains(" testdb/olly@") && l.contains("closing because: evicted"))
+        .count();
+    assert_eq!(evicted, 1, "one place was needed:\n{}", pooler.log());
+}

@@ -347,9 +347,12 @@ impl Pool {
         } else {
             (s.max_db_connections, &self.db_conns)
         };
+        // Waiters a launch already in flight will serve need no further room: without this,
+        // every pass during a slow server login evicted one more sibling server.
+        let waiting = st.waiters.iter().filter(|w| !w.tx.is_closed()).count();
         cap != 0
             && st.paused.is_empty()
-            && st.waiters.iter().any(|w| !w.tx.is_closed())
+            && waiting > st.connecting as usize
             && (s.pool_size == 0 || st.total < s.pool_size)
             && used.load(Ordering::Relaxed) >= cap
     }
