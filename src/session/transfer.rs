@@ -548,6 +548,21 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::UnixStream;
 
+    /// A server connection over one end of a Unix socket pair, for scripted exchanges.
+    fn unix_server(theirs: UnixStream) -> ServerConn {
+        ServerConn::new(
+            Stream::Unix(theirs),
+            CancelTarget {
+                host: crate::config::ServerHost::Tcp("x".into()),
+                port: 1,
+                addr: None,
+                pid: 1,
+                key: 1,
+            },
+            ("unix".into(), 0),
+        )
+    }
+
     /// A transfer of the request in `request` between a client socket pair and a server socket
     /// pair; the fake server reads the request and answers `answer` in one write. Returns the
     /// transfer's end, what the client received, and what stayed in the server's buffer.
@@ -559,17 +574,7 @@ mod tests {
         let (ours, mut client_peer) = UnixStream::pair().expect("pair");
         let (theirs, mut server_peer) = UnixStream::pair().expect("pair");
         let mut client = Stream::Unix(ours);
-        let mut server = ServerConn::new(
-            Stream::Unix(theirs),
-            CancelTarget {
-                host: crate::config::ServerHost::Tcp("x".into()),
-                port: 1,
-                addr: None,
-                pid: 1,
-                key: 1,
-            },
-            ("unix".into(), 0),
-        );
+        let mut server = unix_server(theirs);
         let mut buf = BytesMut::from(request);
         let mut scan = Scanner::default();
         let mut params = Vec::new();
@@ -692,17 +697,7 @@ mod tests {
         let (ours, _client_peer) = UnixStream::pair().expect("pair");
         let (theirs, _server_peer) = UnixStream::pair().expect("pair");
         let mut client = Stream::Unix(ours);
-        let mut server = ServerConn::new(
-            Stream::Unix(theirs),
-            CancelTarget {
-                host: crate::config::ServerHost::Tcp("x".into()),
-                port: 1,
-                addr: None,
-                pid: 1,
-                key: 1,
-            },
-            ("unix".into(), 0),
-        );
+        let mut server = unix_server(theirs);
         let cache = StatementCache::default();
         let stmt = cache.intern(b"select 1\0\0\0");
         assert!(server.prepared.insert(&stmt, 10).is_empty());

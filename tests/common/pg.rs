@@ -45,6 +45,21 @@ pub struct Pg {
     child: Mutex<Option<Child>>,
 }
 
+/// A `Pg` not yet initialised, in a fresh temp dir: dropping it removes the dir.
+fn unstarted_pg(prefix: &str, owner: Option<(u32, u32)>) -> Pg {
+    let root = make_temp_dir(prefix);
+    Pg {
+        port: 0,
+        socket_dir: root.join("sock"),
+        data_dir: root.join("data"),
+        log_path: root.join("data").join("postgres.log"),
+        bin_dir: pg_bin_dir(),
+        owner,
+        child: Mutex::new(None),
+        root,
+    }
+}
+
 impl Pg {
     /// Start a server with the default settings (see module docs) and the test roles and database.
     pub fn start() -> Pg {
@@ -54,21 +69,12 @@ impl Pg {
     /// Like `start`, with extra `postgresql.conf` lines appended (later lines win), e.g.
     /// `"max_connections = 20"`.
     pub fn start_with_conf(extra_conf: &str) -> Pg {
-        let root = make_temp_dir("olly-pg-");
-        let mut pg = Pg {
-            port: 0,
-            socket_dir: root.join("sock"),
-            data_dir: root.join("data"),
-            log_path: root.join("data").join("postgres.log"),
-            bin_dir: pg_bin_dir(),
-            owner: if is_root() {
-                Some(postgres_user())
-            } else {
-                None
-            },
-            child: Mutex::new(None),
-            root,
+        let owner = if is_root() {
+            Some(postgres_user())
+        } else {
+            None
         };
+        let mut pg = unstarted_pg("olly-pg-", owner);
         // From here on a panic drops `pg`, which stops whatever was started and removes the dir.
         fs::create_dir(&pg.socket_dir).expect("create socket dir");
         pg.give_to_owner(&pg.root);
@@ -92,17 +98,7 @@ impl Pg {
     /// A hot standby streaming from `primary` (pg_basebackup -R of it, on a port of its own):
     /// same roles and databases, read-only, `in_hot_standby = on`.
     pub fn start_standby_of(primary: &Pg) -> Pg {
-        let root = make_temp_dir("olly-pg-standby-");
-        let mut pg = Pg {
-            port: 0,
-            socket_dir: root.join("sock"),
-            data_dir: root.join("data"),
-            log_path: root.join("data").join("postgres.log"),
-            bin_dir: pg_bin_dir(),
-            owner: primary.owner,
-            child: Mutex::new(None),
-            root,
-        };
+        let mut pg = unstarted_pg("olly-pg-standby-", primary.owner);
         fs::create_dir(&pg.socket_dir).expect("create socket dir");
         pg.give_to_owner(&pg.root);
         pg.give_to_owner(&pg.socket_dir);
