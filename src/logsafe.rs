@@ -101,7 +101,7 @@ fn rfc3339(secs: u64, micros: u32, out: &mut [u8; 27]) -> usize {
 
 /// Howard Hinnant's `civil_from_days` for days since 1970-01-01 (never negative here):
 /// (year, month 1-12, day 1-31) of the proleptic Gregorian calendar.
-fn civil_from_days(days: u64) -> (u64, u64, u64) {
+pub(crate) fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let z = days + 719_468;
     let era = z / 146_097;
     let doe = z - era * 146_097;
