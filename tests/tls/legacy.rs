@@ -126,38 +126,30 @@ async fn v1_certificates_serve_psql_and_authenticate_clients() {
     let pooler = Pooler::start(&pg, "", &extra, "");
     // libpq verify-full matches the CN when there is no subjectAltName; the client certificate
     // is v1 too.
-    let ci = conninfo(
-        "localhost",
-        pooler.port,
-        "olly",
-        "unused",
-        "testdb",
-        &format!(
-            "sslmode=verify-full sslrootcert={} sslcert={} sslkey={}",
-            certs.p("ca.crt"),
-            certs.p("olly.crt"),
-            certs.p("olly.key")
-        ),
-    );
+    // verify-full against our CA, presenting `who`'s olly certificate.
+    let olly_ci = |who: &Certs| {
+        conninfo(
+            "localhost",
+            pooler.port,
+            "olly",
+            "unused",
+            "testdb",
+            &format!(
+                "sslmode=verify-full sslrootcert={} sslcert={} sslkey={}",
+                certs.p("ca.crt"),
+                who.p("olly.crt"),
+                who.p("olly.key")
+            ),
+        )
+    };
+    let ci = olly_ci(&certs);
     let (code, out, err) = run_psql(&ci, "SELECT current_user");
     assert_eq!((code, out.as_str()), (0, "olly"), "{err}\n{}", pooler.log());
     // A v1 certificate from another CA is still refused.
     let other = Certs::new("legacy-stranger");
     openssl_ca(&other);
     v1_leaf(&other, "olly", "olly");
-    let ci = conninfo(
-        "localhost",
-        pooler.port,
-        "olly",
-        "unused",
-        "testdb",
-        &format!(
-            "sslmode=verify-full sslrootcert={} sslcert={} sslkey={}",
-            certs.p("ca.crt"),
-            other.p("olly.crt"),
-            other.p("olly.key")
-        ),
-    );
+    let ci = olly_ci(&other);
     assert_ne!(run_psql(&ci, "SELECT 1").0, 0);
 }
 
