@@ -75,20 +75,11 @@ pg_up "$PGD" "$PGP"
 
 binary_of() { if [ "$1" = pgbouncer ]; then echo "$PGBOUNCER_BIN"; else echo "$POOLER_BIN"; fi; }
 
-# pgbench_args <workload> <per-client transactions>
-pgbench_args() {
-    local kind mode clients
-    IFS=: read -r kind mode clients <<< "$1"
-    local j=$(( clients < JOBS ? clients : JOBS ))
-    ARGS=(-n -c "$clients" -j "$j" -t "$2" -M "$mode")
-    case "$kind" in select) ARGS+=(-S) ;; connect) ARGS+=(-S -C) ;; tpcb) ;; *) die "bad workload $1" ;; esac
-}
-
 # run_pgbench <port> <workload> <per-client transactions> <log>: prints the transactions done.
 run_pgbench() {
-    pgbench_args "$2" "$3"
+    workload_args "$2"
     # A pooler may not support a mode (PgBouncer 1.18 and -M prepared): the caller records it.
-    "$BIN/pgbench" "${ARGS[@]}" -h 127.0.0.1 -p "$1" -U "$BENCH_USER" "$BENCH_DB" > "$4" 2>&1 \
+    "$BIN/pgbench" "${WORKLOAD_ARGS[@]}" -t "$3" -h 127.0.0.1 -p "$1" -U "$BENCH_USER" "$BENCH_DB" > "$4" 2>&1 \
         || { warn "pgbench failed: $(grep -m1 -iE 'error|fatal' "$4" || true) ($4)"; return 1; }
     awk -F': ' '/^number of transactions actually processed/ { split($2, a, "/"); print a[1] + 0 }' "$4"
 }
@@ -161,15 +152,26 @@ syscall_events() {
 
 # perf_window <pid> <port> <workload> <per-client t> <tag>: leaves counts in $OUT/<tag>.perf
 perf_window() {
-    local log=$OUT/$5.pgbench x
-    # Counts the pooler's threads until SIGINT, sent once pgbench is done.
-    perf stat -x, -e "$(syscall_events)" -p "$1" -o "$OUT/$5.perf" > /dev/null 2>&1 &
+    local log=$OUT/$5.pgbench x ctl ack
+    # Counts the pooler's threads until SIGINT, sent once pgbench is done. perf starts with its
+    # events disabled and acknowledges the `enable`: a fixed sleep was sometimes too short for it
+    # to attach every tracepoint, and a window then held only the first event's count.
+    rm -f "$OUT/$5.ctl" "$OUT/$5.ack"
+    mkfifo "$OUT/$5.ctl" "$OUT/$5.ack"
+    perf stat -D -1 --control "fifo:$OUT/$5.ctl,$OUT/$5.ack" -x, -e "$(syscall_events)" \
+        -p "$1" -o "$OUT/$5.perf" > /dev/null 2>&1 &
     local perf_pid=$!
-    sleep 0.5   # perf attached (a few stray syscalls of the idle pooler at most)
+    exec {ctl}>"$OUT/$5.ctl" {ack}<"$OUT/$5.ack"
+    echo enable >&"$ctl"
+    read -r -t 30 -u "$ack" _ || die "perf stat did not acknowledge enable ($5)"
     local rc=0
     x=$(run_pgbench "$2" "$3" "$4" "$log") || rc=1
     kill -INT "$perf_pid" 2>/dev/null || true
     wait "$perf_pid" 2>/dev/null || true
+    exec {ctl}>&- {ack}<&-
+    rm -f "$OUT/$5.ctl" "$OUT/$5.ack"
+    [ "$(grep -c ',syscalls:\|,raw_syscalls:' "$OUT/$5.perf")" -eq "$(syscall_events | tr , '\n' | wc -l)" ] \
+        || die "perf stat missed events in $OUT/$5.perf"
     echo "$x"
     return "$rc"
 }

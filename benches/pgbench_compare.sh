@@ -125,7 +125,7 @@ RAW=$RESULTS_DIR/raw-$STAMP
 CSV=$RESULTS_DIR/pgbench-$STAMP.csv
 MEMCSV=$RESULTS_DIR/memory-$STAMP.csv
 printf '%s\n# load average at start: %s\n' "$cmdline" "$LOAD_START" > "$RAW/command.txt"
-echo "workload,kind,mode,clients,target,round,duration_s,tps,latency_ms,xacts,failed_xacts,pooler_cpu_s,cpu_us_per_xact,status" > "$CSV"
+echo "workload,kind,mode,clients,target,round,duration_s,tps,latency_ms,xacts,failed_xacts,pooler_cpu_s,cpu_us_per_xact,status,pooler_user_s,pooler_sys_s" > "$CSV"
 
 # ---- PostgreSQL + poolers --------------------------------------------------------------------
 make_tmpdir PGD pg
@@ -186,13 +186,8 @@ printf '\n%-22s %-9s %5s %12s %10s %10s %12s  %s\n' workload target round tps la
 
 for w in $WORKLOADS; do
     IFS=: read -r kind mode clients <<< "$w"
-    j=$(( clients < JOBS ? clients : JOBS ))
-    args=(-n -c "$clients" -j "$j" -T "$DURATION" -M "$mode")
-    case "$kind" in
-        select)  args+=(-S) ;;
-        connect) args+=(-S -C) ;;
-        tpcb)    ;;
-    esac
+    workload_args "$w"
+    args=("${WORKLOAD_ARGS[@]}" -T "$DURATION")
     for r in $(seq 1 "$ROUNDS"); do
         for t in $TARGETS; do
             n=$((n + 1))
@@ -207,7 +202,7 @@ for w in $WORKLOADS; do
             logf=$RAW/${kind}-${mode}-c${clients}-${t}-r${r}.log
             if [ "$t" != direct ] && [ -z "$pid" ]; then
                 echo "$t is not running" > "$logf"
-                echo "$w,$kind,$mode,$clients,$t,$r,$DURATION,NA,NA,NA,NA,NA,NA,down" >> "$CSV"
+                echo "$w,$kind,$mode,$clients,$t,$r,$DURATION,NA,NA,NA,NA,NA,NA,down,NA,NA" >> "$CSV"
                 printf '%-22s %-9s %5s %12s %10s %10s %12s  %s\n' "$w" "$t" "$r" - - - - down
                 continue
             fi
@@ -216,22 +211,25 @@ for w in $WORKLOADS; do
                 -c 'TRUNCATE pgbench_history' >/dev/null 2>&1 || warn "vacuum before the run failed"
             sslmode=$(sslmode_for "$t")
             echo "\$ PGSSLMODE=$sslmode pgbench ${args[*]} -h 127.0.0.1 -p ${T_PORT[$t]} -U $BENCH_USER $BENCH_DB   # $t round $r" > "$logf"
-            cpu0=0; [ -n "$pid" ] && cpu0=$(proc_cpu_ticks "$pid")
+            u0=0 s0=0; [ -n "$pid" ] && read -r u0 s0 < <(proc_cpu_split "$pid")
             rc=0
             PGSSLMODE=$sslmode "$BIN/pgbench" "${args[@]}" -h 127.0.0.1 -p "${T_PORT[$t]}" -U "$BENCH_USER" "$BENCH_DB" >> "$logf" 2>&1 || rc=$?
-            cpu1=0; [ -n "$pid" ] && cpu1=$(proc_cpu_ticks "$pid")
+            u1=0 s1=0; [ -n "$pid" ] && read -r u1 s1 < <(proc_cpu_split "$pid")
+            cpu0=$(( u0 + s0 )) cpu1=$(( u1 + s1 ))
             read -r tps lat xacts failed < <(parse_pgbench "$logf")
             status=ok
             [ "$rc" -ne 0 ] && status="pgbench_exit_$rc"
             [ "$tps" = NA ] && status="${status/ok/no_tps}"
-            cpu_s=NA; cpu_us=NA
+            cpu_s=NA; cpu_us=NA; user_s=NA; sys_s=NA
             if [ -n "$pid" ]; then
                 cpu_s=$(awk -v a="$cpu0" -v b="$cpu1" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / hz }')
+                user_s=$(awk -v a="$u0" -v b="$u1" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / hz }')
+                sys_s=$(awk -v a="$s0" -v b="$s1" -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", (b - a) / hz }')
                 if [ "$xacts" != NA ] && [ "$xacts" -gt 0 ]; then
                     cpu_us=$(awk -v c="$cpu_s" -v x="$xacts" 'BEGIN { printf "%.2f", c / x * 1e6 }')
                 fi
             fi
-            echo "$w,$kind,$mode,$clients,$t,$r,$DURATION,$tps,$lat,$xacts,$failed,$cpu_s,$cpu_us,$status" >> "$CSV"
+            echo "$w,$kind,$mode,$clients,$t,$r,$DURATION,$tps,$lat,$xacts,$failed,$cpu_s,$cpu_us,$status,$user_s,$sys_s" >> "$CSV"
             printf '%-22s %-9s %5s %12s %10s %10s %12s  %s  [%d/%d]\n' "$w" "$t" "$r" "$tps" "$lat" "$xacts" "$cpu_us" "$status" "$n" "$total"
             if [ "$status" != ok ]; then
                 grep -v '^\$ ' "$logf" | grep -iE 'error|fatal|abort|fail' | head -n 3 | sed 's/^/      /' || true
@@ -303,7 +301,7 @@ awk -F, -v order="$WORKLOADS" -v targets="$TARGETS" -v rounds="$ROUNDS" '
         runs[k]++
         if ($14 == "ok") {
             ok[k]++; tps[k] += $8; lat[k] += $9
-            if ($12 != "NA") { cpu[k] += $12; xa[k] += $10; hascpu[k] = 1 }
+            if ($12 != "NA") { cpu[k] += $12; us[k] += $15; sy[k] += $16; xa[k] += $10; hascpu[k] = 1 }
         } else { bad[k] = bad[k] (bad[k] == "" ? "" : " ") $14 }
     }
     function ratio(a, b) { return (a == "" || b == "" || b == 0) ? "-" : sprintf("%.3f", a / b) }
@@ -312,17 +310,19 @@ awk -F, -v order="$WORKLOADS" -v targets="$TARGETS" -v rounds="$ROUNDS" '
         for (i = 1; i <= nw; i++) {
             w = W[i]
             printf "\n== %s  (%s)\n", w, describe(w)
-            printf "  %-10s %12s %11s %16s %7s  %s\n", "target", "TPS(mean)", "lat ms", "pooler CPU us/xact", "rounds", "notes"
+            printf "  %-10s %12s %11s %16s %15s %7s  %s\n", "target", "TPS(mean)", "lat ms", "pooler CPU us/xact", "user / sys", "rounds", "notes"
             delete mt; delete mc
             for (j = 1; j <= nt; j++) {
                 t = T[j]; k = w SUBSEP t
                 if (ok[k] > 0) {
                     mt[t] = tps[k] / ok[k]; ml = lat[k] / ok[k]
                     mc[t] = (hascpu[k] && xa[k] > 0) ? cpu[k] / xa[k] * 1e6 : ""
-                    printf "  %-10s %12.1f %11.3f %16s %4d/%-2d  %s\n", t, mt[t], ml,
-                        (mc[t] == "" ? "-" : sprintf("%.2f", mc[t])), ok[k], runs[k], bad[k]
+                    printf "  %-10s %12.1f %11.3f %16s %15s %4d/%-2d  %s\n", t, mt[t], ml,
+                        (mc[t] == "" ? "-" : sprintf("%.2f", mc[t])),
+                        (mc[t] == "" ? "-" : sprintf("%.1f / %.1f", us[k] / xa[k] * 1e6, sy[k] / xa[k] * 1e6)),
+                        ok[k], runs[k], bad[k]
                 } else {
-                    printf "  %-10s %12s %11s %16s %4d/%-2d  %s\n", t, "FAILED", "-", "-", 0, runs[k], bad[k]
+                    printf "  %-10s %12s %11s %16s %15s %4d/%-2d  %s\n", t, "FAILED", "-", "-", "-", 0, runs[k], bad[k]
                 }
             }
             printf "  ratios: ollyscale/pgbouncer TPS %s, ollyscale/pgbouncer CPU per xact %s, ollyscale/direct TPS %s\n",

@@ -61,6 +61,7 @@ auth_type = md5
 auth_file = /etc/ollyscale-pooler/userlist.txt
 admin_users = $BENCH_USER
 pool_mode = transaction
+shutdown_drain = transaction
 shutdown_timeout = 10
 http_listen_addr = 127.0.0.1
 http_listen_port = $http_port

@@ -394,12 +394,18 @@ pooler_up() {
     log "$name up: pid $POOLER_PID ($(readlink "/proc/$POOLER_PID/exe" 2>/dev/null || echo "$bin")), 127.0.0.1:$port"
 }
 
-# pooler_down [<pid>]: stops one or all started poolers (SIGTERM = immediate shutdown in PgBouncer).
+# pooler_down [<pid>]: stops one or all started poolers. SIGTERM waits for the clients to
+# leave (PgBouncer 1.23+ and ours; 1.18 exits at once); a second one, 5 s later, exits at once.
 pooler_down() {
-    local p keep=()
+    local p keep=() i
     for p in "${_OLLY_POOLER_PIDS[@]}"; do
         if [ -n "${1:-}" ] && [ "$p" != "$1" ]; then keep+=("$p"); continue; fi
         if kill -0 "$p" 2>/dev/null; then log "stopping pooler (pid $p)"; fi
+        kill -TERM "$p" 2>/dev/null || true
+        for i in $(seq 1 50); do
+            kill -0 "$p" 2>/dev/null || break
+            sleep 0.1
+        done
         _stop_pid "$p" TERM 10
     done
     _OLLY_POOLER_PIDS=("${keep[@]}")
@@ -408,14 +414,29 @@ pooler_down() {
 # Registers a background helper PID (e.g. a client process) for the cleanup trap.
 register_bg_pid() { _OLLY_BG_PIDS+=("$1"); }
 
-# utime+stime of a process, in clock ticks (all threads), from /proc/<pid>/stat.
-proc_cpu_ticks() {
+# workload_args <KIND:MODE:CLIENTS>: sets WORKLOAD_ARGS to pgbench's options for a bench workload
+# (KIND select = -S, connect = -S -C, tpcb = the built-in TPC-B-like script; MODE = -M; threads up
+# to JOBS); the caller adds -t or -T and the connection options.
+workload_args() {
+    local kind mode clients jobs=${JOBS:-2}
+    IFS=: read -r kind mode clients <<< "$1"
+    WORKLOAD_ARGS=(-n -c "$clients" -j $(( clients < jobs ? clients : jobs )) -M "$mode")
+    case "$kind" in
+        select)  WORKLOAD_ARGS+=(-S) ;;
+        connect) WORKLOAD_ARGS+=(-S -C) ;;
+        tpcb)    ;;
+        *)       die "bad workload $1" ;;
+    esac
+}
+
+# utime and stime of a process, in clock ticks (all threads): "<user> <system>" ("0 0" when gone).
+proc_cpu_split() {
     local stat
-    stat=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return 0; }   # gone: 0
-    stat=${stat##*) }              # drop "pid (comm) " (comm may contain spaces)
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || { echo "0 0"; return 0; }
+    stat=${stat##*) }
     # shellcheck disable=SC2086
-    set -- $stat                   # now $1 = state (field 3); utime = field 14, stime = field 15
-    echo $(( ${12} + ${13} ))
+    set -- $stat
+    echo "${12} ${13}"
 }
 
 # VmRSS of a process in KiB (0 when it is gone).

@@ -1,5 +1,5 @@
 //! Wiring: load the config, bind the listeners, start the janitor, and run the signal loop
-//! (SIGHUP reload, SIGTERM drain clients, SIGINT drain servers, SIGQUIT exit, SIGUSR1/2
+//! (SIGHUP reload, SIGTERM wait for clients, SIGINT drain servers, SIGQUIT exit, SIGUSR1/2
 //! pause/resume) until shutdown. Nothing imports this module except `main`.
 
 use std::path::PathBuf;
@@ -105,11 +105,14 @@ impl Running {
                         tracing::info!("got SIGTERM while shutting down, fast exit");
                         break;
                     }
-                    // Unlike PgBouncer, each client is closed after its transaction (README).
-                    tracing::info!(
-                        "got SIGTERM, shutting down, waiting for all clients to finish their transactions"
-                    );
                     ctx.begin_drain(Phase::DrainClients);
+                    if ctx.phase() == Phase::DrainTransactions {
+                        tracing::info!(
+                            "got SIGTERM, shutting down, waiting for all clients to finish their transactions"
+                        );
+                    } else {
+                        tracing::info!("got SIGTERM, shutting down, waiting for all clients disconnect");
+                    }
                 }
                 _ = int.recv() => {
                     if ctx.phase() != Phase::Running {

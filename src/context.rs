@@ -12,12 +12,15 @@ use parking_lot::RwLock;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::Config;
+use crate::config::{Config, ShutdownDrain};
 use crate::error::Error;
 use crate::pool::{PauseReasons, Pool, Pools};
 use crate::server::Servers;
 use crate::session::registry::Clients;
 use crate::session::registry::KillReason;
+
+/// PgBouncer's janitor period (a third of a second), for actions it takes on that pass.
+const JANITOR_MS: u128 = 333;
 
 /// Where the process is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,12 +28,23 @@ use crate::session::registry::KillReason;
 pub enum Phase {
     /// Serving.
     Running = 0,
-    /// SIGTERM / SHUTDOWN WAIT_FOR_CLIENTS: no new clients; each client leaves after its transaction.
+    /// SIGTERM / SHUTDOWN WAIT_FOR_CLIENTS (PgBouncer's): no new clients; the connected ones are
+    /// served until they leave by themselves.
     DrainClients = 1,
+    /// The same with `shutdown_drain = transaction`: each client leaves after its transaction.
+    /// After `DrainClients` so that SET/RELOAD can turn a waiting drain into this one.
+    DrainTransactions = 2,
     /// SIGINT / SHUTDOWN WAIT_FOR_SERVERS: no new clients, queued ones fail, exit once servers are back.
-    DrainServers = 2,
+    DrainServers = 3,
     /// Exiting now.
-    Stopping = 3,
+    Stopping = 4,
+}
+
+impl Phase {
+    /// True in either SIGTERM drain (no new TCP clients; the connected ones go on).
+    pub fn drains_clients(self) -> bool {
+        matches!(self, Phase::DrainClients | Phase::DrainTransactions)
+    }
 }
 
 /// Shared state of the running pooler.
@@ -165,6 +179,25 @@ impl Context {
             let g = &config.general;
             syslog.configure(g.syslog, &g.syslog_ident, &g.syslog_facility);
         }
+        // An operator tired of waiting for clients to leave can have them closed at their
+        // transaction end instead; the reverse cannot reopen what was closed, so it waits for
+        // the next drain.
+        if self.phase() == Phase::DrainClients
+            && config.general.shutdown_drain == ShutdownDrain::Transaction
+        {
+            tracing::info!(
+                "shutdown_drain changed to transaction, closing clients after their transactions"
+            );
+            self.enter(Phase::DrainTransactions);
+        }
+    }
+
+    /// The SIGTERM drain the config asks for.
+    fn client_drain(&self) -> Phase {
+        match self.config().general.shutdown_drain {
+            ShutdownDrain::Clients => Phase::DrainClients,
+            ShutdownDrain::Transaction => Phase::DrainTransactions,
+        }
     }
 
     /// Lets config swaps turn syslog on and off. Set once; a second call is ignored.
@@ -183,7 +216,8 @@ impl Context {
         match self.phase.load(Ordering::Acquire) {
             0 => Phase::Running,
             1 => Phase::DrainClients,
-            2 => Phase::DrainServers,
+            2 => Phase::DrainTransactions,
+            3 => Phase::DrainServers,
             _ => Phase::Stopping,
         }
     }
@@ -194,9 +228,10 @@ impl Context {
         if phase != Phase::Running {
             self.drain.cancel();
         }
-        if phase == Phase::DrainClients {
-            // Our SIGTERM: idle clients go now, busy ones after their transaction. SIGINT leaves
-            // idle clients be, as PgBouncer does: their next query gets `server shutting down`.
+        if phase == Phase::DrainTransactions {
+            // Idle clients go now, busy ones after their transaction. PgBouncer's SIGTERM and
+            // SIGINT leave idle clients be (after SIGINT their next query gets `server shutting
+            // down`).
             for c in self.clients.all() {
                 c.drain();
             }
@@ -335,32 +370,52 @@ impl Context {
                 true
             }
             Err(e) => {
-                tracing::error!("reload failed, keeping the running configuration: {e}");
+                // PgBouncer's lines: each problem, then this warning; the running config stays.
+                e.log();
+                tracing::warn!("config file loading failed");
                 false
             }
         }
     }
 
-    /// Starts a drain (SIGTERM: clients; SIGINT: servers) and the watcher that stops the
-    /// process when it completes or shutdown_timeout passes.
+    /// Starts a drain (SIGTERM: clients, or their transactions as `shutdown_drain` says;
+    /// SIGINT: servers) and the watcher that stops the process when it completes or
+    /// shutdown_timeout passes.
     pub fn begin_drain(self: &Arc<Self>, phase: Phase) {
+        let phase = match phase {
+            Phase::DrainClients => self.client_drain(),
+            other => other,
+        };
         self.enter(phase);
         if phase == Phase::DrainServers {
             // PgBouncer's safe shutdown: PAUSE (running transactions finish, new ones wait),
-            // queued clients are told, and the process exits once the servers are back.
+            // and the process exits once the servers are back. Clients already queued for a
+            // server are told by the watcher below, on its janitor tick, as PgBouncer does.
             self.pools.pause(None, PauseReasons::SHUTDOWN);
-            for p in self.pools.all() {
-                p.fail_waiters(|| Error::ServerShuttingDown);
-            }
         }
         let ctx = self.clone();
         // Tracked like every task; it is what moves the process to Stopping.
         self.tasks.spawn(async move {
             let limit = ctx.config().general.shutdown_timeout;
-            let deadline = tokio::time::Instant::now() + limit;
+            let started = tokio::time::Instant::now();
+            let deadline = started + limit;
+            let mut janitor_ticks = 0;
             loop {
-                let done = match phase {
+                // PgBouncer closes a client queued for a server at its janitor's next pass
+                // (every third of a second), not at the SHUTDOWN itself; a transaction still
+                // running on its server gets its next statement through before that.
+                let tick = (started.elapsed().as_millis() / JANITOR_MS) as u32;
+                if ctx.phase() == Phase::DrainServers && tick > janitor_ticks {
+                    janitor_ticks = tick;
+                    for p in ctx.pools.all() {
+                        p.fail_waiters(|| Error::ServerShuttingDown);
+                    }
+                }
+                // Read each time: SET/RELOAD may turn a client drain into a transaction drain.
+                let done = match ctx.phase() {
                     Phase::DrainServers => ctx.pools.all().iter().all(|p| p.snapshot().active == 0),
+                    // PgBouncer counts every client object: console sessions and logins too.
+                    Phase::DrainClients => ctx.clients.is_empty(),
                     // Clients still logging in count too: a drain takes in the TCP clients
                     // accepted before it (see `listener`), and they are not yet counted.
                     _ => {

@@ -219,6 +219,15 @@ pub enum Error {
         /// `host:port` of the member.
         addr: String,
     },
+    /// A Parse of a statement name the client still holds, with prepared statements tracked.
+    /// PgBouncer closes the client rather than answer 42P05 mid-pipeline, and so do we.
+    #[error("prepared statement name is already in use")]
+    PreparedStatementInUse,
+    /// A Bind or Describe of a statement name the client does not hold (never prepared, closed,
+    /// or forgotten by DEALLOCATE ALL / DISCARD ALL), with prepared statements tracked: closed
+    /// as PgBouncer does.
+    #[error("prepared statement did not exist")]
+    PreparedStatementMissing,
     /// The member a client queued on stopped serving the client's role (a failover hold, a ban,
     /// a removed member): the route picks again. Never reaches a client.
     #[error("member withdrawn from the role; pick again")]
@@ -230,7 +239,11 @@ impl Error {
     pub fn side(&self) -> Side {
         use Error::*;
         match self {
-            ClientIo(_) | ClientGone | ClientProtocol(_) => Side::Client,
+            ClientIo(_)
+            | ClientGone
+            | ClientProtocol(_)
+            | PreparedStatementInUse
+            | PreparedStatementMissing => Side::Client,
             ServerIo(_)
             | ServerGone
             | ServerProtocol(_)
@@ -409,6 +422,14 @@ mod tests {
             ),
             (Error::LdapAuthFailed, "LDAP authentication failed"),
             (Error::LdapWithAuthUser, "bouncer config error"),
+            (
+                Error::PreparedStatementInUse,
+                "prepared statement name is already in use",
+            ),
+            (
+                Error::PreparedStatementMissing,
+                "prepared statement did not exist",
+            ),
         ];
         for (err, text) in cases {
             let (sev, code, msg) = err.to_response();

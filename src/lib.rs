@@ -25,6 +25,7 @@ pub mod discovery;
 pub mod error;
 pub mod listener;
 pub mod logfile;
+pub mod logformat;
 pub mod logsafe;
 pub mod logsink;
 pub mod metrics;

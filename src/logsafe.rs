@@ -7,9 +7,9 @@
 //! escapes only when a control character is present, so an escape sequence in a user name
 //! cannot reach the reader's terminal and a newline cannot forge a second log line.
 //!
-//! Also the two pieces of every connect/disconnect line that std's formatting makes dear:
-//! the timestamp ([`Timestamp`], the subscriber's own RFC 3339 layout written in one piece
-//! instead of seven padded integers) and IPv4 socket addresses ([`write_socket_addr`]).
+//! Also a piece of every connect/disconnect line that std's formatting makes dear: IPv4 socket
+//! addresses ([`write_socket_addr`]), and the calendar arithmetic the log timestamp
+//! (`logformat`) and SHOW's times share ([`civil_from_days`]).
 
 use std::fmt::{self, Display, Write};
 use std::net::SocketAddr;
@@ -49,56 +49,6 @@ fn suspect(s: &str) -> bool {
     s.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2)
 }
 
-/// The log timestamp, `2026-11-30T21:59:25.123456Z` (UTC, microseconds), exactly the
-/// subscriber's default `SystemTime` layout, but built in a stack buffer and written once: the
-/// default writes seven zero-padded integers through `pad_integral`, ~2k instructions per line,
-/// a tenth of what a login costs.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Timestamp;
-
-impl tracing_subscriber::fmt::time::FormatTime for Timestamp {
-    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> fmt::Result {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        let mut buf = [0u8; 27];
-        let n = rfc3339(now.as_secs(), now.subsec_micros(), &mut buf);
-        w.write_str(std::str::from_utf8(&buf[..n]).map_err(|_| fmt::Error)?)
-    }
-}
-
-/// Writes `secs` (since 1970, UTC) and `micros` as `YYYY-MM-DDTHH:MM:SS.ffffffZ`; returns the
-/// length. Years past 9999 are not representable in 27 bytes and are clamped to 9999 (the
-/// subscriber would print `+10000`; no clock reads that).
-fn rfc3339(secs: u64, micros: u32, out: &mut [u8; 27]) -> usize {
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    let y = y.min(9999);
-    let mut put = |at: usize, v: u64, width: usize| {
-        let mut v = v;
-        for i in (at..at + width).rev() {
-            out[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
-    };
-    put(0, y, 4);
-    put(5, m, 2);
-    put(8, d, 2);
-    put(11, rem / 3600, 2);
-    put(14, rem / 60 % 60, 2);
-    put(17, rem % 60, 2);
-    put(20, u64::from(micros.min(999_999)), 6);
-    out[4] = b'-';
-    out[7] = b'-';
-    out[10] = b'T';
-    out[13] = b':';
-    out[16] = b':';
-    out[19] = b'.';
-    out[26] = b'Z';
-    27
-}
-
 /// Howard Hinnant's `civil_from_days` for days since 1970-01-01 (never negative here):
 /// (year, month 1-12, day 1-31) of the proleptic Gregorian calendar.
 pub(crate) fn civil_from_days(days: u64) -> (u64, u64, u64) {
@@ -114,6 +64,23 @@ pub(crate) fn civil_from_days(days: u64) -> (u64, u64, u64) {
     (y, m, d)
 }
 
+/// The decimal digits of `n`, written at the end of `buf` (20 bytes hold any u64) and returned:
+/// the one integer formatter of the log and login paths, where std's `Display` goes through
+/// `pad_integral` (see the module comment).
+pub fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    std::str::from_utf8(&buf[at..]).unwrap_or("0")
+}
+
 /// Writes `addr` as std's `Display` does (`1.2.3.4:5432`, `[::1]:5432`), IPv4 in one piece:
 /// std formats each octet and the port as padded integers, ~1.4k instructions per
 /// disconnect line.
@@ -125,21 +92,10 @@ pub fn write_socket_addr(f: &mut impl Write, addr: &SocketAddr) -> fmt::Result {
     let mut buf = [0u8; 21];
     let mut n = 0;
     let push_num = |buf: &mut [u8; 21], n: &mut usize, v: u32| {
-        let mut digits = [0u8; 5];
-        let mut len = 0;
-        let mut v = v;
-        loop {
-            digits[len] = b'0' + (v % 10) as u8;
-            len += 1;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
-        }
-        for i in (0..len).rev() {
-            buf[*n] = digits[i];
-            *n += 1;
-        }
+        let mut room = [0; 20];
+        let digits = decimal(u64::from(v), &mut room).as_bytes();
+        buf[*n..*n + digits.len()].copy_from_slice(digits);
+        *n += digits.len();
     };
     for (i, octet) in v4.ip().octets().into_iter().enumerate() {
         if i > 0 {
@@ -158,48 +114,10 @@ pub fn write_socket_addr(f: &mut impl Write, addr: &SocketAddr) -> fmt::Result {
 mod tests {
     use super::*;
 
-    fn ts(secs: u64, micros: u32) -> String {
-        let mut buf = [0u8; 27];
-        let n = rfc3339(secs, micros, &mut buf);
-        String::from_utf8(buf[..n].to_vec()).unwrap()
-    }
-
     #[test]
-    fn timestamps_match_the_subscriber_layout() {
-        assert_eq!(ts(0, 0), "1970-01-01T00:00:00.000000Z");
-        // `date -u -d @951782400` = 2000-02-29 00:00:00 (a leap day of a 400-year leap year).
-        assert_eq!(ts(951_782_400, 7), "2000-02-29T00:00:00.000007Z");
-        assert_eq!(ts(4_107_542_399, 999_999), "2100-02-28T23:59:59.999999Z");
-        assert_eq!(ts(4_107_542_400, 0), "2100-03-01T00:00:00.000000Z");
-        assert_eq!(ts(1_796_075_965, 123_456), "2026-11-30T21:59:25.123456Z");
-        assert_eq!(ts(1_735_689_599, 1), "2024-12-31T23:59:59.000001Z");
-    }
-
-    #[test]
-    fn timestamps_agree_with_the_subscriber_for_a_span_of_days() {
-        // Every day from 1970-01-01 on for 150 years against a slow, obvious day count.
-        let mut secs = 0u64;
-        let (mut y, mut m, mut d) = (1970u64, 1u64, 1u64);
-        let leap = |y: u64| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-        for _ in 0..(150 * 366) {
-            let want = format!("{y:04}-{m:02}-{d:02}T00:00:00.000000Z");
-            assert_eq!(ts(secs, 0), want);
-            secs += 86_400;
-            let len = match m {
-                2 if leap(y) => 29,
-                2 => 28,
-                4 | 6 | 9 | 11 => 30,
-                _ => 31,
-            };
-            d += 1;
-            if d > len {
-                d = 1;
-                m += 1;
-                if m > 12 {
-                    m = 1;
-                    y += 1;
-                }
-            }
+    fn decimal_writes_every_u64() {
+        for n in [0, 7, 10, 200, 4_294_967_295, u64::MAX] {
+            assert_eq!(decimal(n, &mut [0; 20]), n.to_string());
         }
     }
 

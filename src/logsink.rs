@@ -1,7 +1,8 @@
 //! The tracing writer that also hands each log line to syslog(3) while the `syslog` setting is
 //! on: it wraps whatever writer logging uses (the `logfile`, stderr, or nothing with `-q`), so
 //! lines keep going where they went and syslog gets a copy with the matching priority.
-//! It owns no formatting beyond dropping the timestamp and level, which syslog adds itself.
+//! It owns no formatting beyond dropping the time, pid and level (`logformat::message_of`),
+//! which syslog adds itself.
 
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -35,8 +36,9 @@ pub struct TeeWriter<'a, W: Write> {
     copy: bool,
 }
 
-fn priority(level: &Level) -> Priority {
-    match *level {
+fn priority(meta: &Metadata<'_>) -> Priority {
+    match *meta.level() {
+        Level::ERROR if meta.target() == crate::logformat::FATAL => Priority::Critical,
         Level::ERROR => Priority::Error,
         Level::WARN => Priority::Warning,
         Level::INFO => Priority::Info,
@@ -61,7 +63,7 @@ impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for Tee<M> {
         TeeWriter {
             inner: self.inner.make_writer_for(meta),
             syslog: &self.syslog,
-            priority: priority(meta.level()),
+            priority: priority(meta),
             line: Vec::new(),
             copy: self.syslog.enabled(),
         }
@@ -82,25 +84,12 @@ impl<W: Write> Write for TeeWriter<'_, W> {
     }
 }
 
-/// `2026-01-01T00:00:00.000000Z  INFO text` → `text`: syslog stamps time and priority itself.
-fn message(line: &str) -> &str {
-    let line = line.trim_end();
-    let mut rest = line;
-    for _ in 0..2 {
-        rest = rest.trim_start();
-        match rest.find(char::is_whitespace) {
-            Some(i) => rest = &rest[i..],
-            None => return line,
-        }
-    }
-    rest.trim_start()
-}
-
 impl<W: Write> Drop for TeeWriter<'_, W> {
     fn drop(&mut self) {
         if !self.line.is_empty() {
             let line = String::from_utf8_lossy(&self.line);
-            self.syslog.send(self.priority, message(&line));
+            self.syslog
+                .send(self.priority, crate::logformat::message_of(&line));
         }
     }
 }
@@ -110,12 +99,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn timestamp_and_level_are_dropped() {
+    fn fatal_lines_go_to_syslog_as_critical() {
+        use parking_lot::Mutex;
+        use tracing_subscriber::layer::{Context, SubscriberExt};
+
+        struct Probe(Arc<Mutex<Vec<Priority>>>);
+        impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Probe {
+            fn on_event(&self, event: &tracing::Event<'_>, _: Context<'_, S>) {
+                self.0.lock().push(priority(event.metadata()));
+            }
+        }
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::registry().with(Probe(seen.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::error!(target: crate::logformat::FATAL, "cannot load config file");
+            tracing::error!("e");
+            tracing::warn!("w");
+            tracing::info!("i");
+        });
         assert_eq!(
-            message("2026-11-30T12:00:00.123456Z  INFO C-1 login attempt: db=x\n"),
-            "C-1 login attempt: db=x"
+            *seen.lock(),
+            [
+                Priority::Critical,
+                Priority::Error,
+                Priority::Warning,
+                Priority::Info
+            ]
         );
-        assert_eq!(message("odd"), "odd");
     }
 
     #[test]

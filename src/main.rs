@@ -12,7 +12,9 @@ use std::sync::Arc;
 use ollyscale_pooler::app;
 use ollyscale_pooler::context::VerbosityHook;
 use ollyscale_pooler::logfile::LogFile;
+use ollyscale_pooler::logformat::{Layout, FATAL};
 use ollyscale_pooler::logsink::Tee;
+use tracing_subscriber::fmt::format::Format;
 
 const USAGE: &str = "ollyscale-pooler: a PgBouncer-compatible PostgreSQL connection pooler
 
@@ -214,18 +216,41 @@ fn verbosity_hook<S: 'static>(
     })
 }
 
+/// PgBouncer's line layout (`logformat::Layout`), without colours: the level words are what
+/// greps look for, and a terminal gets the same bytes as a file.
+fn line_format<N, L, T, F, W>(
+    builder: tracing_subscriber::fmt::SubscriberBuilder<N, Format<L, T>, F, W>,
+) -> tracing_subscriber::fmt::SubscriberBuilder<N, Layout, F, W>
+where
+    N: for<'w> tracing_subscriber::fmt::FormatFields<'w> + 'static,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + 'static,
+{
+    builder
+        .with_ansi(false)
+        // The subscriber's own sanitization formats every line a character at a time; the
+        // fields a client controls are escaped at the source instead (`logsafe::Clean`).
+        .with_ansi_sanitization(false)
+        .event_format(Layout::new())
+}
+
+/// Start-up failures before logging is set up (it needs the config) still go out as PgBouncer
+/// writes them: log lines on stderr, the last one FATAL.
+fn fatal_before_logging(lines: impl FnOnce(), fatal: &str) -> ExitCode {
+    let stderr = line_format(tracing_subscriber::fmt())
+        .with_writer(std::io::stderr)
+        .finish();
+    tracing::subscriber::with_default(stderr, || {
+        lines();
+        tracing::error!(target: FATAL, "{fatal}");
+    });
+    ExitCode::from(1)
+}
+
 fn init_logging(args: &Args, cfg: &ollyscale_pooler::config::Config) -> Result<Logging, String> {
     let from_env = tracing_subscriber::EnvFilter::try_from_env("OLLYSCALE_LOG").ok();
     let fixed = from_env.is_some();
     let filter = from_env.unwrap_or_else(|| level_filter(args.verbose.max(cfg.general.verbose)));
-    // The subscriber's own sanitization formats every line a character at a time; the fields
-    // a client controls are escaped at the source instead (`logsafe::Clean`).
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi_sanitization(false)
-        // The default layout, written in one piece (see `logsafe::Timestamp`).
-        .with_timer(ollyscale_pooler::logsafe::Timestamp);
+    let builder = line_format(tracing_subscriber::fmt().with_env_filter(filter));
     // syslog(3) gets a copy of every line while `syslog` is on, whatever else logging does.
     let syslog = Arc::new(ollyscale_pooler::sys::Syslog::default());
     let g = &cfg.general;
@@ -243,20 +268,13 @@ fn init_logging(args: &Args, cfg: &ollyscale_pooler::config::Config) -> Result<L
     if let Some(path) = &cfg.general.logfile {
         let file = LogFile::open(path)
             .map_err(|e| format!("cannot open logfile {}: {e}", path.display()))?;
-        let hook = install!(builder.with_ansi(false).with_writer(tee(file.clone())));
+        let hook = install!(builder.with_writer(tee(file.clone())));
         return Ok((Some(file), hook, syslog));
     }
     let hook = if args.quiet || args.daemon {
-        install!(builder
-            .with_ansi(false)
-            .with_writer(Tee::new(std::io::sink, syslog.clone())))
+        install!(builder.with_writer(Tee::new(std::io::sink, syslog.clone())))
     } else {
-        // No colour codes when stderr is not a terminal (container logs, files).
-        use std::io::IsTerminal;
-        let ansi = std::io::stderr().is_terminal();
-        install!(builder
-            .with_ansi(ansi)
-            .with_writer(Tee::new(std::io::stderr, syslog.clone())))
+        install!(builder.with_writer(Tee::new(std::io::stderr, syslog.clone())))
     };
     Ok((None, hook, syslog))
 }
@@ -281,37 +299,26 @@ fn main() -> ExitCode {
     }
     let cfg = match ollyscale_pooler::config::Config::load(&path) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("ollyscale-pooler: {e}");
-            return ExitCode::from(1);
-        }
+        Err(e) => return fatal_before_logging(|| e.log(), "cannot load config file"),
     };
     // `-u` wins over the config's `user`; both only make sense when started as root.
     if let Some(user) = args.user.as_ref().or(cfg.general.user.as_ref()) {
         if let Err(e) = ollyscale_pooler::privileges::switch_user(user) {
-            eprintln!("ollyscale-pooler: {e}");
-            return ExitCode::from(1);
+            return fatal_before_logging(|| {}, &e);
         }
     }
     if args.daemon {
         if cfg.general.logfile.is_none() && !cfg.general.syslog {
-            eprintln!("ollyscale-pooler: -d needs logfile or syslog set in the config");
-            return ExitCode::from(1);
+            return fatal_before_logging(|| {}, "-d needs logfile or syslog set in the config");
         }
         return match ollyscale_pooler::privileges::daemonize() {
             Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("ollyscale-pooler: cannot go to the background: {e}");
-                ExitCode::from(1)
-            }
+            Err(e) => fatal_before_logging(|| {}, &format!("cannot go to the background: {e}")),
         };
     }
     let (log_file, verbosity, syslog) = match init_logging(&args, &cfg) {
         Ok(f) => f,
-        Err(e) => {
-            eprintln!("ollyscale-pooler: {e}");
-            return ExitCode::from(1);
-        }
+        Err(e) => return fatal_before_logging(|| {}, &e),
     };
     cfg.warn_unimplemented();
     // One worker means one thread that runs its own event loop, as PgBouncer does: no cross-thread
@@ -330,7 +337,7 @@ fn main() -> ExitCode {
     let runtime = match built {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("ollyscale-pooler: cannot start runtime: {e}");
+            tracing::error!(target: FATAL, "cannot start runtime: {e}");
             return ExitCode::from(1);
         }
     };
@@ -341,13 +348,13 @@ fn main() -> ExitCode {
         let mut running = match app::start(cfg).await {
             Ok(r) => r,
             Err(e) => {
-                tracing::error!("{e}");
+                tracing::error!(target: FATAL, "{e}");
                 return ExitCode::from(1);
             }
         };
         if let Some(p) = &pidfile {
             if let Err(e) = std::fs::write(p, format!("{}\n", std::process::id())) {
-                tracing::error!("cannot write pidfile {}: {e}", p.display());
+                tracing::error!(target: FATAL, "cannot write pidfile {}: {e}", p.display());
                 return ExitCode::from(1);
             }
         }

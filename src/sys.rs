@@ -129,6 +129,8 @@ fn facility_code(name: &str) -> libc::c_int {
 /// Log levels as syslog priorities.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Priority {
+    /// FATAL lines (LOG_CRIT, as PgBouncer).
+    Critical,
     Error,
     Warning,
     Info,
@@ -173,6 +175,7 @@ impl Syslog {
             return;
         }
         let level = match priority {
+            Priority::Critical => libc::LOG_CRIT,
             Priority::Error => libc::LOG_ERR,
             Priority::Warning => libc::LOG_WARNING,
             Priority::Info => libc::LOG_INFO,

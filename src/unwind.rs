@@ -25,7 +25,7 @@ pub fn caught<F: Future>(fut: F) -> impl Future<Output = Result<F::Output, Strin
 }
 
 /// The message of a panic payload (`panic!` with a literal or a formatted string).
-fn panic_text(payload: &(dyn Any + Send)) -> &str {
+pub fn panic_text(payload: &(dyn Any + Send)) -> &str {
     if let Some(s) = payload.downcast_ref::<&str>() {
         s
     } else if let Some(s) = payload.downcast_ref::<String>() {

@@ -149,7 +149,8 @@ fn rolling_restart_under_load() -> serde_json::Value {
     let port = free_port();
     let databases = format!("{db} = host=127.0.0.1 port={} dbname={db}", pg.port);
     let extra = format!(
-        "listen_port = {port}\nso_reuseport = 1\nshutdown_timeout = 20\ndefault_pool_size = 10"
+        "listen_port = {port}\nso_reuseport = 1\nshutdown_drain = transaction\n\
+         shutdown_timeout = 20\ndefault_pool_size = 10"
     );
     let mut a = Pooler::start(&pg, &databases, &extra, "");
     let mut b = Pooler::start(&pg, &databases, &extra, "");

@@ -119,7 +119,10 @@ fn password_never_echoed(tail: &str, mode: u8) {
         2 => format!("password={a} {b}"),
         _ => format!("password='{a}\\' {b}"),
     };
-    let line_end = tail.find(['\n', '\r']).unwrap_or(tail.len());
+    // The ini reader ends a line at `\n` only (`str::lines`): a bare `\r` stays inside the line,
+    // where the connection-string tokenizer, like PgBouncer's, takes it as part of a token. So
+    // the split is at `\n`, or text after a `\r` would glue onto the password's last part.
+    let line_end = tail.find('\n').unwrap_or(tail.len());
     // The tail goes on the entry's line, before or after the password; the rest of the text
     // (other lines) follows.
     let (on_line, after) = tail.split_at(line_end);

@@ -9,6 +9,12 @@
 //! PostgreSQL directly (tags and bodies, errors included, statement names as the client wrote
 //! them), whatever the pooler injected (Parse of a statement the server lacks, Close of an
 //! evicted one) or answered itself (Parse of a statement the server has, a client's Close).
+//! Where the pooler refuses a message as PgBouncer does (a Parse of a name the client holds, a
+//! Bind or Describe of a name it does not hold: the client is closed), the client saw the same
+//! replies up to that message, and PostgreSQL would have refused it too (26000 for the unknown
+//! name, an error for the Parse) or was skipping it after an error; the client then connects
+//! again (a new backend of its own, no names) and the pooled server it held is replaced, as the
+//! pooler closes it.
 //! The model server follows PostgreSQL's rules for the extended protocol: a failed message makes
 //! it ignore everything up to Sync; Parse checks the syntax before the name; Bind/Describe of a
 //! missing statement is 26000; Close of a missing name succeeds; a simple Query drops the unnamed
@@ -48,7 +54,7 @@ use std::collections::{HashMap, VecDeque};
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use ollyscale_pooler::server::statements::{ServerStatements, StatementCache};
-use ollyscale_pooler::session::pipeline::{Pipeline, Stmts, ToClient, ToServer};
+use ollyscale_pooler::session::pipeline::{Pipeline, Refusal, Stmts, ToClient, ToServer};
 use ollyscale_pooler::session::prepared::ClientStatements;
 
 fuzz_target!(|data: &[u8]| {
@@ -354,11 +360,12 @@ impl World {
         }
     }
 
+    /// Sends one client frame both ways.
     fn send(&mut self, f: Frame) {
         let c = &mut self.clients[self.link.client];
+        let skipping = c.direct.ignore_till_sync;
         let mut direct = VecDeque::new();
         c.direct.handle(&f, &mut direct);
-        c.saw_direct.extend(direct);
 
         let s = &mut self.servers[self.link.server];
         let mut st = Self::stmts(&self.cache, c, s);
@@ -366,11 +373,37 @@ impl World {
             ToServer::Pass => frame(f.0, &f.1),
             ToServer::Replace(b) => b.to_vec(),
             ToServer::Drop => vec![],
+            ToServer::Refuse(r) => return self.refused(r, skipping, &direct),
         };
+        c.saw_direct.extend(direct);
         for sf in frames(&to_server) {
             s.server.handle(&sf, &mut self.link.replies);
         }
         self.synthetic();
+    }
+
+    /// The pooler refused a message: every reply to what came before it reaches the client as
+    /// from PostgreSQL, and PostgreSQL refuses this one too (`direct`: its replies there), unless
+    /// it was skipping it after an error. Then the client connects again.
+    fn refused(&mut self, r: Refusal, skipping: bool, direct: &VecDeque<Frame>) {
+        self.deliver(usize::MAX);
+        self.check();
+        if !skipping {
+            let code = match direct.front() {
+                Some((b'E', body)) => body
+                    .split(|b| *b == 0)
+                    .find_map(|f| f.strip_prefix(b"C"))
+                    .map(|c| c.to_vec()),
+                other => panic!("refused {r:?} where PostgreSQL answered {other:?}"),
+            };
+            if let Refusal::Unknown(_) = r {
+                assert_eq!(code.as_deref(), Some(&b"26000"[..]), "refused {r:?}");
+            }
+        }
+        self.clients[self.link.client] = Client::default();
+        self.servers[self.link.server] = Pooled::default();
+        self.link.pipe = Pipeline::default();
+        self.link.replies.clear();
     }
 
     fn synthetic(&mut self) {

@@ -89,7 +89,7 @@ fn encode(packet: &StartupPacket, original: &[u8]) -> Vec<u8> {
         StartupPacket::Startup { params, minor } => {
             let mut body = BytesMut::new();
             body.put_u32(PROTOCOL_3_0 | u32::from(*minor));
-            for (key, value) in params {
+            for (key, value) in params.iter() {
                 assert!(!key.is_empty(), "empty parameter name accepted");
                 for s in [key, value] {
                     assert!(!s.contains('\0'));
@@ -102,10 +102,7 @@ fn encode(packet: &StartupPacket, original: &[u8]) -> Vec<u8> {
             out.put_slice(&body);
             if *minor == 0 {
                 // Our own builder writes the same bytes for protocol 3.0.
-                let pairs: Vec<(&str, &str)> = params
-                    .iter()
-                    .map(|(k, v)| (k.as_str(), v.as_str()))
-                    .collect();
+                let pairs: Vec<(&str, &str)> = params.iter().collect();
                 let mut built = BytesMut::new();
                 build::startup_message(&mut built, &pairs).expect("no NUL in accepted params");
                 assert_eq!(built, out);

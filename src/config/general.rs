@@ -88,7 +88,10 @@ pub struct General {
     pub stats_period: Duration,
     pub verbose: u32,
     pub user: Option<String>,
-    /// `shutdown_timeout` (ours): how long SIGTERM waits for clients to finish their transaction.
+    /// `shutdown_drain` (ours): what SIGTERM / SHUTDOWN WAIT_FOR_CLIENTS waits for.
+    pub shutdown_drain: ShutdownDrain,
+    /// `shutdown_timeout` (ours): the longest a SIGTERM drain waits before it closes the clients
+    /// left; zero waits as long as PgBouncer does (no limit).
     pub shutdown_timeout: Duration,
     /// `http_listen_addr` (ours): address of the /metrics, /livez, /readyz endpoint;
     /// `None` = 127.0.0.1, `*` = every address.
@@ -197,7 +200,8 @@ impl Default for General {
             stats_period: Duration::from_secs(60),
             verbose: 0,
             user: None,
-            shutdown_timeout: Duration::from_secs(30),
+            shutdown_drain: ShutdownDrain::Clients,
+            shutdown_timeout: Duration::ZERO,
             http_listen_addr: None,
             http_listen_port: None,
             peer_id: 0,
@@ -214,6 +218,41 @@ impl Default for General {
             disable_pqexec: false,
             scram_iterations: 4096,
             login_notify_message: String::new(),
+        }
+    }
+}
+
+/// What SIGTERM and `SHUTDOWN WAIT_FOR_CLIENTS` wait for before the process exits
+/// (`shutdown_drain`). Either way the listeners stop taking TCP connections at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ShutdownDrain {
+    /// PgBouncer's "super safe shutdown": every connected client, idle or not, is served until it
+    /// disconnects by itself (console sessions count too, as in PgBouncer).
+    #[default]
+    Clients,
+    /// Ours, for Kubernetes rolling restarts: an idle client is closed once quiet, a busy one
+    /// right after its transaction, so a pod leaves within its grace period.
+    Transaction,
+}
+
+impl ShutdownDrain {
+    /// The ini spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShutdownDrain::Clients => "clients",
+            ShutdownDrain::Transaction => "transaction",
+        }
+    }
+
+    /// Parses `clients|transaction` (any case). The error says what was expected.
+    pub fn parse(value: &str) -> Result<ShutdownDrain, String> {
+        match value.to_ascii_lowercase().as_str() {
+            "clients" => Ok(ShutdownDrain::Clients),
+            "transaction" => Ok(ShutdownDrain::Transaction),
+            _ => Err(format!(
+                "expected clients or transaction, got \"{}\"",
+                super::ini::shown(value)
+            )),
         }
     }
 }

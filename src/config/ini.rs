@@ -58,9 +58,14 @@ pub(crate) fn set_general(cfg: &mut Config, key: &str, value: &str) -> Result<()
     if !info.implemented {
         return Err(format!("setting {} is not supported", info.name));
     }
-    let mut g = cfg.general.clone();
-    general::apply(&mut g, info.name, value)?;
-    cfg.general = g;
+    if info.name == "conffile" {
+        // As in PgBouncer: the next RELOAD/SIGHUP reads this file instead.
+        cfg.path = PathBuf::from(value);
+    } else {
+        let mut g = cfg.general.clone();
+        general::apply(&mut g, info.name, value)?;
+        cfg.general = g;
+    }
     match cfg.raw_general.iter_mut().find(|(k, _)| k == info.name) {
         Some(slot) => slot.1 = value.to_string(),
         None => cfg
@@ -111,6 +116,18 @@ impl Parser {
             line: loc.line,
             key: key.to_string(),
             message: message.into(),
+            value: None,
+        });
+    }
+
+    /// A `[pgbouncer]` line PgBouncer's parser would refuse: the value goes into the log line.
+    fn bad_value(&mut self, loc: Loc<'_>, key: &str, value: &str, message: impl Into<String>) {
+        self.issues.push(ConfigIssue {
+            file: loc.file.to_string(),
+            line: loc.line,
+            key: key.to_string(),
+            message: message.into(),
+            value: Some(value.to_string()),
         });
     }
 
@@ -303,7 +320,7 @@ impl Parser {
     fn general(&mut self, key: &str, value: &str, loc: Loc<'_>) {
         let lower = key.to_ascii_lowercase();
         let Some(info) = find_key(&lower) else {
-            self.issue(loc, key, "unknown setting");
+            self.bad_value(loc, key, value, "unknown setting");
             return;
         };
         match self
@@ -318,12 +335,17 @@ impl Parser {
                 .raw_general
                 .push((info.name.to_string(), value.to_string())),
         }
+        if info.name == "conffile" {
+            // PgBouncer's cf_config_file: the file the next RELOAD/SIGHUP reads.
+            self.cfg.path = PathBuf::from(value);
+            return;
+        }
         if !info.implemented {
             self.unimplemented(info.name.to_string());
             return;
         }
         if let Err(message) = general::apply(&mut self.cfg.general, info.name, value) {
-            self.issue(loc, info.name, message);
+            self.bad_value(loc, info.name, value, message);
         } else if NO_EFFECT_YET.contains(&info.name) {
             self.unimplemented(info.name.to_string());
         }

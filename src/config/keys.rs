@@ -3,9 +3,9 @@
 //!
 //! Owns only the static table and lookups into it. It must not parse values: `ini.rs` does that.
 //! Source: PgBouncer 1.25.2 `main.c` (`bouncer_params`), plus the master/1.26 keys
-//! `login_notify_message` and `pool_idle_timeout`, plus our own `shutdown_timeout`,
-//! `http_listen_addr`, `http_listen_port` and the Patroni keys (`patroni_poll_interval`,
-//! `patroni_timeout`, `max_replica_lag`, `failover_hold_timeout`).
+//! `login_notify_message` and `pool_idle_timeout`, plus our own `shutdown_drain`,
+//! `shutdown_timeout`, `http_listen_addr`, `http_listen_port` and the Patroni keys
+//! (`patroni_poll_interval`, `patroni_timeout`, `max_replica_lag`, `failover_hold_timeout`).
 
 /// One `[pgbouncer]` setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,16 +63,16 @@ pub static GENERAL_KEYS: &[KeyInfo] = &[
     key("cancel_wait_timeout", "10", RELOAD, IMPL),
     key("client_idle_timeout", "0", RELOAD, IMPL),
     key("client_login_timeout", "60", RELOAD, IMPL),
-    key("client_tls13_ciphers", "", RELOAD, UNIMPL),
+    key("client_tls13_ciphers", "", RELOAD, IMPL),
     key("client_tls_ca_file", "", RELOAD, IMPL),
     key("client_tls_cert_file", "", RELOAD, IMPL),
     key("client_tls_ciphers", "default", RELOAD, IMPL),
     key("client_tls_dheparams", "auto", RELOAD, UNIMPL),
-    key("client_tls_ecdhcurve", "auto", RELOAD, UNIMPL),
+    key("client_tls_ecdhcurve", "auto", RELOAD, IMPL),
     key("client_tls_key_file", "", RELOAD, IMPL),
     key("client_tls_protocols", "secure", RELOAD, IMPL),
     key("client_tls_sslmode", "disable", RELOAD, IMPL),
-    key("conffile", "", RELOAD, UNIMPL),
+    key("conffile", "", RELOAD, IMPL),
     key("default_pool_size", "20", RELOAD, IMPL),
     key("disable_pqexec", "0", NO_RELOAD, IMPL),
     key("dns_max_ttl", "15", RELOAD, IMPL),
@@ -133,7 +133,7 @@ pub static GENERAL_KEYS: &[KeyInfo] = &[
     key("server_reset_query", "DISCARD ALL", RELOAD, IMPL),
     key("server_reset_query_always", "0", RELOAD, IMPL),
     key("server_round_robin", "0", RELOAD, IMPL),
-    key("server_tls13_ciphers", "", RELOAD, UNIMPL),
+    key("server_tls13_ciphers", "", RELOAD, IMPL),
     key("server_tls_ca_file", "", RELOAD, IMPL),
     key("server_tls_cert_file", "", RELOAD, IMPL),
     key("server_tls_ciphers", "default", RELOAD, IMPL),
@@ -142,8 +142,10 @@ pub static GENERAL_KEYS: &[KeyInfo] = &[
     key("server_tls_sslmode", "prefer", RELOAD, IMPL),
     // Windows-only alias of job_name in PgBouncer; accepted so such files still load.
     key("service_name", "", NO_RELOAD, UNIMPL),
-    // Ours: how long SIGTERM waits for clients to finish their transaction.
-    key("shutdown_timeout", "30", RELOAD, IMPL),
+    // Ours: what SIGTERM waits for (PgBouncer's: every client to leave by itself).
+    key("shutdown_drain", "clients", RELOAD, IMPL),
+    // Ours: the longest SIGTERM waits; PgBouncer has no limit.
+    key("shutdown_timeout", "0", RELOAD, IMPL),
     key("so_reuseport", "0", NO_RELOAD, IMPL),
     key("stats_period", "60", RELOAD, IMPL),
     key("stats_users", "", RELOAD, IMPL),

@@ -10,6 +10,7 @@ mod general;
 mod ini;
 mod keys;
 pub mod operator;
+mod report;
 mod security;
 mod userlist;
 
@@ -21,10 +22,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use cluster::{ClusterConfig, PatroniUrl, ReplicaFallback, Role};
-pub use general::General;
+pub use general::{General, ShutdownDrain};
 pub use ini::parse_ini_str;
 pub use keys::{KeyInfo, GENERAL_KEYS};
-pub use security::{Security, SslMode, TlsSettings, DEFAULT_AUTH_QUERY};
+pub use security::{EcdhCurve, Security, SslMode, TlsSettings, DEFAULT_AUTH_QUERY};
 pub use userlist::{parse_userlist, Secret, UserList};
 
 /// A configuration problem, with enough context to fix it.
@@ -39,6 +40,9 @@ pub struct ConfigIssue {
     pub key: String,
     /// What was wrong / what was expected.
     pub message: String,
+    /// The value as written, when the problem is a `[pgbouncer]` line's value (or key): the log
+    /// then quotes it as PgBouncer's parser does.
+    pub value: Option<String>,
 }
 
 /// Every problem found in one load; the config is rejected when this is non-empty.
@@ -377,10 +381,11 @@ impl Config {
                 line: 0,
                 key: String::new(),
                 message: format!("cannot read file: {e}"),
+                value: None,
             }])
         })?;
+        // cfg.path is `path`, or what a `conffile` line names (the file later reloads read).
         let mut cfg = parse_ini_str(&text, path)?;
-        cfg.path = path.to_path_buf();
         if let Some(auth_file) = cfg.general.auth_file.clone() {
             let text = std::fs::read_to_string(&auth_file).map_err(|e| {
                 ConfigErrors(vec![ConfigIssue {
@@ -388,6 +393,7 @@ impl Config {
                     line: 0,
                     key: "auth_file".into(),
                     message: format!("cannot read file: {e}"),
+                    value: None,
                 }])
             })?;
             cfg.userlist = parse_userlist(&text, &auth_file)?;
@@ -398,6 +404,7 @@ impl Config {
                 line: 0,
                 key: "auth_hba_file".into(),
                 message,
+                value: None,
             }])
         })?;
         Ok(cfg)

@@ -173,6 +173,10 @@ pub fn render(
     let _ = writeln!(w, "idle_transaction_timeout = 600");
     let _ = writeln!(w, "server_login_retry = 5");
     let _ = writeln!(w, "ignore_startup_parameters = extra_float_digits,options");
+    // Ours: a pod's SIGTERM closes each client after its transaction, within the operator's
+    // grace period, instead of waiting for every client to leave (PgBouncer's SIGTERM).
+    let _ = writeln!(w, "shutdown_drain = transaction");
+    let _ = writeln!(w, "shutdown_timeout = 30");
     // Ours: probes and metrics.
     let _ = writeln!(w, "http_listen_addr = *");
     let _ = writeln!(w, "http_listen_port = {OPERATOR_HTTP_PORT}");
@@ -223,6 +227,15 @@ mod tests {
         assert_eq!(cfg.general.max_client_conn, 10000);
         assert_eq!(cfg.general.listen_port, 5432);
         assert_eq!(cfg.general.admin_users, vec!["pooler".to_string()]);
+        // The pod's SIGTERM drains as before the default became PgBouncer's wait for clients.
+        assert_eq!(
+            cfg.general.shutdown_drain,
+            crate::config::ShutdownDrain::Transaction
+        );
+        assert_eq!(
+            cfg.general.shutdown_timeout,
+            std::time::Duration::from_secs(30)
+        );
         let fallback = cfg.fallback_database.expect("* entry");
         assert_eq!(fallback.port, 5432);
         for key in ["auth_query", "auth_dbname", "server_tls_sslmode"] {

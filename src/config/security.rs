@@ -67,8 +67,56 @@ pub struct TlsSettings {
     pub ca_file: Option<PathBuf>,
     /// `*_tls_protocols`: `secure` (TLS 1.2 and 1.3), `all`, or a list such as `tlsv1.3`.
     pub protocols: String,
-    /// `*_tls_ciphers` as written (only the named sets are honoured; see `net::tls`).
+    /// `*_tls_ciphers` as written: the TLS 1.2 suites (see `net::tls`).
     pub ciphers: String,
+    /// `*_tls13_ciphers` as written (PgBouncer 1.25): the TLS 1.3 suites; empty leaves them to
+    /// `ciphers`, as PgBouncer documents.
+    pub tls13_ciphers: String,
+    /// `client_tls_ecdhcurve`: the key-exchange groups offered, in order; `None` for `auto`
+    /// (and `none`, see [`parse_curves`]). PgBouncer has no server-side key, so the server side
+    /// keeps `None`.
+    pub ecdh_curves: Option<Vec<EcdhCurve>>,
+}
+
+/// A key-exchange group the ring provider has, under OpenSSL's name (what SHOW CLIENTS prints).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EcdhCurve {
+    /// `X25519`.
+    X25519,
+    /// `prime256v1`, also spelled `P-256` or `secp256r1`.
+    Prime256v1,
+    /// `secp384r1`, also spelled `P-384`.
+    Secp384r1,
+}
+
+/// Parses `client_tls_ecdhcurve`: `auto`, `none`, or one curve name or a `:`/`,` list of them.
+///
+/// `none` means the defaults too: PgBouncer hands it to libusual as "set no curve", which
+/// OpenSSL 1.1+ answers with its automatic curve choice, and every suite rustls offers needs an
+/// (EC)DHE group, so there is nothing to turn off. A name ring lacks (secp521r1, X448, ffdhe*)
+/// is refused with libusual's text, as PgBouncer refuses it when TLS is set up.
+pub fn parse_curves(value: &str) -> Result<Option<Vec<EcdhCurve>>, String> {
+    let v = value.trim();
+    if v.is_empty() || v.eq_ignore_ascii_case("auto") || v.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    let mut out = Vec::new();
+    for name in v.split([':', ',']).map(str::trim).filter(|n| !n.is_empty()) {
+        let c = match name.to_ascii_lowercase().as_str() {
+            "x25519" => EcdhCurve::X25519,
+            "prime256v1" | "secp256r1" | "p-256" => EcdhCurve::Prime256v1,
+            "secp384r1" | "p-384" => EcdhCurve::Secp384r1,
+            _ => {
+                return Err(format!(
+                "invalid ecdhe curve '{name}' (known: auto, none, X25519, prime256v1, secp384r1)"
+            ))
+            }
+        };
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    Ok((!out.is_empty()).then_some(out))
 }
 
 impl TlsSettings {
@@ -80,6 +128,8 @@ impl TlsSettings {
             ca_file: None,
             protocols: "secure".to_string(),
             ciphers: "default".to_string(),
+            tls13_ciphers: String::new(),
+            ecdh_curves: None,
         }
     }
 }
@@ -157,6 +207,13 @@ pub(crate) fn apply(s: &mut Security, key: &str, value: &str) -> Option<Result<(
         "auth_hba_file" => s.auth_hba_file = path(value),
         "auth_ident_file" => s.auth_ident_file = path(value),
         "auth_ldap_options" => s.auth_ldap_options = value.to_string(),
+        "client_tls13_ciphers" => s.client_tls.tls13_ciphers = value.to_string(),
+        "server_tls13_ciphers" => s.server_tls.tls13_ciphers = value.to_string(),
+        // Client side only, as in PgBouncer (it passes no curve for server connections).
+        "client_tls_ecdhcurve" => match parse_curves(value) {
+            Ok(c) => s.client_tls.ecdh_curves = c,
+            Err(e) => return Some(Err(e)),
+        },
         _ => {
             let (client, rest) = side(s, key)?;
             let t = if client {
@@ -204,6 +261,40 @@ mod tests {
         assert!(apply(&mut s, "auth_user", "pooler").unwrap().is_ok());
         assert_eq!(s.auth_user.as_deref(), Some("pooler"));
         assert!(apply(&mut s, "listen_port", "1").is_none());
-        assert!(apply(&mut s, "client_tls13_ciphers", "x").is_none());
+        assert!(apply(&mut s, "client_tls_dheparams", "auto").is_none());
+        assert!(
+            apply(&mut s, "server_tls13_ciphers", "TLS_AES_128_GCM_SHA256")
+                .unwrap()
+                .is_ok()
+        );
+        assert_eq!(s.server_tls.tls13_ciphers, "TLS_AES_128_GCM_SHA256");
+        assert!(s.client_tls.tls13_ciphers.is_empty());
+    }
+
+    #[test]
+    fn ecdh_curve_names() {
+        assert_eq!(parse_curves("auto"), Ok(None));
+        assert_eq!(parse_curves("none"), Ok(None));
+        assert_eq!(
+            parse_curves("secp384r1"),
+            Ok(Some(vec![EcdhCurve::Secp384r1]))
+        );
+        assert_eq!(
+            parse_curves("P-256:X25519,prime256v1"),
+            Ok(Some(vec![EcdhCurve::Prime256v1, EcdhCurve::X25519]))
+        );
+        assert_eq!(
+            parse_curves("secp521r1").unwrap_err(),
+            "invalid ecdhe curve 'secp521r1' (known: auto, none, X25519, prime256v1, secp384r1)"
+        );
+        let mut s = Security::default();
+        assert!(apply(&mut s, "client_tls_ecdhcurve", "P-384")
+            .unwrap()
+            .is_ok());
+        assert_eq!(s.client_tls.ecdh_curves, Some(vec![EcdhCurve::Secp384r1]));
+        assert!(apply(&mut s, "client_tls_ecdhcurve", "brainpool")
+            .unwrap()
+            .is_err());
+        assert_eq!(s.client_tls.ecdh_curves, Some(vec![EcdhCurve::Secp384r1]));
     }
 }

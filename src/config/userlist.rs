@@ -109,6 +109,7 @@ pub fn parse_userlist(text: &str, path: &Path) -> Result<UserList, ConfigErrors>
                 line: i + 1,
                 key: user,
                 message: message.to_string(),
+                value: None,
             }),
         }
     }

@@ -88,7 +88,7 @@ fn record(ctx: &Context) {
             (POOLS_CL_WAITING_CANCEL, 0),
             (POOLS_SV_ACTIVE, p.sv_active),
             (POOLS_SV_ACTIVE_CANCEL, 0),
-            (POOLS_SV_BEING_CANCELED, 0),
+            (POOLS_SV_BEING_CANCELED, p.sv_being_canceled),
             (POOLS_SV_IDLE, p.sv_idle),
             (POOLS_SV_USED, p.sv_used),
             (POOLS_SV_TESTED, p.sv_tested),

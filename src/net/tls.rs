@@ -17,120 +17,19 @@ use tokio_rustls::rustls::{
     self,
     client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
     client::WebPkiServerVerifier,
-    crypto::{ring, CryptoProvider},
+    crypto::CryptoProvider,
     server::danger::{ClientCertVerified, ClientCertVerifier},
     server::WebPkiClientVerifier,
     CertificateError, ClientConfig, DigitallySignedStruct, DistinguishedName, RootCertStore,
-    ServerConfig, SignatureScheme, SupportedProtocolVersion,
+    ServerConfig, SignatureScheme,
 };
 
 use super::tls_legacy as legacy;
 
+mod suites;
+use suites::{provider, suite_name, versions};
+
 use crate::config::{SslMode, TlsSettings};
-
-/// OpenSSL's names for the suites the ring provider has (PgBouncer prints and accepts these).
-const SUITE_NAMES: &[(&str, &str)] = &[
-    ("TLS13_AES_256_GCM_SHA384", "TLS_AES_256_GCM_SHA384"),
-    ("TLS13_AES_128_GCM_SHA256", "TLS_AES_128_GCM_SHA256"),
-    (
-        "TLS13_CHACHA20_POLY1305_SHA256",
-        "TLS_CHACHA20_POLY1305_SHA256",
-    ),
-    (
-        "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
-        "ECDHE-ECDSA-AES256-GCM-SHA384",
-    ),
-    (
-        "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
-        "ECDHE-ECDSA-AES128-GCM-SHA256",
-    ),
-    (
-        "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
-        "ECDHE-ECDSA-CHACHA20-POLY1305",
-    ),
-    (
-        "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
-        "ECDHE-RSA-AES256-GCM-SHA384",
-    ),
-    (
-        "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
-        "ECDHE-RSA-AES128-GCM-SHA256",
-    ),
-    (
-        "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
-        "ECDHE-RSA-CHACHA20-POLY1305",
-    ),
-];
-
-/// PgBouncer's named cipher sets; rustls's defaults are all modern AEAD suites, so each named
-/// set means "the provider's defaults".
-const NAMED_CIPHER_SETS: &[&str] = &[
-    "default", "secure", "fast", "normal", "compat", "legacy", "all",
-];
-
-fn suite_name(suite: rustls::SupportedCipherSuite) -> String {
-    let rust = format!("{:?}", suite.suite());
-    SUITE_NAMES
-        .iter()
-        .find(|(r, _)| *r == rust)
-        .map(|(_, o)| o.to_string())
-        .unwrap_or(rust)
-}
-
-/// The ring provider with the suites `ciphers` names (OpenSSL or IANA spelling, `:` or `,`
-/// separated). Names rustls does not have are skipped; a list naming none of ours is an error.
-fn provider(ciphers: &str) -> Result<CryptoProvider, String> {
-    let mut p = ring::default_provider();
-    let c = ciphers.trim();
-    if c.is_empty() || NAMED_CIPHER_SETS.iter().any(|n| n.eq_ignore_ascii_case(c)) {
-        return Ok(p);
-    }
-    let wanted: Vec<&str> = c
-        .split([':', ','])
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .collect();
-    p.cipher_suites.retain(|s| {
-        let rust = format!("{:?}", s.suite());
-        let ossl = suite_name(*s);
-        wanted.iter().any(|w| {
-            w.eq_ignore_ascii_case(&rust) || w.eq_ignore_ascii_case(&ossl) || {
-                // IANA spelling of TLS 1.3 suites: TLS_AES_128_GCM_SHA256 (same as OpenSSL's).
-                w.eq_ignore_ascii_case(rust.trim_start_matches("TLS13_"))
-            }
-        })
-    });
-    if p.cipher_suites.is_empty() {
-        return Err(format!(
-            "no cipher in \"{ciphers}\" is available (TLS 1.2/1.3 AEAD suites only)"
-        ));
-    }
-    Ok(p)
-}
-
-/// `*_tls_protocols`: `secure`/`default`/`all`/`legacy` or a list of `tlsv1.2`, `tlsv1.3`
-/// (TLS 1.0 and 1.1 are not offered by rustls and are skipped).
-fn versions(protocols: &str) -> Result<Vec<&'static SupportedProtocolVersion>, String> {
-    let p = protocols.trim().to_ascii_lowercase();
-    if p.is_empty() || matches!(p.as_str(), "secure" | "default" | "all" | "legacy") {
-        return Ok(vec![&rustls::version::TLS13, &rustls::version::TLS12]);
-    }
-    let mut out: Vec<&'static SupportedProtocolVersion> = Vec::new();
-    for item in p.split([',', ':', ' ']).filter(|s| !s.is_empty()) {
-        match item {
-            "tlsv1.3" => out.push(&rustls::version::TLS13),
-            "tlsv1.2" => out.push(&rustls::version::TLS12),
-            "tlsv1" | "tlsv1.0" | "tlsv1.1" => {}
-            other => return Err(format!("unknown TLS protocol \"{other}\"")),
-        }
-    }
-    if out.is_empty() {
-        return Err(format!(
-            "\"{protocols}\" names no protocol rustls offers (tlsv1.2, tlsv1.3)"
-        ));
-    }
-    Ok(out)
-}
 
 fn read(path: &Path, fp: &mut impl Hasher) -> Result<Vec<u8>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -195,7 +94,7 @@ pub fn acceptor_config(s: &TlsSettings) -> Result<Option<Arc<ServerConfig>>, Str
         ));
     };
     let fp = &mut std::collections::hash_map::DefaultHasher::new();
-    let provider = Arc::new(provider(&s.ciphers)?);
+    let provider = Arc::new(provider(s, "client_tls")?);
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions(&s.protocols)?)
         .map_err(|e| e.to_string())?;
@@ -477,6 +376,8 @@ impl HashInto for TlsSettings {
         self.ca_file.hash(h);
         self.protocols.hash(h);
         self.ciphers.hash(h);
+        self.tls13_ciphers.hash(h);
+        self.ecdh_curves.hash(h);
     }
 }
 
@@ -487,7 +388,7 @@ fn connector_config(
     if s.sslmode == SslMode::Disable {
         return Ok(None);
     }
-    let provider = Arc::new(provider(&s.ciphers)?);
+    let provider = Arc::new(provider(s, "server_tls")?);
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&versions(&s.protocols)?)
         .map_err(|e| e.to_string())?;
@@ -631,44 +532,4 @@ pub fn ldap_client_config(ca_pem: &[u8], origin: &str) -> Result<Arc<ClientConfi
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn protocol_lists() {
-        assert_eq!(versions("secure").unwrap().len(), 2);
-        assert_eq!(versions("tlsv1.3").unwrap().len(), 1);
-        assert_eq!(versions("tlsv1.1,tlsv1.2").unwrap().len(), 1);
-        assert!(versions("tlsv1.1").is_err());
-        assert!(versions("sslv3").is_err());
-    }
-
-    #[test]
-    fn cipher_lists() {
-        let all = ring::default_provider().cipher_suites.len();
-        assert_eq!(provider("default").unwrap().cipher_suites.len(), all);
-        let p = provider("ECDHE-RSA-AES256-GCM-SHA384:TLS_AES_128_GCM_SHA256").unwrap();
-        assert_eq!(p.cipher_suites.len(), 2);
-        assert!(provider("RC4-MD5").is_err());
-    }
-
-    #[test]
-    fn modes_need_their_files() {
-        let mut s = crate::config::Security::default().client_tls;
-        assert!(acceptor_config(&s).unwrap().is_none());
-        s.sslmode = SslMode::Require;
-        assert!(acceptor_config(&s)
-            .unwrap_err()
-            .contains("client_tls_key_file"));
-        let mut s = crate::config::Security::default().server_tls;
-        s.sslmode = SslMode::VerifyFull;
-        assert!(ServerTls::build(&s)
-            .error
-            .unwrap()
-            .contains("server_tls_ca_file"));
-        s.sslmode = SslMode::Require;
-        let t = ServerTls::build(&s);
-        assert!(t.config.is_some() && t.error.is_none());
-        assert_eq!(t, ServerTls::build(&s));
-    }
-}
+mod tests;

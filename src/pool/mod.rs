@@ -21,7 +21,7 @@ pub use connector::{Connector, PgConnector};
 pub use key::{KeyRef, KeyView, PoolKey};
 pub use pause::{PauseBook, PauseReasons};
 pub use pool::{Lease, Pool, PoolLinks, PoolSnapshot, ReplicationSlot, Welcome};
-pub use set::{Member, PoolSet, Role, Route, Serves};
+pub use set::{Member, ParamSets, PoolSet, Role, Route, Serves, StatusBlock};
 pub use signal::{Nudge, Nudging, PoolObserver, Signal};
 
 use std::path::PathBuf;

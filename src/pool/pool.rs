@@ -325,7 +325,7 @@ impl Pool {
         let used = if check {
             st.idle
                 .iter()
-                .filter(|c| c.last_used.elapsed() >= st.settings.server_check_delay)
+                .filter(|c| c.served && c.last_used.elapsed() >= st.settings.server_check_delay)
                 .count() as u32
         } else {
             0
@@ -431,11 +431,12 @@ impl Pool {
         match check_delay {
             // A server checked in after the wait began was handed over as it came back (its
             // last use is the hand-off, well within a non-zero delay): only one that idled
-            // from before needs the clock. A zero delay tests every server, as PgBouncer does.
+            // from before needs the clock. A zero delay tests every server a client has used, as PgBouncer does.
             // Boxed: the test's round trip is rare, and inline its state would sit in every
             // session's per-transaction future (see `Client::transaction`).
             Some(delay)
-                if (delay.is_zero() || lease.last_used < started.into_std())
+                if lease.served
+                    && (delay.is_zero() || lease.last_used < started.into_std())
                     && lease.last_used.elapsed() >= delay =>
             {
                 Box::pin(self.check_before_use(lease)).await
@@ -453,7 +454,8 @@ impl Pool {
         let (conn, check) = {
             let mut st = self.state.lock();
             let conn = self.pop_idle(&mut st, Some(now))?;
-            let check = !st.settings.server_check_query.is_empty()
+            let check = conn.served
+                && !st.settings.server_check_query.is_empty()
                 && now.saturating_duration_since(conn.last_used) >= st.settings.server_check_delay;
             (conn, check)
         };
@@ -469,6 +471,7 @@ impl Pool {
     pub async fn check_before_use(self: &Arc<Self>, mut conn: Lease) -> Result<Lease> {
         let settings = self.settings();
         if settings.server_check_query.is_empty()
+            || !conn.served
             || conn.last_used.elapsed() < settings.server_check_delay
         {
             return Ok(conn);
@@ -593,6 +596,7 @@ impl Pool {
             return;
         }
         conn.last_used = now;
+        conn.served |= used;
         self.give(&mut st, conn);
     }
 

@@ -19,9 +19,9 @@ use tokio::time::Instant;
 
 use super::pause::{PauseBook, PauseReasons};
 use super::{Pool, PoolKey, PoolLinks, PoolSettings, Welcome};
-use crate::config::{LoadBalanceHosts, ServerHost};
+use crate::config::{LoadBalanceHosts, PoolMode, ServerHost};
 use crate::error::Error;
-use crate::server::{ServerCredential, ServerTarget};
+use crate::server::{ParamSet, ServerCredential, ServerTarget};
 
 mod route;
 pub use route::Route;
@@ -146,6 +146,39 @@ struct SetState {
     /// The credential came from auth_query (`offer_credential`), not from the config: a reload,
     /// whose config has none for this user, keeps it.
     from_auth_query: bool,
+    /// The tracked-parameter sets the last login handed out (see [`ParamSets`]).
+    param_sets: Option<ParamSets>,
+}
+
+/// The tracked-parameter sets a login made from one welcome, kept so the next clients of the
+/// set that want the same values share them instead of building their own (an allocation per
+/// login, and a copy kept by every idle client). The pool only stores them; the session makes
+/// and compares them.
+#[derive(Clone)]
+pub struct ParamSets {
+    /// The welcome the sets were made from: its names are the sets' names, by identity.
+    pub welcome: Arc<Welcome>,
+    /// What a client that asks for nothing gets: the welcome's values.
+    pub defaults: ParamSet,
+    /// The set the last login that asked for other values got.
+    pub last: ParamSet,
+    /// The ParameterStatus messages a login sent last (see [`StatusBlock`]).
+    pub status: Option<StatusBlock>,
+}
+
+/// The ParameterStatus messages of a welcome, as a login wrote them, and what they were made
+/// from: the next login with the same parameter set copies them instead of encoding a dozen
+/// messages again (~4k instructions per login).
+#[derive(Clone)]
+pub struct StatusBlock {
+    /// The client's parameter set the messages carry.
+    pub params: ParamSet,
+    /// max_prepared_statements announced (pgbouncer.max_prepared_statements).
+    pub max_prepared: u64,
+    /// The pool mode announced (pgbouncer.pool_mode).
+    pub pool_mode: PoolMode,
+    /// The encoded messages.
+    pub bytes: bytes::Bytes,
 }
 
 /// Where a set's members come from.
@@ -273,6 +306,7 @@ impl PoolSet {
                 held: PauseReasons::NONE,
                 balance: None,
                 from_auth_query: false,
+                param_sets: None,
             }),
             epoch: AtomicU64::new(0),
             next: AtomicUsize::new(0),
@@ -547,7 +581,40 @@ impl PoolSet {
 
     /// The first member's welcome ParameterStatus set, once one has logged in.
     pub fn welcome(&self) -> Option<Arc<Welcome>> {
-        self.pools().iter().find_map(|p| p.welcome())
+        // Under the set's lock (the set -> pool order `reconfigure` takes too): collecting the
+        // members first was a Vec per login.
+        self.state
+            .lock()
+            .members
+            .iter()
+            .find_map(|m| m.pool.welcome())
+    }
+
+    /// The tracked-parameter sets last handed out for `welcome`, if they were made from it.
+    pub fn param_sets(&self, welcome: &Arc<Welcome>) -> Option<ParamSets> {
+        self.state
+            .lock()
+            .param_sets
+            .as_ref()
+            .filter(|s| Arc::ptr_eq(&s.welcome, welcome))
+            .cloned()
+    }
+
+    /// Keeps `sets` for the next logins (see [`ParamSets`]).
+    pub fn keep_param_sets(&self, sets: ParamSets) {
+        self.state.lock().param_sets = Some(sets);
+    }
+
+    /// Keeps the ParameterStatus messages made from `welcome` (see [`StatusBlock`]).
+    pub fn keep_status(&self, welcome: &Arc<Welcome>, block: StatusBlock) {
+        let mut st = self.state.lock();
+        if let Some(sets) = st
+            .param_sets
+            .as_mut()
+            .filter(|s| Arc::ptr_eq(&s.welcome, welcome))
+        {
+            sets.status = Some(block);
+        }
     }
 
     /// Applies reloaded settings to every member. A fixed set's member follows the target's

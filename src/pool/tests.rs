@@ -29,6 +29,7 @@ pub(crate) fn fake_conn(target: &ServerTarget, server_version: &str) -> (ServerC
             addr: None,
             pid: 1,
             key: 1,
+            inflight: Default::default(),
         },
         ("unix".into(), 0),
     );

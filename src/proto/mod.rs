@@ -72,6 +72,28 @@ pub fn read_frame(buf: &mut BytesMut, max: u32) -> Result<Option<Frame>, FrameEr
     }))
 }
 
+/// [`read_frame`] for a buffer that serves one frame only, with the body left mutable: when
+/// `buf` holds exactly the frame, the whole buffer becomes the body (`buf` is left empty, with
+/// no memory) rather than be split off, since a split makes the buffer shared, an allocation.
+/// (A frozen body would allocate too: `Bytes` from a buffer with spare room.) A login's
+/// password message comes this way.
+pub fn take_frame(buf: &mut BytesMut, max: u32) -> Result<Option<(u8, BytesMut)>, FrameError> {
+    let Some((tag, total)) = header(buf, max)? else {
+        return Ok(None);
+    };
+    if buf.len() < total {
+        buf.reserve(total - buf.len());
+        return Ok(None);
+    }
+    let mut frame = if buf.len() == total {
+        std::mem::take(buf)
+    } else {
+        buf.split_to(total)
+    };
+    frame.advance(HEADER_LEN);
+    Ok(Some((tag, frame)))
+}
+
 /// What the scanner found at one step.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Item<'a> {

@@ -33,7 +33,7 @@ pub enum StartupPacket {
     /// A protocol 3.x StartupMessage.
     Startup {
         /// Parameters in the order sent (`user`, `database`, `options`, GUCs, `_pq_.*`).
-        params: Vec<(String, String)>,
+        params: RawParams,
         /// Requested minor version: 0 for 3.0; anything newer calls for a
         /// NegotiateProtocolVersion answer if we do not speak it.
         minor: u16,
@@ -85,11 +85,33 @@ pub fn parse_startup(
     if buf.len() < len {
         return Ok(None);
     }
-    let mut packet = buf.split_to(len);
-    packet.advance(4);
-    let code = packet.get_u32();
-    let body = &packet[..];
+    let code = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    // (SSLRequest, GSSENCRequest and CancelRequest have codes of no protocol 3 version.)
+    if code >> 16 != 3 {
+        // Nothing of these is kept: read in place, and the buffer keeps its memory for the
+        // StartupMessage that follows an SSLRequest (libpq's sslmode=prefer sends one on every
+        // connect, and taking the buffer with it cost a fresh one for the next read).
+        let packet = short_packet(code, &buf[8..len]);
+        buf.advance(len);
+        return packet.map(Some);
+    }
+    // The usual read holds exactly this packet: take the whole buffer rather than split it
+    // (a split makes the buffer shared, an allocation per login).
+    let mut packet = if buf.len() == len {
+        std::mem::take(buf)
+    } else {
+        buf.split_to(len)
+    };
+    packet.advance(8);
+    check_params(&packet)?;
+    Ok(Some(StartupPacket::Startup {
+        params: RawParams(packet),
+        minor: (code & 0xffff) as u16,
+    }))
+}
 
+/// Any packet but a StartupMessage, from its code and body.
+fn short_packet(code: u32, body: &[u8]) -> Result<StartupPacket, StartupError> {
     match code {
         SSL_REQUEST_CODE => {
             expect_empty(body, "SSLRequest has a body").map(|()| StartupPacket::SslRequest)
@@ -104,16 +126,9 @@ pub fn parse_startup(
             }),
             _ => Err(StartupError::Malformed("CancelRequest must be 16 bytes")),
         },
-        _ => match code >> 16 {
-            3 => Ok(StartupPacket::Startup {
-                params: parse_params(body)?,
-                minor: (code & 0xffff) as u16,
-            }),
-            2 => Ok(StartupPacket::V2),
-            _ => Err(StartupError::UnknownCode(code)),
-        },
+        _ if code >> 16 == 2 => Ok(StartupPacket::V2),
+        _ => Err(StartupError::UnknownCode(code)),
     }
-    .map(Some)
 }
 
 fn expect_empty(body: &[u8], what: &'static str) -> Result<(), StartupError> {
@@ -124,18 +139,77 @@ fn expect_empty(body: &[u8], what: &'static str) -> Result<(), StartupError> {
     }
 }
 
+/// The parameters of a StartupMessage as they arrived: `key\0value\0 ... \0`, checked when the
+/// packet was parsed (UTF-8, well terminated) and read in place. A login used to copy every key
+/// and value into a String of its own (six allocations for a typical driver's packet).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct RawParams(BytesMut);
+
+impl RawParams {
+    /// The pairs in the order sent.
+    pub fn iter(&self) -> RawParamsIter<'_> {
+        // Checked when the packet was parsed (`check_params`): one pass over the whole body
+        // here, not one per key and value (a login walks the list twice).
+        RawParamsIter(std::str::from_utf8(&self.0).unwrap_or_default())
+    }
+
+    /// The parameters of `pairs`, laid out as a client sends them (tests and tools). A pair with
+    /// a NUL or an empty key cannot be sent, and is left out.
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> RawParams {
+        let mut body = BytesMut::new();
+        for (k, v) in pairs {
+            if k.is_empty() || k.contains('\0') || v.contains('\0') {
+                continue;
+            }
+            for s in [k, v] {
+                body.extend_from_slice(s.as_bytes());
+                body.extend_from_slice(b"\0");
+            }
+        }
+        body.extend_from_slice(b"\0");
+        RawParams(body)
+    }
+}
+
+impl std::fmt::Debug for RawParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// The pairs of a [`RawParams`].
+#[derive(Clone)]
+pub struct RawParamsIter<'a>(&'a str);
+
+impl<'a> Iterator for RawParamsIter<'a> {
+    type Item = (&'a str, &'a str);
+
+    fn next(&mut self) -> Option<(&'a str, &'a str)> {
+        // A byte search: `str::split_once` with a char pattern cost more than the UTF-8 checks
+        // this iterator saves.
+        let (key, rest) = split_str(self.0)?;
+        let (value, rest) = split_str(rest)?;
+        if key.is_empty() {
+            return None;
+        }
+        self.0 = rest;
+        Some((key, value))
+    }
+}
+
 /// `key\0value\0 ... \0`: pairs of C strings ended by an empty key, which must be the
 /// last byte (as PostgreSQL requires).
-fn parse_params(mut body: &[u8]) -> Result<Vec<(String, String)>, StartupError> {
-    // Sized once: each pair has two NULs (growing from empty cost two or three reallocations
-    // per login).
-    let mut params = Vec::with_capacity(body.iter().filter(|&&b| b == 0).count() / 2);
+fn check_params(mut body: &[u8]) -> Result<(), StartupError> {
+    // The usual packet is valid UTF-8 as a whole, and then so is every key and value (split at
+    // NULs): one pass instead of one per string. Otherwise each is checked, so the error named
+    // is the first one, as before.
+    let utf8 = std::str::from_utf8(body).is_ok();
     loop {
         let (key, rest) =
             split_cstr(body).ok_or(StartupError::Malformed("expected terminator as last byte"))?;
         if key.is_empty() {
             return if rest.is_empty() {
-                Ok(params)
+                Ok(())
             } else {
                 Err(StartupError::Malformed("data after the terminator"))
             };
@@ -146,20 +220,25 @@ fn parse_params(mut body: &[u8]) -> Result<Vec<(String, String)>, StartupError> 
             } else {
                 "expected terminator as last byte"
             }))?;
-        params.push((utf8(key)?, utf8(value)?));
+        if !utf8 && (std::str::from_utf8(key).is_err() || std::str::from_utf8(value).is_err()) {
+            return Err(StartupError::Malformed(
+                "startup parameter is not valid UTF-8",
+            ));
+        }
         body = rest;
     }
+}
+
+/// [`split_cstr`] for text.
+fn split_str(s: &str) -> Option<(&str, &str)> {
+    let nul = s.bytes().position(|b| b == 0)?;
+    Some((&s[..nul], &s[nul + 1..]))
 }
 
 /// Splits a NUL-terminated string off the front of `data`.
 fn split_cstr(data: &[u8]) -> Option<(&[u8], &[u8])> {
     let nul = data.iter().position(|&b| b == 0)?;
     Some((&data[..nul], &data[nul + 1..]))
-}
-
-fn utf8(bytes: &[u8]) -> Result<String, StartupError> {
-    String::from_utf8(bytes.to_vec())
-        .map_err(|_| StartupError::Malformed("startup parameter is not valid UTF-8"))
 }
 
 /// The libpq `options` startup parameter could not be understood.

@@ -23,6 +23,31 @@ fn read_frame_roundtrip_and_incomplete() {
 }
 
 #[test]
+fn take_frame_takes_a_buffer_holding_just_the_frame() {
+    let bytes = frame(b'p', b"md5abc\0");
+    for cut in 0..bytes.len() {
+        let mut buf = BytesMut::from(&bytes[..cut]);
+        assert_eq!(take_frame(&mut buf, 1 << 20), Ok(None), "cut {cut}");
+    }
+    let mut buf = BytesMut::with_capacity(1024);
+    buf.extend_from_slice(&bytes);
+    let mem = buf.as_ptr();
+    let (tag, body) = take_frame(&mut buf, 1 << 20).unwrap().unwrap();
+    assert_eq!((tag, &body[..]), (b'p', &b"md5abc\0"[..]));
+    // The buffer's own memory, not a shared split of it.
+    assert_eq!(body.as_ptr(), mem.wrapping_add(5));
+    assert_eq!(buf.capacity(), 0);
+    // More than the frame: split, and the rest stays.
+    let mut buf = BytesMut::from(&bytes[..]);
+    buf.extend_from_slice(b"X");
+    let (_, body) = take_frame(&mut buf, 1 << 20).unwrap().unwrap();
+    assert_eq!(&body[..], b"md5abc\0");
+    assert_eq!(&buf[..], b"X");
+    let mut buf = BytesMut::from(&[b'p', 0, 0, 0, 3][..]);
+    assert_eq!(take_frame(&mut buf, 100), Err(FrameError::BadLength(3)));
+}
+
+#[test]
 fn read_frame_rejects_bad_and_oversized_lengths_before_buffering() {
     let mut buf = BytesMut::from(&[b'Q', 0, 0, 0, 3][..]);
     assert_eq!(read_frame(&mut buf, 100), Err(FrameError::BadLength(3)));

@@ -174,6 +174,7 @@ async fn connect_inner(
             addr: peer,
             pid: 0,
             key: 0,
+            inflight: Default::default(),
         },
         local_addr,
     );

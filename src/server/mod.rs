@@ -2,6 +2,7 @@
 //! hold the state pooling needs (parameters, cancel key, age). Never sees a pool or a client.
 
 pub mod dns;
+pub mod inflight;
 mod login;
 pub mod registry;
 pub mod statements;
@@ -87,6 +88,11 @@ impl std::fmt::Debug for ServerCredential {
     }
 }
 
+/// A set of tracked parameters, (canonical name, value) in the config's tracked order. One set
+/// is shared by the clients that want the same values and by the servers synced to it, so
+/// "is this server set up for this client already" is usually one pointer comparison.
+pub type ParamSet = std::sync::Arc<[(std::sync::Arc<str>, std::sync::Arc<str>)]>;
+
 /// The server's real cancel key and address, for forwarding a client's CancelRequest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CancelTarget {
@@ -101,6 +107,8 @@ pub struct CancelTarget {
     pub pid: u32,
     /// Backend secret key.
     pub key: u32,
+    /// Cancels forwarded to this backend that it has not closed yet (see [`inflight`]).
+    pub inflight: inflight::InFlight,
 }
 
 /// A logged-in server connection.
@@ -121,6 +129,9 @@ pub struct ServerConn {
     pub created: Instant,
     /// When it was last released to the pool.
     pub last_used: Instant,
+    /// A client has used it. server_check_query tests only such servers: one fresh from its
+    /// login has just answered, and PgBouncer hands it out untested (SV_IDLE, not SV_USED).
+    pub served: bool,
     /// The pool generation this connection was made for; older ones close at release.
     pub generation: u64,
     /// Local address text and port, for SHOW SERVERS.
@@ -129,10 +140,10 @@ pub struct ServerConn {
     pub tx_status: u8,
     /// Presence in the server registry (set by the pool once the login succeeded).
     pub registration: Option<Registration>,
-    /// The tracked parameters this server was last found to match (a client's list, shared
-    /// strings): lets the next client with the same values skip the comparison by name.
-    /// Cleared whenever the server reports a parameter change.
-    pub synced: Vec<(std::sync::Arc<str>, std::sync::Arc<str>)>,
+    /// The tracked parameters this server was last found to match (a client's set, shared):
+    /// lets the next client with the same set skip the comparison by name. `None` whenever the
+    /// server reports a parameter change.
+    pub synced: Option<ParamSet>,
     /// Tracked parameters the server does not report (no ParameterStatus, e.g. search_path
     /// before PostgreSQL 18) that the pooler SET on it: their values live in `params` too, so
     /// the next client's comparison sees them.
@@ -159,11 +170,12 @@ impl ServerConn {
             id: ServerConn::next_id(),
             created: now,
             last_used: now,
+            served: false,
             generation: 0,
             local_addr,
             tx_status: b'I',
             registration: None,
-            synced: Vec::new(),
+            synced: None,
             unreported: Vec::new(),
             unreported_unknown: false,
             prepared: statements::ServerStatements::default(),
@@ -192,11 +204,11 @@ impl ServerConn {
         {
             if slot.1 != value {
                 slot.1 = value.to_string();
-                self.synced.clear();
+                self.synced = None;
             }
         } else {
             self.params.push((name.to_string(), value.to_string()));
-            self.synced.clear();
+            self.synced = None;
         }
     }
 
@@ -220,7 +232,7 @@ impl ServerConn {
             self.params.retain(|(n, _)| !n.eq_ignore_ascii_case(&k));
         }
         self.unreported_unknown = true;
-        self.synced.clear();
+        self.synced = None;
     }
 
     /// Runs one simple query for the pooler's own purposes (SET re-sync, reset, check,

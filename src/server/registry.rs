@@ -34,6 +34,8 @@ pub enum ServerState {
     Used = 3,
     /// Running a reset or check query.
     Tested = 4,
+    /// Back from a client, held until the cancels forwarded for it are closed.
+    BeingCanceled = 5,
 }
 
 /// The shared face of one server connection.
@@ -72,7 +74,8 @@ impl ServerInfo {
             1 => ServerState::Idle,
             2 => ServerState::Active,
             3 => ServerState::Used,
-            _ => ServerState::Tested,
+            4 => ServerState::Tested,
+            _ => ServerState::BeingCanceled,
         }
     }
 

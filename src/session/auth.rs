@@ -110,16 +110,44 @@ impl<'a> Method<'a> {
     }
 }
 
+/// A password message's body: taken whole, or split off a buffer read into again.
+enum Body {
+    Owned(BytesMut),
+    Shared(bytes::Bytes),
+}
+
+impl std::ops::Deref for Body {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Body::Owned(b) => b,
+            Body::Shared(b) => b,
+        }
+    }
+}
+
 async fn send(stream: &mut Stream, buf: &BytesMut) -> Result<()> {
     stream.send(buf).await.map_err(Error::ClientIo)
 }
 
-async fn read_password_msg(stream: &mut Stream, buf: &mut BytesMut) -> Result<bytes::Bytes> {
-    match crate::net::read_frame(stream, buf, MAX_AUTH_MSG).await {
-        Ok(f) if f.tag == b'p' => Ok(f.body),
-        Ok(f) => Err(Error::ClientProtocol(format!(
+/// Reads the client's next password message. `last`: nothing more is read into `buf`, so the
+/// message may take the buffer whole ([`crate::proto::take_frame`]: no allocation); SCRAM's
+/// first message is split off, as its second is read into the same buffer.
+async fn read_password_msg(stream: &mut Stream, buf: &mut BytesMut, last: bool) -> Result<Body> {
+    let read = if last {
+        crate::net::read_with(stream, buf, |b| crate::proto::take_frame(b, MAX_AUTH_MSG))
+            .await
+            .map(|(tag, body)| (tag, Body::Owned(body)))
+    } else {
+        crate::net::read_frame(stream, buf, MAX_AUTH_MSG)
+            .await
+            .map(|f| (f.tag, Body::Shared(f.body)))
+    };
+    match read {
+        Ok((b'p', body)) => Ok(body),
+        Ok((tag, _)) => Err(Error::ClientProtocol(format!(
             "expected password message, got '{}'",
-            f.tag as char
+            tag as char
         ))),
         Err(ReadError::Io(e)) => Err(Error::ClientIo(e)),
         Err(ReadError::Eof) => Err(Error::ClientGone),
@@ -154,9 +182,9 @@ pub async fn exchange(
     secret: Option<&Secret>,
     scram_iterations: u32,
 ) -> Result<Authenticated> {
-    let mut out = BytesMut::with_capacity(128);
-    // READ_ROOM: any smaller and the first read grows it (a second allocation and a copy).
-    let mut inbuf = BytesMut::with_capacity(crate::net::frame::READ_ROOM);
+    // One buffer takes the challenge out and the answer in, made only for the methods that
+    // ask (READ_ROOM: any smaller and the first read grows it, a second allocation and a copy).
+    let room = || BytesMut::with_capacity(crate::net::frame::READ_ROOM);
     let result = match method {
         Method::Any => Ok(Authenticated::default()),
         Method::Reject => Err(Error::LoginRejected),
@@ -187,9 +215,11 @@ pub async fn exchange(
             None => Err(Error::TrustAuthFailed),
         },
         Method::Plain => {
-            build::auth_cleartext(&mut out);
-            send(stream, &out).await?;
-            let body = read_password_msg(stream, &mut inbuf).await?;
+            let mut buf = room();
+            build::auth_cleartext(&mut buf);
+            send(stream, &buf).await?;
+            buf.clear();
+            let body = read_password_msg(stream, &mut buf, true).await?;
             let pw = build::parse_password_message(&body)
                 .map_err(|e| Error::ClientProtocol(e.to_string()))?;
             let pw = String::from_utf8_lossy(pw);
@@ -199,9 +229,11 @@ pub async fn exchange(
             }
         }
         Method::Ldap(opts) => {
-            build::auth_cleartext(&mut out);
-            send(stream, &out).await?;
-            let body = read_password_msg(stream, &mut inbuf).await?;
+            let mut buf = room();
+            build::auth_cleartext(&mut buf);
+            send(stream, &buf).await?;
+            buf.clear();
+            let body = read_password_msg(stream, &mut buf, true).await?;
             let pw = build::parse_password_message(&body)
                 .map_err(|e| Error::ClientProtocol(e.to_string()))?;
             let pw = String::from_utf8_lossy(pw).into_owned();
@@ -222,34 +254,31 @@ pub async fn exchange(
                 }
             }
         }
-        // SCRAM's exchange is boxed (both places): its state inline sized every login's future,
-        // which is built and copied into its box at each login whatever the method.
-        Method::Md5 => match &secret {
-            Some(Secret::Scram(s)) => {
-                let parsed = scram::ScramSecret::parse(s);
-                Box::pin(scram_exchange(stream, &mut inbuf, parsed, scram_iterations)).await
+        // md5 with a plain or md5 secret; a SCRAM secret makes an md5 login a SCRAM one, as in
+        // PgBouncer (the arm below).
+        Method::Md5 if !matches!(secret, Some(Secret::Scram(_))) => {
+            let salt: [u8; 4] = rand::random();
+            let mut buf = room();
+            build::auth_md5(&mut buf, salt);
+            send(stream, &buf).await?;
+            buf.clear();
+            let body = read_password_msg(stream, &mut buf, true).await?;
+            let resp = build::parse_password_message(&body)
+                .map_err(|e| Error::ClientProtocol(e.to_string()))?;
+            // Checked on the stack: no secret is copied or derived into a String.
+            let ok = match secret {
+                Some(Secret::Plain(p)) => md5::verify_md5_response_plain(user, p, salt, resp),
+                Some(Secret::Md5(m)) => md5::verify_md5_response(m, salt, resp),
+                _ => false,
+            };
+            if ok {
+                Ok(Authenticated::default())
+            } else {
+                Err(Error::PasswordAuthFailed)
             }
-            _ => {
-                let salt: [u8; 4] = rand::random();
-                build::auth_md5(&mut out, salt);
-                send(stream, &out).await?;
-                let body = read_password_msg(stream, &mut inbuf).await?;
-                let resp = build::parse_password_message(&body)
-                    .map_err(|e| Error::ClientProtocol(e.to_string()))?;
-                // Checked on the stack: no secret is copied or derived into a String.
-                let ok = match secret {
-                    Some(Secret::Plain(p)) => md5::verify_md5_response_plain(user, p, salt, resp),
-                    Some(Secret::Md5(m)) => md5::verify_md5_response(m, salt, resp),
-                    _ => false,
-                };
-                if ok {
-                    Ok(Authenticated::default())
-                } else {
-                    Err(Error::PasswordAuthFailed)
-                }
-            }
-        },
-        Method::Scram => {
+        }
+        Method::Md5 | Method::Scram => {
+            // A plain secret reaches here only under scram-sha-256 (md5 took it above).
             let parsed = match &secret {
                 Some(Secret::Scram(s)) => scram::ScramSecret::parse(s),
                 Some(Secret::Plain(p)) => {
@@ -262,7 +291,15 @@ pub async fn exchange(
                 }
                 _ => None,
             };
-            Box::pin(scram_exchange(stream, &mut inbuf, parsed, scram_iterations)).await
+            // Boxed: the exchange's state inline sized every login's future, which is built and
+            // copied into its box at each login whatever the method.
+            Box::pin(scram_exchange(
+                stream,
+                &mut room(),
+                parsed,
+                scram_iterations,
+            ))
+            .await
         }
     };
     result
@@ -314,7 +351,7 @@ async fn scram_exchange(
     build::auth_sasl(&mut out, &["SCRAM-SHA-256"]);
     send(stream, &out).await?;
 
-    let body = read_password_msg(stream, inbuf).await?;
+    let body = read_password_msg(stream, inbuf, false).await?;
     let (mech, data) = build::parse_sasl_initial_response(&body)
         .map_err(|e| Error::ClientProtocol(e.to_string()))?;
     if mech != "SCRAM-SHA-256" {
@@ -329,7 +366,7 @@ async fn scram_exchange(
     build::auth_sasl_continue(&mut out, &first);
     send(stream, &out).await?;
 
-    let body = read_password_msg(stream, inbuf).await?;
+    let body = read_password_msg(stream, inbuf, true).await?;
     let (fin, client_key) = server
         .client_final(&body)
         .map_err(|_| Error::SaslAuthFailed)?;

@@ -49,9 +49,10 @@ pub fn admin_source(cfg: &Config) -> Option<(&str, &str, &str)> {
 }
 
 /// What the provider found.
-pub enum Found {
-    /// From the auth_file.
-    File(Secret),
+pub enum Found<'a> {
+    /// From the auth_file, borrowed from the login's config snapshot: a clone was a malloc
+    /// (and a free) per login.
+    File(&'a Secret),
     /// auth_query returned a row (`None`: its secret is NULL or empty, so no password matches).
     Query(Option<Secret>),
     /// auth_query returned no row: PgBouncer's "no such user".
@@ -60,34 +61,39 @@ pub enum Found {
     Unknown,
 }
 
-impl Found {
+impl Found<'_> {
     /// The secret, if any.
     pub fn secret(&self) -> Option<&Secret> {
         match self {
-            Found::File(s) | Found::Query(Some(s)) => Some(s),
+            Found::File(s) => Some(s),
+            Found::Query(Some(s)) => Some(s),
             _ => None,
         }
     }
 }
 
 /// The user's secret: the auth_file first, then auth_query when `db` configures it.
-pub async fn lookup(
+pub async fn lookup<'a>(
     ctx: &Arc<Context>,
-    cfg: &Config,
+    cfg: &'a Config,
     db: Option<&DatabaseConfig>,
     user: &str,
-) -> Result<Found> {
+) -> Result<Found<'a>> {
     if let Some(s) = cfg.userlist.get(user) {
-        return Ok(Found::File(s.clone()));
+        return Ok(Found::File(s));
     }
     lookup_in(ctx, cfg, db.and_then(|d| auth_source(cfg, d)), user).await
 }
 
 /// The secret of a user logging in to the admin console: the auth_file, then auth_query as
 /// [`admin_source`] says (PgBouncer runs it for the console too).
-pub async fn lookup_admin(ctx: &Arc<Context>, cfg: &Config, user: &str) -> Result<Found> {
+pub async fn lookup_admin<'a>(
+    ctx: &Arc<Context>,
+    cfg: &'a Config,
+    user: &str,
+) -> Result<Found<'a>> {
     if let Some(s) = cfg.userlist.get(user) {
-        return Ok(Found::File(s.clone()));
+        return Ok(Found::File(s));
     }
     lookup_in(ctx, cfg, admin_source(cfg), user).await
 }
@@ -97,7 +103,7 @@ async fn lookup_in(
     cfg: &Config,
     source: Option<(&str, &str, &str)>,
     user: &str,
-) -> Result<Found> {
+) -> Result<Found<'static>> {
     let Some((auth_db, auth_user, query)) = source else {
         return Ok(Found::Unknown);
     };
@@ -128,7 +134,7 @@ async fn lookup_in(
     Ok(found_of(answer?))
 }
 
-fn found_of(row: Option<Option<Secret>>) -> Found {
+fn found_of(row: Option<Option<Secret>>) -> Found<'static> {
     match row {
         Some(secret) => Found::Query(secret),
         None => Found::NoRow,

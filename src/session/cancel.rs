@@ -72,6 +72,10 @@ pub async fn forward(ctx: &Context, pid: u32, key: u32) {
         tracing::debug!(client = client.id, "cancel request for idle client");
         return;
     };
+    // Counted before the link is looked at again below: from here until the backend closes
+    // this cancel's connection, the server is not handed to another client (see
+    // `server::inflight`).
+    let _open = target.inflight.enter();
     let tcp = crate::net::TcpOptions::from_general(&cfg.general);
     let stream = match server::open_cancel(&target, &tcp).await {
         Ok(s) => s,
@@ -133,6 +137,7 @@ async fn forward_to_peer(ctx: &Context, cfg: &Config, target: u16, pid: u32, key
         addr: None,
         pid,
         key,
+        inflight: Default::default(),
     };
     tracing::debug!(peer_id = target, "forwarding cancellation request to peer");
     let tcp = crate::net::TcpOptions::from_general(&cfg.general);

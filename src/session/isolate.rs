@@ -16,6 +16,7 @@
 //! here does, before the clean-up runs.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use futures_util::FutureExt;
@@ -41,19 +42,22 @@ impl Drop for Registered {
 /// Runs one session to its end; a panic inside it is caught, logged with the client's id, and
 /// the session's state dropped (closing its socket and its server) before `guard` unregisters
 /// the client. A plain function returning a combinator, not an `async fn`: see
-/// [`crate::unwind::caught`] for why (this future is what each idle client costs).
+/// [`crate::unwind::caught`] for why (this future is what each idle client costs). The same
+/// combinators as `caught` without its `Map` of the panic payload: every wake-up of the
+/// session polls through each layer here, so the payload is read in the one `Map` below.
 pub(crate) fn isolated(
     guard: Registered,
     session: impl Future<Output = ()>,
 ) -> impl Future<Output = ()> {
-    crate::unwind::caught(session).map(move |result| {
-        if let Err(why) = result {
+    AssertUnwindSafe(session).catch_unwind().map(move |result| {
+        if let Err(payload) = result {
             tracing::error!(
-                "C-{} {}@{} session panicked ({why}): its connection and server are closed, \
+                "C-{} {}@{} session panicked ({}): its connection and server are closed, \
                  other clients are unaffected; this is a bug, please report it",
                 guard.info.id,
                 crate::logsafe::Clean(&*guard.info.user.lock()),
                 guard.info.peer,
+                crate::unwind::panic_text(payload.as_ref()),
             );
         }
         drop(guard);

@@ -10,15 +10,17 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use super::auth::Method;
+use super::params::{self, Params, SERVER_DEFAULT};
 use super::registry::{ClientInfo, ClientState};
 use super::{auth, auth_query, startup};
-use crate::config::{AuthType, Config};
+use crate::config::{AuthType, Config, PoolMode};
 use crate::context::{Context, Phase};
 use crate::error::{Error, Result};
 use crate::logsafe::Clean;
 use crate::net::Stream;
-use crate::pool::{Role, Route};
+use crate::pool::{Role, Route, StatusBlock, Welcome};
 use crate::proto::build;
+use crate::proto::startup::RawParams;
 use crate::server::ServerConn;
 
 /// The virtual database of the admin console.
@@ -27,29 +29,23 @@ pub const ADMIN_DB: &str = "pgbouncer";
 /// The user name that gets the console without a password over the Unix socket.
 const OWN_USER: &str = "pgbouncer";
 
-/// A client's tracked parameters: (canonical name, value).
-pub type Params = Vec<(Arc<str>, Arc<str>)>;
-
-/// The value of a tracked parameter the server does not report and the client did not ask
-/// for: whatever the server's own default is (`RESET`). A NUL cannot be in a startup value.
-pub const SERVER_DEFAULT: &str = "\0";
+/// The empty password PgBouncer gives `[users]` names and auth_users for trust logins.
+static NO_PASSWORD: crate::config::Secret = crate::config::Secret::Plain(String::new());
 
 /// A place under max_client_conn and, once the database is known, under the per-database and
 /// per-user client caps; given back on drop.
 pub struct ClientSlot {
     ctx: Arc<Context>,
-    /// `database NUL user` counted by `Clients::enter`: one allocation per login, not a boxed
-    /// pair of Strings (three). Neither name can hold a NUL (they come from C strings and ini
-    /// keys).
-    counted: Option<Box<str>>,
+    /// (database, user) counted by `Clients::enter`: the counts' own keys, shared, so a login
+    /// allocates nothing for them.
+    counted: Option<(Arc<str>, Arc<str>)>,
 }
 
 impl Drop for ClientSlot {
     fn drop(&mut self) {
         self.ctx.clients.count.fetch_sub(1, Ordering::Relaxed);
-        if let Some(c) = self.counted.take() {
-            let (db, user) = c.split_once('\0').unwrap_or((&c, ""));
-            self.ctx.clients.leave(db, user);
+        if let Some((db, user)) = self.counted.take() {
+            self.ctx.clients.leave(&db, &user);
         }
     }
 }
@@ -63,12 +59,9 @@ fn enter_caps(
     db: &crate::config::DatabaseConfig,
     user: &str,
 ) -> Result<()> {
-    let (db_n, user_n) = ctx.clients.enter(&db.name, user);
-    let mut counted = String::with_capacity(db.name.len() + 1 + user.len());
-    counted.push_str(&db.name);
-    counted.push('\0');
-    counted.push_str(user);
-    slot.counted = Some(counted.into_boxed_str());
+    let entered = ctx.clients.enter(&db.name, user);
+    let (db_n, user_n) = (entered.db_n, entered.user_n);
+    slot.counted = Some((entered.db, entered.user));
     let db_max = cfg.max_db_client_connections(db);
     if db_max > 0 && db_n > db_max {
         return Err(Error::MaxDbClientConnections);
@@ -125,7 +118,7 @@ pub async fn login(
     ctx: &Arc<Context>,
     info: &Arc<ClientInfo>,
     stream: &mut Stream,
-    raw: Vec<(String, String)>,
+    raw: RawParams,
     cfg: &Arc<Config>,
     awaiting_welcome: &AtomicBool,
 ) -> Result<LoggedIn> {
@@ -136,17 +129,16 @@ pub async fn login(
     {
         return Err(Error::SslRequired);
     }
-    let mut params = startup::check_params(cfg, raw)?;
+    let mut params = startup::check_params(cfg, &raw)?;
     if !params.unrecognized_protocol_options.is_empty() {
         // NegotiateProtocolVersion comes first, before any authentication request, with
         // protocol 3.0's full code (0x30000), as PostgreSQL and PgBouncer send it.
-        let names: Vec<&str> = params
-            .unrecognized_protocol_options
-            .iter()
-            .map(|s| s.as_str())
-            .collect();
         let mut out = BytesMut::with_capacity(64);
-        build::negotiate_protocol_version(&mut out, 0x3_0000, &names);
+        build::negotiate_protocol_version(
+            &mut out,
+            0x3_0000,
+            &params.unrecognized_protocol_options,
+        );
         stream.send(&out).await.map_err(Error::ClientIo)?;
     }
     if cfg.general.application_name_add_host {
@@ -157,24 +149,24 @@ pub async fn login(
             .iter_mut()
             .find(|(k, _)| k.eq_ignore_ascii_case("application_name"))
         {
-            Some((_, v)) => v.push_str(&suffix),
+            Some((_, v)) => v.to_mut().push_str(&suffix),
             None => params.tracked.push((
-                "application_name".to_string(),
-                suffix.trim_start().to_string(),
+                "application_name".into(),
+                suffix.trim_start().to_string().into(),
             )),
         }
     }
-    *info.user.lock() = params.user.clone();
-    *info.db.lock() = params.database.clone();
+    *info.user.lock() = params.user.to_string();
+    *info.db.lock() = params.database.to_string();
     if let Some((_, app)) = params
         .tracked
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("application_name"))
     {
-        *info.application_name.lock() = app.clone();
+        *info.application_name.lock() = Some(Arc::from(&**app));
     }
     if params.database == ADMIN_DB {
-        if own_user(stream, &params.user) {
+        if own_user(stream, params.user) {
             // PgBouncer's admin_pre_login: user `pgbouncer` over the Unix socket from our own
             // uid is an admin without a password.
             let mut out = BytesMut::with_capacity(16);
@@ -186,18 +178,18 @@ pub async fn login(
             info.is_admin.store(true, Ordering::Relaxed);
             crate::pool::stats::PoolStats::add(&ctx.stats.console.client_login_count, 1);
             return Ok(LoggedIn::Admin {
-                user: params.user,
+                user: params.user.to_string(),
                 admin: true,
             });
         }
-        let method = method_for(cfg, info, stream, &params.database, &params.user)?;
+        let method = method_for(cfg, info, stream, params.database, params.user)?;
         // PgBouncer's set_pool for the console: a user the auth_file does not name goes to
         // auth_query like any other (global auth_user, in the global auth_dbname).
         let found = match method {
             Method::Any | Method::Reject | Method::Cert(_) | Method::Ldap(_) => {
-                cfg.userlist.get(&params.user).cloned()
+                cfg.userlist.get(params.user).cloned()
             }
-            _ => match Box::pin(auth_query::lookup_admin(ctx, cfg, &params.user)).await? {
+            _ => match Box::pin(auth_query::lookup_admin(ctx, cfg, params.user)).await? {
                 auth_query::Found::NoRow => return Err(Error::NoSuchUser),
                 found => found.secret().cloned(),
             },
@@ -207,31 +199,31 @@ pub async fn login(
         Box::pin(auth::authenticate(
             stream,
             method,
-            &params.user,
+            params.user,
             found.as_ref(),
             cfg.general.scram_iterations,
         ))
         .await?;
         let g = &cfg.general;
-        let is_admin = g.auth_type == AuthType::Any || g.admin_users.contains(&params.user);
-        let is_stats = g.stats_users.contains(&params.user);
+        let is_admin =
+            g.auth_type == AuthType::Any || g.admin_users.iter().any(|u| u == params.user);
+        let is_stats = g.stats_users.iter().any(|u| u == params.user);
         if !is_admin && !is_stats {
             return Err(Error::NotAllowed);
         }
         info.is_admin.store(true, Ordering::Relaxed);
         crate::pool::stats::PoolStats::add(&ctx.stats.console.client_login_count, 1);
         return Ok(LoggedIn::Admin {
-            user: params.user,
+            user: params.user.to_string(),
             admin: is_admin,
         });
     }
-    // SIGTERM drains at transaction boundaries and stops TCP accepting at once, so a TCP client
-    // logging in now was accepted before it, between transactions: it is let in and drained
-    // like any idle client after its transaction (refusing it failed SQLAlchemy's new
-    // connections during rolling restarts). Logins on the Unix socket, which stays open for the
-    // console, and any after SIGINT are refused.
+    // SIGTERM stops TCP accepting at once, so a TCP client logging in now was accepted before
+    // it: it is let in and served like the clients already connected (refusing it failed
+    // SQLAlchemy's new connections during rolling restarts; PgBouncer refuses it). Logins on
+    // the Unix socket, which stays open for the console, and any after SIGINT are refused.
     let accepted_before_drain =
-        ctx.phase() == Phase::DrainClients && matches!(info.peer, crate::net::PeerAddr::Tcp(_));
+        ctx.phase().drains_clients() && matches!(info.peer, crate::net::PeerAddr::Tcp(_));
     if ctx.phase() != Phase::Running && !accepted_before_drain {
         return Err(Error::ShuttingDown);
     }
@@ -245,11 +237,11 @@ pub async fn login(
     }
     // Borrowed when configured: a clone of the entry (a dozen strings) per login shows up in a
     // connect storm; only the `*` fallback needs its own copy.
-    let db = match cfg.databases.get(&params.database) {
+    let db = match cfg.databases.get(params.database) {
         Some(db) => Some(std::borrow::Cow::Borrowed(db)),
-        None => cfg.database(&params.database).map(std::borrow::Cow::Owned),
+        None => cfg.database(params.database).map(std::borrow::Cow::Owned),
     };
-    let method = method_for(cfg, info, stream, &params.database, &params.user)?;
+    let method = method_for(cfg, info, stream, params.database, params.user)?;
     if cfg.general.auth_type == AuthType::Ldap
         && db
             .as_deref()
@@ -266,9 +258,9 @@ pub async fn login(
             auth_query::Found::Unknown
         }
         // The auth_file answers most logins at once; auth_query's round trip is boxed.
-        _ => match cfg.userlist.get(&params.user) {
-            Some(s) => auth_query::Found::File(s.clone()),
-            None => Box::pin(auth_query::lookup(ctx, cfg, db.as_deref(), &params.user)).await?,
+        _ => match cfg.userlist.get(params.user) {
+            Some(s) => auth_query::Found::File(s),
+            None => Box::pin(auth_query::lookup(ctx, cfg, db.as_deref(), params.user)).await?,
         },
     };
     // PgBouncer adds every `[users]` name and every auth_user (global or a database's) as a user
@@ -276,12 +268,12 @@ pub async fn login(
     // names it; and a row auth_query found is a known user for trust whatever its secret.
     let found = match found {
         auth_query::Found::Unknown | auth_query::Found::NoRow
-            if method == Method::Trust && known_by_name(cfg, &params.user) =>
+            if method == Method::Trust && known_by_name(cfg, params.user) =>
         {
-            auth_query::Found::File(crate::config::Secret::Plain(String::new()))
+            auth_query::Found::File(&NO_PASSWORD)
         }
         auth_query::Found::Query(None) if method == Method::Trust => {
-            auth_query::Found::File(crate::config::Secret::Plain(String::new()))
+            auth_query::Found::File(&NO_PASSWORD)
         }
         // No mock login after auth_query, as in PgBouncer: the client is told.
         auth_query::Found::NoRow => return Err(Error::NoSuchUser),
@@ -291,13 +283,13 @@ pub async fn login(
     let authed = auth::exchange(
         stream,
         method,
-        &params.user,
+        params.user,
         found.secret(),
         cfg.general.scram_iterations,
     )
     .await?;
     // Reported after authentication since PgBouncer 1.17, so names cannot be probed.
-    let db = db.ok_or_else(|| Error::NoSuchDatabase(params.database.clone()))?;
+    let db = db.ok_or_else(|| Error::NoSuchDatabase(params.database.to_string()))?;
     if !cfg.databases.contains_key(&db.name) && ctx.pools.of_db(&db.name).is_empty() {
         // The `*` entry serves a name for the first time (PgBouncer's line).
         tracing::info!(
@@ -309,14 +301,14 @@ pub async fn login(
     if ctx.disabled_dbs.contains(&db.name) {
         return Err(Error::DatabaseDisabled(db.name.clone()));
     }
-    enter_caps(ctx, cfg, &mut slot, &db, &params.user)?;
+    enter_caps(ctx, cfg, &mut slot, &db, params.user)?;
     if cfg.general.auth_type == AuthType::Any && db.user.is_none() {
         return Err(Error::ServerAuth(
             "no user for database with auth_type any".into(),
         ));
     }
-    if let Some(mode) = &params.replication {
-        let set = ctx.pools.get_or_create(cfg, &db, &params.user);
+    if let Some(mode) = params.replication {
+        let set = ctx.pools.get_or_create(cfg, &db, params.user);
         let pool = set.route(Role::Any).pool()?.clone();
         let place = Box::pin(pool.replication_slot()).await?;
         let server = Box::pin(super::replication::open(
@@ -333,8 +325,8 @@ pub async fn login(
             tracing::info!(
                 "C-{} login attempt: db={} user={} replication={}",
                 info.id,
-                Clean(&params.database),
-                Clean(&params.user),
+                Clean(params.database),
+                Clean(params.user),
                 Clean(mode)
             );
         }
@@ -344,7 +336,7 @@ pub async fn login(
             place,
         });
     }
-    let set = ctx.pools.get_or_create(cfg, &db, &params.user);
+    let set = ctx.pools.get_or_create(cfg, &db, params.user);
     if db.user.is_none() {
         if let auth_query::Found::Query(Some(secret)) = &found {
             // The server login uses what auth_query found (md5 secret or plain password; a
@@ -393,27 +385,14 @@ pub async fn login(
                 .ok_or_else(|| Error::ServerProtocol("no welcome parameters".into()))?
         }
     };
-    let tracked = startup::tracked_names(cfg);
-    let mut client_params: Params = Vec::with_capacity(tracked.clone().count());
-    for name in tracked {
-        let asked = params
-            .tracked
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| Arc::<str>::from(v.as_str()));
-        let current = welcome.iter().find(|(k, _)| k.eq_ignore_ascii_case(name));
-        // Share the welcome's strings: a client that keeps the defaults owns no copies.
-        let name = current
-            .map(|(k, _)| k.clone())
-            .unwrap_or_else(|| Arc::from(name));
-        match asked.or_else(|| current.map(|(_, v)| v.clone())) {
-            Some(v) => client_params.push((name, v)),
-            // Not reported by the server (track_extra_parameters = search_path on PostgreSQL
-            // < 18): the client still wants the default, not what a previous client set.
-            None => client_params.push((name, Arc::from(SERVER_DEFAULT))),
-        }
+    let kept = set.param_sets(&welcome);
+    let status = kept.as_ref().and_then(|k| k.status.clone());
+    let (client_params, keep) = params::for_client(cfg, &params.tracked, &welcome, kept);
+    if let Some(keep) = keep {
+        set.keep_param_sets(keep);
     }
-    client_params.shrink_to_fit();
+    let settings = set.settings();
+    let max_prepared = u64::from(cfg.general.max_prepared_statements);
     // Sized for the whole welcome: growing it (a dozen ParameterStatus, often past 512 bytes)
     // was a reallocation and a copy per login.
     let pairs = |v: &[(Arc<str>, Arc<str>)]| -> usize {
@@ -425,36 +404,32 @@ pub async fn login(
             + cfg.general.login_notify_message.len(),
     );
     build::auth_ok(&mut out);
-    // A tracked name the server reports is the welcome's own `Arc` (taken above), and the
-    // server reports each name once: identity finds the pairs without ~170 case-insensitive
-    // comparisons per login.
-    for (k, v) in welcome.iter() {
-        let v = client_params
-            .iter()
-            .find(|(n, _)| Arc::ptr_eq(n, k))
-            .map(|(_, v)| v)
-            .unwrap_or(v);
-        build::parameter_status(&mut out, k, v);
-    }
-    for (k, v) in &client_params {
-        if &**v != SERVER_DEFAULT && !welcome.iter().any(|(n, _)| Arc::ptr_eq(n, k)) {
-            build::parameter_status(&mut out, k, v);
+    match status.filter(|s| {
+        client_params.same(&s.params)
+            && s.max_prepared == max_prepared
+            && s.pool_mode == settings.pool_mode
+    }) {
+        Some(s) => out.extend_from_slice(&s.bytes),
+        None => {
+            let start = out.len();
+            write_status(
+                &mut out,
+                &welcome,
+                &client_params,
+                max_prepared,
+                settings.pool_mode,
+            );
+            set.keep_status(
+                &welcome,
+                StatusBlock {
+                    params: client_params.shared().clone(),
+                    max_prepared,
+                    pool_mode: settings.pool_mode,
+                    bytes: bytes::Bytes::copy_from_slice(&out[start..]),
+                },
+            );
         }
     }
-    let settings = set.settings();
-    // PgBouncer 1.26 announces itself to every client: its version, the global
-    // max_prepared_statements and this pool's mode.
-    build::parameter_status(
-        &mut out,
-        "pgbouncer.version",
-        crate::admin::PGBOUNCER_VERSION,
-    );
-    build::parameter_status(
-        &mut out,
-        "pgbouncer.max_prepared_statements",
-        &cfg.general.max_prepared_statements.to_string(),
-    );
-    build::parameter_status(&mut out, "pgbouncer.pool_mode", settings.pool_mode.as_str());
     build::backend_key_data(&mut out, info.cancel_key.0, info.cancel_key.1);
     if !cfg.general.login_notify_message.is_empty() {
         // login_notify_message (PgBouncer 1.26): in the same write as the welcome.
@@ -462,15 +437,9 @@ pub async fn login(
     }
     build::ready_for_query(&mut out, b'I');
     stream.send(&out).await.map_err(Error::ClientIo)?;
-    if let Some((_, app)) = client_params
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("application_name"))
-    {
-        // Usually what the client sent, stored above already: no second copy then.
-        let mut shown = info.application_name.lock();
-        if shown.as_str() != &**app {
-            *shown = app.to_string();
-        }
+    if let Some(app) = client_params.get("application_name") {
+        // The shared set's string: the copy made for the login is freed.
+        *info.application_name.lock() = Some(app.clone());
     }
     info.set_state(ClientState::Idle);
     if cfg.general.log_connections {
@@ -489,6 +458,42 @@ pub async fn login(
         params: client_params,
         slot,
     }))
+}
+
+/// The ParameterStatus messages of a welcome: the server's parameters with the client's values,
+/// the client's tracked values the server does not report, then PgBouncer 1.26's own three.
+fn write_status(
+    out: &mut BytesMut,
+    welcome: &Welcome,
+    client_params: &Params,
+    max_prepared: u64,
+    pool_mode: PoolMode,
+) {
+    // A tracked name the server reports is the welcome's own `Arc` (see `params::for_client`),
+    // and the server reports each name once: identity finds the pairs without ~170
+    // case-insensitive comparisons.
+    for (k, v) in welcome.iter() {
+        let v = client_params
+            .iter()
+            .find(|(n, _)| Arc::ptr_eq(n, k))
+            .map(|(_, v)| v)
+            .unwrap_or(v);
+        build::parameter_status(out, k, v);
+    }
+    for (k, v) in client_params.iter() {
+        if &**v != SERVER_DEFAULT && !welcome.iter().any(|(n, _)| Arc::ptr_eq(n, k)) {
+            build::parameter_status(out, k, v);
+        }
+    }
+    // PgBouncer 1.26 announces itself to every client: its version, the global
+    // max_prepared_statements and this pool's mode.
+    build::parameter_status(out, "pgbouncer.version", crate::admin::PGBOUNCER_VERSION);
+    build::parameter_status(
+        out,
+        "pgbouncer.max_prepared_statements",
+        crate::logsafe::decimal(max_prepared, &mut [0; 20]),
+    );
+    build::parameter_status(out, "pgbouncer.pool_mode", pool_mode.as_str());
 }
 
 /// The method for this login: auth_type, or the first matching line of auth_hba_file.
@@ -517,115 +522,6 @@ fn method_for<'c>(
     hba.rule(&peer)
         .map(|rule| Method::of_hba(rule, cfg.ident.as_ref()))
         .ok_or(Error::NoAuthMethod)
-}
-
-/// Quotes a value as a SQL string literal.
-fn quote_literal(v: &str) -> String {
-    let mut s = String::with_capacity(v.len() + 2);
-    s.push('\'');
-    for ch in v.chars() {
-        if ch == '\'' {
-            s.push('\'');
-        }
-        s.push(ch);
-    }
-    s.push('\'');
-    s
-}
-
-/// The SET batch that makes `server` match the client's tracked parameters, if any differ.
-pub fn param_diff(server: &ServerConn, params: &[(Arc<str>, Arc<str>)]) -> Option<String> {
-    if in_sync(server, params) {
-        return None;
-    }
-    let mut sql = String::new();
-    for (k, v) in params {
-        if &**v == SERVER_DEFAULT {
-            if server.unreported_unknown || server.param(k).is_some() {
-                sql.push_str("RESET ");
-                sql.push_str(k);
-                sql.push(';');
-            }
-            continue;
-        }
-        let same = server.param(k).is_some_and(|sv| sv.eq_ignore_ascii_case(v));
-        if !same {
-            sql.push_str("SET ");
-            sql.push_str(k);
-            sql.push('=');
-            sql.push_str(&quote_literal(v));
-            sql.push(';');
-        }
-    }
-    (!sql.is_empty()).then_some(sql)
-}
-
-/// The server was last synced to exactly these parameters (the usual case: the clients of a
-/// pool share the welcome set's `Arc`s, so this is a pointer comparison per parameter).
-fn in_sync(server: &ServerConn, params: &[(Arc<str>, Arc<str>)]) -> bool {
-    let same = |a: &Arc<str>, b: &Arc<str>| Arc::ptr_eq(a, b) || a == b;
-    server.synced.len() == params.len()
-        && server
-            .synced
-            .iter()
-            .zip(params)
-            .all(|((sk, sv), (k, v))| same(sk, k) && same(sv, v))
-}
-
-/// Applies the client's tracked parameters to the server before it is handed over. True when
-/// that took a round trip to the server (a SET was sent).
-pub async fn sync_params(
-    server: &mut ServerConn,
-    params: &mut [(Arc<str>, Arc<str>)],
-    max_packet: u32,
-) -> Result<bool> {
-    // Checked apart from the diff so the common case copies nothing: rebuilding `synced` was a
-    // Vec allocation and an Arc clone per parameter on every transaction.
-    if in_sync(server, params) {
-        return Ok(false);
-    }
-    let Some(sql) = param_diff(server, params) else {
-        server.synced = params.to_vec();
-        return Ok(false);
-    };
-    // PgBouncer's debug line (verbose=2), which its suite greps for the SETs sent.
-    tracing::debug!("S-{} varcache_apply: {}", server.id, Clean(&sql));
-    // Boxed: a SET round trip is rare, and inline its state would sit in every session's
-    // per-transaction future.
-    match Box::pin(server.run_internal(&sql, max_packet)).await? {
-        None => {
-            // Parameters the server does not report keep the value the pooler set.
-            for (k, v) in params.iter() {
-                let reported = server.param(k).is_some()
-                    && !server.unreported.iter().any(|u| u.eq_ignore_ascii_case(k));
-                if !reported {
-                    let value = (&**v != SERVER_DEFAULT).then_some(&**v);
-                    server.set_unreported(k, value);
-                }
-            }
-            server.unreported_unknown = false;
-            // Take the server's canonical spelling (e.g. DateStyle "ISO, MDY").
-            for (k, v) in params.iter_mut() {
-                if let Some(sv) = server.param(k) {
-                    if sv != &**v {
-                        tracing::debug!(
-                            "varcache_set_canonical: setting {} to its canonical version {} -> {}",
-                            Clean(&**k),
-                            Clean(&**v),
-                            Clean(sv)
-                        );
-                        *v = Arc::from(sv);
-                    }
-                }
-            }
-            server.synced = params.to_vec();
-            Ok(true)
-        }
-        Some(err) => {
-            tracing::warn!("tracked parameter SET failed: {}", Clean(&err.message));
-            Err(Error::InvalidServerParameter)
-        }
-    }
 }
 
 #[cfg(test)]
@@ -666,11 +562,5 @@ mod tests {
         let c = cfg("[pgbouncer]\nauth_user = a\n");
         assert_eq!(auth_query::admin_source(&c).map(|s| s.0), Some(ADMIN_DB));
         assert!(auth_query::admin_source(&cfg("[pgbouncer]\n")).is_none());
-    }
-
-    #[test]
-    fn literals_are_quoted() {
-        assert_eq!(quote_literal("it's"), "'it''s'");
-        assert_eq!(quote_literal(""), "''");
     }
 }

@@ -12,6 +12,7 @@ pub mod cancel;
 mod isolate;
 mod ldap;
 mod link;
+pub mod params;
 pub mod pipeline;
 pub mod prepared;
 pub mod registry;
@@ -40,6 +41,7 @@ use crate::logsafe::Clean;
 use crate::net::{PeerAddr, Stream};
 use crate::pool::Lease;
 use crate::pool::{PoolSettings, Route};
+use crate::proto::startup::RawParams;
 use crate::proto::{build, Scanner};
 use registry::{ClientInfo, ClientState};
 use startup::Opening;
@@ -48,7 +50,7 @@ use startup::Opening;
 const QUEUED_NOTICE: &str =
     "No server connection available in postgres backend, client being queued";
 
-/// How long a draining pooler waits for an idle client's next request before closing it.
+/// How long a transaction drain waits for an idle client's next request before closing it.
 const DRAIN_QUIET: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How much a queued client may pipeline before we stop reading it (back-pressure).
@@ -66,7 +68,7 @@ pub struct Client {
     pub(crate) route: Route,
     pub(crate) settings: Arc<PoolSettings>,
     /// Tracked parameters this client wants on its server.
-    pub(crate) params: link::Params,
+    pub(crate) params: params::Params,
     /// The server kept between transactions (session pool mode only).
     pub(crate) server: Option<Box<Lease>>,
     /// Holds this client's place under max_client_conn.
@@ -121,7 +123,7 @@ async fn open(
     ctx: &Arc<Context>,
     info: &Arc<ClientInfo>,
     stream: Stream,
-) -> Option<(Stream, Vec<(String, String)>)> {
+) -> Option<(Stream, RawParams)> {
     let login_timeout = ctx.config().general.client_login_timeout;
     let deadline = (!login_timeout.is_zero()).then(|| tokio::time::Instant::now() + login_timeout);
     let tls = ctx
@@ -243,7 +245,7 @@ async fn session(
     ctx: &Arc<Context>,
     info: &Arc<ClientInfo>,
     stream: Stream,
-    raw: Vec<(String, String)>,
+    raw: RawParams,
 ) -> Result<()> {
     // Boxed, and a function of its own: the login's state (auth exchange, buffers, the login
     // timer, the stream before it moves into the `Client`) is freed once it is done, so what an
@@ -264,6 +266,9 @@ async fn session(
 
 /// How a login ended: a client to serve, or a session already over (console, replication, or
 /// a failed login, each logged and reported).
+// Returned once per login and moved straight into the session's state: boxing the client to
+// even the variants out would be an allocation per login for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Admitted {
     Client(Client),
     Done(Result<()>),
@@ -275,7 +280,7 @@ async fn admit(
     ctx: &Arc<Context>,
     info: &Arc<ClientInfo>,
     mut stream: Stream,
-    raw: Vec<(String, String)>,
+    raw: RawParams,
 ) -> Admitted {
     let cfg = ctx.config();
     let awaiting_welcome = AtomicBool::new(false);
@@ -397,18 +402,19 @@ impl Client {
                 }
             }
             let committed = Box::pin(self.transaction()).await?;
-            // A SIGTERM drain ends a client right after a COMMIT, before its next request: a
-            // busy pooled connection is never quiet for DRAIN_QUIET (the next unit's pre-ping
-            // follows the COMMIT within microseconds), so it would otherwise be served until
-            // shutdown_timeout cut it off, maybe mid-transaction. The driver has its COMMIT answer
-            // and the connection is back in its pool, where the next checkout's pre-ping finds it
-            // closed and connects again (through the Service, to another replica). Not after a
-            // ROLLBACK or a statement outside a block: SQLAlchemy's asyncpg pre-ping is itself
-            // BEGIN; ROLLBACK, and the unit's own BEGIN follows it at once and would then fail.
+            // A transaction drain (SIGTERM with shutdown_drain = transaction) ends a client
+            // right after a COMMIT, before its next request: a busy pooled connection is never
+            // quiet for DRAIN_QUIET (the next unit's pre-ping follows the COMMIT within
+            // microseconds), so it would otherwise be served until shutdown_timeout cut it off,
+            // maybe mid-transaction. The driver has its COMMIT answer and the connection is back
+            // in its pool, where the next checkout's pre-ping finds it closed and connects again
+            // (through the Service, to another replica). Not after a ROLLBACK or a statement
+            // outside a block: SQLAlchemy's asyncpg pre-ping is itself BEGIN; ROLLBACK, and the
+            // unit's own BEGIN follows it at once and would then fail.
             if committed
                 && self.buf.is_empty()
                 && self.server.is_none()
-                && self.ctx.phase() == Phase::DrainClients
+                && self.ctx.phase() == Phase::DrainTransactions
             {
                 return Err(Error::Exiting);
             }
@@ -447,11 +453,12 @@ impl Client {
         let idle_timeout = self.settings.client_idle_timeout;
         if self.server.is_none() && self.buf.is_empty() {
             match self.ctx.phase() {
-                Phase::DrainClients => {
+                Phase::DrainTransactions => {
                     return Box::pin(self.read_or_close()).await;
                 }
                 Phase::Stopping => return Err(Error::Exiting),
-                Phase::Running | Phase::DrainServers => {}
+                // PgBouncer's SIGTERM serves an idle client like any other until it leaves.
+                Phase::Running | Phase::DrainClients | Phase::DrainServers => {}
             }
         }
         let drainable = self.server.is_none() && self.buf.is_empty();
@@ -495,7 +502,7 @@ impl Client {
         Ok(())
     }
 
-    /// A SIGTERM drain closes an idle client only once it stayed quiet for a moment, and then
+    /// A transaction drain closes an idle client only once it stayed quiet for a moment, and then
     /// without an ErrorResponse: a driver that just finished a transaction (SQLAlchemy's
     /// pre-ping) usually sends the next one within microseconds, and an unsolicited FATAL on an
     /// idle connection confuses drivers (asyncpg raises InternalClientError) where a plain close

@@ -15,8 +15,10 @@
 //! (`server::statements`); a server that lacks a statement a Bind or Describe needs gets a
 //! Parse injected first, whose ParseComplete is swallowed; a server that has it gets no Parse;
 //! each server's LRU evicts with a Close whose CloseComplete is swallowed; a client's Close is
-//! answered here. A Parse of a name the client still holds goes to the server under the
-//! statement's server name, so PostgreSQL itself refuses it (42P05) at the right place.
+//! answered here, a known name or not (so a client can never close a shared statement by its
+//! server name). As in PgBouncer, a Parse of a name the client still holds, and a Bind or
+//! Describe of a name it does not hold, are refused ([`Refusal`]): the session closes the
+//! client with PgBouncer's FATAL where PostgreSQL would answer an ERROR in the reply stream.
 
 mod queue;
 
@@ -48,6 +50,17 @@ pub enum ToServer {
     Replace(BytesMut),
     /// Nothing (answered by the pooler, or skipped by the server anyway).
     Drop,
+    /// Nothing, and the client is to be closed (PgBouncer's FATAL for a misnamed statement).
+    Refuse(Refusal),
+}
+
+/// A named-statement message PgBouncer answers by closing the client; the name is for the log.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// A Parse of a name the client still holds.
+    InUse(Box<[u8]>),
+    /// A Bind or Describe of a name the client does not hold.
+    Unknown(Box<[u8]>),
 }
 
 /// What to send to the client for one server frame.
@@ -93,10 +106,6 @@ enum Expect {
     Describe { stmt: Option<u64> },
     /// CommandComplete, EmptyQueryResponse or PortalSuspended.
     Execute { stmt: Option<u64> },
-    /// ParseComplete (never, in practice: the server refuses it with 42P05) of a Parse that
-    /// reuses the client's `name`, sent under statement `id`'s server name. Its error must
-    /// read `name`, whatever the client's map says by the time it comes back.
-    Duplicate { name: Box<[u8]>, id: u64 },
     /// ReadyForQuery after Sync.
     Sync,
     /// ReadyForQuery ending a simple Query or a FunctionCall.
@@ -238,7 +247,7 @@ impl Pipeline {
                 stmt: self.last_bound,
             },
             b'C' => {
-                // Closing a portal (or an unknown name) is the server's business.
+                // A portal, the unnamed statement, or any name when untracked: the server's.
                 let _ = body;
                 Expect::Close {
                     visible: true,
@@ -258,21 +267,11 @@ impl Pipeline {
                 if name.is_empty() {
                     return None;
                 }
-                self.counts.client_parses += 1;
                 let map = st.client.get_or_insert_with(Box::default);
-                if let Some(have) = map.get(name).cloned() {
-                    // A name in use: the server refuses the Parse itself (42P05), after a syntax
-                    // check, exactly where PostgreSQL would.
-                    let mut out = map.take_buf();
-                    self.ensure(&have, st, &mut out);
-                    frame_into(&mut out, b'P', &[&have.name, b"\0", rest]);
-                    self.counts.server_parses += 1;
-                    self.push(Expect::Duplicate {
-                        name: name.into(),
-                        id: have.id,
-                    });
-                    return Some(ToServer::Replace(out));
+                if map.get(name).is_some() {
+                    return Some(ToServer::Refuse(Refusal::InUse(name.into())));
                 }
+                self.counts.client_parses += 1;
                 let stmt = st.cache.intern(rest);
                 map.insert(name, stmt.clone());
                 if st.server.touch(stmt.id) {
@@ -290,8 +289,15 @@ impl Pipeline {
             b'B' => {
                 let (portal, rest) = cstr(body)?;
                 let (name, params) = cstr(rest)?;
-                let map = st.client.as_deref_mut()?;
-                let stmt = map.get(name)?.clone();
+                if name.is_empty() {
+                    return None;
+                }
+                let Some(map) = st.client.as_deref_mut() else {
+                    return Some(ToServer::Refuse(Refusal::Unknown(name.into())));
+                };
+                let Some(stmt) = map.get(name).cloned() else {
+                    return Some(ToServer::Refuse(Refusal::Unknown(name.into())));
+                };
                 self.counts.binds += 1;
                 let mut out = map.take_buf();
                 self.ensure(&stmt, st, &mut out);
@@ -308,17 +314,22 @@ impl Pipeline {
                     return None;
                 }
                 let (name, _) = cstr(rest)?;
-                let map = st.client.as_deref_mut()?;
-                map.get(name)?;
+                if name.is_empty() {
+                    return None;
+                }
+                let map = st.client.as_deref_mut();
                 if tag == b'C' {
-                    // Answered here; the servers keep the statement for other clients.
-                    let stmt = map.remove(name)?;
-                    self.push(Expect::FakeClose {
-                        restore: Some((name.into(), stmt)),
-                    });
+                    // Answered here; the servers keep the statement for other clients. An unknown
+                    // name too: PostgreSQL's Close of a missing name succeeds, and passed on it
+                    // could close a shared statement that happens to bear that server name.
+                    let restore = map.and_then(|m| m.remove(name)).map(|s| (name.into(), s));
+                    self.push(Expect::FakeClose { restore });
                     return Some(ToServer::Drop);
                 }
-                let stmt = map.get(name)?.clone();
+                let held = map.and_then(|m| m.get(name).cloned().map(|s| (m, s)));
+                let Some((map, stmt)) = held else {
+                    return Some(ToServer::Refuse(Refusal::Unknown(name.into())));
+                };
                 let mut out = map.take_buf();
                 self.ensure(&stmt, st, &mut out);
                 frame_into(&mut out, b'D', &[b"S", &stmt.name, b"\0"]);
@@ -467,7 +478,7 @@ impl Pipeline {
     /// client asked for it.
     fn complete(&mut self, tag: u8) -> bool {
         let ends = match self.queue.front() {
-            Some(Expect::Parse { .. }) | Some(Expect::Duplicate { .. }) => tag == b'1',
+            Some(Expect::Parse { .. }) => tag == b'1',
             Some(Expect::Bind { .. }) => tag == b'2',
             Some(Expect::Close { .. }) => tag == b'3',
             Some(Expect::Describe { .. }) => tag == b'T' || tag == b'n',
@@ -486,15 +497,10 @@ impl Pipeline {
     /// An ErrorResponse: the failed message and, in the extended protocol, everything up to
     /// the next Sync are dropped; what they would have created is undone.
     fn error(&mut self, body: Option<&[u8]>, mut stmts: Option<&mut Stmts<'_>>) -> ToClient {
-        let mut exact = None;
         let front_stmt = match self.queue.front() {
             None | Some(Expect::Sync) | Some(Expect::Query) => {
                 // Inside a simple query (or at Sync) the error ends nothing by itself.
-                return self.rename(body, stmts.as_deref(), None);
-            }
-            Some(Expect::Duplicate { name, id }) => {
-                exact = Some((name.clone(), *id));
-                None
+                return self.rename(body, stmts.as_deref());
             }
             Some(Expect::Bind { stmt })
             | Some(Expect::Describe { stmt })
@@ -531,22 +537,14 @@ impl Pipeline {
         if !skipped_to_sync && self.in_extended {
             self.skipping = true;
         }
-        self.rename(body, stmts.as_deref(), exact)
+        self.rename(body, stmts.as_deref())
     }
 
-    /// The error with the client's names for server statement names: `exact`'s name for its
-    /// statement (the message that failed named it so), else the client's map, else a name
-    /// whose Parse was undone in this transaction.
-    fn rename(
-        &self,
-        body: Option<&[u8]>,
-        stmts: Option<&Stmts<'_>>,
-        exact: Option<(Box<[u8]>, u64)>,
-    ) -> ToClient {
+    /// The error with the client's names for server statement names: the client's map, else a
+    /// name whose Parse was undone in this transaction.
+    fn rename(&self, body: Option<&[u8]>, stmts: Option<&Stmts<'_>>) -> ToClient {
         let renamed = match (body, stmts.and_then(|s| s.client.as_deref())) {
-            (Some(body), Some(map)) => {
-                map.rename_in_error_with(body, exact.as_ref(), &self.forgotten)
-            }
+            (Some(body), Some(map)) => map.rename_in_error_with(body, &self.forgotten),
             _ => None,
         };
         match renamed {

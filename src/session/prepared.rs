@@ -83,17 +83,15 @@ impl ClientStatements {
     /// exists`). Only PostgreSQL's "prepared statement" phrase is matched, so a quoted
     /// identifier that happens to read `"OLLY_<n>"` elsewhere in a message is left alone.
     pub fn rename_in_error(&self, body: &[u8]) -> Option<BytesMut> {
-        self.rename_in_error_with(body, None, &[])
+        self.rename_in_error_with(body, &[])
     }
 
-    /// [`ClientStatements::rename_in_error`], naming statement `exact.1` as `exact.0` (the
-    /// name the failed message used, when known), and also naming the statements of
-    /// `forgotten` ((client name, id) whose Parse was undone in this transaction): an error
-    /// about one of them can still come back for a message pipelined before the undo.
+    /// [`ClientStatements::rename_in_error`], also naming the statements of `forgotten`
+    /// ((client name, id) whose Parse was undone in this transaction): an error about one of
+    /// them can still come back for a message pipelined before the undo.
     pub fn rename_in_error_with(
         &self,
         body: &[u8],
-        exact: Option<&(Box<[u8]>, u64)>,
         forgotten: &[(Box<[u8]>, u64)],
     ) -> Option<BytesMut> {
         const MARK: &[u8] = b"prepared statement \"OLLY_";
@@ -117,8 +115,7 @@ impl ClientStatements {
                 .ok()
                 .and_then(|d| d.parse::<u64>().ok())
                 .and_then(|id| {
-                    let told = exact.filter(|(_, i)| *i == id).map(|(name, _)| &**name);
-                    told.or_else(|| self.name_of(id)).or_else(|| {
+                    self.name_of(id).or_else(|| {
                         let gone = forgotten.iter().rev().find(|(_, i)| *i == id);
                         gone.map(|(name, _)| &**name)
                     })

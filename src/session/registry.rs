@@ -103,8 +103,8 @@ pub struct ClientInfo {
     /// Database and user as the client named them (set once at login).
     pub db: Mutex<String>,
     pub user: Mutex<String>,
-    /// application_name the client uses.
-    pub application_name: Mutex<String>,
+    /// application_name the client uses (`None`: none), shared with its tracked parameters.
+    pub application_name: Mutex<Option<Arc<str>>>,
     /// Named prepared statements held (SHOW CLIENTS/SERVERS `prepared_statements`).
     pub prepared_statements: std::sync::atomic::AtomicU32,
     /// SHOW CLIENTS `replication`: `none`, `logical` or `physical`.
@@ -206,6 +206,15 @@ impl ClientInfo {
         self.notice_due.store(false, Ordering::Relaxed);
     }
 
+    /// No kill, drain or nudge was asked for: the only events that take the session's waker,
+    /// each after it set its flag. So a loop that registered its waker since it last saw this
+    /// true still has it registered, and may skip registering again at every sleep.
+    pub fn is_quiet(&self) -> bool {
+        !self.killed.load(Ordering::Acquire)
+            && !self.draining.load(Ordering::Acquire)
+            && !self.notice_due.load(Ordering::Acquire)
+    }
+
     /// True once killed.
     pub fn is_killed(&self) -> bool {
         self.killed.load(Ordering::Acquire)
@@ -271,8 +280,20 @@ pub struct Clients {
     pub peer_id: std::sync::atomic::AtomicU16,
     /// Logged-in clients per database name and per user name, for max_db_client_connections
     /// and max_user_client_connections (written at login and disconnect only).
-    per_db: DashMap<String, u32>,
-    per_user: DashMap<String, u32>,
+    per_db: DashMap<Arc<str>, u32>,
+    per_user: DashMap<Arc<str>, u32>,
+}
+
+/// What [`Clients::enter`] counted.
+pub struct Entered {
+    /// The database name, shared with the count's key.
+    pub db: Arc<str>,
+    /// The user name, shared with the count's key.
+    pub user: Arc<str>,
+    /// Clients of the database, this one included.
+    pub db_n: u32,
+    /// Clients of the user, this one included.
+    pub user_n: u32,
 }
 
 fn key64(k: (u32, u32)) -> u64 {
@@ -293,7 +314,7 @@ impl Clients {
                 connect_time: SystemTime::now(),
                 db: Mutex::new(String::new()),
                 user: Mutex::new(String::new()),
-                application_name: Mutex::new(String::new()),
+                application_name: Mutex::new(None),
                 prepared_statements: Default::default(),
                 replication: Mutex::new("none"),
                 state: AtomicU8::new(ClientState::Login as u8),
@@ -319,20 +340,28 @@ impl Clients {
         }
     }
 
-    /// Counts a client in for its database and user; returns both counts including it.
-    /// Every call is paired with [`Clients::leave`].
-    pub fn enter(&self, db: &str, user: &str) -> (u32, u32) {
+    /// Counts a client in for its database and user; returns both counts including it, and
+    /// the names as the counts' keys (for the caller to keep until it calls
+    /// [`Clients::leave`], which every call is paired with).
+    pub fn enter(&self, db: &str, user: &str) -> Entered {
         // Most logins find their name counted already: the owned key only for a new one.
-        let bump = |map: &DashMap<String, u32>, key: &str| {
+        let bump = |map: &DashMap<Arc<str>, u32>, key: &str| {
             if let Some(mut n) = map.get_mut(key) {
                 *n += 1;
-                return *n;
+                return (n.key().clone(), *n);
             }
-            let mut n = map.entry(key.to_string()).or_insert(0);
+            let mut n = map.entry(Arc::from(key)).or_insert(0);
             *n += 1;
-            *n
+            (n.key().clone(), *n)
         };
-        (bump(&self.per_db, db), bump(&self.per_user, user))
+        let (db, db_n) = bump(&self.per_db, db);
+        let (user, user_n) = bump(&self.per_user, user);
+        Entered {
+            db,
+            user,
+            db_n,
+            user_n,
+        }
     }
 
     /// Undoes one [`Clients::enter`].

@@ -34,12 +34,12 @@ pub fn kind(value: &str) -> &'static str {
 pub async fn open(
     cfg: &Config,
     db: &DatabaseConfig,
-    params: &StartupParams,
+    params: &StartupParams<'_>,
     replication: &str,
     scram_keys: Option<([u8; 32], [u8; 32])>,
     dns: &crate::server::dns::DnsCache,
 ) -> Result<ServerConn> {
-    let server_user = pool::server_user(db, &params.user);
+    let server_user = pool::server_user(db, params.user);
     let mut target = pool::target_for(cfg, db, server_user);
     for (k, v) in &params.tracked {
         if !target
@@ -47,12 +47,15 @@ pub async fn open(
             .iter()
             .any(|(n, _)| n.eq_ignore_ascii_case(k))
         {
-            target.startup_params.push((k.clone(), v.clone()));
+            target.startup_params.push((k.to_string(), v.to_string()));
         }
     }
-    target
-        .startup_params
-        .extend(params.passthrough.iter().cloned());
+    target.startup_params.extend(
+        params
+            .passthrough
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
     target
         .startup_params
         .push(("replication".to_string(), replication.to_string()));
@@ -80,7 +83,7 @@ pub async fn open(
                 if cfg.general.log_disconnections {
                     tracing::info!(
                         "S {}/{}@{}:{} closing because: login failed (age={}s)",
-                        Clean(&params.database),
+                        Clean(params.database),
                         Clean(&target.user),
                         target.host_text(),
                         target.port,

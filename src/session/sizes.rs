@@ -19,7 +19,7 @@ async fn idle_client_state_stays_small() {
     let ctx = Context::new(crate::config::Config::default());
     let (stream, peer, _c1) = accepted().await;
     let info = ctx.clients.register(peer, registry::LocalAddr::Unknown);
-    let fut = session(&ctx, &info, stream, Vec::new());
+    let fut = session(&ctx, &info, stream, RawParams::default());
     let session_size = std::mem::size_of_val(&fut);
     drop(fut);
     let (stream, peer, _c2) = accepted().await;
@@ -51,7 +51,14 @@ async fn login_futures_stay_small() {
     let info = ctx.clients.register(peer, registry::LocalAddr::Unknown);
     let cfg = ctx.config();
     let waiting = AtomicBool::new(false);
-    let login = link::login(&ctx, &info, &mut stream, Vec::new(), &cfg, &waiting);
+    let login = link::login(
+        &ctx,
+        &info,
+        &mut stream,
+        RawParams::default(),
+        &cfg,
+        &waiting,
+    );
     let login_size = std::mem::size_of_val(&login);
     drop(login);
     let negotiate_size = std::mem::size_of_val(&negotiate(stream, None, None));

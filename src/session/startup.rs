@@ -10,7 +10,8 @@ use tokio_rustls::rustls::ServerConfig;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::net::{self, ReadError, Stream};
-use crate::proto::startup::{self, StartupPacket};
+use crate::proto::startup::{self, RawParams, StartupPacket};
+use std::borrow::Cow;
 
 /// Startup packets are small; PgBouncer caps them near its packet buffer.
 const MAX_STARTUP_LEN: u32 = 10_000;
@@ -18,7 +19,7 @@ const MAX_STARTUP_LEN: u32 = 10_000;
 /// What a new connection asked for.
 pub enum Opening {
     /// A session: the startup parameters.
-    Session(Vec<(String, String)>),
+    Session(RawParams),
     /// A cancel request for the client holding this key.
     Cancel { pid: u32, key: u32 },
     /// An SSLRequest we will accept: the caller answers `S`, runs the handshake
@@ -50,6 +51,9 @@ pub async fn read_opening(stream: &mut Stream, tls_offered: bool) -> Result<Open
                         "data after SSL/GSS request".to_string(),
                     ));
                 }
+                // Empty, so the next read gets all of the buffer's room back: the few bytes the
+                // request took from its front made the room short, and the read grew it.
+                let _ = buf.try_reclaim(crate::net::frame::READ_ROOM);
                 if matches!(p, StartupPacket::SslRequest) && tls_offered && !stream.is_tls() {
                     return Ok(Opening::Tls);
                 }
@@ -78,38 +82,44 @@ pub async fn accept_tls(stream: Stream, cfg: Arc<ServerConfig>) -> Result<Stream
     Ok(Stream::Tls(Box::new(tokio_rustls::TlsStream::Server(tls))))
 }
 
-/// The checked contents of a StartupMessage.
+/// The checked contents of a StartupMessage, borrowed from the packet where they can be.
 #[derive(Debug, Default, Clone)]
-pub struct StartupParams {
-    pub user: String,
-    pub database: String,
-    /// Tracked parameters the client asked for (name as given, value).
-    pub tracked: Vec<(String, String)>,
+pub struct StartupParams<'a> {
+    pub user: &'a str,
+    pub database: &'a str,
+    /// Tracked parameters the client asked for (name as given, value); owned only when they
+    /// came out of `options` or were changed (application_name_add_host).
+    pub tracked: Vec<(Cow<'a, str>, Cow<'a, str>)>,
     /// `_pq_.*` protocol options we must report as unrecognized.
-    pub unrecognized_protocol_options: Vec<String>,
+    pub unrecognized_protocol_options: Vec<&'a str>,
     /// `replication=` as the client sent it, when it asks for a replication connection
     /// (`database`, or a true boolean); `None` for a normal session.
-    pub replication: Option<String>,
+    pub replication: Option<&'a str>,
     /// Replication connections only: `options` and other keys a pooled session could not take,
     /// handed to the dedicated server as they are (PgBouncer does the same).
-    pub passthrough: Vec<(String, String)>,
+    pub passthrough: Vec<(&'a str, &'a str)>,
 }
 
 /// `replication=` values that ask for a replication connection.
 fn wants_replication(v: &str) -> bool {
-    matches!(
-        v.to_ascii_lowercase().as_str(),
-        "database" | "true" | "on" | "yes" | "1"
-    )
+    ["database", "true", "on", "yes", "1"]
+        .iter()
+        .any(|w| v.eq_ignore_ascii_case(w))
 }
 
-/// PgBouncer's fixed set of tracked parameters.
-const TRACKED: [&str; 5] = [
+/// PgBouncer's fixed set of tracked parameters. The last two are in PgBouncer's set since 1.26:
+/// without them one client's `SET default_transaction_read_only = on` or `SET SESSION
+/// AUTHORIZATION` stays on the server for the next client of transaction pooling. PostgreSQL
+/// reports both (default_transaction_read_only since 14), so following them costs nothing
+/// until a client changes one.
+const TRACKED: [&str; 7] = [
     "client_encoding",
     "DateStyle",
     "TimeZone",
     "standard_conforming_strings",
     "application_name",
+    "default_transaction_read_only",
+    "session_authorization",
 ];
 
 /// The tracked parameter names for this config: PgBouncer's fixed set plus track_extra_parameters
@@ -128,7 +138,7 @@ pub fn tracked_names(cfg: &Config) -> impl Iterator<Item = &str> + Clone {
 }
 
 /// Validates startup parameters: known, tracked or ignored keys only (PgBouncer's rule).
-pub fn check_params(cfg: &Config, raw: Vec<(String, String)>) -> Result<StartupParams> {
+pub fn check_params<'a>(cfg: &Config, raw: &'a RawParams) -> Result<StartupParams<'a>> {
     let tracked = tracked_names(cfg);
     let ignored = &cfg.general.ignore_startup_parameters;
     let is_tracked = |k: &str| tracked.clone().any(|t| t.eq_ignore_ascii_case(k));
@@ -138,51 +148,54 @@ pub fn check_params(cfg: &Config, raw: Vec<(String, String)>) -> Result<StartupP
     let replication = raw
         .iter()
         .any(|(k, v)| k == "replication" && wants_replication(v));
-    for (k, v) in raw {
-        match k.as_str() {
+    for (k, v) in raw.iter() {
+        match k {
             "user" | "database" | "replication" => {}
-            _ if replication && !k.starts_with("_pq_.") && !is_tracked(&k) => {
+            _ if replication && !k.starts_with("_pq_.") && !is_tracked(k) => {
                 out.passthrough.push((k, v));
                 continue;
             }
             _ => {}
         }
-        match k.as_str() {
+        match k {
             "user" => out.user = v,
             "database" => out.database = v,
             "replication" => {
                 // PostgreSQL's spellings: `database` (logical) or a boolean (physical).
-                match v.to_ascii_lowercase().as_str() {
-                    "false" | "off" | "no" | "0" => {}
-                    _ if wants_replication(&v) => out.replication = Some(v),
-                    _ => return Err(Error::UnsupportedStartupParameter(k)),
+                let off = ["false", "off", "no", "0"]
+                    .iter()
+                    .any(|w| v.eq_ignore_ascii_case(w));
+                if wants_replication(v) {
+                    out.replication = Some(v);
+                } else if !off {
+                    return Err(Error::UnsupportedStartupParameter(k.to_string()));
                 }
             }
             "options" => {
-                let opts = match startup::parse_options(&v) {
+                let opts = match startup::parse_options(v) {
                     Ok(o) => o,
                     Err(_) if is_ignored("options") => continue,
                     Err(_) => return Err(Error::UnsupportedOptions),
                 };
                 for (ok, ov) in opts {
                     if is_tracked(&ok) {
-                        out.tracked.push((ok, ov));
+                        out.tracked.push((Cow::Owned(ok), Cow::Owned(ov)));
                     } else if !is_ignored(&ok) && !is_ignored("options") {
                         return Err(Error::UnsupportedOptionsParameter(ok));
                     }
                 }
             }
             _ if k.starts_with("_pq_.") => out.unrecognized_protocol_options.push(k),
-            _ if is_tracked(&k) => out.tracked.push((k, v)),
-            _ if is_ignored(&k) => {}
-            _ => return Err(Error::UnsupportedStartupParameter(k)),
+            _ if is_tracked(k) => out.tracked.push((Cow::Borrowed(k), Cow::Borrowed(v))),
+            _ if is_ignored(k) => {}
+            _ => return Err(Error::UnsupportedStartupParameter(k.to_string())),
         }
     }
     if out.user.is_empty() {
         return Err(Error::NoUsername);
     }
     if out.database.is_empty() {
-        out.database = out.user.clone();
+        out.database = out.user;
     }
     Ok(out)
 }
@@ -207,43 +220,45 @@ mod tests {
         assert_eq!(tracked_names(&cfg).collect::<Vec<_>>(), want);
     }
 
-    fn p(v: &[(&str, &str)]) -> Vec<(String, String)> {
-        v.iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect()
+    fn p(v: &[(&str, &str)]) -> RawParams {
+        RawParams::from_pairs(v.iter().copied())
+    }
+
+    fn pairs<'a>(v: &'a [(Cow<'a, str>, Cow<'a, str>)]) -> Vec<(&'a str, &'a str)> {
+        v.iter().map(|(a, b)| (&**a, &**b)).collect()
     }
 
     #[test]
     fn known_tracked_and_ignored_params() {
         let mut cfg = Config::default();
         cfg.general.ignore_startup_parameters = vec!["extra_float_digits".into()];
-        let s = check_params(
-            &cfg,
-            p(&[
-                ("user", "u"),
-                ("application_name", "x"),
-                ("extra_float_digits", "3"),
-                ("DateStyle", "ISO"),
-            ]),
-        )
-        .unwrap();
+        let raw = p(&[
+            ("user", "u"),
+            ("application_name", "x"),
+            ("extra_float_digits", "3"),
+            ("DateStyle", "ISO"),
+        ]);
+        let s = check_params(&cfg, &raw).unwrap();
         assert_eq!(s.database, "u");
-        assert_eq!(s.tracked.len(), 2);
-        let e = check_params(&cfg, p(&[("user", "u"), ("search_path", "a")])).unwrap_err();
+        assert_eq!(
+            pairs(&s.tracked),
+            [("application_name", "x"), ("DateStyle", "ISO")]
+        );
+        let raw = p(&[("user", "u"), ("search_path", "a")]);
+        let e = check_params(&cfg, &raw).unwrap_err();
         assert_eq!(e.to_string(), "unsupported startup parameter: search_path");
-        assert!(matches!(
-            check_params(&cfg, p(&[("database", "d")])),
-            Err(Error::NoUsername)
-        ));
+        let raw = p(&[("database", "d")]);
+        assert!(matches!(check_params(&cfg, &raw), Err(Error::NoUsername)));
     }
 
     #[test]
     fn options_may_carry_tracked_params_only() {
         let cfg = Config::default();
-        let s = check_params(&cfg, p(&[("user", "u"), ("options", "-c TimeZone=UTC")])).unwrap();
-        assert_eq!(s.tracked, p(&[("TimeZone", "UTC")]));
-        let e =
-            check_params(&cfg, p(&[("user", "u"), ("options", "-c work_mem=1MB")])).unwrap_err();
+        let raw = p(&[("user", "u"), ("options", "-c TimeZone=UTC")]);
+        let s = check_params(&cfg, &raw).unwrap();
+        assert_eq!(pairs(&s.tracked), [("TimeZone", "UTC")]);
+        let raw = p(&[("user", "u"), ("options", "-c work_mem=1MB")]);
+        let e = check_params(&cfg, &raw).unwrap_err();
         assert_eq!(
             e.to_string(),
             "unsupported startup parameter in options: work_mem"
@@ -253,22 +268,23 @@ mod tests {
     #[test]
     fn replication_connections_pass_options_through() {
         let cfg = Config::default();
-        let s = check_params(
-            &cfg,
-            p(&[
-                ("options", "-c enable_seqscan=off"),
-                ("user", "u"),
-                ("replication", "database"),
-                ("application_name", "abc"),
-            ]),
-        )
-        .unwrap();
-        assert_eq!(s.replication.as_deref(), Some("database"));
-        assert_eq!(s.passthrough, p(&[("options", "-c enable_seqscan=off")]));
-        assert_eq!(s.tracked, p(&[("application_name", "abc")]));
-        let s = check_params(&cfg, p(&[("user", "u"), ("replication", "off")])).unwrap();
+        let raw = p(&[
+            ("options", "-c enable_seqscan=off"),
+            ("user", "u"),
+            ("replication", "database"),
+            ("application_name", "abc"),
+        ]);
+        let s = check_params(&cfg, &raw).unwrap();
+        assert_eq!(s.replication, Some("database"));
+        assert_eq!(s.passthrough, [("options", "-c enable_seqscan=off")]);
+        assert_eq!(pairs(&s.tracked), [("application_name", "abc")]);
+        let raw = p(&[("user", "u"), ("replication", "off")]);
+        let s = check_params(&cfg, &raw).unwrap();
         assert!(s.replication.is_none() && s.passthrough.is_empty());
-        let e = check_params(&cfg, p(&[("user", "u"), ("replication", "maybe")])).unwrap_err();
+        let raw = p(&[("user", "u"), ("replication", "OFF")]);
+        assert!(check_params(&cfg, &raw).unwrap().replication.is_none());
+        let raw = p(&[("user", "u"), ("replication", "maybe")]);
+        let e = check_params(&cfg, &raw).unwrap_err();
         assert_eq!(e.to_string(), "unsupported startup parameter: replication");
     }
 }

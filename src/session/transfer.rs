@@ -26,8 +26,10 @@ use tokio::io::AsyncWrite;
 use tokio::time::Sleep;
 use tokio_util::io::poll_read_buf;
 
+use super::params::Params;
 use super::pipeline::Pipeline;
 use super::prepared::ClientStatements;
+use super::registry::ClientInfo;
 use crate::config::PoolMode;
 use crate::error::{Error, Result};
 use crate::net::Stream;
@@ -126,7 +128,7 @@ pub struct Transfer<'a> {
     pub cscan: &'a mut Scanner,
     pub server: &'a mut ServerConn,
     /// The client's tracked parameters; server ParameterStatus updates them.
-    pub client_params: &'a mut Vec<(Arc<str>, Arc<str>)>,
+    pub client_params: &'a mut Params,
     pub mode: PoolMode,
     pub max_packet: u32,
     pub query_timeout: Duration,
@@ -180,6 +182,12 @@ pub struct Transfer<'a> {
     /// server's very first answer (a backend terminated before it read the BEGIN) is not
     /// forwarded; the transfer ends as if the server had closed. Cleared by any other answer.
     lone_begin: bool,
+    /// The client's registry entry: a kill (KILL_CLIENT, KILL db, ...) ends the link. Looked at
+    /// when the loop is about to sleep, as a `select!` biased toward the transfer did, but
+    /// without a second future to poll at every wake-up.
+    kill: Option<&'a ClientInfo>,
+    /// The task's waker is registered with `kill` (see [`ClientInfo::is_quiet`]).
+    kill_armed: bool,
 }
 
 /// What a tracked link needs besides the server's own statements.
@@ -208,7 +216,7 @@ impl<'a> Transfer<'a> {
         cbuf: &'a mut BytesMut,
         cscan: &'a mut Scanner,
         server: &'a mut ServerConn,
-        client_params: &'a mut Vec<(Arc<str>, Arc<str>)>,
+        client_params: &'a mut Params,
         mode: PoolMode,
         max_packet: u32,
         query_timeout: Duration,
@@ -245,6 +253,8 @@ impl<'a> Transfer<'a> {
             s_cut: false,
             lone_begin: false,
             timers_off: false,
+            kill: None,
+            kill_armed: false,
         }
     }
 
@@ -257,6 +267,11 @@ impl<'a> Transfer<'a> {
     /// Marks the request as a lone BEGIN that the session may send again (see `lone_begin`).
     pub fn lone_begin(&mut self) {
         self.lone_begin = true;
+    }
+
+    /// Ends the link with [`Error::AdminForcedDisconnect`] once `info` is killed.
+    pub fn watch_kill(&mut self, info: &'a ClientInfo) {
+        self.kill = Some(info);
     }
 
     /// When the link started: the first request's clock, so it needs no clock read of its own.
@@ -272,7 +287,25 @@ impl<'a> Transfer<'a> {
         self.scan_client()?;
         self.start = None;
         self.update_timer();
-        poll_fn(|cx| self.poll_step(cx)).await
+        poll_fn(|cx| match self.poll_step(cx) {
+            Poll::Pending if self.killed(cx) => Poll::Ready(Err(Error::AdminForcedDisconnect)),
+            step => step,
+        })
+        .await
+    }
+
+    /// True once the client is killed; otherwise the task is woken when that happens. The
+    /// waker is registered at the link's first sleep, and again only once a kill, drain or
+    /// nudge may have taken it: two sleeps per statement, each paid a registration before.
+    fn killed(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(info) = self.kill else {
+            return false;
+        };
+        if self.kill_armed && info.is_quiet() {
+            return false;
+        }
+        self.kill_armed = true;
+        info.poll_signal(cx, false)
     }
 
     fn releasable(&self) -> bool {
@@ -312,35 +345,44 @@ impl<'a> Transfer<'a> {
         loop {
             let mut progress = false;
 
-            match self
-                .c_out
-                .poll_flush(self.cbuf, self.cscan, &mut self.server.stream, cx)
-            {
-                Poll::Ready(Ok(Flushed::Wrote { n: 0, .. })) => {
-                    return Poll::Ready(Err(Error::ServerGone))
+            // Most rounds have nothing planned in one direction or both: the emptiness test
+            // is inline, the flush (and its large return value) only runs with work to do.
+            // A write is progress only while something stays planned (a partial write, or a
+            // plan of several pieces); otherwise a further round could only re-poll sockets
+            // that already returned Pending in this one.
+            if !self.c_out.is_empty() {
+                match self
+                    .c_out
+                    .poll_flush(self.cbuf, self.cscan, &mut self.server.stream, cx)
+                {
+                    Poll::Ready(Ok(Flushed::Wrote { n: 0, .. })) => {
+                        return Poll::Ready(Err(Error::ServerGone))
+                    }
+                    Poll::Ready(Ok(Flushed::Wrote { from_buf, .. })) => {
+                        self.tally.bytes_from_client += from_buf as u64;
+                        progress = !self.c_out.is_empty();
+                    }
+                    Poll::Ready(Ok(Flushed::Idle)) | Poll::Pending => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::ServerIo(e))),
                 }
-                Poll::Ready(Ok(Flushed::Wrote { from_buf, .. })) => {
-                    self.tally.bytes_from_client += from_buf as u64;
-                    progress = true;
-                }
-                Poll::Ready(Ok(Flushed::Idle)) | Poll::Pending => {}
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::ServerIo(e))),
             }
 
-            match self.s_out.poll_flush(
-                &mut self.server.buf,
-                &mut self.sscan,
-                &mut *self.client,
-                cx,
-            ) {
-                Poll::Ready(Ok(Flushed::Wrote { n: 0, .. })) | Poll::Ready(Err(_)) => {
-                    return Poll::Ready(Ok(self.client_left()))
+            if !self.s_out.is_empty() {
+                match self.s_out.poll_flush(
+                    &mut self.server.buf,
+                    &mut self.sscan,
+                    &mut *self.client,
+                    cx,
+                ) {
+                    Poll::Ready(Ok(Flushed::Wrote { n: 0, .. })) | Poll::Ready(Err(_)) => {
+                        return Poll::Ready(Ok(self.client_left()))
+                    }
+                    Poll::Ready(Ok(Flushed::Wrote { n, .. })) => {
+                        self.tally.bytes_to_client += n as u64;
+                        progress |= !self.s_out.is_empty();
+                    }
+                    Poll::Ready(Ok(Flushed::Idle)) | Poll::Pending => {}
                 }
-                Poll::Ready(Ok(Flushed::Wrote { n, .. })) => {
-                    self.tally.bytes_to_client += n as u64;
-                    progress = true;
-                }
-                Poll::Ready(Ok(Flushed::Idle)) | Poll::Pending => {}
             }
 
             if self.terminated && self.c_out.is_empty() {
@@ -431,7 +473,16 @@ impl<'a> Transfer<'a> {
 
     /// Flushes what rustls holds on either side (plain sockets: nothing to do, no call made).
     /// `Some(end)` when the client went away while flushing.
+    #[inline]
     fn poll_flush_tls(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<End>>> {
+        // Plain sockets (the usual case) answer here, inline, at every sleep of the loop.
+        if !self.server.stream.is_tls() && !self.client.is_tls() {
+            return Poll::Ready(Ok(None));
+        }
+        self.poll_flush_tls_streams(cx)
+    }
+
+    fn poll_flush_tls_streams(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<End>>> {
         let mut pending = false;
         if self.server.stream.is_tls() {
             match Pin::new(&mut self.server.stream).poll_flush(cx) {
@@ -465,10 +516,15 @@ impl<'a> Transfer<'a> {
         End::ClientLeft { clean }
     }
 
+    /// Inline, so the default (every timer off) costs a flag test per state change.
+    #[inline]
     fn update_timer(&mut self) {
-        if self.timers_off {
-            return;
+        if !self.timers_off {
+            self.rearm_timers();
         }
+    }
+
+    fn rearm_timers(&mut self) {
         if !self.xact_timeout.is_zero() {
             match self.xact_started {
                 Some(at) if self.xact_timer.as_ref().map(|(t, _)| *t) != Some(at) => {
@@ -540,233 +596,4 @@ fn reserve(buf: &mut BytesMut) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::proto::build::{self, Severity};
-    use crate::server::statements::StatementCache;
-    use crate::server::CancelTarget;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::UnixStream;
-
-    /// A server connection over one end of a Unix socket pair, for scripted exchanges.
-    fn unix_server(theirs: UnixStream) -> ServerConn {
-        ServerConn::new(
-            Stream::Unix(theirs),
-            CancelTarget {
-                host: crate::config::ServerHost::Tcp("x".into()),
-                port: 1,
-                addr: None,
-                pid: 1,
-                key: 1,
-            },
-            ("unix".into(), 0),
-        )
-    }
-
-    /// A transfer of the request in `request` between a client socket pair and a server socket
-    /// pair; the fake server reads the request and answers `answer` in one write. Returns the
-    /// transfer's end, what the client received, and what stayed in the server's buffer.
-    async fn one_request(
-        request: &[u8],
-        answer: &[u8],
-        lone_begin: bool,
-    ) -> (Result<End>, Vec<u8>, usize) {
-        let (ours, mut client_peer) = UnixStream::pair().expect("pair");
-        let (theirs, mut server_peer) = UnixStream::pair().expect("pair");
-        let mut client = Stream::Unix(ours);
-        let mut server = unix_server(theirs);
-        let mut buf = BytesMut::from(request);
-        let mut scan = Scanner::default();
-        let mut params = Vec::new();
-        let answer = answer.to_vec();
-        let request_len = request.len();
-        let fake = async move {
-            let mut got = vec![0u8; request_len];
-            server_peer.read_exact(&mut got).await.expect("request");
-            server_peer.write_all(&answer).await.expect("answer");
-            // Then the server goes away, as a terminated backend does.
-        };
-        let mut t = Transfer::new(
-            &mut client,
-            &mut buf,
-            &mut scan,
-            &mut server,
-            &mut params,
-            PoolMode::Transaction,
-            1 << 20,
-            Duration::ZERO,
-            Duration::ZERO,
-        );
-        if lone_begin {
-            t.lone_begin();
-        }
-        let (end, ()) = tokio::join!(t.run(), fake);
-        drop(client);
-        let mut seen = Vec::new();
-        client_peer
-            .read_to_end(&mut seen)
-            .await
-            .expect("client side");
-        (end, seen, server.buf.len())
-    }
-
-    fn frames(f: impl Fn(&mut BytesMut)) -> Vec<u8> {
-        let mut b = BytesMut::new();
-        f(&mut b);
-        b.to_vec()
-    }
-
-    #[tokio::test]
-    async fn bytes_after_the_last_answer_are_not_forwarded() {
-        let request = frames(|b| build::query(b, "COMMIT").expect("query"));
-        let done = frames(|b| {
-            build::command_complete(b, "COMMIT");
-            build::ready_for_query(b, b'I');
-        });
-        let mut answer = done.clone();
-        // A fast shutdown's FATAL right after the COMMIT's answer.
-        answer.extend(frames(|b| {
-            build::error_response(b, Severity::Fatal, "57P01", "terminating connection")
-        }));
-        let (end, seen, left) = one_request(&request, &answer, false).await;
-        assert_eq!(end.expect("released"), End::Released);
-        assert_eq!(
-            seen, done,
-            "the client saw the COMMIT's answer and nothing more"
-        );
-        assert!(
-            left > 0,
-            "the FATAL stays with the server, which is closed at release"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_lone_begin_answered_only_by_a_shutdown_fatal_is_not_forwarded() {
-        let request = frames(|b| build::query(b, "BEGIN").expect("query"));
-        let fatal = frames(|b| {
-            build::error_response(b, Severity::Fatal, "57P01", "terminating connection")
-        });
-        let (end, seen, _) = one_request(&request, &fatal, true).await;
-        assert!(matches!(end, Err(Error::ServerGone)));
-        assert!(
-            seen.is_empty(),
-            "the client saw nothing: the BEGIN may go elsewhere"
-        );
-        // Without the mark (any other request) the client gets the server's error.
-        let (end, seen, _) = one_request(&request, &fatal, false).await;
-        assert!(matches!(end, Err(Error::ServerGone)));
-        assert_eq!(seen, fatal);
-    }
-
-    /// The size of the future `f` returns, without a value to call it on.
-    fn future_size<'a, T: 'a, F>(_: impl FnOnce(&'a mut T) -> F) -> usize {
-        std::mem::size_of::<F>()
-    }
-
-    /// Each transaction boxes `Client::transaction`'s future (a malloc and a copy of its full
-    /// size), so the rare round trips inside it (server_check_query, a tracked SET, the
-    /// reset query) are boxed where they happen instead of widening it: 5.7 KB before, 3.3 KB
-    /// after (debug build). A rare path added inline shows up here.
-    #[test]
-    fn the_per_transaction_future_stays_small() {
-        use crate::session::Client;
-        let transaction = future_size(Client::transaction);
-        assert!(
-            transaction < 4096,
-            "transaction future: {transaction} bytes"
-        );
-        type Linked = (ServerConn, Vec<(Arc<str>, Arc<str>)>);
-        let sync = future_size(|p: &'static mut Linked| {
-            super::super::link::sync_params(&mut p.0, &mut p.1, 0)
-        });
-        assert!(sync < 256, "sync_params future: {sync} bytes");
-    }
-
-    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut f = vec![tag];
-        f.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
-        f.extend_from_slice(body);
-        f
-    }
-
-    /// A renamed Bind (pgbench -M prepared's every transaction) is rewritten in the read
-    /// buffer itself: it goes out in one run with the Execute and Sync behind it, nothing is
-    /// planned apart, and the buffer the rewrite was made in is kept for the next one.
-    #[tokio::test]
-    async fn a_renamed_bind_is_rewritten_in_place() {
-        let (ours, _client_peer) = UnixStream::pair().expect("pair");
-        let (theirs, _server_peer) = UnixStream::pair().expect("pair");
-        let mut client = Stream::Unix(ours);
-        let mut server = unix_server(theirs);
-        let cache = StatementCache::default();
-        let stmt = cache.intern(b"select 1\0\0\0");
-        assert!(server.prepared.insert(&stmt, 10).is_empty());
-        let mut map = Some(Box::<ClientStatements>::default());
-        map.as_mut().expect("map").insert(b"P_0", stmt.clone());
-        let mut params = Vec::new();
-        let request = [
-            frame(b'B', b"\0P_0\0\0\0\0\0\0\0"),
-            frame(b'E', b"\0\0\0\0\0"),
-            frame(b'S', b""),
-        ]
-        .concat();
-        let mut renamed = b"\0".to_vec();
-        renamed.extend_from_slice(&stmt.name);
-        renamed.extend_from_slice(b"\0\0\0\0\0\0\0");
-        let want = [
-            frame(b'B', &renamed),
-            request[request.len() - 15..].to_vec(),
-        ]
-        .concat();
-        let mut kept = None;
-        for round in 0..2 {
-            let mut buf = BytesMut::from(&request[..]);
-            let mut scan = Scanner::default();
-            let mut t = Transfer::new(
-                &mut client,
-                &mut buf,
-                &mut scan,
-                &mut server,
-                &mut params,
-                PoolMode::Transaction,
-                1 << 20,
-                Duration::ZERO,
-                Duration::ZERO,
-            );
-            t.track_statements(&mut map, &cache, 10);
-            t.scan_client().expect("scan");
-            assert_eq!(t.c_out.pieces(), 0, "round {round}: one run, nothing apart");
-            assert_eq!(&t.cbuf[..], &want[..]);
-            assert_eq!(t.cscan.scanned(), want.len());
-            drop(t);
-            let spare = map.as_mut().expect("map").take_buf();
-            assert!(
-                spare.capacity() > 0,
-                "round {round}: the buffer was handed back"
-            );
-            if let Some(ptr) = kept {
-                assert_eq!(spare.as_ptr(), ptr, "the same buffer serves every rewrite");
-            }
-            kept = Some(spare.as_ptr());
-            map.as_mut().expect("map").give_buf(spare);
-        }
-    }
-
-    #[test]
-    fn only_frames_that_name_a_statement_are_held_whole() {
-        let w = client_whole(true);
-        let big = 400 * 1024;
-        assert!(w(b'P', big, b"s1\0SELECT"));
-        assert!(!w(b'P', big, b"\0SELECT"), "unnamed Parse streams");
-        assert!(w(b'P', big, b""), "undecided until the name shows");
-        assert!(w(b'B', big, b"\0s1\0"));
-        assert!(w(b'B', big, b"portal\0s"));
-        assert!(!w(b'B', big, b"\0\0\0\x01"), "unnamed Bind streams");
-        assert!(!w(b'B', big, b"portal\0\0"));
-        assert!(w(b'B', big, b"\0"), "undecided");
-        assert!(w(b'B', big, b"port"), "undecided");
-        assert!(w(b'D', 10, b"S"));
-        assert!(!w(b'Q', big, b"SELECT"));
-        assert!(!client_whole(false)(b'B', big, b"\0s1\0"));
-    }
-}
+mod tests;

@@ -92,7 +92,7 @@ impl Client {
         let mut tries = 0;
         let (mut server, took_at) = loop {
             let (mut server, took_at) = self.acquire().await?;
-            match link::sync_params(&mut server, &mut self.params, self.settings.max_packet_size)
+            match params::sync_params(&mut server, &mut self.params, self.settings.max_packet_size)
                 .await
             {
                 // A SET round trip makes the checkout's clock read too early to start with.
@@ -169,12 +169,8 @@ impl Client {
         if self.settings.pool_mode == crate::config::PoolMode::Session {
             t.stats_per_xact(&server_pool.stats);
         }
-        let info = self.info.clone();
-        let end = tokio::select! {
-            biased;
-            r = t.run() => r,
-            _ = info.signal(false) => Err(Error::AdminForcedDisconnect),
-        };
+        t.watch_kill(&self.info);
+        let end = t.run().await;
         let mut tally = std::mem::take(&mut t.tally);
         let last_ready = t.last_ready;
         drop(t);
@@ -190,12 +186,8 @@ impl Client {
         // (bytes of the request written to the server, whether any answer byte came back)
         let (written, answered) = (tally.bytes_from_client as usize, tally.bytes_to_client > 0);
         if tally.params_changed {
-            if let Some((_, app)) = self
-                .params
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case("application_name"))
-            {
-                *self.info.application_name.lock() = app.to_string();
+            if let Some(app) = self.params.get("application_name") {
+                *self.info.application_name.lock() = Some(app.clone());
             }
         }
         *self.info.linked.lock() = None;

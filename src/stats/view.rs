@@ -34,6 +34,8 @@ pub struct PoolRow {
     pub sv_idle: u32,
     pub sv_used: u32,
     pub sv_tested: u32,
+    /// Back from a client, waiting for forwarded cancels to close.
+    pub sv_being_canceled: u32,
     pub sv_login: u32,
     /// Servers marked to close at release (ours; not a PgBouncer column).
     pub sv_close_needed: u32,
@@ -106,24 +108,31 @@ pub fn pools(ctx: &Context) -> Vec<PoolRow> {
         let key = (set.key.db.clone(), set.key.user.clone());
         let load_balance_hosts = set.load_balance_hosts().map(|lb| lb.as_str());
         let c = counts.get(&key).copied().unwrap_or_default();
-        let mine = servers
+        // One pass over the pool's servers for the three counts the registry holds.
+        let (mut tested, mut being_canceled, mut close_needed) = (0u32, 0u32, 0u32);
+        for s in servers
             .iter()
-            .filter(|s| s.db == set.key.db && s.user == set.key.user);
-        let tested = mine
-            .clone()
-            .filter(|s| s.state() == ServerState::Tested)
-            .count() as u32;
-        let close_needed = mine.filter(|s| s.close_needed()).count() as u32;
+            .filter(|s| s.db == set.key.db && s.user == set.key.user)
+        {
+            match s.state() {
+                ServerState::Tested => tested += 1,
+                ServerState::BeingCanceled => being_canceled += 1,
+                _ => {}
+            }
+            close_needed += u32::from(s.close_needed());
+        }
         rows.push(PoolRow {
             database: key.0,
             user: key.1,
             cl_active: c.active,
             cl_waiting: c.waiting,
             // Servers running a check or reset are handed out by the pool, but are not a client's.
-            sv_active: snap.active.saturating_sub(tested),
+            // ... nor are servers held back for their last client's cancels.
+            sv_active: snap.active.saturating_sub(tested + being_canceled),
             sv_idle: snap.idle,
             sv_used: snap.used,
             sv_tested: tested,
+            sv_being_canceled: being_canceled,
             sv_login: snap.login,
             sv_close_needed: close_needed,
             maxwait_us: snap.maxwait_us,
@@ -145,6 +154,7 @@ pub fn pools(ctx: &Context) -> Vec<PoolRow> {
         sv_idle: 0,
         sv_used: 0,
         sv_tested: 0,
+        sv_being_canceled: 0,
         sv_login: 0,
         sv_close_needed: 0,
         maxwait_us: 0,

@@ -344,6 +344,31 @@ async fn reload_applies_or_fails_with_f0000() {
         3,
         "old config kept"
     );
+    // The log has PgBouncer's lines (written before the answer).
+    let ini = p.ini_path.display().to_string();
+    let log = p.log();
+    assert!(
+        log.contains(&format!(
+            "ERROR invalid value \"not_a_number\" for parameter default_pool_size in \
+             configuration ({ini}:"
+        )),
+        "{log}"
+    );
+    assert!(log.contains("WARNING config file loading failed"), "{log}");
+    // PgBouncer's test_prepared.py greps this one for an out-of-range value.
+    p.rewrite_config("", "max_prepared_statements = -1", "");
+    expect_error(
+        &mut c,
+        "RELOAD",
+        "F0000",
+        "RELOAD failed, see logs for additional details",
+    )
+    .await;
+    let log = p.log();
+    assert!(
+        log.contains("WARNING invalid max_prepared_statements = -1"),
+        "{log}"
+    );
 }
 
 /// SHUTDOWN: the console gets EOF with no error and the process exits.
@@ -365,8 +390,9 @@ async fn shutdown_immediate() {
     assert!(status.0.is_some(), "pooler exited after SHUTDOWN");
 }
 
-/// SHUTDOWN WAIT_FOR_CLIENTS: answered, no new logins, connected clients go on, exit when the
-/// last one leaves. RESUME is refused meanwhile.
+/// SHUTDOWN WAIT_FOR_CLIENTS: answered, no new logins, connected clients go on (also after
+/// their transaction), exit when the last one, console included, leaves. RESUME is refused
+/// meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_wait_for_clients() {
     let mut p = pooler();
@@ -384,7 +410,12 @@ async fn shutdown_wait_for_clients() {
         .await
         .expect("transaction goes on");
     client.simple_query("COMMIT").await.expect("commit");
+    client
+        .simple_query("SELECT 1")
+        .await
+        .expect("served after its transaction");
     drop(client);
+    drop(c);
     let status = tokio::task::spawn_blocking(move || {
         let s = p.wait_exit(Duration::from_secs(15));
         (s, p)
@@ -436,6 +467,61 @@ async fn shutdown_wait_for_servers_fails_the_next_query_of_idle_clients() {
     expect_exit(p, 15).await;
 }
 
+/// SHUTDOWN WAIT_FOR_SERVERS with a client already queued for the pool's only server: as in
+/// PgBouncer, the queued client is told `server shutting down` on the janitor's next pass, not
+/// by the SHUTDOWN itself (right after it the client still counts as waiting); the transaction
+/// that holds the server goes on, and the queued client never gets that server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_wait_for_servers_tells_a_queued_client_on_the_janitor_pass() {
+    let p = pooler();
+    let mut c = admin(&p).await;
+    let a = c.query("SET default_pool_size = 1").await;
+    assert!(a.error.is_none(), "{a:?}");
+    let mut busy = Raw::connect(p.port, "olly", "olly_pw", "testdb")
+        .await
+        .expect("busy client");
+    assert!(busy.query("BEGIN").await.error.is_none());
+    assert!(busy.query("SELECT 1").await.error.is_none());
+    let port = p.port;
+    let queued = tokio::spawn(async move {
+        let mut q = Raw::connect(port, "olly", "olly_pw", "testdb")
+            .await
+            .expect("queued client");
+        q.query("SELECT 2").await
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c
+        .query("SHOW POOLS")
+        .await
+        .num("database", "testdb", "cl_waiting")
+        != 1
+    {
+        assert!(Instant::now() < deadline, "the second client never queued");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let a = c.query("SHUTDOWN WAIT_FOR_SERVERS").await;
+    assert_eq!(a.tag.as_deref(), Some("SHUTDOWN"), "{a:?}");
+    let pools = c.query("SHOW POOLS").await;
+    assert_eq!(
+        pools.num("database", "testdb", "cl_waiting"),
+        1,
+        "the SHUTDOWN itself closed the queued client"
+    );
+    assert!(busy.query("SELECT 1").await.error.is_none());
+    let a = tokio::time::timeout(Duration::from_secs(10), queued)
+        .await
+        .expect("the queued client is told")
+        .expect("task");
+    let e = a.error.as_ref().expect("the queued query fails");
+    assert_eq!(
+        (e.severity.as_str(), e.code.as_str(), e.message.as_str()),
+        ("FATAL", "08P01", "server shutting down"),
+        "{a:?}"
+    );
+    assert!(busy.query("COMMIT").await.error.is_none());
+    expect_exit(p, 15).await;
+}
+
 /// SIGTERM: the console already open still answers (RESUME: `pooler is shutting down`), and a
 /// new console session can still be opened on the Unix socket, where normal logins are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -477,13 +563,14 @@ async fn sigterm_keeps_the_console_reachable() {
     assert!(refused.2.contains("pooler is shutting down"), "{refused:?}");
     busy.simple_query("COMMIT").await.expect("commit");
     drop(busy);
+    drop(c);
     expect_exit(p, 15).await;
 }
 
 /// SIGTERM: a TCP client the pooler accepted before the signal but whose startup packet comes
-/// after it (a new connection of an application pool during a rolling restart) was between
-/// transactions: it logs in, runs its transaction and is drained, instead of being refused with
-/// `pooler is shutting down`.
+/// after it (a new connection of an application pool during a rolling restart) logs in and is
+/// served like the clients already connected, instead of being refused with `pooler is
+/// shutting down`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_in_a_client_accepted_before_it() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -524,6 +611,7 @@ async fn sigterm_lets_in_a_client_accepted_before_it() {
     assert!(!rows.is_empty());
     busy.simple_query("COMMIT").await.expect("commit");
     drop(busy);
+    drop(late);
     expect_exit(p, 15).await;
 }
 

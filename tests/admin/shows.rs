@@ -853,3 +853,47 @@ async fn console_parameters_and_version_line() {
     let out = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.lines().next(), Some(shown.as_str()), "{out}");
 }
+
+/// A login copies the ParameterStatus messages the previous login of its pool made for the same
+/// parameter set (a dozen messages encoded once, not per login): a console SET of what they
+/// announce (max_prepared_statements, pool_mode) reaches the next client all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_welcome_follows_a_set_of_what_it_announces() {
+    let p = pooler();
+    let announced = |c: &Raw| {
+        let got = |name: &str| {
+            c.params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        (
+            got("pgbouncer.max_prepared_statements"),
+            got("pgbouncer.pool_mode"),
+            got("TimeZone"),
+        )
+    };
+    let port = p.port;
+    let login = move || async move {
+        Raw::connect(port, "md5user", "md5_pw", "testdb")
+            .await
+            .unwrap_or_else(|e| panic!("login: {e:?}"))
+    };
+    let first = announced(&login().await);
+    assert_eq!(first.0.as_deref(), Some("200"));
+    assert_eq!(first.1.as_deref(), Some("transaction"));
+    assert!(first.2.is_some(), "the server's parameters are announced");
+    assert_eq!(announced(&login().await), first, "the same welcome again");
+    let mut c = admin(&p).await;
+    for set in [
+        "SET max_prepared_statements = 50",
+        "SET pool_mode = session",
+    ] {
+        let a = c.query(set).await;
+        assert!(a.error.is_none(), "{set}: {a:?}");
+    }
+    let after = announced(&login().await);
+    assert_eq!(after.0.as_deref(), Some("50"));
+    assert_eq!(after.1.as_deref(), Some("session"));
+    assert_eq!(after.2, first.2);
+}

@@ -44,7 +44,7 @@ from _common import bound, check, fail, log, main, target
 ENGINES = 2
 WORKERS_PER_ENGINE = 6
 STALL_SECONDS = 1.0
-MAX_SECONDS = int(os.environ.get("ROLLING_LOAD_MAX_SECONDS", "150"))
+MAX_SECONDS = int(os.environ.get("ROLLING_LOAD_MAX_SECONDS", "360"))
 # SQLAlchemy's pool_recycle: 3 s on loopback (tests/rolling.rs), so connections spread over both
 # processes of one so_reuseport port; the container topology keeps them longer than the
 # Deployment's preStop delay, so a pooler still holds clients when its SIGTERM drain starts.

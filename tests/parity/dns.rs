@@ -22,7 +22,7 @@ fn by_name(pg_port: u16) -> String {
 fn lookups(p: &Pooler) -> usize {
     p.log()
         .lines()
-        .filter(|l| l.contains("WARN DNS lookup failed: nonexistent.invalid"))
+        .filter(|l| l.contains("WARNING DNS lookup failed: nonexistent.invalid"))
         .count()
 }
 

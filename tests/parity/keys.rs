@@ -17,6 +17,8 @@ const SAMPLES: &[(&str, &str)] = &[
     ("cancel_wait_timeout", "5"),
     ("client_idle_timeout", "30"),
     ("client_login_timeout", "30"),
+    ("client_tls13_ciphers", "TLS_CHACHA20_POLY1305_SHA256"),
+    ("client_tls_ecdhcurve", "secp384r1"),
     ("default_pool_size", "7"),
     ("dns_max_ttl", "30"),
     ("dns_nxdomain_ttl", "30"),
@@ -53,6 +55,8 @@ const SAMPLES: &[(&str, &str)] = &[
     ("server_reset_query", "DISCARD ALL"),
     ("server_reset_query_always", "1"),
     ("server_round_robin", "1"),
+    ("server_tls13_ciphers", "TLS_AES_256_GCM_SHA384"),
+    ("shutdown_drain", "transaction"),
     ("shutdown_timeout", "20"),
     ("stats_period", "30"),
     ("stats_users", "stats"),
@@ -101,6 +105,55 @@ async fn every_changeable_key_is_accepted_and_shown() {
     assert_eq!(
         client.query("SELECT 1").await.rows,
         vec![vec![Some("1".into())]]
+    );
+}
+
+/// SET conffile names the file the next RELOAD reads, and SHOW CONFIG prints it (PgBouncer's
+/// cf_config_file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_conffile_makes_reload_read_that_file() {
+    let p = Pooler::start(pg(), "", "", "");
+    let mut c = admin(&p).await;
+    let cfg = c.query("SHOW CONFIG").await;
+    let first = p.ini_path.display().to_string();
+    assert_eq!(cfg.get("key", "conffile", "value"), Some(first));
+    let other = p.dir.join("other.ini");
+    let ini = std::fs::read_to_string(&p.ini_path).unwrap();
+    std::fs::write(
+        &other,
+        ini.replace("[pgbouncer]\n", "[pgbouncer]\ndefault_pool_size = 13\n"),
+    )
+    .unwrap();
+    let other = other.display().to_string();
+    let a = c.query(&format!("SET conffile = '{other}'")).await;
+    assert!(a.error.is_none(), "{a:?}");
+    assert!(c.query("RELOAD").await.error.is_none());
+    let cfg = c.query("SHOW CONFIG").await;
+    assert_eq!(cfg.get("key", "conffile", "value"), Some(other));
+    assert_eq!(
+        cfg.get("key", "default_pool_size", "value").as_deref(),
+        Some("13")
+    );
+}
+
+/// A curve ring lacks is refused by SET (PgBouncer's `SET failed`, the reason in the log with
+/// libusual's text), and the value in force stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_ecdh_curve_is_refused() {
+    let p = Pooler::start(pg(), "", "client_tls_ecdhcurve = P-256\n", "");
+    let mut c = admin(&p).await;
+    let a = c.query("SET client_tls_ecdhcurve = 'secp521r1'").await;
+    let e = a.error.expect("secp521r1 must be refused");
+    assert_eq!(e.message, "SET failed");
+    assert!(
+        p.wait_for_log("invalid ecdhe curve 'secp521r1'", Duration::from_secs(5)),
+        "{}",
+        p.log()
+    );
+    let cfg = c.query("SHOW CONFIG").await;
+    assert_eq!(
+        cfg.get("key", "client_tls_ecdhcurve", "value").as_deref(),
+        Some("P-256")
     );
 }
 

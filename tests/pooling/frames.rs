@@ -1,7 +1,8 @@
 //! Extended-protocol frames in every pool mode, on the raw protocol so each test controls exactly
 //! what a frame holds: named and unnamed Parse/Bind of 8 KB to 400 KB (larger than any read
 //! buffer, so they arrive in pieces), a statement name over 4 KB, a Parse of a name that is
-//! still prepared, and total_xact_count counting SQL transactions (issue 6: items 1, 2, 3, 11).
+//! still prepared, and total_xact_count counting SQL transactions (issue 6: items 1, 2, 3, 11;
+//! issue 10 for the duplicate Parse).
 
 use std::time::Duration;
 
@@ -142,38 +143,75 @@ async fn large_parse_and_bind_named_and_unnamed_in_every_mode() {
     }
 }
 
-/// Item 11: a Parse of a name still prepared gets PostgreSQL's answer (ERROR 42P05, the old
-/// statement kept, the connection usable), in every mode; session mode shows the server's own.
+/// Item 11, and PgBouncer parity (issue 10): a Parse of a name still prepared. Where the pooler
+/// tracks statements (transaction and statement mode) it closes the client as PgBouncer does,
+/// FATAL 08P01 `prepared statement name is already in use`, before the server sees it; in
+/// session mode the server answers (ERROR 42P05, the old statement kept, the connection usable).
+/// In every mode a Parse that fails creates nothing, and a closed name can be prepared again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn duplicate_parse_is_refused_as_postgres_does() {
+async fn duplicate_parse_in_every_mode() {
     let pg = Pg::start();
     for mode in MODES {
         let pooler = start(&pg, mode);
-        let mut raw = Raw::connect(pooler.port, "olly", "olly_pw", "testdb")
-            .await
-            .expect("login");
+        let login = || Raw::connect(pooler.port, "olly", "olly_pw", "testdb");
+        let mut raw = login().await.expect("login");
         let mut out = BytesMut::new();
         parse(&mut out, "dup", "SELECT 1");
         sync(&mut out);
         let a = exchange(&mut raw, out).await;
         assert!(a.error.is_none(), "{mode}: {:?}", a.error);
 
-        // Parse, Bind, Execute, Sync: the error, then nothing until ReadyForQuery.
+        // Parse, Bind, Execute, Sync.
         let mut out = BytesMut::new();
         parse(&mut out, "dup", "SELECT 2");
         bind(&mut out, "dup", &[]);
         execute_sync(&mut out);
         let a = exchange(&mut raw, out).await;
         let e = a.error.clone().expect("duplicate Parse refused");
-        assert_eq!(e.code, "42P05", "{mode}: {e:?}");
-        assert_eq!(
-            e.message, "prepared statement \"dup\" already exists",
-            "{mode}"
-        );
-        assert_eq!(e.severity, "ERROR", "{mode}");
-        assert!(a.rows.is_empty() && !a.closed, "{mode}: {a:?}");
+        if mode != "session" {
+            assert_eq!(
+                (e.severity.as_str(), e.code.as_str(), e.message.as_str()),
+                (
+                    "FATAL",
+                    "08P01",
+                    "prepared statement name is already in use"
+                ),
+                "{mode}"
+            );
+            assert!(a.closed, "{mode}: {a:?}");
+            raw = login().await.expect("login");
+            let mut out = BytesMut::new();
+            parse(&mut out, "dup", "SELECT 1");
+            sync(&mut out);
+            assert!(exchange(&mut raw, out).await.error.is_none(), "{mode}");
+        } else {
+            // The error, then nothing until ReadyForQuery.
+            assert_eq!(e.code, "42P05", "{mode}: {e:?}");
+            assert_eq!(
+                e.message, "prepared statement \"dup\" already exists",
+                "{mode}"
+            );
+            assert_eq!(e.severity, "ERROR", "{mode}");
+            assert!(a.rows.is_empty() && !a.closed, "{mode}: {a:?}");
+            // A syntax error is reported first, as PostgreSQL parses before it stores.
+            let mut out = BytesMut::new();
+            parse(&mut out, "dup", "SELEC 3");
+            sync(&mut out);
+            let e = exchange(&mut raw, out).await.error.expect("syntax error");
+            assert_eq!(e.code, "42601", "{mode}: {e:?}");
+            // Inside a transaction block the error aborts it, as PostgreSQL's does.
+            assert!(raw.query("BEGIN").await.error.is_none());
+            let mut out = BytesMut::new();
+            parse(&mut out, "dup", "SELECT 3");
+            sync(&mut out);
+            let e = exchange(&mut raw, out).await.error.expect("refused");
+            assert_eq!(e.code, "42P05", "{mode}: {e:?}");
+            let e = raw.query("SELECT 1").await.error.expect("aborted");
+            assert_eq!(e.code, "25P02", "{mode}: {e:?}");
+            assert!(raw.query("ROLLBACK").await.error.is_none());
+        }
 
-        // The first statement is still the one that runs.
+        // The first statement is the one that runs.
         let mut out = BytesMut::new();
         bind(&mut out, "dup", &[]);
         execute_sync(&mut out);
@@ -193,17 +231,9 @@ async fn duplicate_parse_is_refused_as_postgres_does() {
             "{mode}"
         );
 
-        // A syntax error is reported first, as PostgreSQL parses before it stores.
-        let mut out = BytesMut::new();
-        parse(&mut out, "dup", "SELEC 3");
-        sync(&mut out);
-        let e = exchange(&mut raw, out).await.error.expect("syntax error");
-        assert_eq!(e.code, "42601", "{mode}: {e:?}");
-
         // A Parse that fails creates nothing: the name is free for the next one.
         let mut out = BytesMut::new();
         parse(&mut out, "fresh", "SELEC 5");
-        parse(&mut out, "fresh", "SELECT 5");
         sync(&mut out);
         let e = exchange(&mut raw, out).await.error.expect("syntax error");
         assert_eq!(e.code, "42601", "{mode}: {e:?}");
@@ -212,19 +242,6 @@ async fn duplicate_parse_is_refused_as_postgres_does() {
         bind(&mut out, "fresh", &[]);
         execute_sync(&mut out);
         assert_eq!(value(&mut raw, out, mode).await, "6", "{mode}");
-
-        if mode != "statement" {
-            // Inside a transaction block the error aborts it, as PostgreSQL's does.
-            assert!(raw.query("BEGIN").await.error.is_none());
-            let mut out = BytesMut::new();
-            parse(&mut out, "dup", "SELECT 3");
-            sync(&mut out);
-            let e = exchange(&mut raw, out).await.error.expect("refused");
-            assert_eq!(e.code, "42P05", "{mode}: {e:?}");
-            let e = raw.query("SELECT 1").await.error.expect("aborted");
-            assert_eq!(e.code, "25P02", "{mode}: {e:?}");
-            assert!(raw.query("ROLLBACK").await.error.is_none());
-        }
 
         // Closed, the name can be prepared again.
         let mut out = BytesMut::new();

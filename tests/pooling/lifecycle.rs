@@ -1,9 +1,14 @@
-//! Lifecycle: a server dying mid-transaction, reload, SIGTERM drain.
+//! Lifecycle: a server dying mid-transaction, reload, SIGTERM's transaction-end drain (ours,
+//! `shutdown_drain = transaction`; PgBouncer's wait for clients is in `lifecycle_sigterm.rs`).
 
 use std::time::Duration;
 
 use crate::common::{Pg, Pooler};
 use crate::eventually;
+
+/// Our Kubernetes drain, bounded as the tests below need.
+const TRANSACTION_DRAIN_20: &str = "shutdown_drain = transaction\nshutdown_timeout = 20";
+const TRANSACTION_DRAIN_120: &str = "shutdown_drain = transaction\nshutdown_timeout = 120";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_terminated_mid_transaction_then_pool_recovers() {
@@ -50,6 +55,21 @@ async fn reload_changes_pool_size() {
     pooler.rewrite_config("", "default_pool_size = 5", "");
     pooler.signal(libc::SIGHUP);
     assert!(pooler.wait_for_log("configuration reloaded", Duration::from_secs(5)));
+    // PgBouncer's layout: `<date> <time>.mmm UTC [pid] LOG message`.
+    let log = pooler.log();
+    let line = log
+        .lines()
+        .find(|l| l.ends_with("configuration reloaded"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert_eq!(
+        &line[23..],
+        format!(" UTC [{}] LOG configuration reloaded", pooler.pid())
+    );
+    assert_eq!(
+        line[..23].replace(|c: char| c.is_ascii_digit(), "0"),
+        "0000-00-00 00:00:00.000",
+        "{line}"
+    );
     let tasks = run_burst(6).await;
     let grew = eventually(Duration::from_secs(2), || pg.backend_count("testdb") >= 4).await;
     for t in tasks {
@@ -60,35 +80,79 @@ async fn reload_changes_pool_size() {
     // A bad file on reload keeps the running config.
     pooler.rewrite_config("", "default_pool_size = lots", "");
     pooler.signal(libc::SIGHUP);
-    assert!(pooler.wait_for_log("reload failed", Duration::from_secs(5)));
+    // PgBouncer's words: the refused value, then the warning; our reason follows the first.
+    assert!(pooler.wait_for_log("WARNING config file loading failed", Duration::from_secs(5)));
+    let ini = pooler.ini_path.display().to_string();
+    assert!(pooler.log().contains(&format!(
+        "ERROR invalid value \"lots\" for parameter default_pool_size in configuration ({ini}:"
+    )));
     let c = pooler.connect("olly", "olly_pw", "testdb").await;
     assert!(c.simple_query("SELECT 1").await.is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_config_refuses_to_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let ini = dir.path().join("pgbouncer.ini");
-    std::fs::write(
-        &ini,
-        "[pgbouncer]\nlisten_port = 6432\npool_mode = sometimes\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ollyscale-pooler"))
-        .arg(&ini)
-        .output()
-        .unwrap();
+    let (_dir, ini, out) = run_with_ini("[pgbouncer]\nlisten_port = 6432\npool_mode = sometimes\n");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("pgbouncer.ini:3"), "{err}");
-    assert!(err.contains("pool_mode"), "{err}");
+    // As PgBouncer: the refused value as an ERROR line, then FATAL, both in its layout.
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    let pid = format!("[{}]", out_pid(lines[0]));
+    assert!(
+        lines[0].contains(&format!(
+            " UTC {pid} ERROR invalid value \"sometimes\" for parameter pool_mode in \
+             configuration ({}:3): ",
+            ini.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        lines[1].ends_with(&format!(" UTC {pid} FATAL cannot load config file")),
+        "{err}"
+    );
+}
+
+/// Runs the pooler binary on `ini` (written to a fresh directory, kept alive by the first
+/// value) until it exits; for configurations it refuses to serve.
+fn run_with_ini(ini: &str) -> (tempfile::TempDir, std::path::PathBuf, std::process::Output) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pgbouncer.ini");
+    std::fs::write(&path, ini).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ollyscale-pooler"))
+        .arg(&path)
+        .output()
+        .unwrap();
+    (dir, path, out)
+}
+
+/// The pid between the brackets of a log line.
+fn out_pid(line: &str) -> &str {
+    let from = line.find('[').map_or(0, |i| i + 1);
+    let to = line.find(']').unwrap_or(from);
+    &line[from..to]
+}
+
+/// A start-up failure once logging is set up is a FATAL line before the exit, as PgBouncer's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_in_use_is_fatal() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let (_dir, _ini, out) = run_with_ini(&format!(
+        "[databases]\nx = host=127.0.0.1 port=1\n[pgbouncer]\nlisten_addr = 127.0.0.1\n\
+         listen_port = {port}\nunix_socket_dir =\nauth_type = trust\n"
+    ));
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.contains(" FATAL cannot listen on 127.0.0.1:"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_open_transaction_finish_then_closes() {
     let pg = Pg::start();
     pg.psql("CREATE TABLE d (v int)");
-    let mut pooler = Pooler::start(&pg, "", "shutdown_timeout = 20", "");
+    let mut pooler = Pooler::start(&pg, "", TRANSACTION_DRAIN_20, "");
     let busy = pooler.connect("olly", "olly_pw", "testdb").await;
     let idle = pooler.connect("olly", "olly_pw", "testdb").await;
     busy.batch_execute("BEGIN; INSERT INTO d VALUES (1)")
@@ -137,7 +201,7 @@ async fn sigterm_lets_the_open_transaction_finish_then_closes() {
 async fn sigterm_serves_the_transaction_after_a_rolled_back_one() {
     let pg = Pg::start();
     pg.psql("CREATE TABLE d (v int)");
-    let mut pooler = Pooler::start(&pg, "", "shutdown_timeout = 120", "");
+    let mut pooler = Pooler::start(&pg, "", TRANSACTION_DRAIN_120, "");
     let busy = pooler.connect("olly", "olly_pw", "testdb").await;
     // Open at SIGTERM, so the drain's quiet period for idle clients does not apply.
     busy.batch_execute("BEGIN; INSERT INTO d VALUES (1)")
@@ -178,7 +242,7 @@ async fn sigterm_serves_the_transaction_after_a_rolled_back_one() {
 async fn sigterm_closes_a_busy_client_right_after_its_commit() {
     let pg = Pg::start();
     pg.psql("CREATE TABLE d (v int)");
-    let mut pooler = Pooler::start(&pg, "", "shutdown_timeout = 120", "");
+    let mut pooler = Pooler::start(&pg, "", TRANSACTION_DRAIN_120, "");
     let busy = pooler.connect("olly", "olly_pw", "testdb").await;
     busy.batch_execute("BEGIN; INSERT INTO d VALUES (1)")
         .await
@@ -340,6 +404,32 @@ async fn default_server_check_query_tests_idle_servers() {
     let c = off.connect("olly", "olly_pw", "testdb").await;
     c.simple_query("SELECT 1").await.expect("query");
     assert_eq!(sv_used(&off).await, "0");
+}
+
+/// server_check_query tests only a server a client has used, as PgBouncer tests only its
+/// SV_USED servers: one fresh from its login (the first client's, or the one that replaces a
+/// server the check found dead) is handed out untested. The check query here bumps a
+/// sequence, so the count of checks is read off PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_check_query_skips_a_server_fresh_from_its_login() {
+    let pg = Pg::start();
+    pg.psql("CREATE SEQUENCE checks");
+    let checks = || pg.psql("SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM checks");
+    let pooler = Pooler::start(
+        &pg,
+        "",
+        "server_check_delay = 0\nserver_check_query = SELECT nextval('checks')",
+        "",
+    );
+    let c = pooler.connect("olly", "olly_pw", "testdb").await;
+    c.simple_query("SELECT 1").await.expect("query");
+    assert_eq!(checks(), "0", "a fresh server was tested");
+    c.simple_query("SELECT 1").await.expect("query");
+    assert_eq!(
+        checks(),
+        "1",
+        "a used server idle past the delay was not tested"
+    );
 }
 
 /// The disconnect line, with PgBouncer's `(age=Ns)`, is in the log by the time the client has the

@@ -10,8 +10,10 @@ mod auth;
 mod extended;
 mod frames;
 mod lifecycle;
+mod lifecycle_sigterm;
 mod limits;
 mod prepared;
+mod prepared_errors;
 mod protocol;
 mod transactions;
 

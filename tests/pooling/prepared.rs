@@ -2,8 +2,8 @@
 //! semantics), on the raw protocol through a pool of 2 servers: one server Parse per statement
 //! per server (counted by the pooler and by PostgreSQL's own statement log), a standalone
 //! Describe on a server that lacks the statement, the LRU at max_prepared_statements, DDL
-//! invalidation, DEALLOCATE ALL / DISCARD ALL, and a flood of distinct statements with the
-//! pooler's memory bounded.
+//! invalidation, and a flood of distinct statements with the pooler's memory bounded. The
+//! misnamed-statement errors are in `prepared_errors.rs`.
 
 use bytes::BytesMut;
 use postgres_protocol::message::frontend;
@@ -12,21 +12,21 @@ use crate::common::{Pg, Pooler};
 use crate::console::{Answer, Raw};
 use crate::extended::{bind, parse};
 
-fn execute(out: &mut BytesMut) {
+pub(crate) fn execute(out: &mut BytesMut) {
     frontend::execute("", 0, out).expect("execute message");
 }
 
-fn describe(out: &mut BytesMut, name: &str) {
+pub(crate) fn describe(out: &mut BytesMut, name: &str) {
     frontend::describe(b'S', name, out).expect("describe message");
 }
 
-fn close(out: &mut BytesMut, name: &str) {
+pub(crate) fn close(out: &mut BytesMut, name: &str) {
     frontend::close(b'S', name, out).expect("close message");
 }
 
 /// Sends `out` + Sync and returns every frame tag up to ReadyForQuery, with the answer's rows
 /// and error.
-async fn run(raw: &mut Raw, mut out: BytesMut) -> (Vec<u8>, Answer) {
+pub(crate) async fn run(raw: &mut Raw, mut out: BytesMut) -> (Vec<u8>, Answer) {
     frontend::sync(&mut out);
     raw.send(&out).await;
     let mut tags = Vec::new();
@@ -51,6 +51,7 @@ async fn run(raw: &mut Raw, mut out: BytesMut) -> (Vec<u8>, Answer) {
                     if let Some((k, v)) = field.split_first() {
                         let v = String::from_utf8_lossy(v).into_owned();
                         match k {
+                            b'S' => f.severity = v,
                             b'C' => f.code = v,
                             b'M' => f.message = v,
                             _ => {}
@@ -82,7 +83,7 @@ fn server_parses_logged(pg: &Pg) -> usize {
         .count()
 }
 
-fn start(pg: &Pg, extra: &str) -> Pooler {
+pub(crate) fn start(pg: &Pg, extra: &str) -> Pooler {
     Pooler::start(
         pg,
         "",
@@ -191,16 +192,12 @@ async fn describe_on_a_server_that_lacks_the_statement() {
     close(&mut out, "d");
     let (tags, ans) = run(&mut a, out).await;
     assert_eq!(tags, b"tT2DC3Z", "{ans:?}");
-    // Closed: unknown to PostgreSQL under the client's name, as it would be without a pooler.
+    // Closed: a Bind of it closes the client, as PgBouncer does.
     let mut out = BytesMut::new();
     bind(&mut out, "d", &["x"]);
     execute(&mut out);
     let (_, ans) = run(&mut a, out).await;
-    let e = ans.error.expect("closed");
-    assert_eq!(
-        (e.code.as_str(), e.message.as_str()),
-        ("26000", "prepared statement \"d\" does not exist")
-    );
+    crate::prepared_errors::assert_fatal(&ans, "prepared statement did not exist");
     assert!(holder.query("COMMIT").await.error.is_none());
     a.terminate().await;
     holder.terminate().await;
@@ -267,28 +264,6 @@ async fn eviction_at_the_cap_and_ddl_invalidation() {
     let (tags, a) = run(&mut raw, out).await;
     assert!(a.error.is_none(), "re-prepared: {a:?}");
     assert_eq!(tags, b"2DCZ");
-    raw.terminate().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deallocate_all_and_discard_all_forget_the_clients_statements() {
-    let pg = Pg::start();
-    let pooler = start(&pg, "");
-    let mut raw = Raw::connect(pooler.port, "olly", "olly_pw", "testdb")
-        .await
-        .expect("login");
-    for sql in ["DEALLOCATE ALL", "DISCARD ALL"] {
-        let mut out = BytesMut::new();
-        parse(&mut out, "s", "SELECT 1");
-        let (tags, _) = run(&mut raw, out).await;
-        assert_eq!(tags, b"1Z", "{sql}: the name is free again");
-        assert!(raw.query(sql).await.error.is_none(), "{sql}");
-        let mut out = BytesMut::new();
-        bind(&mut out, "s", &[]);
-        execute(&mut out);
-        let (_, a) = run(&mut raw, out).await;
-        assert_eq!(a.error.expect("forgotten").code, "26000", "{sql}");
-    }
     raw.terminate().await;
 }
 
@@ -392,12 +367,12 @@ async fn pipeline_with_an_error_in_the_middle_on_another_server() {
     execute(&mut out);
     let (tags, ans) = run(&mut a, out).await;
     assert_eq!(tags, b"2DC2DCZ", "{ans:?}");
+    assert!(holder.query("COMMIT").await.error.is_none());
     let mut out = BytesMut::new();
     bind(&mut out, "skipped", &[]);
     execute(&mut out);
     let (_, ans) = run(&mut a, out).await;
-    assert_eq!(ans.error.map(|e| e.code), Some("26000".to_string()));
-    assert!(holder.query("COMMIT").await.error.is_none());
+    crate::prepared_errors::assert_fatal(&ans, "prepared statement did not exist");
     a.terminate().await;
     holder.terminate().await;
 }

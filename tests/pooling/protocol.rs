@@ -68,6 +68,112 @@ async fn cancel_request_reaches_the_running_query() {
     assert_eq!(db.code().code(), "57014", "{db:?}");
 }
 
+/// A TCP relay in front of PostgreSQL that holds the first CancelRequest it sees for `delay`
+/// before passing it on: a cancel the pooler forwarded while the query ran, that reaches the
+/// backend only after that query ended (what PgBouncer's suite provokes with 100 concurrent
+/// cancels). Everything else passes at once. Returns the relay's port.
+async fn relay_delaying_first_cancel(pg_port: u16, delay: Duration) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let held = held.clone();
+            tokio::spawn(async move {
+                let mut head = [0u8; 8];
+                if inbound.read_exact(&mut head).await.is_err() {
+                    return;
+                }
+                // CancelRequest: length 16, code 80877102.
+                let cancel = head == [0, 0, 0, 16, 0x04, 0xd2, 0x16, 0x2e];
+                if cancel && !held.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                    tokio::time::sleep(delay).await;
+                }
+                let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", pg_port)).await
+                else {
+                    return;
+                };
+                if outbound.write_all(&head).await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    port
+}
+
+/// A cancel still on its way to the backend when its query ends must not cancel the next
+/// client's query on the same server: the server waits for it (`being_canceled`) before reuse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_cancel_never_reaches_the_next_clients_query() {
+    let pg = Pg::start();
+    let relay = relay_delaying_first_cancel(pg.port, Duration::from_secs(3)).await;
+    // One server, so the second client's query runs on the server the cancels are aimed at.
+    let pooler = Pooler::start_for_port(relay, "", "default_pool_size = 1", "");
+    let c1 = pooler.connect("olly", "olly_pw", "testdb").await;
+    let c2 = pooler.connect("olly", "olly_pw", "testdb").await;
+    let console = pooler.connect("olly", "olly_pw", "pgbouncer").await;
+    let token = c1.cancel_token();
+    let q1 = tokio::spawn(async move { c1.simple_query("SELECT pg_sleep(20)").await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let q2 = tokio::spawn(async move { c2.simple_query("SELECT pg_sleep(5)").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The first cancel is held by the relay; the second reaches PostgreSQL at once and ends q1.
+    let late = tokio::spawn({
+        let token = token.clone();
+        async move { token.cancel_query(tokio_postgres::NoTls).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    token
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .expect("cancel request sent");
+    let e = tokio::time::timeout(Duration::from_secs(10), q1)
+        .await
+        .expect("q1 ended after the cancel")
+        .unwrap()
+        .expect_err("q1 was cancelled");
+    assert_eq!(
+        e.as_db_error().expect("server error").code().code(),
+        "57014"
+    );
+    // Meanwhile (the held cancel is ~2.7 s away) the console shows the server as held back, once
+    // the session has checked it in (it may still be doing so as q1's answer arrives).
+    let mut row = None;
+    for _ in 0..40 {
+        let pools = console.simple_query("SHOW POOLS").await.unwrap();
+        row = pools.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) if r.get("database") == Some("testdb") => {
+                Some((
+                    r.get("sv_being_canceled").map(String::from),
+                    r.get("sv_active").map(String::from),
+                ))
+            }
+            _ => None,
+        });
+        if row == Some((Some("1".into()), Some("0".into()))) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        row,
+        Some((Some("1".into()), Some("0".into()))),
+        "(sv_being_canceled, sv_active)"
+    );
+    // The held cancel arrives ~2.7 s into q2's 5 s sleep if q2 got the server at once.
+    let r2 = tokio::time::timeout(Duration::from_secs(30), q2)
+        .await
+        .expect("q2 ended")
+        .unwrap();
+    assert!(
+        r2.is_ok(),
+        "the late cancel hit the next client's query: {r2:?}"
+    );
+    late.await.unwrap().expect("late cancel sent");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_extended_queries_with_an_error_in_the_middle() {
     let pg = Pg::start();

@@ -112,6 +112,34 @@ async fn tracked_parameters_follow_each_client() {
     assert!(value(&b, "SHOW DateStyle").await.starts_with("German"));
 }
 
+/// default_transaction_read_only and session_authorization are tracked (PgBouncer 1.26): one
+/// client's SET of either does not stay on the shared server for the other client, and comes
+/// back for the client that made it (upstream test_default_transaction_read_only,
+/// test_session_authorization_tracked).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_only_and_session_authorization_follow_each_client() {
+    let pg = Pg::start();
+    pg.psql("CREATE ROLE someuser");
+    let pooler = Pooler::start(&pg, "", "default_pool_size = 1", "");
+    let a = pooler.connect("olly", "olly_pw", "testdb").await;
+    let b = pooler.connect("olly", "olly_pw", "testdb").await;
+    a.batch_execute("SET default_transaction_read_only = on; SET SESSION AUTHORIZATION someuser")
+        .await
+        .expect("set");
+    // One server: both clients run on it in turn.
+    for _ in 0..2 {
+        assert_eq!(value(&b, "SHOW transaction_read_only").await, "off");
+        assert_eq!(value(&b, "SHOW session_authorization").await, "olly");
+        assert_eq!(value(&a, "SHOW transaction_read_only").await, "on");
+        assert_eq!(value(&a, "SHOW session_authorization").await, "someuser");
+    }
+    a.batch_execute("RESET SESSION AUTHORIZATION; RESET default_transaction_read_only")
+        .await
+        .expect("reset");
+    assert_eq!(value(&a, "SHOW session_authorization").await, "olly");
+    assert_eq!(value(&a, "SHOW transaction_read_only").await, "off");
+}
+
 /// track_extra_parameters = search_path (issue 9): PostgreSQL 15 does not report search_path,
 /// so the pooler remembers what it SET on each server; a client that asked for none gets the
 /// server's default back (RESET), also after another client changed it with a plain SET.

@@ -6,6 +6,7 @@
 mod common;
 
 mod auth_query;
+mod ciphers;
 mod client;
 mod hba;
 mod legacy;

@@ -41,7 +41,7 @@ pub fn pools(cmd: &Cmd<'_>) -> Result<Reply, CommandError> {
                 num(0),
                 num(p.sv_active),
                 num(0),
-                num(0),
+                num(p.sv_being_canceled),
                 num(p.sv_idle),
                 num(p.sv_used),
                 num(p.sv_tested),

@@ -148,7 +148,12 @@ fn client_sock(c: &ClientInfo) -> Sock {
         ptr: client_ptr(c.id),
         link,
         remote_pid: 0,
-        application_name: c.application_name.lock().clone(),
+        application_name: c
+            .application_name
+            .lock()
+            .as_deref()
+            .unwrap_or_default()
+            .to_string(),
         prepared_statements: c.prepared_statements.load(Ordering::Relaxed),
         replication: *c.replication.lock(),
         tls: c.tls.get().cloned().unwrap_or_default(),
@@ -184,6 +189,7 @@ fn server_socks(cmd: &Cmd<'_>) -> Vec<Sock> {
                 ServerState::Active => ("active", "sv_active"),
                 ServerState::Used => ("used", "sv_used"),
                 ServerState::Tested => ("tested", "sv_tested"),
+                ServerState::BeingCanceled => ("being_canceled", "sv_being_canceled"),
             };
             let linked = s.linked_client();
             let request_us = s.request_time_us.load(Ordering::Relaxed);

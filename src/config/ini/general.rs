@@ -85,6 +85,7 @@ pub(super) fn apply(g: &mut General, key: &str, value: &str) -> Result<(), Strin
         "stats_period" => g.stats_period = seconds(value)?,
         "verbose" => g.verbose = u32_value(value)?,
         "user" => g.user = non_empty(value),
+        "shutdown_drain" => g.shutdown_drain = super::super::ShutdownDrain::parse(value)?,
         "shutdown_timeout" => g.shutdown_timeout = seconds(value)?,
         "http_listen_addr" => g.http_listen_addr = non_empty(value),
         "peer_id" => g.peer_id = peer_id(value)?,

@@ -10,6 +10,8 @@ use super::*;
 
 mod clusters;
 mod databases;
+mod include;
+mod report;
 mod userlist;
 
 fn parse(text: &str) -> Config {
@@ -150,6 +152,7 @@ fn every_implemented_key_sets_its_field() {
         "client_tls_sslmode" | "server_tls_sslmode" => "verify-full",
         "pool_mode" => "transaction",
         "replica_fallback" => "none",
+        "shutdown_drain" => "transaction",
         "server_reset_query" | "server_check_query" => "SELECT 1",
         "user" => "postgres",
         "max_packet_size" => "4096",
@@ -160,14 +163,19 @@ fn every_implemented_key_sets_its_field() {
         | "so_reuseport"
         | "syslog" => "1",
         "syslog_facility" => "local3",
+        "client_tls_ecdhcurve" => "secp384r1",
         "tcp_keepalive" | "log_connections" | "log_disconnections" | "log_pooler_errors"
         | "log_stats" => "0",
         _ => "7",
     };
-    let implemented: Vec<_> = GENERAL_KEYS.iter().filter(|k| k.implemented).collect();
+    // conffile sets Config::path, not a General field (see conffile_names_the_file_reload_reads).
+    let implemented: Vec<_> = GENERAL_KEYS
+        .iter()
+        .filter(|k| k.implemented && k.name != "conffile")
+        .collect();
     assert_eq!(
         implemented.len(),
-        98,
+        102,
         "one implemented key per General field"
     );
     for k in implemented {
@@ -179,6 +187,19 @@ fn every_implemented_key_sets_its_field() {
             k.name
         );
     }
+}
+
+/// `conffile` is PgBouncer's cf_config_file: a line in the file, or SET, names the file the next
+/// RELOAD reads (SHOW CONFIG prints `Config::path`).
+#[test]
+fn conffile_names_the_file_reload_reads() {
+    let cfg = parse("[pgbouncer]\nconffile = /etc/other.ini\n");
+    assert_eq!(cfg.path, std::path::PathBuf::from("/etc/other.ini"));
+    assert!(cfg.unimplemented_keys.is_empty());
+    let mut cfg = parse("[pgbouncer]\n");
+    crate::config::ini::set_general(&mut cfg, "conffile", "/tmp/next.ini").unwrap();
+    assert_eq!(cfg.path, std::path::PathBuf::from("/tmp/next.ini"));
+    assert_eq!(cfg.general, General::default());
 }
 
 // ---------------------------------------------------------------- value types
@@ -548,113 +569,6 @@ fn peers_and_peer_id() {
     );
 }
 
-// ---------------------------------------------------------------- %include
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let dir = std::env::temp_dir().join(format!(
-            "ollyscale-config-{tag}-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.0.join(name);
-        std::fs::write(&path, text).expect("write temp file");
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-#[test]
-fn include_relative_to_including_file_and_absolute() {
-    let dir = TempDir::new("include");
-    let child_name = format!("olly-child-{}.ini", std::process::id());
-    dir.write(
-        &child_name,
-        "listen_port = 7777\n[databases]\nfromchild = port=1\n",
-    );
-    let abs = dir.write("abs.ini", "[users]\nbob = pool_size=2\n");
-    let main_text = format!(
-        "[pgbouncer]\n%include {child_name}\nmine = port=2\n%include {}\n",
-        abs.display()
-    );
-    let main = dir.write("main.ini", &main_text);
-    let cfg = Config::load(&main).expect("loads");
-    assert_eq!(cfg.general.listen_port, 7777);
-    // The section set in the child carries on in the parent, as in PgBouncer.
-    assert!(cfg.databases.contains_key("fromchild") && cfg.databases.contains_key("mine"));
-    assert_eq!(cfg.users["bob"].pool_size, Some(2));
-    assert_eq!(cfg.path, main);
-}
-
-#[test]
-fn include_errors_point_at_the_right_file() {
-    let dir = TempDir::new("include-err");
-    let child = dir.write("child.ini", "\nlisten_port = zero\n");
-    let main = dir.write(
-        "main.ini",
-        &format!(
-            "[pgbouncer]\n%include {}\n%include missing.ini\n",
-            child.display()
-        ),
-    );
-    let errs = Config::load(&main).expect_err("must fail").0;
-    assert_eq!(errs.len(), 2, "{errs:#?}");
-    assert_eq!(
-        (errs[0].file.clone(), errs[0].line),
-        (child.display().to_string(), 2)
-    );
-    assert_eq!(
-        (errs[1].file.clone(), errs[1].line),
-        (main.display().to_string(), 3)
-    );
-    assert!(errs[1].message.contains("cannot read included file"));
-}
-
-#[test]
-fn include_loops_stop() {
-    let dir = TempDir::new("include-loop");
-    let path = dir.0.join("self.ini");
-    dir.write(
-        "self.ini",
-        &format!("[pgbouncer]\n%include {}\n", path.display()),
-    );
-    let errs = Config::load(&path).expect_err("loop").0;
-    assert_eq!(errs.len(), 1);
-    assert!(errs[0].message.contains("nesting"));
-}
-
-#[test]
-fn load_reads_the_auth_file() {
-    let dir = TempDir::new("load");
-    let users = dir.write(
-        "userlist.txt",
-        "\"admin\" \"md545f2603610af569b6155c45067268c6b\"\n",
-    );
-    let main = dir.write(
-        "p.ini",
-        &format!("[pgbouncer]\nauth_file = {}\n", users.display()),
-    );
-    let cfg = Config::load(&main).expect("loads");
-    assert!(matches!(cfg.userlist.get("admin"), Some(Secret::Md5(_))));
-}
-
-// ---------------------------------------------------------------- console SET
-
 #[test]
 fn set_changes_reloadable_keys_and_keeps_restart_only_ones() {
     let mut cfg = parse("[pgbouncer]\nlisten_port = 7000\n");
@@ -680,6 +594,27 @@ fn set_changes_reloadable_keys_and_keeps_restart_only_ones() {
     assert!(cfg.set_general("no_such_key", "1").is_err());
     assert!(cfg.set_general("transaction_timeout", "soon").is_err());
     assert!(cfg.set_general("syslog_facility", "kern").is_err());
+}
+
+/// SIGTERM waits like PgBouncer's (every client, no limit) unless the file asks for our drain
+/// at transaction end; SET changes it like any reloadable key.
+#[test]
+fn shutdown_drain_defaults_to_pgbouncers_wait_for_clients() {
+    let g = general("");
+    assert_eq!(g.shutdown_drain, ShutdownDrain::Clients);
+    assert_eq!(g.shutdown_timeout, Duration::ZERO);
+    let g = general("shutdown_drain = Transaction\nshutdown_timeout = 40");
+    assert_eq!(g.shutdown_drain, ShutdownDrain::Transaction);
+    assert_eq!(g.shutdown_timeout, Duration::from_secs(40));
+    assert_eq!(
+        general_error("shutdown_drain = now"),
+        "expected clients or transaction, got \"now\""
+    );
+    let mut cfg = parse("");
+    cfg.set_general("shutdown_drain", "transaction").unwrap();
+    assert_eq!(cfg.general.shutdown_drain, ShutdownDrain::Transaction);
+    assert!(cfg.set_general("shutdown_drain", "later").is_err());
+    assert_eq!(cfg.general.shutdown_drain, ShutdownDrain::Transaction);
 }
 
 #[test]

@@ -116,10 +116,23 @@ impl Drop for FakePatroni {
     }
 }
 
-/// An address nothing listens on (bound, then closed).
-async fn closed_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    l.local_addr().expect("addr")
+/// A port that refuses connections: bound but never listening. The socket is held (not closed)
+/// so the kernel cannot hand the same port to a `FakePatroni` started after it, which made two
+/// "different" members one address and the poll report one error instead of two.
+struct Refusing {
+    addr: SocketAddr,
+    _socket: tokio::net::TcpSocket,
+}
+
+fn refusing() -> Refusing {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    Refusing {
+        addr: socket.local_addr().expect("addr"),
+        _socket: socket,
+    }
 }
 
 fn url_of(addr: SocketAddr) -> PatroniUrl {
@@ -176,7 +189,8 @@ async fn a_silent_member_times_out() {
 #[tokio::test]
 async fn a_refused_member_is_skipped_for_the_next() {
     let f = Fetcher::new(TaskTracker::new());
-    let down = closed_addr().await;
+    let refused = refusing();
+    let down = refused.addr;
     let hung = FakePatroni::start(Script::Hang).await;
     let broken = FakePatroni::start(Script::Status(500)).await;
     let up = FakePatroni::start(Script::Json(HEALTHY_3.into())).await;
@@ -213,7 +227,8 @@ async fn the_last_good_member_is_asked_first_then_listed_api_urls() {
     assert_eq!((a.requests(), b.requests()), (0, 1));
 
     // The configured URL is gone; a member's api_url from the last answer still works.
-    let down = closed_addr().await;
+    let refused = refusing();
+    let down = refused.addr;
     let s = settings(vec![url_of(down)]);
     let listed = [
         PatroniUrl::parse(&format!("http://127.0.0.1:{}/patroni", a.addr.port()))
@@ -228,7 +243,8 @@ async fn the_last_good_member_is_asked_first_then_listed_api_urls() {
 #[tokio::test]
 async fn a_dns_name_is_every_address_it_resolves_to() {
     let f = Fetcher::new(TaskTracker::new());
-    let down = closed_addr().await;
+    let refused = refusing();
+    let down = refused.addr;
     let up = FakePatroni::start(Script::Json(PATRONI_4.into())).await;
     let up_port = up.addr.port();
     // A headless Service: one name, every member's address (the first one dead).

@@ -21,10 +21,10 @@ fn startup_bytes() -> BytesMut {
 
 fn alice() -> StartupPacket {
     StartupPacket::Startup {
-        params: vec![
-            ("user".into(), "alice".into()),
-            ("database".into(), "app".into()),
-        ],
+        params: crate::proto::startup::RawParams::from_pairs([
+            ("user", "alice"),
+            ("database", "app"),
+        ]),
         minor: 0,
     }
 }

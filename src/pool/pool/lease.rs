@@ -6,7 +6,13 @@ use std::sync::Arc;
 
 use super::Pool;
 use crate::pool::stats::XactTally;
+use crate::server::registry::ServerState;
 use crate::server::ServerConn;
+
+/// The longest a server waits for its forwarded cancels: one is bounded by a connect and
+/// `send_cancel`'s 5 s wait for the close, so anything longer is a server that no longer
+/// answers, and it is closed rather than reused.
+const CANCEL_SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A server handed out by a pool: derefs to the connection. Give it back with
 /// [`Lease::release`]; dropped any other way (a cancelled wait, a panic, a task aborted at
@@ -45,7 +51,7 @@ impl Lease {
     /// or broken: it is then closed.
     pub fn release(mut self, reusable: bool) {
         if let Some(conn) = self.conn.take() {
-            self.pool.checkin_conn(conn, reusable, None);
+            self.check_in(conn, reusable, None);
         }
     }
 
@@ -54,8 +60,32 @@ impl Lease {
     /// clock of its own.
     pub fn release_at(mut self, reusable: bool, at: std::time::Instant) {
         if let Some(conn) = self.conn.take() {
-            self.pool.checkin_conn(conn, reusable, Some(at));
+            self.check_in(conn, reusable, Some(at));
         }
+    }
+
+    /// Checks `conn` in, or, while a cancel forwarded for its last client is still open, parks
+    /// it first (PgBouncer's `being_canceled`): reused now, it could have the next client's
+    /// query cancelled. A cancel that stays open past [`CANCEL_SETTLE_LIMIT`] closes it.
+    fn check_in(&self, conn: Box<ServerConn>, reusable: bool, at: Option<std::time::Instant>) {
+        if !reusable || !conn.cancel.inflight.busy() {
+            self.pool.checkin_conn(conn, reusable, at);
+            return;
+        }
+        conn.set_state(ServerState::BeingCanceled);
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            let settled =
+                tokio::time::timeout(CANCEL_SETTLE_LIMIT, conn.cancel.inflight.settled()).await;
+            if settled.is_err() {
+                tracing::warn!(
+                    pool = %crate::logsafe::Clean(&pool.key),
+                    "server {} closed: a forwarded cancel stayed open",
+                    conn.id
+                );
+            }
+            pool.checkin_conn(conn, settled.is_ok(), at);
+        });
     }
 
     /// Returns a server no client used (a new pool's welcome fetch) to its pool: its one use

@@ -345,7 +345,10 @@ fn frontend_wrappers_roundtrip() {
     assert_eq!(
         crate::proto::startup::parse_startup(&mut buf, 1024).unwrap(),
         Some(crate::proto::startup::StartupPacket::Startup {
-            params: vec![("user".into(), "u".into()), ("database".into(), "d".into())],
+            params: crate::proto::startup::RawParams::from_pairs([
+                ("user", "u"),
+                ("database", "d")
+            ]),
             minor: 0
         })
     );

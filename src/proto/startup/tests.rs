@@ -33,17 +33,17 @@ fn startup_roundtrip_with_postgres_protocol() {
     let mut buf = BytesMut::new();
     frontend::startup_message(params.iter().copied(), &mut buf).unwrap();
     let got = parse_startup(&mut buf, MAX).unwrap().unwrap();
-    let want: Vec<(String, String)> = params
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
     assert_eq!(
         got,
         StartupPacket::Startup {
-            params: want,
+            params: RawParams::from_pairs(params),
             minor: 0
         }
     );
+    let StartupPacket::Startup { params: raw, .. } = got else {
+        unreachable!()
+    };
+    assert_eq!(raw.iter().collect::<Vec<_>>(), params);
     assert!(buf.is_empty());
 }
 
@@ -52,14 +52,14 @@ fn startup_without_params_and_newer_minor() {
     assert_eq!(
         parse_all(&packet(PROTOCOL_3_0, b"\0")).unwrap(),
         Some(StartupPacket::Startup {
-            params: vec![],
+            params: RawParams::from_pairs([]),
             minor: 0
         })
     );
     assert_eq!(
         parse_all(&packet(PROTOCOL_3_0 | 2, b"user\0u\0_pq_.x\0y\0\0")).unwrap(),
         Some(StartupPacket::Startup {
-            params: vec![("user".into(), "u".into()), ("_pq_.x".into(), "y".into())],
+            params: RawParams::from_pairs([("user", "u"), ("_pq_.x", "y")]),
             minor: 2
         })
     );
@@ -103,6 +103,31 @@ fn incomplete_packets_wait_and_keep_the_buffer() {
         assert_eq!(parse_startup(&mut buf, MAX), Ok(None), "cut {cut}");
         assert_eq!(&buf[..], &full[..cut]);
     }
+}
+
+/// libpq's sslmode=prefer opens every plain connection with an SSLRequest alone in its read:
+/// the buffer must keep its memory for the StartupMessage after it (it used to go with the
+/// SSLRequest, and the next read allocated a fresh one).
+#[test]
+fn a_lone_ssl_request_leaves_the_buffer_its_memory() {
+    for code in [SSL_REQUEST_CODE, GSSENC_REQUEST_CODE] {
+        let mut buf = BytesMut::with_capacity(1024);
+        buf.put_slice(&packet(code, b""));
+        assert!(matches!(parse_startup(&mut buf, MAX), Ok(Some(_))));
+        assert!(buf.is_empty());
+        assert!(
+            buf.capacity() >= 1024 - 8,
+            "code {code}: {}",
+            buf.capacity()
+        );
+    }
+    let mut buf = BytesMut::with_capacity(1024);
+    buf.put_slice(&packet(CANCEL_REQUEST_CODE, &[0, 0, 0, 7, 0, 0, 0, 9]));
+    assert_eq!(
+        parse_startup(&mut buf, MAX),
+        Ok(Some(StartupPacket::Cancel { pid: 7, key: 9 }))
+    );
+    assert!(buf.capacity() >= 1024 - 16);
 }
 
 #[test]

@@ -15,6 +15,8 @@ struct Link {
     to_server: Vec<(u8, Vec<u8>)>,
     /// Tags the client received, in order.
     to_client: Vec<u8>,
+    /// The message the pipeline refused, which closes the client.
+    refused: Option<Refusal>,
 }
 
 fn split(bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
@@ -65,6 +67,7 @@ impl Link {
             tracking,
             to_server: Vec::new(),
             to_client: Vec::new(),
+            refused: None,
         };
         (l, cache)
     }
@@ -81,6 +84,7 @@ impl Link {
             ToServer::Pass => self.to_server.push((tag, body.to_vec())),
             ToServer::Replace(b) => self.to_server.extend(split(&b)),
             ToServer::Drop => {}
+            ToServer::Refuse(r) => self.refused = Some(r),
         }
         self.synth();
     }
@@ -325,15 +329,22 @@ fn close_is_local_and_reparse_under_the_same_name_works() {
         2,
         "the server keeps select 1 for other clients"
     );
-    // Close of a portal and of an unknown name go to the server.
+    // Close of a portal goes to the server; of an unknown name, it is answered in its turn.
     l.client(c, b'C', b"Pportal\0");
     l.client(c, b'C', &stmt_msg("nope"));
     l.client(c, b'S', b"");
-    assert_eq!(l.server_tags(), b"CCS");
+    assert_eq!(l.server_tags(), b"CS");
+    assert!(l.to_client.is_empty(), "behind the portal's CloseComplete");
+    l.server(c, b'3', b"");
+    l.server(c, b'Z', b"I");
+    assert_eq!(l.take().1, b"33Z");
+    assert!(l.refused.is_none());
 }
 
+/// PgBouncer closes a client that reuses a name it still holds (its FATAL `prepared statement
+/// name is already in use`): nothing reaches the server and nothing changes.
 #[test]
-fn duplicate_name_goes_to_the_server_to_be_refused() {
+fn duplicate_name_is_refused() {
     let cache = StatementCache::default();
     let (mut l, c) = Link::new(&cache, true);
     l.client(c, b'P', &parse("d", "select 1"));
@@ -342,24 +353,48 @@ fn duplicate_name_goes_to_the_server_to_be_refused() {
     l.server(c, b'Z', b"I");
     let id = l.client.as_ref().unwrap().get(b"d").unwrap().id;
     l.take();
+    let parses = l.p.counts.client_parses;
     l.client(c, b'P', &parse("d", "select 2"));
-    l.client(c, b'S', b"");
-    assert_eq!(l.to_server[0].1, parse(&format!("OLLY_{id}"), "select 2"));
-    let r = l.server(
-        c,
-        b'E',
-        &error(
-            "42P05",
-            &format!("prepared statement \"OLLY_{id}\" already exists"),
-        ),
+    assert_eq!(l.refused, Some(Refusal::InUse(b"d"[..].into())));
+    assert!(l.take().0.is_empty(), "nothing to the server");
+    assert_eq!(
+        l.p.counts.client_parses, parses,
+        "not counted, as in PgBouncer"
     );
-    let ToClient::Replace(f) = r else {
-        panic!("renamed")
-    };
-    assert!(String::from_utf8_lossy(&f).contains("prepared statement \"d\" already exists"));
-    l.server(c, b'Z', b"I");
     assert_eq!(l.client.as_ref().unwrap().get(b"d").unwrap().id, id);
-    assert_eq!(l.server.len(), 1);
+}
+
+/// A Bind or Describe of a statement name the client does not hold is refused (PgBouncer's
+/// FATAL `prepared statement did not exist`), whether it never prepared one or forgot it; the
+/// unnamed statement and portals are the server's business.
+#[test]
+fn unknown_names_in_bind_and_describe_are_refused() {
+    let cache = StatementCache::default();
+    let (mut l, c) = Link::new(&cache, true);
+    l.client(c, b'B', &bind(""));
+    l.client(c, b'D', b"P\0");
+    l.client(c, b'D', &stmt_msg(""));
+    assert_eq!(l.server_tags(), b"BDD");
+    assert!(l.refused.is_none());
+    l.client(c, b'B', &bind("never"));
+    assert_eq!(
+        l.refused.take(),
+        Some(Refusal::Unknown(b"never"[..].into()))
+    );
+    l.client(c, b'D', &stmt_msg("never"));
+    assert_eq!(
+        l.refused.take(),
+        Some(Refusal::Unknown(b"never"[..].into()))
+    );
+
+    // Known to the client until it is closed.
+    let (mut l, c) = Link::new(&cache, true);
+    l.client(c, b'P', &parse("s", "select 1"));
+    l.client(c, b'D', &stmt_msg("s"));
+    l.client(c, b'C', &stmt_msg("s"));
+    assert!(l.refused.is_none());
+    l.client(c, b'B', &bind("s"));
+    assert_eq!(l.refused, Some(Refusal::Unknown(b"s"[..].into())));
 }
 
 #[test]
@@ -524,10 +559,10 @@ fn close_of_a_failed_parse_does_not_bring_the_name_back() {
         l.client.as_ref().unwrap().get(b"a").is_none(),
         "a was never made"
     );
-    // A Bind of it goes to the server as the client named it (26000 there, as from PostgreSQL).
+    // A Bind of it is refused, as a name the client never prepared (no Parse injected).
     l.client(c, b'B', &bind("a"));
-    l.client(c, b'S', b"");
-    assert_eq!(l.take().0, b"BS", "no Parse injected");
+    assert_eq!(l.refused.take(), Some(Refusal::Unknown(b"a"[..].into())));
+    assert!(l.take().0.is_empty(), "no Parse injected");
 
     // The same when the server already had the statement (a ParseComplete the pooler owed).
     l.client(c, b'P', &parse("b", "select 1"));
@@ -538,15 +573,11 @@ fn close_of_a_failed_parse_does_not_bring_the_name_back() {
     l.client(c, b'S', b"");
     l.server(c, b'Z', b"I");
     l.take();
-    l.client(c, b'B', &bind("nope"));
+    l.client(c, b'P', &parse("x", "selec"));
     l.client(c, b'P', &parse("b", "select 1"));
     l.client(c, b'C', &stmt_msg("b"));
     l.client(c, b'S', b"");
-    l.server(
-        c,
-        b'E',
-        &error("26000", "prepared statement \"nope\" does not exist"),
-    );
+    l.server(c, b'E', &error("42601", "syntax error"));
     l.server(c, b'Z', b"I");
     assert!(
         l.client.as_ref().unwrap().get(b"b").is_none(),
@@ -563,18 +594,14 @@ fn error_about_a_forgotten_statement_names_it_as_the_client_did() {
     let cache = StatementCache::default();
     let (mut l, c) = Link::new(&cache, true);
     l.client(c, b'P', &parse("a", "select 1"));
-    l.client(c, b'B', &bind("nope"));
+    l.client(c, b'P', &parse("x", "selec"));
     l.client(c, b'P', &parse("c", "select 3"));
     let id = l.client.as_ref().unwrap().get(b"c").unwrap().id;
     l.client(c, b'S', b"");
     l.client(c, b'D', &stmt_msg("c"));
     l.client(c, b'S', b"");
     l.server(c, b'1', b"");
-    l.server(
-        c,
-        b'E',
-        &error("26000", "prepared statement \"nope\" does not exist"),
-    );
+    l.server(c, b'E', &error("42601", "syntax error"));
     l.server(c, b'Z', b"I");
     assert!(
         l.client.as_ref().unwrap().get(b"c").is_none(),
@@ -598,34 +625,6 @@ fn error_about_a_forgotten_statement_names_it_as_the_client_did() {
     );
 }
 
-/// A Parse that reuses a name, then a Close of that name pipelined before the 42P05 came back:
-/// the error still reads the client's name, as from PostgreSQL (the map no longer has it).
-/// Found by the differential fuzz target.
-#[test]
-fn duplicate_error_names_the_statement_after_a_pipelined_close() {
-    let cache = StatementCache::default();
-    let (mut l, c) = Link::new(&cache, true);
-    l.client(c, b'P', &parse("b", "select 1"));
-    l.client(c, b'S', b"");
-    l.server(c, b'1', b"");
-    l.server(c, b'Z', b"I");
-    let id = l.client.as_ref().unwrap().get(b"b").unwrap().id;
-    l.client(c, b'P', &parse("b", "select 1"));
-    l.client(c, b'S', b"");
-    l.client(c, b'C', &stmt_msg("b"));
-    l.client(c, b'S', b"");
-    let msg = format!("prepared statement \"OLLY_{id}\" already exists");
-    let r = l.server(c, b'E', &error("42P05", &msg));
-    let ToClient::Replace(frame) = r else {
-        panic!("not renamed: {r:?}");
-    };
-    let text = String::from_utf8_lossy(&frame);
-    assert!(
-        text.contains("prepared statement \"b\" already exists"),
-        "{text}"
-    );
-}
-
 /// In one run that fails early: a name closed and then parsed again (the server holds the text,
 /// so both are answered by the pooler). Both are skipped by the server, so the name keeps the
 /// statement it had before the run (undo goes newest first). Found by the differential fuzz
@@ -638,15 +637,11 @@ fn skipped_close_and_reparse_of_a_name_leave_it_as_it_was() {
     l.client(c, b'S', b"");
     l.server(c, b'1', b"");
     l.server(c, b'Z', b"I");
-    l.client(c, b'B', &bind("nope"));
+    l.client(c, b'P', &parse("x", "selec"));
     l.client(c, b'C', &stmt_msg("a"));
     l.client(c, b'P', &parse("a", "select 1"));
     l.client(c, b'S', b"");
-    l.server(
-        c,
-        b'E',
-        &error("26000", "prepared statement \"nope\" does not exist"),
-    );
+    l.server(c, b'E', &error("42601", "syntax error"));
     l.server(c, b'Z', b"I");
     assert!(
         l.client.as_ref().unwrap().get(b"a").is_some(),

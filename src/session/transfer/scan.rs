@@ -2,7 +2,6 @@
 //! direction's output plan; keeps the counters and the parameter cache that ReadyForQuery and
 //! ParameterStatus update. No I/O here: these steps only look at the buffers the pump filled.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -10,8 +9,9 @@ use bytes::BytesMut;
 use super::{client_whole, Transfer};
 use crate::config::PoolMode;
 use crate::error::{Error, Result};
+use crate::logsafe::Clean;
 use crate::proto::{build, FrameError, Item, WHOLE_FRAME_CAP};
-use crate::session::pipeline::{Counts, Stmts, ToClient, ToServer};
+use crate::session::pipeline::{Counts, Refusal, Stmts, ToClient, ToServer};
 
 /// A rewritten client frame replaces its original in the read buffer (the bytes after it move)
 /// when at most this much follows it; past that, the rewrite is sent from its own buffer.
@@ -30,6 +30,24 @@ fn splice(buf: &mut BytesMut, at: usize, old: usize, new: &[u8]) {
         buf.truncate(len - (old - new.len()));
     }
     buf[at..at + new.len()].copy_from_slice(new);
+}
+
+/// The longest statement name a log line shows.
+const LOGGED_NAME_MAX: usize = 1024;
+
+/// The client's error for a misnamed statement, logged with the name as PgBouncer logs it.
+fn refused(r: Refusal) -> Error {
+    let (what, name, e) = match r {
+        Refusal::InUse(name) => ("was already prepared", name, Error::PreparedStatementInUse),
+        Refusal::Unknown(name) => ("not found", name, Error::PreparedStatementMissing),
+    };
+    // A name can be as long as max_packet_size; the log gets its start.
+    let shown = &name[..name.len().min(LOGGED_NAME_MAX)];
+    tracing::error!(
+        "prepared statement '{}' {what}",
+        Clean(String::from_utf8_lossy(shown))
+    );
+    e
 }
 
 /// Builds the pipeline's view of the named-statement state from a transfer's fields.
@@ -113,6 +131,7 @@ impl Transfer<'_> {
                     self.c_out.skip(len);
                     self.tally.bytes_from_client += len as u64;
                 }
+                ToServer::Refuse(r) => return Err(refused(r)),
             }
             if owed == 0 && self.pipe.ready_owed() > 0 {
                 self.query_started = Some(self.start.take().unwrap_or_else(Instant::now));
@@ -126,7 +145,14 @@ impl Transfer<'_> {
     /// Moves the pipeline's counters to the tally and queues its due synthetic replies.
     /// Runs after every frame of a tracked link, so the usual case (nothing counted, nothing
     /// due) is two tests.
+    #[inline]
     fn after_frame(&mut self) {
+        if self.pipe.counts != Counts::default() || self.pipe.synthetic_due() {
+            self.after_frame_work();
+        }
+    }
+
+    fn after_frame_work(&mut self) {
         if self.pipe.counts != Counts::default() {
             let c = std::mem::take(&mut self.pipe.counts);
             self.tally.client_parses += c.client_parses;
@@ -239,15 +265,8 @@ impl Transfer<'_> {
 
     /// ParameterStatus: the server's value, and the client's wanted value if it is tracked.
     fn param_status(&mut self, k: &str, v: &str) {
-        if let Some(slot) = self
-            .client_params
-            .iter_mut()
-            .find(|(n, _)| n.eq_ignore_ascii_case(k))
-        {
-            if *slot.1 != *v {
-                slot.1 = Arc::from(v);
-                self.tally.params_changed = true;
-            }
+        if self.client_params.update(k, v) {
+            self.tally.params_changed = true;
         }
         self.server.set_param(k, v);
     }
